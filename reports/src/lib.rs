@@ -1,1 +1,40 @@
-//! placeholder
+//! gapprobe-reports: probe scores → figures and tables.
+//!
+//! Knows nothing of models or images: it takes [`ResultRow`]s and writes `results.csv`
+//! ([`write_results_csv`]), the modality-gap figure as PNG and SVG ([`modality_gap_figure`]) and a
+//! markdown report ([`markdown_report`]). Text is drawn with an embedded DejaVu Sans, so no
+//! system fonts or fontconfig are needed.
+
+mod figure;
+mod markdown;
+mod table;
+
+pub use figure::{modality_gap_figure, FigureOptions};
+pub use markdown::{markdown_report, ReportContext};
+pub use table::{read_results_csv, write_results_csv};
+
+use serde::{Deserialize, Serialize};
+
+/// One probe result: a dataset × feature point × label level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRow {
+    pub dataset: String,
+    pub model: String,
+    pub feature_point: String,
+    /// `pre-projection` or `post-projection`.
+    pub stage: String,
+    pub level: String,
+    pub top1: f64,
+    pub top1_ci_low: f64,
+    pub top1_ci_high: f64,
+    pub top5: f64,
+    pub mean_per_class: f64,
+    pub macro_f1: f64,
+    pub chosen_c: f64,
+    pub n_train: u64,
+    pub n_test: u64,
+    pub n_classes: u64,
+    pub solver: String,
+    /// Key of the cache entry the features came from.
+    pub cache_key: String,
+}

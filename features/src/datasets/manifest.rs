@@ -1,0 +1,88 @@
+//! CSV manifests: one row per image with `path`, `split` and any of the label-level columns.
+
+use super::{Dataset, LabelLevel, Sample, Split};
+use anyhow::{bail, Context, Result};
+use polars::prelude::*;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Reads a CSV manifest (columns `path`, `split`, optional `id`, and any of `superordinate`,
+/// `coarse`, `fine`). Relative paths are resolved against the manifest's folder.
+pub fn read_manifest(path: &Path, name: &str) -> Result<Dataset> {
+    let df = CsvReadOptions::default()
+        .with_has_header(true)
+        .with_infer_schema_length(Some(0)) // every column as string: labels like "001" stay names
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+        .and_then(|r| r.finish())
+        .with_context(|| format!("reading manifest {}", path.display()))?;
+    let text_column = |col: &str| -> Result<Option<Vec<Option<String>>>> {
+        match df.column(col) {
+            Ok(c) => {
+                let s = c.str().with_context(|| format!("{}: column '{col}'", path.display()))?;
+                Ok(Some(s.into_iter().map(|v| v.map(str::to_string)).collect()))
+            }
+            Err(_) => Ok(None),
+        }
+    };
+    let paths = text_column("path")?
+        .with_context(|| format!("{}: manifest needs a 'path' column", path.display()))?;
+    let splits = text_column("split")?
+        .with_context(|| format!("{}: manifest needs a 'split' column", path.display()))?;
+    let ids = text_column("id")?;
+    let level_cols: Vec<(LabelLevel, Vec<Option<String>>)> = LabelLevel::ALL
+        .into_iter()
+        .filter_map(|l| text_column(l.as_str()).transpose().map(|c| c.map(|c| (l, c))))
+        .collect::<Result<_>>()?;
+    if level_cols.is_empty() {
+        bail!("{}: manifest has no label column (superordinate, coarse or fine)", path.display());
+    }
+    let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut ds = Dataset { name: name.to_string(), root, ..Default::default() };
+    for row in 0..df.height() {
+        let line = row + 2; // 1-based, after the header
+        let p = paths[row]
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .with_context(|| format!("{}:{line}: empty path", path.display()))?;
+        let split: Split = splits[row]
+            .as_deref()
+            .unwrap_or("")
+            .parse()
+            .with_context(|| format!("{}:{line}", path.display()))?;
+        let mut labels = [None; 3];
+        for (level, col) in &level_cols {
+            let v = col[row].as_deref().filter(|v| !v.is_empty()).with_context(|| {
+                format!("{}:{line}: empty {level} label for {p}", path.display())
+            })?;
+            labels[*level as usize] = Some(ds.intern_class(*level, v));
+        }
+        let id = ids
+            .as_ref()
+            .and_then(|c| c[row].clone())
+            .unwrap_or_else(|| p.to_string());
+        ds.samples.push(Sample { id, path: PathBuf::from(p), split, labels });
+    }
+    ds.validate()?;
+    Ok(ds)
+}
+
+/// Writes `ds` as a CSV manifest readable by [`read_manifest`] (paths as stored in the samples).
+pub fn write_manifest(ds: &Dataset, path: &Path) -> Result<()> {
+    let col = |f: &dyn Fn(&Sample) -> String| -> Vec<String> { ds.samples.iter().map(f).collect() };
+    let mut columns = vec![
+        Column::new("id".into(), col(&|s| s.id.clone())),
+        Column::new("path".into(), col(&|s| s.path.to_string_lossy().into_owned())),
+        Column::new("split".into(), col(&|s| s.split.to_string())),
+    ];
+    for level in ds.levels() {
+        let names = ds.classes(level);
+        columns.push(Column::new(
+            level.as_str().into(),
+            col(&|s| s.label(level).map(|l| names[l as usize].clone()).unwrap_or_default()),
+        ));
+    }
+    let mut df = DataFrame::new(columns)?;
+    let mut file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    CsvWriter::new(&mut file).include_header(true).finish(&mut df)?;
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! Batched feature extraction: images are decoded and preprocessed on CPU threads one batch ahead
+//! of the model (bounded queue), every requested feature point is read from one forward pass.
+
+use crate::featurepoint::{FeaturePoint, Pool, Tokens};
+use crate::models::{mean_tokens, VisionLanguageModel};
+use crate::preprocess::{load_rgb, PreprocessConfig};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Module, Tensor};
+use indicatif::ProgressBar;
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::sync_channel;
+
+static FORWARD_PASSES: AtomicU64 = AtomicU64::new(0);
+
+/// Number of encoder forward passes (batches) run by this process so far.
+pub fn forward_passes() -> u64 {
+    FORWARD_PASSES.load(Ordering::Relaxed)
+}
+
+/// How to run an extraction.
+#[derive(Debug, Clone)]
+pub struct ExtractOptions {
+    pub batch_size: usize,
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions { batch_size: 32, device: Device::Cpu, dtype: DType::F32 }
+    }
+}
+
+/// Runs `model` over `paths` and returns one array per feature point: [N, D] for pooled points,
+/// [N, T, D] for `.none`. `progress` is advanced by one per image.
+pub fn extract(
+    model: &VisionLanguageModel,
+    pre: &PreprocessConfig,
+    paths: &[PathBuf],
+    points: &[FeaturePoint],
+    opts: &ExtractOptions,
+    progress: &ProgressBar,
+) -> Result<Vec<ArrayD<f32>>> {
+    if points.is_empty() {
+        bail!("no feature point requested");
+    }
+    if points.iter().any(|p| matches!(p, FeaturePoint::Projector { .. })) && model.projector.is_none() {
+        bail!("projector features requested but this checkpoint has no projector (it is not a LLaVA checkpoint)");
+    }
+    let vcfg = model.vision.config();
+    let layer_of = |p: &FeaturePoint| -> Result<usize> {
+        match p {
+            FeaturePoint::Vision { layer, .. } => vcfg.resolve_layer(*layer),
+            FeaturePoint::Projector { .. } => Ok(model.projector_layer),
+        }
+    };
+    let layers: Vec<usize> = points.iter().map(layer_of).collect::<Result<_>>()?;
+    let (h, w) = pre.output_size();
+    let batch = opts.batch_size.max(1);
+    let mut outputs: Vec<Vec<f32>> = vec![Vec::new(); points.len()];
+    let mut shapes: Vec<Vec<usize>> = vec![Vec::new(); points.len()];
+
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = sync_channel::<Result<Vec<f32>>>(2);
+        scope.spawn(move || {
+            for chunk in paths.chunks(batch) {
+                let pixels: Result<Vec<Vec<f32>>> = chunk
+                    .par_iter()
+                    .map(|p| load_rgb(p).and_then(|img| pre.apply(&img).with_context(|| format!("preprocessing {}", p.display()))))
+                    .collect();
+                if tx.send(pixels.map(|v| v.concat())).is_err() {
+                    return;
+                }
+            }
+        });
+        for (chunk, pixels) in paths.chunks(batch).zip(rx.iter()) {
+            let n = chunk.len();
+            let pixels = Tensor::from_vec(pixels?, (n, 3, h as usize, w as usize), &opts.device)?.to_dtype(opts.dtype)?;
+            let states = model.vision.hidden_states(&pixels, &layers)?;
+            FORWARD_PASSES.fetch_add(1, Ordering::Relaxed);
+            for (i, (point, state)) in points.iter().zip(&states).enumerate() {
+                let feat = read_point(model, point, state)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+                if shapes[i].is_empty() {
+                    shapes[i] = feat.dims()[1..].to_vec();
+                }
+                outputs[i].extend(feat.flatten_all()?.to_vec1::<f32>()?);
+            }
+            progress.inc(n as u64);
+        }
+        Ok(())
+    })?;
+    outputs
+        .into_iter()
+        .zip(shapes)
+        .map(|(data, inner)| {
+            let mut shape = vec![paths.len()];
+            shape.extend(inner);
+            Ok(ArrayD::from_shape_vec(IxDyn(&shape), data)?)
+        })
+        .collect()
+}
+
+/// Selects and pools the tokens of one feature point from its hidden state [B, 1 + T, D].
+fn read_point(model: &VisionLanguageModel, point: &FeaturePoint, state: &Tensor) -> Result<Tensor> {
+    let t = state.dim(1)?;
+    let pooled = |x: Tensor, pool: Pool| -> Result<Tensor> {
+        Ok(match pool {
+            Pool::Mean => mean_tokens(&x)?,
+            Pool::None => x,
+        })
+    };
+    match point {
+        FeaturePoint::Vision { tokens: Tokens::Cls, .. } => Ok(state.narrow(1, 0, 1)?.squeeze(1)?),
+        FeaturePoint::Vision { tokens: Tokens::Patch, pool, .. } => pooled(state.narrow(1, 1, t - 1)?, *pool),
+        FeaturePoint::Vision { tokens: Tokens::All, pool, .. } => pooled(state.clone(), *pool),
+        FeaturePoint::Projector { pool } => {
+            let tokens = if model.projector_drops_cls { state.narrow(1, 1, t - 1)? } else { state.clone() };
+            let projector = model.projector.as_ref().context("no projector")?;
+            pooled(projector.forward(&tokens)?, *pool)
+        }
+    }
+}

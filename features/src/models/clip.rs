@@ -1,0 +1,197 @@
+//! CLIP vision transformer (transformers' `CLIPVisionModel`), with hidden-state selection that
+//! follows transformers: `hidden_states[0]` is the embedding output after `pre_layrnorm`,
+//! `hidden_states[i]` the output of encoder layer `i`, so `hidden_states[-2]` is the output of
+//! the second-to-last layer. Only the layers a request needs are run.
+
+use super::Act;
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{conv2d_no_bias, layer_norm, linear, Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+/// `CLIPVisionConfig` fields the forward pass uses (names as in `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClipVisionConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default = "default_channels")]
+    pub num_channels: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: Act,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn default_channels() -> usize {
+    3
+}
+fn default_act() -> Act {
+    Act::QuickGelu
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+
+impl ClipVisionConfig {
+    /// Number of patch tokens (without CLS).
+    pub fn num_patches(&self) -> usize {
+        (self.image_size / self.patch_size).pow(2)
+    }
+
+    /// Resolves a transformers-style hidden-state index (negative counts from the end) to
+    /// `0..=num_hidden_layers`.
+    pub fn resolve_layer(&self, index: i64) -> anyhow::Result<usize> {
+        let n = self.num_hidden_layers as i64;
+        let r = if index < 0 { n + 1 + index } else { index };
+        if !(0..=n).contains(&r) {
+            anyhow::bail!(
+                "layer index {index} is out of range: this encoder has hidden states 0..={n} (or -{}..=-1)",
+                n + 1
+            );
+        }
+        Ok(r as usize)
+    }
+}
+
+struct Embeddings {
+    patch: Conv2d,
+    class: Tensor,
+    position: Tensor,
+}
+
+impl Embeddings {
+    fn new(vb: VarBuilder, cfg: &ClipVisionConfig) -> Result<Self> {
+        let conv = Conv2dConfig { stride: cfg.patch_size, ..Default::default() };
+        let patch = conv2d_no_bias(cfg.num_channels, cfg.hidden_size, cfg.patch_size, conv, vb.pp("patch_embedding"))?;
+        let class = vb.get(cfg.hidden_size, "class_embedding")?;
+        let position = vb.get((cfg.num_patches() + 1, cfg.hidden_size), "position_embedding.weight")?;
+        Ok(Self { patch, class, position })
+    }
+
+    fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let b = pixels.dim(0)?;
+        let patches = self.patch.forward(pixels)?.flatten_from(2)?.transpose(1, 2)?; // [B, T, D]
+        let d = patches.dim(2)?;
+        let cls = self.class.reshape((1, 1, d))?.broadcast_as((b, 1, d))?.to_dtype(patches.dtype())?;
+        Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position)
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    heads: usize,
+    scale: f64,
+}
+
+impl Attention {
+    fn new(vb: VarBuilder, cfg: &ClipVisionConfig) -> Result<Self> {
+        let d = cfg.hidden_size;
+        let head_dim = d / cfg.num_attention_heads;
+        Ok(Self {
+            q: linear(d, d, vb.pp("q_proj"))?,
+            k: linear(d, d, vb.pp("k_proj"))?,
+            v: linear(d, d, vb.pp("v_proj"))?,
+            out: linear(d, d, vb.pp("out_proj"))?,
+            heads: cfg.num_attention_heads,
+            scale: (head_dim as f64).powf(-0.5),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let split = |y: Tensor| y.reshape((b, t, self.heads, d / self.heads))?.transpose(1, 2)?.contiguous();
+        let q = split((self.q.forward(x)? * self.scale)?)?;
+        let k = split(self.k.forward(x)?)?;
+        let v = split(self.v.forward(x)?)?;
+        let attn = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let y = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        self.out.forward(&y)
+    }
+}
+
+struct EncoderLayer {
+    ln1: LayerNorm,
+    attn: Attention,
+    ln2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    act: Act,
+}
+
+impl EncoderLayer {
+    fn new(vb: VarBuilder, cfg: &ClipVisionConfig) -> Result<Self> {
+        let (d, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
+        Ok(Self {
+            ln1: layer_norm(d, eps, vb.pp("layer_norm1"))?,
+            attn: Attention::new(vb.pp("self_attn"), cfg)?,
+            ln2: layer_norm(d, eps, vb.pp("layer_norm2"))?,
+            fc1: linear(d, cfg.intermediate_size, vb.pp("mlp.fc1"))?,
+            fc2: linear(cfg.intermediate_size, d, vb.pp("mlp.fc2"))?,
+            act: cfg.hidden_act,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.ln1.forward(x)?)?)?;
+        let h = self.fc2.forward(&self.act.forward(&self.fc1.forward(&self.ln2.forward(&x)?)?)?)?;
+        x + h
+    }
+}
+
+/// The CLIP vision tower. Loads only the layers below `max_layer`, so a layer −2 request never
+/// reads the last layer's weights.
+pub struct ClipVisionModel {
+    embeddings: Embeddings,
+    pre_layernorm: LayerNorm,
+    layers: Vec<EncoderLayer>,
+    cfg: ClipVisionConfig,
+}
+
+impl ClipVisionModel {
+    /// Builds the tower from `vb` rooted at the `vision_model` prefix, loading layers `1..=max_layer`.
+    pub fn new(vb: VarBuilder, cfg: &ClipVisionConfig, max_layer: usize) -> Result<Self> {
+        let embeddings = Embeddings::new(vb.pp("embeddings"), cfg)?;
+        let pre_layernorm = layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("pre_layrnorm"))?;
+        let layers = (0..max_layer.min(cfg.num_hidden_layers))
+            .map(|i| EncoderLayer::new(vb.pp(format!("encoder.layers.{i}")), cfg))
+            .collect::<Result<_>>()?;
+        Ok(Self { embeddings, pre_layernorm, layers, cfg: cfg.clone() })
+    }
+
+    /// The configuration this tower was built from.
+    pub fn config(&self) -> &ClipVisionConfig {
+        &self.cfg
+    }
+
+    /// Runs the tower on normalised pixels [B, C, H, W] and returns `hidden_states[i]` for each
+    /// requested (resolved, non-negative) index, in request order. Each is [B, 1 + T, D].
+    pub fn hidden_states(&self, pixels: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
+        let last = wanted.iter().copied().max().unwrap_or(0);
+        if last > self.layers.len() {
+            candle_core::bail!("hidden state {last} requested but only {} layers were loaded", self.layers.len());
+        }
+        let mut states = vec![None; last + 1];
+        let mut x = self.pre_layernorm.forward(&self.embeddings.forward(pixels)?)?;
+        if wanted.contains(&0) {
+            states[0] = Some(x.clone());
+        }
+        for (i, layer) in self.layers.iter().take(last).enumerate() {
+            x = layer.forward(&x)?;
+            if wanted.contains(&(i + 1)) {
+                states[i + 1] = Some(x.clone());
+            }
+        }
+        Ok(wanted.iter().map(|&i| states[i].clone().expect("state recorded above")).collect())
+    }
+}
+
+/// Mean over the token axis of [B, T, D] → [B, D], accumulated in f32.
+pub fn mean_tokens(x: &Tensor) -> Result<Tensor> {
+    x.to_dtype(candle_core::DType::F32)?.mean(D::Minus2)
+}

@@ -1,0 +1,224 @@
+//! The modality-gap figure: grouped bars of probe top-1 per dataset × label level, one bar per
+//! feature point (pre-projection in warm colours, post-projection in teal), with 95% bootstrap
+//! intervals and a dashed chance line per group. Written as PNG and SVG.
+
+use crate::ResultRow;
+use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use std::path::Path;
+use std::sync::Once;
+
+static FONT: &[u8] = include_bytes!("assets/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+fn register_font() {
+    REGISTER.call_once(|| {
+        for style in [FontStyle::Normal, FontStyle::Bold] {
+            if plotters::style::register_font("sans-serif", style, FONT).is_err() {
+                panic!("embedded DejaVu Sans failed to load");
+            }
+        }
+    });
+}
+
+/// Figure size and title.
+#[derive(Debug, Clone)]
+pub struct FigureOptions {
+    pub title: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Default for FigureOptions {
+    fn default() -> Self {
+        FigureOptions { title: "Linear-probe accuracy before vs after projection".into(), width: 1000, height: 560 }
+    }
+}
+
+const WARM: [RGBColor; 3] = [RGBColor(224, 130, 20), RGBColor(253, 184, 99), RGBColor(179, 88, 6)];
+const TEAL: [RGBColor; 3] = [RGBColor(1, 102, 94), RGBColor(53, 151, 143), RGBColor(128, 205, 193)];
+
+/// Writes the figure to `png` and `svg`.
+pub fn modality_gap_figure(rows: &[ResultRow], png: &Path, svg: &Path, opts: &FigureOptions) -> Result<()> {
+    register_font();
+    if rows.is_empty() {
+        return Err(anyhow!("no results to plot"));
+    }
+    let size = (opts.width, opts.height);
+    draw(BitMapBackend::new(png, size).into_drawing_area(), rows, opts)?;
+    draw(SVGBackend::new(svg, size).into_drawing_area(), rows, opts)?;
+    Ok(())
+}
+
+fn unique<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut out = Vec::new();
+    for i in items {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[ResultRow], opts: &FigureOptions) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the figure: {e:?}");
+    root.fill(&WHITE).map_err(err)?;
+    let groups: Vec<(String, String)> = unique(rows.iter().map(|r| (r.dataset.clone(), r.level.clone())));
+    // Series: pre-projection feature points first, then post-projection.
+    let mut series: Vec<(String, String)> = unique(rows.iter().map(|r| (r.stage.clone(), r.feature_point.clone())));
+    series.sort_by_key(|(stage, _)| stage != "pre-projection");
+    let multi_dataset = unique(rows.iter().map(|r| r.dataset.clone())).len() > 1;
+
+    let mut chart = ChartBuilder::on(&root)
+        .caption(&opts.title, ("sans-serif", 22))
+        .margin(14)
+        .x_label_area_size(if multi_dataset { 56 } else { 36 })
+        .y_label_area_size(64)
+        .build_cartesian_2d(-0.5f64..(groups.len() as f64 - 0.5), 0f64..1.05)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_labels(11)
+        .y_label_formatter(&|v| format!("{:.0}", v * 100.0))
+        .y_desc("probe top-1 accuracy (%)")
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 16))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+
+    let k = series.len() as f64;
+    let width = 0.8 / k;
+    let (mut warm, mut teal) = (0usize, 0usize);
+    for (si, (stage, fp)) in series.iter().enumerate() {
+        let color = if stage == "pre-projection" {
+            warm += 1;
+            WARM[(warm - 1) % WARM.len()]
+        } else {
+            teal += 1;
+            TEAL[(teal - 1) % TEAL.len()]
+        };
+        let bars: Vec<(f64, &ResultRow)> = rows
+            .iter()
+            .filter(|r| &r.stage == stage && &r.feature_point == fp)
+            .filter_map(|r| groups.iter().position(|g| g.0 == r.dataset && g.1 == r.level).map(|g| (g as f64, r)))
+            .collect();
+        let x0 = |g: f64| g - 0.4 + si as f64 * width;
+        chart
+            .draw_series(bars.iter().map(|(g, r)| Rectangle::new([(x0(*g), 0.0), (x0(*g) + width * 0.92, r.top1)], color.filled())))
+            .map_err(err)?
+            .label(format!("{stage}: {fp}"))
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
+        chart
+            .draw_series(bars.iter().map(|(g, r)| {
+                let xm = x0(*g) + width * 0.46;
+                ErrorBar::new_vertical(xm, r.top1_ci_low, r.top1, r.top1_ci_high, BLACK.stroke_width(1), 6)
+            }))
+            .map_err(err)?;
+        chart
+            .draw_series(bars.iter().map(|(g, r)| {
+                let xm = x0(*g) + width * 0.46;
+                let y = r.top1_ci_high.max(r.top1) + 0.012;
+                Text::new(format!("{:.1}", r.top1 * 100.0), (xm, y), ("sans-serif", 12).into_font().color(&BLACK).pos(
+                    plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Center,
+                        plotters::style::text_anchor::VPos::Bottom,
+                    ),
+                ))
+            }))
+            .map_err(err)?;
+    }
+    // Chance level per group.
+    for (g, (ds, level)) in groups.iter().enumerate() {
+        if let Some(r) = rows.iter().find(|r| &r.dataset == ds && &r.level == level) {
+            let chance = 1.0 / r.n_classes.max(1) as f64;
+            let g = g as f64;
+            chart
+                .draw_series(DashedLineSeries::new(vec![(g - 0.45, chance), (g + 0.45, chance)], 4, 3, BLACK.mix(0.6).stroke_width(1)))
+                .map_err(err)?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.4))
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(err)?;
+    // Group labels under the axis (drawn by hand so they sit exactly under each group).
+    let center = plotters::style::text_anchor::Pos::new(
+        plotters::style::text_anchor::HPos::Center,
+        plotters::style::text_anchor::VPos::Top,
+    );
+    for (g, (ds, level)) in groups.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(g as f64, 0.0));
+        let style = ("sans-serif", 15).into_font().color(&BLACK).pos(center);
+        root.draw(&Text::new(level.clone(), (px, py + 8), style.clone())).map_err(err)?;
+        if multi_dataset {
+            root.draw(&Text::new(ds.clone(), (px, py + 28), style)).map_err(err)?;
+        }
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(stage: &str, fp: &str, level: &str, top1: f64) -> ResultRow {
+        ResultRow {
+            dataset: "demo".into(),
+            model: "m".into(),
+            feature_point: fp.into(),
+            stage: stage.into(),
+            level: level.into(),
+            top1,
+            top1_ci_low: top1 - 0.05,
+            top1_ci_high: top1 + 0.05,
+            top5: 1.0,
+            mean_per_class: top1,
+            macro_f1: top1,
+            chosen_c: 1.0,
+            n_train: 10,
+            n_test: 10,
+            n_classes: 4,
+            solver: "candle".into(),
+            cache_key: "k".into(),
+        }
+    }
+
+    #[test]
+    fn writes_png_and_svg_with_text() {
+        let rows = vec![
+            row("pre-projection", "vision.layer[-2].patch.mean", "fine", 0.6),
+            row("post-projection", "projector.mean", "fine", 0.4),
+            row("pre-projection", "vision.layer[-2].patch.mean", "coarse", 0.9),
+            row("post-projection", "projector.mean", "coarse", 0.8),
+        ];
+        let dir = std::env::temp_dir().join(format!("gapprobe-fig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (png, svg) = (dir.join("f.png"), dir.join("f.svg"));
+        modality_gap_figure(&rows, &png, &svg, &FigureOptions::default()).unwrap();
+        let img = image_dims(&png);
+        assert_eq!(img, (1000, 560));
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(text.contains("projector.mean") && text.contains("fine") && text.contains("60.0"));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    fn image_dims(path: &Path) -> (u32, u32) {
+        let bytes = std::fs::read(path).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap());
+        (be(16), be(20))
+    }
+}

@@ -1,0 +1,132 @@
+//! `report.md`: what was measured, the figure, the table, the pre − post gap per level, and how
+//! to reproduce it.
+
+use crate::ResultRow;
+use std::fmt::Write;
+
+/// Free-form facts the report states alongside the numbers.
+#[derive(Debug, Clone, Default)]
+pub struct ReportContext {
+    pub title: String,
+    /// Model id or path the features came from.
+    pub model: String,
+    /// Caveats shown prominently (e.g. "random weights demonstrate the pipeline, not a model").
+    pub notes: Vec<String>,
+    /// File name of the figure next to the report.
+    pub figure: String,
+    /// Command that reproduces the report.
+    pub command: String,
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.1}", v * 100.0)
+}
+
+/// Renders the report as markdown.
+pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# {}\n", ctx.title);
+    for n in &ctx.notes {
+        let _ = writeln!(s, "> **Note.** {n}\n");
+    }
+    let _ = writeln!(s, "Model: `{}`\n", ctx.model);
+    let _ = writeln!(
+        s,
+        "Linear probes (multinomial logistic regression, L2, C chosen on a validation split carved from train) on features \
+         read before the projection layer (the vision encoder) and after it (what the language model receives). \
+         Bars: test top-1 with 95% bootstrap intervals; dashed line: chance.\n"
+    );
+    if !ctx.figure.is_empty() {
+        let _ = writeln!(s, "![modality gap]({})\n", ctx.figure);
+    }
+    let _ = writeln!(s, "## Results\n");
+    let _ = writeln!(s, "| dataset | level | stage | feature point | top-1 (95% CI) | top-5 | mean per-class | macro-F1 | C | n train / test |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | `{}` | {} ({}–{}) | {} | {} | {} | {:.3g} | {} / {} |",
+            r.dataset,
+            r.level,
+            r.stage,
+            r.feature_point,
+            pct(r.top1),
+            pct(r.top1_ci_low),
+            pct(r.top1_ci_high),
+            pct(r.top5),
+            pct(r.mean_per_class),
+            pct(r.macro_f1),
+            r.chosen_c,
+            r.n_train,
+            r.n_test
+        );
+    }
+    let gaps = gap_rows(rows);
+    if !gaps.is_empty() {
+        let _ = writeln!(s, "\n## Modality gap (best pre-projection − best post-projection top-1, points)\n");
+        let _ = writeln!(s, "| dataset | level | pre | post | gap |");
+        let _ = writeln!(s, "|---|---|---|---|---|");
+        for (ds, level, pre, post) in gaps {
+            let _ = writeln!(s, "| {ds} | {level} | {} | {} | {:+.1} |", pct(pre), pct(post), (pre - post) * 100.0);
+        }
+    }
+    let _ = writeln!(s, "\n## Provenance\n");
+    let _ = writeln!(s, "Each row of `results.csv` carries the key of the cache entry its features came from; `gapprobe cache info <key>` prints everything that produced them.\n");
+    if !ctx.command.is_empty() {
+        let _ = writeln!(s, "Reproduce with:\n\n```sh\n{}\n```", ctx.command);
+    }
+    s
+}
+
+/// (dataset, level, best pre top-1, best post top-1) for every group that has both stages.
+fn gap_rows(rows: &[ResultRow]) -> Vec<(String, String, f64, f64)> {
+    let mut out: Vec<(String, String, f64, f64)> = Vec::new();
+    for r in rows {
+        if out.iter().any(|g| g.0 == r.dataset && g.1 == r.level) {
+            continue;
+        }
+        let best = |stage: &str| {
+            rows.iter()
+                .filter(|x| x.dataset == r.dataset && x.level == r.level && x.stage == stage)
+                .map(|x| x.top1)
+                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+        };
+        if let (Some(pre), Some(post)) = (best("pre-projection"), best("post-projection")) {
+            out.push((r.dataset.clone(), r.level.clone(), pre, post));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gap_uses_best_of_each_stage() {
+        let mk = |stage: &str, fp: &str, top1: f64| ResultRow {
+            dataset: "d".into(),
+            model: "m".into(),
+            feature_point: fp.into(),
+            stage: stage.into(),
+            level: "fine".into(),
+            top1,
+            top1_ci_low: top1,
+            top1_ci_high: top1,
+            top5: 1.0,
+            mean_per_class: top1,
+            macro_f1: top1,
+            chosen_c: 1.0,
+            n_train: 1,
+            n_test: 1,
+            n_classes: 2,
+            solver: "candle".into(),
+            cache_key: "k".into(),
+        };
+        let rows = vec![mk("pre-projection", "a", 0.5), mk("pre-projection", "b", 0.7), mk("post-projection", "p", 0.4)];
+        assert_eq!(gap_rows(&rows), vec![("d".into(), "fine".into(), 0.7, 0.4)]);
+        let md = markdown_report(&rows, &ReportContext { title: "T".into(), notes: vec!["random".into()], ..Default::default() });
+        assert!(md.contains("| d | fine | 70.0 | 40.0 | +30.0 |"), "{md}");
+        assert!(md.contains("> **Note.** random"));
+    }
+}
