@@ -1,0 +1,524 @@
+//! Limited-memory BFGS with the Moré–Thuente line search (a port of MINPACK-2 `dcsrch`/`dcstep`,
+//! the line search used by scipy's L-BFGS-B), on host `f64` vectors.
+//!
+//! The objective is supplied as a closure returning `(f, grad)`; it may evaluate on any device.
+//! Stopping rules mirror scipy's L-BFGS-B as called by scikit-learn:
+//! `max |grad| <= gtol`, relative reduction `(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol`,
+//! or `max_iter` iterations.
+
+use anyhow::{bail, Result};
+
+/// Options for [`minimize`].
+#[derive(Debug, Clone)]
+pub struct LbfgsOptions {
+    /// Stop when the largest absolute gradient component is at most this.
+    pub gtol: f64,
+    /// Stop when the relative objective reduction is at most this (scipy uses 64·eps in sklearn).
+    pub ftol: f64,
+    /// Maximum number of iterations.
+    pub max_iter: usize,
+    /// Number of correction pairs kept.
+    pub history: usize,
+    /// Maximum objective evaluations per line search.
+    pub max_ls: usize,
+}
+
+impl Default for LbfgsOptions {
+    fn default() -> Self {
+        Self {
+            gtol: 1e-5,
+            ftol: 64.0 * f64::EPSILON,
+            max_iter: 1000,
+            history: 10,
+            max_ls: 50,
+        }
+    }
+}
+
+/// Why the optimiser stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Termination {
+    /// Gradient tolerance reached.
+    Gradient,
+    /// Relative objective reduction below `ftol`.
+    Objective,
+    /// Iteration limit reached (not converged).
+    MaxIter,
+    /// The line search could not make progress even along steepest descent.
+    LineSearch,
+}
+
+/// Result of [`minimize`].
+#[derive(Debug, Clone)]
+pub struct LbfgsResult {
+    pub x: Vec<f64>,
+    pub f: f64,
+    pub grad: Vec<f64>,
+    pub n_iter: usize,
+    pub n_eval: usize,
+    pub termination: Termination,
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn max_abs(a: &[f64]) -> f64 {
+    a.iter().fold(0.0f64, |m, v| m.max(v.abs()))
+}
+
+/// Minimise `fg` from `x0`. `fg(x)` returns the objective and its gradient.
+pub fn minimize<F>(mut fg: F, x0: Vec<f64>, opt: &LbfgsOptions) -> Result<LbfgsResult>
+where
+    F: FnMut(&[f64]) -> Result<(f64, Vec<f64>)>,
+{
+    let n = x0.len();
+    let mut x = x0;
+    let (mut f, mut g) = fg(&x)?;
+    let mut n_eval = 1;
+    if !f.is_finite() || g.iter().any(|v| !v.is_finite()) {
+        bail!("objective or gradient is not finite at the starting point");
+    }
+    let mut s_hist: Vec<Vec<f64>> = Vec::new();
+    let mut y_hist: Vec<Vec<f64>> = Vec::new();
+    let mut rho_hist: Vec<f64> = Vec::new();
+    let mut termination = Termination::MaxIter;
+    let mut n_iter = 0;
+    let mut d = vec![0.0; n];
+    let mut alpha = vec![0.0; opt.history];
+    if max_abs(&g) <= opt.gtol {
+        return Ok(LbfgsResult {
+            x,
+            f,
+            grad: g,
+            n_iter,
+            n_eval,
+            termination: Termination::Gradient,
+        });
+    }
+    while n_iter < opt.max_iter {
+        // Two-loop recursion: d = -H g.
+        d.iter_mut().zip(&g).for_each(|(di, gi)| *di = -gi);
+        let k = s_hist.len();
+        for i in (0..k).rev() {
+            let a = rho_hist[i] * dot(&s_hist[i], &d);
+            alpha[i] = a;
+            d.iter_mut()
+                .zip(&y_hist[i])
+                .for_each(|(di, yi)| *di -= a * yi);
+        }
+        if k > 0 {
+            let gamma = dot(&s_hist[k - 1], &y_hist[k - 1]) / dot(&y_hist[k - 1], &y_hist[k - 1]);
+            d.iter_mut().for_each(|di| *di *= gamma);
+        }
+        for i in 0..k {
+            let b = rho_hist[i] * dot(&y_hist[i], &d);
+            let a = alpha[i];
+            d.iter_mut()
+                .zip(&s_hist[i])
+                .for_each(|(di, si)| *di += (a - b) * si);
+        }
+        let mut gd = dot(&g, &d);
+        if !(gd < 0.0) {
+            // Not a descent direction (numerical trouble): restart from steepest descent.
+            s_hist.clear();
+            y_hist.clear();
+            rho_hist.clear();
+            d.iter_mut().zip(&g).for_each(|(di, gi)| *di = -gi);
+            gd = dot(&g, &d);
+        }
+        let stp0 = if s_hist.is_empty() {
+            (1.0 / dot(&d, &d).sqrt()).min(1e10)
+        } else {
+            1.0
+        };
+        let x_old = x.clone();
+        let mut trial_g = Vec::new();
+        let mut last_stp = f64::NAN;
+        let mut phi = |stp: f64| -> Result<(f64, f64)> {
+            let xt: Vec<f64> = x_old.iter().zip(&d).map(|(xi, di)| xi + stp * di).collect();
+            let (ft, gt) = fg(&xt)?;
+            n_eval += 1;
+            let dg = dot(&gt, &d);
+            trial_g = gt;
+            last_stp = stp;
+            Ok((ft, dg))
+        };
+        let ls = dcsrch(&mut phi, f, gd, stp0, 1e-3, 0.9, 0.1, 0.0, 1e10, opt.max_ls)?;
+        match ls {
+            Some((stp, f_new)) if f_new.is_finite() && f_new <= f => {
+                n_iter += 1;
+                let x_new: Vec<f64> = x_old.iter().zip(&d).map(|(xi, di)| xi + stp * di).collect();
+                if stp != last_stp {
+                    // The accepted step was not the last one evaluated: refresh its gradient.
+                    trial_g = fg(&x_new)?.1;
+                    n_eval += 1;
+                }
+                let s: Vec<f64> = x_new.iter().zip(&x_old).map(|(a, b)| a - b).collect();
+                let y: Vec<f64> = trial_g.iter().zip(&g).map(|(a, b)| a - b).collect();
+                let sy = dot(&s, &y);
+                let yy = dot(&y, &y);
+                if sy > f64::EPSILON * yy && sy > 0.0 {
+                    if s_hist.len() == opt.history {
+                        s_hist.remove(0);
+                        y_hist.remove(0);
+                        rho_hist.remove(0);
+                    }
+                    s_hist.push(s);
+                    y_hist.push(y);
+                    rho_hist.push(1.0 / sy);
+                }
+                let f_old = f;
+                x = x_new;
+                f = f_new;
+                g = std::mem::take(&mut trial_g);
+                if max_abs(&g) <= opt.gtol {
+                    termination = Termination::Gradient;
+                    break;
+                }
+                if (f_old - f) / f_old.abs().max(f.abs()).max(1.0) <= opt.ftol {
+                    termination = Termination::Objective;
+                    break;
+                }
+            }
+            _ => {
+                // Line search failed: retry once from steepest descent, as L-BFGS-B does.
+                if s_hist.is_empty() {
+                    termination = Termination::LineSearch;
+                    break;
+                }
+                s_hist.clear();
+                y_hist.clear();
+                rho_hist.clear();
+            }
+        }
+    }
+    Ok(LbfgsResult {
+        x,
+        f,
+        grad: g,
+        n_iter,
+        n_eval,
+        termination,
+    })
+}
+
+/// Moré–Thuente line search (MINPACK-2 `dcsrch`). `phi(stp)` returns `(f, f')` along the
+/// direction. Returns the accepted step and its objective, or `None` if the search failed
+/// (error conditions, or `max_ls` evaluations without satisfying the conditions or a warning exit).
+#[allow(clippy::too_many_arguments)]
+pub fn dcsrch<P>(
+    phi: &mut P,
+    finit: f64,
+    ginit: f64,
+    mut stp: f64,
+    ftol: f64,
+    gtol: f64,
+    xtol: f64,
+    stpmin: f64,
+    stpmax: f64,
+    max_ls: usize,
+) -> Result<Option<(f64, f64)>>
+where
+    P: FnMut(f64) -> Result<(f64, f64)>,
+{
+    const XTRAPL: f64 = 1.1;
+    const XTRAPU: f64 = 4.0;
+    if stp < stpmin || stp > stpmax || ginit >= 0.0 || !stp.is_finite() {
+        return Ok(None);
+    }
+    let mut brackt = false;
+    let mut stage = 1;
+    let gtest = ftol * ginit;
+    let mut width = stpmax - stpmin;
+    let mut width1 = width / 0.5;
+    let (mut stx, mut fx, mut gx) = (0.0, finit, ginit);
+    let (mut sty, mut fy, mut gy) = (0.0, finit, ginit);
+    let mut stmin = 0.0;
+    let mut stmax = stp + XTRAPU * stp;
+    let mut best: Option<(f64, f64)> = None;
+    for _ in 0..max_ls {
+        let (f, g) = phi(stp)?;
+        if f.is_finite() && f < finit && best.is_none_or(|(_, fb)| f < fb) {
+            best = Some((stp, f));
+        }
+        if !f.is_finite() || !g.is_finite() {
+            // Step too long (overflow): shrink towards the best bracket end.
+            brackt = true;
+            sty = stp;
+            fy = f64::MAX / 4.0;
+            gy = 0.0;
+            stmax = stp;
+            stp = stx + 0.5 * (stp - stx);
+            if stp <= stpmin || (stmax - stx).abs() <= xtol * stmax {
+                return Ok(best);
+            }
+            continue;
+        }
+        let ftest = finit + stp * gtest;
+        if stage == 1 && f <= ftest && g >= 0.0 {
+            stage = 2;
+        }
+        // Warnings: accept the current point when it decreases f, as L-BFGS-B does.
+        let warn = (brackt && (stp <= stmin || stp >= stmax))
+            || (brackt && stmax - stmin <= xtol * stmax)
+            || (stp == stpmax && f <= ftest && g <= gtest)
+            || (stp == stpmin && (f > ftest || g >= gtest));
+        if warn {
+            return Ok(if f < finit { Some((stp, f)) } else { best });
+        }
+        if f <= ftest && g.abs() <= gtol * (-ginit) {
+            return Ok(Some((stp, f)));
+        }
+        if stage == 1 && f <= fx && f > ftest {
+            let fm = f - stp * gtest;
+            let mut fxm = fx - stx * gtest;
+            let mut fym = fy - sty * gtest;
+            let gm = g - gtest;
+            let mut gxm = gx - gtest;
+            let mut gym = gy - gtest;
+            dcstep(
+                &mut stx,
+                &mut fxm,
+                &mut gxm,
+                &mut sty,
+                &mut fym,
+                &mut gym,
+                &mut stp,
+                fm,
+                gm,
+                &mut brackt,
+                stmin,
+                stmax,
+            );
+            fx = fxm + stx * gtest;
+            fy = fym + sty * gtest;
+            gx = gxm + gtest;
+            gy = gym + gtest;
+        } else {
+            dcstep(
+                &mut stx,
+                &mut fx,
+                &mut gx,
+                &mut sty,
+                &mut fy,
+                &mut gy,
+                &mut stp,
+                f,
+                g,
+                &mut brackt,
+                stmin,
+                stmax,
+            );
+        }
+        if brackt {
+            if (sty - stx).abs() >= 0.66 * width1 {
+                stp = stx + 0.5 * (sty - stx);
+            }
+            width1 = width;
+            width = (sty - stx).abs();
+            stmin = stx.min(sty);
+            stmax = stx.max(sty);
+        } else {
+            stmin = stp + XTRAPL * (stp - stx);
+            stmax = stp + XTRAPU * (stp - stx);
+        }
+        stp = stp.max(stpmin).min(stpmax);
+        if (brackt && (stp <= stmin || stp >= stmax)) || (brackt && stmax - stmin <= xtol * stmax) {
+            stp = stx;
+        }
+    }
+    // Evaluation budget exhausted: L-BFGS-B would fail; we keep a point that decreased f.
+    Ok(best)
+}
+
+/// MINPACK-2 `dcstep`: safeguarded cubic/quadratic step for the Moré–Thuente search.
+#[allow(clippy::too_many_arguments)]
+fn dcstep(
+    stx: &mut f64,
+    fx: &mut f64,
+    dx: &mut f64,
+    sty: &mut f64,
+    fy: &mut f64,
+    dy: &mut f64,
+    stp: &mut f64,
+    fp: f64,
+    dp: f64,
+    brackt: &mut bool,
+    stpmin: f64,
+    stpmax: f64,
+) {
+    let sgnd = dp * (*dx / dx.abs());
+    let stpf;
+    if fp > *fx {
+        let theta = 3.0 * (*fx - fp) / (*stp - *stx) + *dx + dp;
+        let s = theta.abs().max(dx.abs()).max(dp.abs());
+        let mut gamma = s * ((theta / s).powi(2) - (*dx / s) * (dp / s)).max(0.0).sqrt();
+        if *stp < *stx {
+            gamma = -gamma;
+        }
+        let p = (gamma - *dx) + theta;
+        let q = ((gamma - *dx) + gamma) + dp;
+        let r = p / q;
+        let stpc = *stx + r * (*stp - *stx);
+        let stpq = *stx + ((*dx / ((*fx - fp) / (*stp - *stx) + *dx)) / 2.0) * (*stp - *stx);
+        stpf = if (stpc - *stx).abs() < (stpq - *stx).abs() {
+            stpc
+        } else {
+            stpc + (stpq - stpc) / 2.0
+        };
+        *brackt = true;
+    } else if sgnd < 0.0 {
+        let theta = 3.0 * (*fx - fp) / (*stp - *stx) + *dx + dp;
+        let s = theta.abs().max(dx.abs()).max(dp.abs());
+        let mut gamma = s * ((theta / s).powi(2) - (*dx / s) * (dp / s)).max(0.0).sqrt();
+        if *stp > *stx {
+            gamma = -gamma;
+        }
+        let p = (gamma - dp) + theta;
+        let q = ((gamma - dp) + gamma) + *dx;
+        let r = p / q;
+        let stpc = *stp + r * (*stx - *stp);
+        let stpq = *stp + (dp / (dp - *dx)) * (*stx - *stp);
+        stpf = if (stpc - *stp).abs() > (stpq - *stp).abs() {
+            stpc
+        } else {
+            stpq
+        };
+        *brackt = true;
+    } else if dp.abs() < dx.abs() {
+        let theta = 3.0 * (*fx - fp) / (*stp - *stx) + *dx + dp;
+        let s = theta.abs().max(dx.abs()).max(dp.abs());
+        let mut gamma = s * ((theta / s).powi(2) - (*dx / s) * (dp / s)).max(0.0).sqrt();
+        if *stp > *stx {
+            gamma = -gamma;
+        }
+        let p = (gamma - dp) + theta;
+        let q = (gamma + (*dx - dp)) + gamma;
+        let r = p / q;
+        let stpc = if r < 0.0 && gamma != 0.0 {
+            *stp + r * (*stx - *stp)
+        } else if *stp > *stx {
+            stpmax
+        } else {
+            stpmin
+        };
+        let stpq = *stp + (dp / (dp - *dx)) * (*stx - *stp);
+        if *brackt {
+            let mut sf = if (stpc - *stp).abs() < (stpq - *stp).abs() {
+                stpc
+            } else {
+                stpq
+            };
+            if *stp > *stx {
+                sf = sf.min(*stp + 0.66 * (*sty - *stp));
+            } else {
+                sf = sf.max(*stp + 0.66 * (*sty - *stp));
+            }
+            stpf = sf;
+        } else {
+            let sf = if (stpc - *stp).abs() > (stpq - *stp).abs() {
+                stpc
+            } else {
+                stpq
+            };
+            stpf = sf.min(stpmax).max(stpmin);
+        }
+    } else if *brackt {
+        let theta = 3.0 * (fp - *fy) / (*sty - *stp) + *dy + dp;
+        let s = theta.abs().max(dy.abs()).max(dp.abs());
+        let mut gamma = s * ((theta / s).powi(2) - (*dy / s) * (dp / s)).max(0.0).sqrt();
+        if *stp > *sty {
+            gamma = -gamma;
+        }
+        let p = (gamma - dp) + theta;
+        let q = ((gamma - dp) + gamma) + *dy;
+        let r = p / q;
+        stpf = *stp + r * (*sty - *stp);
+    } else if *stp > *stx {
+        stpf = stpmax;
+    } else {
+        stpf = stpmin;
+    }
+    if fp > *fx {
+        *sty = *stp;
+        *fy = fp;
+        *dy = dp;
+    } else {
+        if sgnd < 0.0 {
+            *sty = *stx;
+            *fy = *fx;
+            *dy = *dx;
+        }
+        *stx = *stp;
+        *fx = fp;
+        *dx = dp;
+    }
+    *stp = stpf;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rosenbrock_converges() {
+        let fg = |x: &[f64]| -> Result<(f64, Vec<f64>)> {
+            let (a, b) = (x[0], x[1]);
+            let f = (1.0 - a).powi(2) + 100.0 * (b - a * a).powi(2);
+            let g = vec![
+                -2.0 * (1.0 - a) - 400.0 * a * (b - a * a),
+                200.0 * (b - a * a),
+            ];
+            Ok((f, g))
+        };
+        let opt = LbfgsOptions {
+            gtol: 1e-8,
+            ftol: 0.0,
+            ..Default::default()
+        };
+        let r = minimize(fg, vec![-1.2, 1.0], &opt).unwrap();
+        assert_eq!(r.termination, Termination::Gradient);
+        assert!(
+            (r.x[0] - 1.0).abs() < 1e-6 && (r.x[1] - 1.0).abs() < 1e-6,
+            "{:?}",
+            r.x
+        );
+        assert!(r.n_iter < 100, "took {} iterations", r.n_iter);
+    }
+
+    #[test]
+    fn ill_conditioned_quadratic() {
+        let scales: Vec<f64> = (0..50).map(|i| 10f64.powf(i as f64 / 49.0 * 4.0)).collect();
+        let sc = scales.clone();
+        let fg = move |x: &[f64]| -> Result<(f64, Vec<f64>)> {
+            let f = x
+                .iter()
+                .zip(&sc)
+                .map(|(v, s)| 0.5 * s * (v - 1.0).powi(2))
+                .sum();
+            let g = x.iter().zip(&sc).map(|(v, s)| s * (v - 1.0)).collect();
+            Ok((f, g))
+        };
+        let opt = LbfgsOptions {
+            gtol: 1e-6,
+            ftol: 0.0,
+            max_iter: 5000,
+            ..Default::default()
+        };
+        let r = minimize(fg, vec![0.0; 50], &opt).unwrap();
+        eprintln!(
+            "iters {} evals {} f {:e} gmax {:e}",
+            r.n_iter,
+            r.n_eval,
+            r.f,
+            max_abs(&r.grad)
+        );
+        assert_eq!(r.termination, Termination::Gradient);
+        // scipy's L-BFGS-B needs 781 iterations here.
+        assert!(r.n_iter < 1500, "{} iterations", r.n_iter);
+        for (v, s) in r.x.iter().zip(&scales) {
+            assert!((v - 1.0).abs() * s <= 1e-6 + 1e-12);
+        }
+    }
+}
