@@ -44,7 +44,9 @@ pub struct Provenance {
 impl Provenance {
     /// The entry key: SHA-256 of the canonical JSON of all fields.
     pub fn key(&self) -> String {
-        hex::encode(Sha256::digest(serde_json::to_vec(self).expect("provenance serialises")))
+        hex::encode(Sha256::digest(
+            serde_json::to_vec(self).expect("provenance serialises"),
+        ))
     }
 
     fn fields(&self) -> Vec<(String, String)> {
@@ -52,7 +54,14 @@ impl Provenance {
         v.as_object()
             .expect("struct")
             .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map(String::from).unwrap_or_else(|| v.to_string())))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            })
             .collect()
     }
 }
@@ -92,16 +101,35 @@ pub struct CacheEntry {
 }
 
 fn slug(s: &str) -> String {
-    let s: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-    s.trim_matches('_').chars().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect()
+    let s: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    s.trim_matches('_')
+        .chars()
+        .rev()
+        .take(60)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
 }
 
 fn vlu(s: &str) -> Result<VarLenUnicode> {
-    s.parse::<VarLenUnicode>().map_err(|e| anyhow::anyhow!("string {s:?} cannot be stored in HDF5: {e}"))
+    s.parse::<VarLenUnicode>()
+        .map_err(|e| anyhow::anyhow!("string {s:?} cannot be stored in HDF5: {e}"))
 }
 
 fn write_str_attr(loc: &hdf5::Location, name: &str, value: &str) -> Result<()> {
-    loc.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&vlu(value)?)?;
+    loc.new_attr::<VarLenUnicode>()
+        .create(name)?
+        .write_scalar(&vlu(value)?)?;
     Ok(())
 }
 
@@ -116,12 +144,20 @@ fn write_strings(group: &hdf5::Group, name: &str, values: &[String]) -> Result<(
 }
 
 fn read_strings(group: &hdf5::Group, name: &str) -> Result<Vec<String>> {
-    Ok(group.dataset(name)?.read_raw::<VarLenUnicode>()?.into_iter().map(|s| s.to_string()).collect())
+    Ok(group
+        .dataset(name)?
+        .read_raw::<VarLenUnicode>()?
+        .into_iter()
+        .map(|s| s.to_string())
+        .collect())
 }
 
 /// Current UTC time as ISO 8601 (no external clock crate needed).
 fn now_iso8601() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
@@ -133,7 +169,12 @@ fn now_iso8601() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 impl FeatureCache {
@@ -144,7 +185,10 @@ impl FeatureCache {
 
     /// Where the entry for `prov` lives: `<root>/<dataset>/<model>/<feature point>-<key[..16]>.h5`.
     pub fn entry_path(&self, prov: &Provenance) -> PathBuf {
-        let fp: crate::FeaturePoint = prov.feature_point.parse().expect("stored feature points parse");
+        let fp: crate::FeaturePoint = prov
+            .feature_point
+            .parse()
+            .expect("stored feature points parse");
         self.root
             .join(slug(&prov.dataset))
             .join(slug(&prov.model_id))
@@ -173,11 +217,13 @@ impl FeatureCache {
     pub fn write(&self, prov: &Provenance, data: &EntryData) -> Result<CacheEntry> {
         let path = self.entry_path(prov);
         let dir = path.parent().expect("entry paths have a parent");
-        std::fs::create_dir_all(dir).with_context(|| format!("creating cache folder {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating cache folder {}", dir.display()))?;
         let partial = path.with_extension("h5.partial");
         let created = now_iso8601();
         {
-            let file = hdf5::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+            let file = hdf5::File::create(&partial)
+                .with_context(|| format!("creating {}", partial.display()))?;
             write_str_attr(&file, "key", &prov.key())?;
             write_str_attr(&file, "provenance", &serde_json::to_string(prov)?)?;
             for (k, v) in prov.fields() {
@@ -194,10 +240,13 @@ impl FeatureCache {
             for s in &data.splits {
                 write_split(&file, s)?;
             }
-            file.new_attr::<u8>().create("complete")?.write_scalar(&1u8)?;
+            file.new_attr::<u8>()
+                .create("complete")?
+                .write_scalar(&1u8)?;
             file.flush()?;
         }
-        std::fs::rename(&partial, &path).with_context(|| format!("finishing {}", path.display()))?;
+        std::fs::rename(&partial, &path)
+            .with_context(|| format!("finishing {}", path.display()))?;
         CacheEntry::open(&path)
     }
 
@@ -206,7 +255,9 @@ impl FeatureCache {
         let mut out = Vec::new();
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for e in rd.flatten() {
                 let p = e.path();
                 if p.is_dir() {
@@ -224,16 +275,31 @@ impl FeatureCache {
 fn write_split(file: &hdf5::File, s: &SplitData) -> Result<()> {
     let n = s.features.shape()[0];
     if s.ids.len() != n || s.paths.len() != n {
-        bail!("split {}: {} feature rows but {} ids and {} paths", s.split, n, s.ids.len(), s.paths.len());
+        bail!(
+            "split {}: {} feature rows but {} ids and {} paths",
+            s.split,
+            n,
+            s.ids.len(),
+            s.paths.len()
+        );
     }
     if let Some((i, _)) = s.features.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         let row = i / (s.features.len() / n.max(1)).max(1);
-        bail!("split {}: feature row {row} (image {}) contains NaN or Inf; nothing was cached", s.split, s.ids[row]);
+        bail!(
+            "split {}: feature row {row} (image {}) contains NaN or Inf; nothing was cached",
+            s.split,
+            s.ids[row]
+        );
     }
     let g = file.create_group(s.split.as_str())?;
     let mut chunk = s.features.shape().to_vec();
-    chunk[0] = n.clamp(1, (1 << 20) / chunk[1..].iter().product::<usize>().max(1)).max(1);
-    g.new_dataset_builder().with_data(s.features.view()).chunk(chunk).create("features")?;
+    chunk[0] = n
+        .clamp(1, (1 << 20) / chunk[1..].iter().product::<usize>().max(1))
+        .max(1);
+    g.new_dataset_builder()
+        .with_data(s.features.view())
+        .chunk(chunk)
+        .create("features")?;
     write_strings(&g, "ids", &s.ids)?;
     write_strings(&g, "paths", &s.paths)?;
     let lg = g.create_group("labels")?;
@@ -242,7 +308,9 @@ fn write_split(file: &hdf5::File, s: &SplitData) -> Result<()> {
             if l.len() != n {
                 bail!("split {}: {} {level} labels for {n} rows", s.split, l.len());
             }
-            lg.new_dataset_builder().with_data(&l[..]).create(level.as_str())?;
+            lg.new_dataset_builder()
+                .with_data(&l[..])
+                .create(level.as_str())?;
         }
     }
     Ok(())
@@ -251,13 +319,27 @@ fn write_split(file: &hdf5::File, s: &SplitData) -> Result<()> {
 impl CacheEntry {
     /// Opens a finished entry and reads its provenance.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = hdf5::File::open(path).with_context(|| format!("{} is not a readable HDF5 cache entry", path.display()))?;
-        let bad = || format!("{} is not a gapprobe cache entry (missing provenance); remove it", path.display());
-        let complete = file.attr("complete").and_then(|a| a.read_scalar::<u8>()).unwrap_or(0);
+        let file = hdf5::File::open(path)
+            .with_context(|| format!("{} is not a readable HDF5 cache entry", path.display()))?;
+        let bad = || {
+            format!(
+                "{} is not a gapprobe cache entry (missing provenance); remove it",
+                path.display()
+            )
+        };
+        let complete = file
+            .attr("complete")
+            .and_then(|a| a.read_scalar::<u8>())
+            .unwrap_or(0);
         if complete != 1 {
-            bail!("{} is incomplete; remove it with `gapprobe cache rm` and extract again", path.display());
+            bail!(
+                "{} is incomplete; remove it with `gapprobe cache rm` and extract again",
+                path.display()
+            );
         }
-        let provenance: Provenance = serde_json::from_str(&read_str_attr(&file, "provenance").with_context(bad)?).with_context(bad)?;
+        let provenance: Provenance =
+            serde_json::from_str(&read_str_attr(&file, "provenance").with_context(bad)?)
+                .with_context(bad)?;
         Ok(CacheEntry {
             path: path.to_path_buf(),
             key: read_str_attr(&file, "key").with_context(bad)?,
@@ -282,7 +364,10 @@ impl CacheEntry {
     /// Splits stored in this entry.
     pub fn splits(&self) -> Result<Vec<Split>> {
         let file = hdf5::File::open(&self.path)?;
-        Ok([Split::Train, Split::Val, Split::Test].into_iter().filter(|s| file.link_exists(s.as_str())).collect())
+        Ok([Split::Train, Split::Val, Split::Test]
+            .into_iter()
+            .filter(|s| file.link_exists(s.as_str()))
+            .collect())
     }
 
     /// Reads one split in full.
@@ -299,6 +384,12 @@ impl CacheEntry {
                 labels[level as usize] = Some(lg.dataset(level.as_str())?.read_raw::<i32>()?);
             }
         }
-        Ok(SplitData { split, ids: read_strings(&g, "ids")?, paths: read_strings(&g, "paths")?, labels, features })
+        Ok(SplitData {
+            split,
+            ids: read_strings(&g, "ids")?,
+            paths: read_strings(&g, "paths")?,
+            labels,
+            features,
+        })
     }
 }

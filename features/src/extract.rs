@@ -30,7 +30,11 @@ pub struct ExtractOptions {
 
 impl Default for ExtractOptions {
     fn default() -> Self {
-        ExtractOptions { batch_size: 32, device: Device::Cpu, dtype: DType::F32 }
+        ExtractOptions {
+            batch_size: 32,
+            device: Device::Cpu,
+            dtype: DType::F32,
+        }
     }
 }
 
@@ -47,7 +51,11 @@ pub fn extract(
     if points.is_empty() {
         bail!("no feature point requested");
     }
-    if points.iter().any(|p| matches!(p, FeaturePoint::Projector { .. })) && model.projector.is_none() {
+    if points
+        .iter()
+        .any(|p| matches!(p, FeaturePoint::Projector { .. }))
+        && model.projector.is_none()
+    {
         bail!("projector features requested but this checkpoint has no projector (it is not a LLaVA checkpoint)");
     }
     let vcfg = model.vision.config();
@@ -69,7 +77,12 @@ pub fn extract(
             for chunk in paths.chunks(batch) {
                 let pixels: Result<Vec<Vec<f32>>> = chunk
                     .par_iter()
-                    .map(|p| load_rgb(p).and_then(|img| pre.apply(&img).with_context(|| format!("preprocessing {}", p.display()))))
+                    .map(|p| {
+                        load_rgb(p).and_then(|img| {
+                            pre.apply(&img)
+                                .with_context(|| format!("preprocessing {}", p.display()))
+                        })
+                    })
                     .collect();
                 if tx.send(pixels.map(|v| v.concat())).is_err() {
                     return;
@@ -78,11 +91,14 @@ pub fn extract(
         });
         for (chunk, pixels) in paths.chunks(batch).zip(rx.iter()) {
             let n = chunk.len();
-            let pixels = Tensor::from_vec(pixels?, (n, 3, h as usize, w as usize), &opts.device)?.to_dtype(opts.dtype)?;
+            let pixels = Tensor::from_vec(pixels?, (n, 3, h as usize, w as usize), &opts.device)?
+                .to_dtype(opts.dtype)?;
             let states = model.vision.hidden_states(&pixels, &layers)?;
             FORWARD_PASSES.fetch_add(1, Ordering::Relaxed);
             for (i, (point, state)) in points.iter().zip(&states).enumerate() {
-                let feat = read_point(model, point, state)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+                let feat = read_point(model, point, state)?
+                    .to_dtype(DType::F32)?
+                    .to_device(&Device::Cpu)?;
                 if shapes[i].is_empty() {
                     shapes[i] = feat.dims()[1..].to_vec();
                 }
@@ -113,11 +129,26 @@ fn read_point(model: &VisionLanguageModel, point: &FeaturePoint, state: &Tensor)
         })
     };
     match point {
-        FeaturePoint::Vision { tokens: Tokens::Cls, .. } => Ok(state.narrow(1, 0, 1)?.squeeze(1)?),
-        FeaturePoint::Vision { tokens: Tokens::Patch, pool, .. } => pooled(state.narrow(1, 1, t - 1)?, *pool),
-        FeaturePoint::Vision { tokens: Tokens::All, pool, .. } => pooled(state.clone(), *pool),
+        FeaturePoint::Vision {
+            tokens: Tokens::Cls,
+            ..
+        } => Ok(state.narrow(1, 0, 1)?.squeeze(1)?),
+        FeaturePoint::Vision {
+            tokens: Tokens::Patch,
+            pool,
+            ..
+        } => pooled(state.narrow(1, 1, t - 1)?, *pool),
+        FeaturePoint::Vision {
+            tokens: Tokens::All,
+            pool,
+            ..
+        } => pooled(state.clone(), *pool),
         FeaturePoint::Projector { pool } => {
-            let tokens = if model.projector_drops_cls { state.narrow(1, 1, t - 1)? } else { state.clone() };
+            let tokens = if model.projector_drops_cls {
+                state.narrow(1, 1, t - 1)?
+            } else {
+                state.clone()
+            };
             let projector = model.projector.as_ref().context("no projector")?;
             pooled(projector.forward(&tokens)?, *pool)
         }

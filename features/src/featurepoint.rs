@@ -32,8 +32,14 @@ pub enum Pool {
 /// A named place in a model to read features from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FeaturePoint {
-    Vision { layer: i64, tokens: Tokens, pool: Pool },
-    Projector { pool: Pool },
+    Vision {
+        layer: i64,
+        tokens: Tokens,
+        pool: Pool,
+    },
+    Projector {
+        pool: Pool,
+    },
 }
 
 impl FeaturePoint {
@@ -48,8 +54,13 @@ impl FeaturePoint {
     /// Whether the feature is one vector per image (pooled or CLS).
     pub fn is_pooled(&self) -> bool {
         match self {
-            FeaturePoint::Vision { tokens: Tokens::Cls, .. } => true,
-            FeaturePoint::Vision { pool, .. } | FeaturePoint::Projector { pool } => *pool == Pool::Mean,
+            FeaturePoint::Vision {
+                tokens: Tokens::Cls,
+                ..
+            } => true,
+            FeaturePoint::Vision { pool, .. } | FeaturePoint::Projector { pool } => {
+                *pool == Pool::Mean
+            }
         }
     }
 
@@ -66,9 +77,21 @@ impl fmt::Display for FeaturePoint {
             Pool::None => "none",
         };
         match self {
-            FeaturePoint::Vision { layer, tokens: Tokens::Cls, .. } => write!(f, "vision.layer[{layer}].cls"),
-            FeaturePoint::Vision { layer, tokens, pool: p } => {
-                let t = if *tokens == Tokens::Patch { "patch" } else { "all" };
+            FeaturePoint::Vision {
+                layer,
+                tokens: Tokens::Cls,
+                ..
+            } => write!(f, "vision.layer[{layer}].cls"),
+            FeaturePoint::Vision {
+                layer,
+                tokens,
+                pool: p,
+            } => {
+                let t = if *tokens == Tokens::Patch {
+                    "patch"
+                } else {
+                    "all"
+                };
                 write!(f, "vision.layer[{layer}].{t}.{}", pool(p))
             }
             FeaturePoint::Projector { pool: p } => write!(f, "projector.{}", pool(p)),
@@ -79,7 +102,8 @@ impl fmt::Display for FeaturePoint {
 impl FromStr for FeaturePoint {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
-        let help = "expected e.g. vision.layer[-2].patch.mean, vision.layer[-2].cls or projector.mean";
+        let help =
+            "expected e.g. vision.layer[-2].patch.mean, vision.layer[-2].cls or projector.mean";
         let parse_pool = |p: Option<&str>| match p {
             Some("mean") => Ok(Pool::Mean),
             Some("none") => Ok(Pool::None),
@@ -87,13 +111,19 @@ impl FromStr for FeaturePoint {
         };
         let parts: Vec<&str> = s.trim().split('.').collect();
         match parts.as_slice() {
-            ["projector", rest @ ..] if rest.len() == 1 => Ok(FeaturePoint::Projector { pool: parse_pool(rest.first().copied())? }),
+            ["projector", rest @ ..] if rest.len() == 1 => Ok(FeaturePoint::Projector {
+                pool: parse_pool(rest.first().copied())?,
+            }),
             ["vision", layer, rest @ ..] => {
                 let k = layer
                     .strip_prefix("layer[")
                     .and_then(|l| l.strip_suffix(']'))
-                    .with_context(|| format!("feature point '{s}': '{layer}' is not layer[K]; {help}"))?;
-                let layer: i64 = k.parse().with_context(|| format!("feature point '{s}': layer index '{k}' is not an integer"))?;
+                    .with_context(|| {
+                        format!("feature point '{s}': '{layer}' is not layer[K]; {help}")
+                    })?;
+                let layer: i64 = k.parse().with_context(|| {
+                    format!("feature point '{s}': layer index '{k}' is not an integer")
+                })?;
                 match rest {
                     ["cls"] => Ok(FeaturePoint::Vision { layer, tokens: Tokens::Cls, pool: Pool::None }),
                     [t @ ("patch" | "all"), p] => {
@@ -114,13 +144,34 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects() {
-        for s in ["vision.layer[-2].patch.mean", "vision.layer[-2].cls", "vision.layer[12].all.none", "projector.mean", "projector.none"] {
+        for s in [
+            "vision.layer[-2].patch.mean",
+            "vision.layer[-2].cls",
+            "vision.layer[12].all.none",
+            "projector.mean",
+            "projector.none",
+        ] {
             let fp: FeaturePoint = s.parse().unwrap();
             assert_eq!(fp.to_string(), s);
         }
-        for bad in ["vision.layer[x].cls", "vision.layer[-2].patch", "projector", "text.mean", "vision.layer[-2].cls.mean"] {
-            assert!(bad.parse::<FeaturePoint>().is_err(), "{bad} should not parse");
+        for bad in [
+            "vision.layer[x].cls",
+            "vision.layer[-2].patch",
+            "projector",
+            "text.mean",
+            "vision.layer[-2].cls.mean",
+        ] {
+            assert!(
+                bad.parse::<FeaturePoint>().is_err(),
+                "{bad} should not parse"
+            );
         }
-        assert_eq!("vision.layer[-2].patch.mean".parse::<FeaturePoint>().unwrap().slug(), "vision.layerm2.patch.mean");
+        assert_eq!(
+            "vision.layer[-2].patch.mean"
+                .parse::<FeaturePoint>()
+                .unwrap()
+                .slug(),
+            "vision.layerm2.patch.mean"
+        );
     }
 }

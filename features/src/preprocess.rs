@@ -3,7 +3,9 @@
 //! `image_aspect_ratio: pad`), shortest-edge resize (bicubic), center crop, rescale, normalize.
 
 use anyhow::{bail, Context, Result};
-use fast_image_resize::{images::Image as FirImage, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{
+    images::Image as FirImage, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+};
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -30,7 +32,11 @@ pub struct PreprocessConfig {
 #[serde(untagged)]
 enum SizeField {
     Int(u32),
-    Map { shortest_edge: Option<u32>, height: Option<u32>, width: Option<u32> },
+    Map {
+        shortest_edge: Option<u32>,
+        height: Option<u32>,
+        width: Option<u32>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -78,15 +84,31 @@ impl PreprocessConfig {
         }
         let shortest_edge = match raw.size {
             Some(SizeField::Int(s)) => s,
-            Some(SizeField::Map { shortest_edge: Some(s), .. }) => s,
-            Some(SizeField::Map { height: Some(h), width: Some(w), .. }) if h == w => h,
-            Some(SizeField::Map { .. }) => bail!("size must have shortest_edge (or equal height and width)"),
+            Some(SizeField::Map {
+                shortest_edge: Some(s),
+                ..
+            }) => s,
+            Some(SizeField::Map {
+                height: Some(h),
+                width: Some(w),
+                ..
+            }) if h == w => h,
+            Some(SizeField::Map { .. }) => {
+                bail!("size must have shortest_edge (or equal height and width)")
+            }
             None => 224,
         };
         let crop = match raw.crop_size {
             Some(SizeField::Int(s)) => (s, s),
-            Some(SizeField::Map { height: Some(h), width: Some(w), .. }) => (h, w),
-            Some(SizeField::Map { shortest_edge: Some(s), .. }) => (s, s),
+            Some(SizeField::Map {
+                height: Some(h),
+                width: Some(w),
+                ..
+            }) => (h, w),
+            Some(SizeField::Map {
+                shortest_edge: Some(s),
+                ..
+            }) => (s, s),
             Some(SizeField::Map { .. }) => bail!("crop_size must have height and width"),
             None => (shortest_edge, shortest_edge),
         };
@@ -130,9 +152,12 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         .with_context(|| format!("cannot open image {}", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("cannot read image {}", path.display()))?;
-    let mut decoder = reader
-        .into_decoder()
-        .with_context(|| format!("{} is not a readable image (corrupt or unsupported format)", path.display()))?;
+    let mut decoder = reader.into_decoder().with_context(|| {
+        format!(
+            "{} is not a readable image (corrupt or unsupported format)",
+            path.display()
+        )
+    })?;
     let orientation = decoder.orientation().ok();
     let mut img = DynamicImage::from_decoder(decoder)
         .with_context(|| format!("{} is corrupt: decoding failed", path.display()))?;
@@ -170,12 +195,20 @@ impl PreprocessConfig {
             let (short, long) = (w.min(h), w.max(h));
             let new_short = self.shortest_edge;
             let new_long = (new_short as u64 * long as u64 / short as u64) as u32; // int() truncation
-            let (nw, nh) = if w <= h { (new_short, new_long) } else { (new_long, new_short) };
+            let (nw, nh) = if w <= h {
+                (new_short, new_long)
+            } else {
+                (new_long, new_short)
+            };
             resized = resize_bicubic(img, nw, nh)?;
             img = &resized;
         }
         let (w, h) = img.dimensions();
-        let (ch, cw) = if self.do_center_crop { self.crop } else { (h, w) };
+        let (ch, cw) = if self.do_center_crop {
+            self.crop
+        } else {
+            (h, w)
+        };
         if ch > h || cw > w {
             bail!("image of {w}x{h} after resizing is smaller than the {cw}x{ch} crop");
         }
@@ -206,7 +239,12 @@ fn resize_bicubic(img: &RgbImage, w: u32, h: u32) -> Result<RgbImage> {
     if img.dimensions() == (w, h) {
         return Ok(img.clone());
     }
-    let src = FirImage::from_vec_u8(img.width(), img.height(), img.as_raw().clone(), PixelType::U8x3)?;
+    let src = FirImage::from_vec_u8(
+        img.width(),
+        img.height(),
+        img.as_raw().clone(),
+        PixelType::U8x3,
+    )?;
     let mut dst = FirImage::new(w, h, PixelType::U8x3);
     let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
     Resizer::new().resize(&src, &mut dst, &opts)?;
@@ -219,9 +257,13 @@ mod tests {
 
     #[test]
     fn parses_both_size_layouts() {
-        let new = r#"{"size":{"shortest_edge":336},"crop_size":{"height":336,"width":336},"resample":3}"#;
+        let new =
+            r#"{"size":{"shortest_edge":336},"crop_size":{"height":336,"width":336},"resample":3}"#;
         let old = r#"{"size":224,"crop_size":224}"#;
-        assert_eq!(PreprocessConfig::from_json_str(new).unwrap().crop, (336, 336));
+        assert_eq!(
+            PreprocessConfig::from_json_str(new).unwrap().crop,
+            (336, 336)
+        );
         let o = PreprocessConfig::from_json_str(old).unwrap();
         assert_eq!((o.shortest_edge, o.crop), (224, (224, 224)));
         assert!(PreprocessConfig::from_json_str(r#"{"resample":2}"#).is_err());

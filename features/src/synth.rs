@@ -29,7 +29,13 @@ pub struct SynthConfig {
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig { train_per_class: 40, test_per_class: 20, width: 80, height: 72, seed: 0 }
+        SynthConfig {
+            train_per_class: 40,
+            test_per_class: 20,
+            width: 80,
+            height: 72,
+            seed: 0,
+        }
     }
 }
 
@@ -51,7 +57,10 @@ const SHAPES: [(Shape, &str, &str); 6] = [
     (Shape::Triangle, "triangle", "angular"),
     (Shape::Diamond, "diamond", "angular"),
 ];
-const STRIPES: [(&str, [f32; 3]); 2] = [("warm-stripe", [225.0, 70.0, 40.0]), ("cool-stripe", [40.0, 110.0, 225.0])];
+const STRIPES: [(&str, [f32; 3]); 2] = [
+    ("warm-stripe", [225.0, 70.0, 40.0]),
+    ("cool-stripe", [40.0, 110.0, 225.0]),
+];
 const SPOTS: [(&str, f32); 2] = [("spot-left", -0.45), ("spot-right", 0.45)];
 
 impl Shape {
@@ -73,15 +82,32 @@ impl Shape {
 
 /// The fine class name of (shape, stripe, spot).
 fn fine_name(shape: usize, stripe: usize, spot: usize) -> String {
-    format!("{}-{}-{}", SHAPES[shape].1, STRIPES[stripe].0, SPOTS[spot].0)
+    format!(
+        "{}-{}-{}",
+        SHAPES[shape].1, STRIPES[stripe].0, SPOTS[spot].0
+    )
 }
 
 /// Renders one image of the given fine class with a per-image RNG.
-fn render(cfg: &SynthConfig, shape: usize, stripe: usize, spot: usize, rng: &mut ChaCha8Rng) -> RgbImage {
+fn render(
+    cfg: &SynthConfig,
+    shape: usize,
+    stripe: usize,
+    spot: usize,
+    rng: &mut ChaCha8Rng,
+) -> RgbImage {
     let (w, h) = (cfg.width, cfg.height);
     // Background: a random smooth gradient plus clutter (short bars and blobs).
-    let bg0 = [rng.gen_range(60.0..200.0f32), rng.gen_range(60.0..200.0), rng.gen_range(60.0..200.0)];
-    let bg1 = [rng.gen_range(60.0..200.0f32), rng.gen_range(60.0..200.0), rng.gen_range(60.0..200.0)];
+    let bg0 = [
+        rng.gen_range(60.0..200.0f32),
+        rng.gen_range(60.0..200.0),
+        rng.gen_range(60.0..200.0),
+    ];
+    let bg1 = [
+        rng.gen_range(60.0..200.0f32),
+        rng.gen_range(60.0..200.0),
+        rng.gen_range(60.0..200.0),
+    ];
     let mut px = vec![[0f32; 3]; (w * h) as usize];
     for y in 0..h {
         for x in 0..w {
@@ -89,10 +115,10 @@ fn render(cfg: &SynthConfig, shape: usize, stripe: usize, spot: usize, rng: &mut
             px[(y * w + x) as usize] = [0, 1, 2].map(|c| bg0[c] * (1.0 - t) + bg1[c] * t);
         }
     }
-    for _ in 0..rng.gen_range(4..9) {
+    for _ in 0..rng.gen_range(3..7) {
         let (cx, cy) = (rng.gen_range(0.0..w as f32), rng.gen_range(0.0..h as f32));
         let (rw, rh) = (rng.gen_range(2.0..10.0f32), rng.gen_range(1.0..4.0f32));
-        let col = [rng.gen_range(0.0..255.0f32), rng.gen_range(0.0..255.0), rng.gen_range(0.0..255.0)];
+        let col = bg0.map(|v| (v + rng.gen_range(-50.0..50.0f32)).clamp(0.0, 255.0));
         let ang = rng.gen_range(0.0..std::f32::consts::PI);
         let (s, c) = ang.sin_cos();
         for y in 0..h {
@@ -108,17 +134,23 @@ fn render(cfg: &SynthConfig, shape: usize, stripe: usize, spot: usize, rng: &mut
     // Object: pose (rotation up to ±25°), scale, position and body colour jitter.
     let radius = rng.gen_range(0.28..0.40) * h.min(w) as f32;
     let (ox, oy) = (
-        w as f32 / 2.0 + rng.gen_range(-0.12..0.12) * w as f32,
-        h as f32 / 2.0 + rng.gen_range(-0.10..0.10) * h as f32,
+        w as f32 / 2.0 + rng.gen_range(-0.08..0.08) * w as f32,
+        h as f32 / 2.0 + rng.gen_range(-0.08..0.08) * h as f32,
     );
     let ang = rng.gen_range(-0.44..0.44f32);
     let (s, c) = ang.sin_cos();
-    let body = [rng.gen_range(150.0..240.0f32), rng.gen_range(150.0..240.0), rng.gen_range(120.0..200.0)];
-    let stripe_col = STRIPES[stripe].1.map(|v| (v + rng.gen_range(-25.0..25.0f32)).clamp(0.0, 255.0));
+    let body = [
+        rng.gen_range(190.0..240.0f32),
+        rng.gen_range(190.0..240.0),
+        rng.gen_range(170.0..220.0),
+    ];
+    let stripe_col = STRIPES[stripe]
+        .1
+        .map(|v| (v + rng.gen_range(-25.0..25.0f32)).clamp(0.0, 255.0));
     let stripe_y = rng.gen_range(-0.15..0.15f32);
     let spot_x = SPOTS[spot].1 + rng.gen_range(-0.08..0.08f32);
     let spot_y = rng.gen_range(0.25..0.45f32);
-    let spot_r = rng.gen_range(0.11..0.16f32);
+    let spot_r = rng.gen_range(0.16..0.21f32);
     for y in 0..h {
         for x in 0..w {
             let (dx, dy) = ((x as f32 - ox) / radius, (y as f32 - oy) / radius);
@@ -128,7 +160,7 @@ fn render(cfg: &SynthConfig, shape: usize, stripe: usize, spot: usize, rng: &mut
             }
             let p = &mut px[(y * w + x) as usize];
             *p = body;
-            if (v - stripe_y).abs() <= 0.09 {
+            if (v - stripe_y).abs() <= 0.14 {
                 *p = stripe_col;
             }
             if (u - spot_x).powi(2) + (v - spot_y).powi(2) <= spot_r * spot_r {
@@ -149,7 +181,11 @@ fn render(cfg: &SynthConfig, shape: usize, stripe: usize, spot: usize, rng: &mut
 /// Writes the generated set as JPEG files under `dir/images/<fine>/` plus `dir/manifest.csv`,
 /// and returns it as a [`Dataset`] named `demo`.
 pub fn generate(dir: &Path, cfg: &SynthConfig) -> Result<Dataset> {
-    let mut ds = Dataset { name: "demo".into(), root: dir.to_path_buf(), ..Default::default() };
+    let mut ds = Dataset {
+        name: "demo".into(),
+        root: dir.to_path_buf(),
+        ..Default::default()
+    };
     let mut jobs = Vec::new();
     for (shape, (_, coarse, sup)) in SHAPES.iter().enumerate() {
         for stripe in 0..STRIPES.len() {
@@ -162,28 +198,42 @@ pub fn generate(dir: &Path, cfg: &SynthConfig) -> Result<Dataset> {
                 ];
                 std::fs::create_dir_all(dir.join("images").join(&fine))
                     .with_context(|| format!("creating {}", dir.display()))?;
-                for (split, n) in [(Split::Train, cfg.train_per_class), (Split::Test, cfg.test_per_class)] {
+                for (split, n) in [
+                    (Split::Train, cfg.train_per_class),
+                    (Split::Test, cfg.test_per_class),
+                ] {
                     for i in 0..n {
-                        let rel = PathBuf::from("images").join(&fine).join(format!("{split}_{i:03}.jpg"));
+                        let rel = PathBuf::from("images")
+                            .join(&fine)
+                            .join(format!("{split}_{i:03}.jpg"));
                         let id = format!("{fine}/{split}_{i:03}");
                         jobs.push((shape, stripe, spot, rel.clone()));
-                        ds.samples.push(Sample { id, path: rel, split, labels });
+                        ds.samples.push(Sample {
+                            id,
+                            path: rel,
+                            split,
+                            labels,
+                        });
                     }
                 }
             }
         }
     }
-    jobs.par_iter().enumerate().try_for_each(|(k, (shape, stripe, spot, rel))| -> Result<()> {
-        // One stream per image: the output does not depend on thread scheduling.
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        rng.set_stream(k as u64);
-        let img = render(cfg, *shape, *stripe, *spot, &mut rng);
-        let path = dir.join(rel);
-        let file = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
-        let mut enc = JpegEncoder::new_with_quality(std::io::BufWriter::new(file), 92);
-        enc.encode_image(&img).with_context(|| format!("encoding {}", path.display()))?;
-        Ok(())
-    })?;
+    jobs.par_iter()
+        .enumerate()
+        .try_for_each(|(k, (shape, stripe, spot, rel))| -> Result<()> {
+            // One stream per image: the output does not depend on thread scheduling.
+            let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+            rng.set_stream(k as u64);
+            let img = render(cfg, *shape, *stripe, *spot, &mut rng);
+            let path = dir.join(rel);
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            let mut enc = JpegEncoder::new_with_quality(std::io::BufWriter::new(file), 92);
+            enc.encode_image(&img)
+                .with_context(|| format!("encoding {}", path.display()))?;
+            Ok(())
+        })?;
     write_manifest(&ds, &dir.join(MANIFEST_NAME))?;
     Ok(ds)
 }
@@ -194,7 +244,11 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic_and_labelled() {
-        let cfg = SynthConfig { train_per_class: 2, test_per_class: 1, ..Default::default() };
+        let cfg = SynthConfig {
+            train_per_class: 2,
+            test_per_class: 1,
+            ..Default::default()
+        };
         let a = tempfile_dir("a");
         let b = tempfile_dir("b");
         let da = generate(&a, &cfg).unwrap();

@@ -33,21 +33,42 @@ pub struct FigureOptions {
 
 impl Default for FigureOptions {
     fn default() -> Self {
-        FigureOptions { title: "Linear-probe accuracy before vs after projection".into(), width: 1000, height: 560 }
+        FigureOptions {
+            title: "Linear-probe accuracy before vs after projection".into(),
+            width: 1000,
+            height: 560,
+        }
     }
 }
 
-const WARM: [RGBColor; 3] = [RGBColor(224, 130, 20), RGBColor(253, 184, 99), RGBColor(179, 88, 6)];
-const TEAL: [RGBColor; 3] = [RGBColor(1, 102, 94), RGBColor(53, 151, 143), RGBColor(128, 205, 193)];
+const WARM: [RGBColor; 3] = [
+    RGBColor(224, 130, 20),
+    RGBColor(253, 184, 99),
+    RGBColor(179, 88, 6),
+];
+const TEAL: [RGBColor; 3] = [
+    RGBColor(1, 102, 94),
+    RGBColor(53, 151, 143),
+    RGBColor(128, 205, 193),
+];
 
 /// Writes the figure to `png` and `svg`.
-pub fn modality_gap_figure(rows: &[ResultRow], png: &Path, svg: &Path, opts: &FigureOptions) -> Result<()> {
+pub fn modality_gap_figure(
+    rows: &[ResultRow],
+    png: &Path,
+    svg: &Path,
+    opts: &FigureOptions,
+) -> Result<()> {
     register_font();
     if rows.is_empty() {
         return Err(anyhow!("no results to plot"));
     }
     let size = (opts.width, opts.height);
-    draw(BitMapBackend::new(png, size).into_drawing_area(), rows, opts)?;
+    draw(
+        BitMapBackend::new(png, size).into_drawing_area(),
+        rows,
+        opts,
+    )?;
     draw(SVGBackend::new(svg, size).into_drawing_area(), rows, opts)?;
     Ok(())
 }
@@ -62,15 +83,23 @@ fn unique<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {
     out
 }
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, rows: &[ResultRow], opts: &FigureOptions) -> Result<()>
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    rows: &[ResultRow],
+    opts: &FigureOptions,
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the figure: {e:?}");
     root.fill(&WHITE).map_err(err)?;
-    let groups: Vec<(String, String)> = unique(rows.iter().map(|r| (r.dataset.clone(), r.level.clone())));
+    let groups: Vec<(String, String)> =
+        unique(rows.iter().map(|r| (r.dataset.clone(), r.level.clone())));
     // Series: pre-projection feature points first, then post-projection.
-    let mut series: Vec<(String, String)> = unique(rows.iter().map(|r| (r.stage.clone(), r.feature_point.clone())));
+    let mut series: Vec<(String, String)> = unique(
+        rows.iter()
+            .map(|r| (r.stage.clone(), r.feature_point.clone())),
+    );
     series.sort_by_key(|(stage, _)| stage != "pre-projection");
     let multi_dataset = unique(rows.iter().map(|r| r.dataset.clone())).len() > 1;
 
@@ -108,30 +137,51 @@ where
         let bars: Vec<(f64, &ResultRow)> = rows
             .iter()
             .filter(|r| &r.stage == stage && &r.feature_point == fp)
-            .filter_map(|r| groups.iter().position(|g| g.0 == r.dataset && g.1 == r.level).map(|g| (g as f64, r)))
+            .filter_map(|r| {
+                groups
+                    .iter()
+                    .position(|g| g.0 == r.dataset && g.1 == r.level)
+                    .map(|g| (g as f64, r))
+            })
             .collect();
         let x0 = |g: f64| g - 0.4 + si as f64 * width;
         chart
-            .draw_series(bars.iter().map(|(g, r)| Rectangle::new([(x0(*g), 0.0), (x0(*g) + width * 0.92, r.top1)], color.filled())))
+            .draw_series(bars.iter().map(|(g, r)| {
+                Rectangle::new(
+                    [(x0(*g), 0.0), (x0(*g) + width * 0.92, r.top1)],
+                    color.filled(),
+                )
+            }))
             .map_err(err)?
             .label(format!("{stage}: {fp}"))
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
         chart
             .draw_series(bars.iter().map(|(g, r)| {
                 let xm = x0(*g) + width * 0.46;
-                ErrorBar::new_vertical(xm, r.top1_ci_low, r.top1, r.top1_ci_high, BLACK.stroke_width(1), 6)
+                ErrorBar::new_vertical(
+                    xm,
+                    r.top1_ci_low,
+                    r.top1,
+                    r.top1_ci_high,
+                    BLACK.stroke_width(1),
+                    6,
+                )
             }))
             .map_err(err)?;
         chart
             .draw_series(bars.iter().map(|(g, r)| {
                 let xm = x0(*g) + width * 0.46;
                 let y = r.top1_ci_high.max(r.top1) + 0.012;
-                Text::new(format!("{:.1}", r.top1 * 100.0), (xm, y), ("sans-serif", 12).into_font().color(&BLACK).pos(
-                    plotters::style::text_anchor::Pos::new(
-                        plotters::style::text_anchor::HPos::Center,
-                        plotters::style::text_anchor::VPos::Bottom,
+                Text::new(
+                    format!("{:.1}", r.top1 * 100.0),
+                    (xm, y),
+                    ("sans-serif", 12).into_font().color(&BLACK).pos(
+                        plotters::style::text_anchor::Pos::new(
+                            plotters::style::text_anchor::HPos::Center,
+                            plotters::style::text_anchor::VPos::Bottom,
+                        ),
                     ),
-                ))
+                )
             }))
             .map_err(err)?;
     }
@@ -141,7 +191,12 @@ where
             let chance = 1.0 / r.n_classes.max(1) as f64;
             let g = g as f64;
             chart
-                .draw_series(DashedLineSeries::new(vec![(g - 0.45, chance), (g + 0.45, chance)], 4, 3, BLACK.mix(0.6).stroke_width(1)))
+                .draw_series(DashedLineSeries::new(
+                    vec![(g - 0.45, chance), (g + 0.45, chance)],
+                    4,
+                    3,
+                    BLACK.mix(0.6).stroke_width(1),
+                ))
                 .map_err(err)?;
         }
     }
@@ -161,9 +216,11 @@ where
     for (g, (ds, level)) in groups.iter().enumerate() {
         let (px, py) = chart.backend_coord(&(g as f64, 0.0));
         let style = ("sans-serif", 15).into_font().color(&BLACK).pos(center);
-        root.draw(&Text::new(level.clone(), (px, py + 8), style.clone())).map_err(err)?;
+        root.draw(&Text::new(level.clone(), (px, py + 8), style.clone()))
+            .map_err(err)?;
         if multi_dataset {
-            root.draw(&Text::new(ds.clone(), (px, py + 28), style)).map_err(err)?;
+            root.draw(&Text::new(ds.clone(), (px, py + 28), style))
+                .map_err(err)?;
         }
     }
     root.present().map_err(err)?;
@@ -201,7 +258,12 @@ mod tests {
         let rows = vec![
             row("pre-projection", "vision.layer[-2].patch.mean", "fine", 0.6),
             row("post-projection", "projector.mean", "fine", 0.4),
-            row("pre-projection", "vision.layer[-2].patch.mean", "coarse", 0.9),
+            row(
+                "pre-projection",
+                "vision.layer[-2].patch.mean",
+                "coarse",
+                0.9,
+            ),
             row("post-projection", "projector.mean", "coarse", 0.8),
         ];
         let dir = std::env::temp_dir().join(format!("gapprobe-fig-{}", std::process::id()));

@@ -18,6 +18,15 @@ pub struct ReportContext {
     pub command: String,
 }
 
+/// A regularisation constant in 3 significant digits.
+fn fmt_c(c: f64) -> String {
+    if (1e-2..1e4).contains(&c) {
+        format!("{}", (c * 1e3).round() / 1e3)
+    } else {
+        format!("{c:.2e}")
+    }
+}
+
 fn pct(v: f64) -> String {
     format!("{:.1}", v * 100.0)
 }
@@ -45,7 +54,7 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | `{}` | {} ({}–{}) | {} | {} | {} | {:.3g} | {} / {} |",
+            "| {} | {} | {} | `{}` | {} ({}–{}) | {} | {} | {} | {} | {} / {} |",
             r.dataset,
             r.level,
             r.stage,
@@ -56,18 +65,27 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
             pct(r.top5),
             pct(r.mean_per_class),
             pct(r.macro_f1),
-            r.chosen_c,
+            fmt_c(r.chosen_c),
             r.n_train,
             r.n_test
         );
     }
     let gaps = gap_rows(rows);
     if !gaps.is_empty() {
-        let _ = writeln!(s, "\n## Modality gap (best pre-projection − best post-projection top-1, points)\n");
+        let _ = writeln!(
+            s,
+            "\n## Modality gap (best pre-projection − best post-projection top-1, points)\n"
+        );
         let _ = writeln!(s, "| dataset | level | pre | post | gap |");
         let _ = writeln!(s, "|---|---|---|---|---|");
         for (ds, level, pre, post) in gaps {
-            let _ = writeln!(s, "| {ds} | {level} | {} | {} | {:+.1} |", pct(pre), pct(post), (pre - post) * 100.0);
+            let _ = writeln!(
+                s,
+                "| {ds} | {level} | {} | {} | {:+.1} |",
+                pct(pre),
+                pct(post),
+                (pre - post) * 100.0
+            );
         }
     }
     let _ = writeln!(s, "\n## Provenance\n");
@@ -123,9 +141,20 @@ mod tests {
             solver: "candle".into(),
             cache_key: "k".into(),
         };
-        let rows = vec![mk("pre-projection", "a", 0.5), mk("pre-projection", "b", 0.7), mk("post-projection", "p", 0.4)];
+        let rows = vec![
+            mk("pre-projection", "a", 0.5),
+            mk("pre-projection", "b", 0.7),
+            mk("post-projection", "p", 0.4),
+        ];
         assert_eq!(gap_rows(&rows), vec![("d".into(), "fine".into(), 0.7, 0.4)]);
-        let md = markdown_report(&rows, &ReportContext { title: "T".into(), notes: vec!["random".into()], ..Default::default() });
+        let md = markdown_report(
+            &rows,
+            &ReportContext {
+                title: "T".into(),
+                notes: vec!["random".into()],
+                ..Default::default()
+            },
+        );
         assert!(md.contains("| d | fine | 70.0 | 40.0 | +30.0 |"), "{md}");
         assert!(md.contains("> **Note.** random"));
     }

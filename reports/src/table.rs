@@ -2,39 +2,47 @@
 
 use crate::ResultRow;
 use anyhow::{Context, Result};
-use polars::prelude::*;
+use polars::prelude::{
+    Column, CsvReadOptions, CsvWriter, DataFrame, DataType, SerReader, SerWriter,
+};
 use std::path::Path;
 
 fn frame(rows: &[ResultRow]) -> Result<DataFrame> {
     let s = |f: fn(&ResultRow) -> &str| rows.iter().map(f).map(String::from).collect::<Vec<_>>();
     let f = |g: fn(&ResultRow) -> f64| rows.iter().map(g).collect::<Vec<f64>>();
     let u = |g: fn(&ResultRow) -> u64| rows.iter().map(g).collect::<Vec<u64>>();
-    Ok(DataFrame::new(vec![
-        Column::new("dataset".into(), s(|r| &r.dataset)),
-        Column::new("model".into(), s(|r| &r.model)),
-        Column::new("feature_point".into(), s(|r| &r.feature_point)),
-        Column::new("stage".into(), s(|r| &r.stage)),
-        Column::new("level".into(), s(|r| &r.level)),
-        Column::new("top1".into(), f(|r| r.top1)),
-        Column::new("top1_ci_low".into(), f(|r| r.top1_ci_low)),
-        Column::new("top1_ci_high".into(), f(|r| r.top1_ci_high)),
-        Column::new("top5".into(), f(|r| r.top5)),
-        Column::new("mean_per_class".into(), f(|r| r.mean_per_class)),
-        Column::new("macro_f1".into(), f(|r| r.macro_f1)),
-        Column::new("chosen_c".into(), f(|r| r.chosen_c)),
-        Column::new("n_train".into(), u(|r| r.n_train)),
-        Column::new("n_test".into(), u(|r| r.n_test)),
-        Column::new("n_classes".into(), u(|r| r.n_classes)),
-        Column::new("solver".into(), s(|r| &r.solver)),
-        Column::new("cache_key".into(), s(|r| &r.cache_key)),
-    ])?)
+    Ok(DataFrame::new(
+        rows.len(),
+        vec![
+            Column::new("dataset".into(), s(|r| &r.dataset)),
+            Column::new("model".into(), s(|r| &r.model)),
+            Column::new("feature_point".into(), s(|r| &r.feature_point)),
+            Column::new("stage".into(), s(|r| &r.stage)),
+            Column::new("level".into(), s(|r| &r.level)),
+            Column::new("top1".into(), f(|r| r.top1)),
+            Column::new("top1_ci_low".into(), f(|r| r.top1_ci_low)),
+            Column::new("top1_ci_high".into(), f(|r| r.top1_ci_high)),
+            Column::new("top5".into(), f(|r| r.top5)),
+            Column::new("mean_per_class".into(), f(|r| r.mean_per_class)),
+            Column::new("macro_f1".into(), f(|r| r.macro_f1)),
+            Column::new("chosen_c".into(), f(|r| r.chosen_c)),
+            Column::new("n_train".into(), u(|r| r.n_train)),
+            Column::new("n_test".into(), u(|r| r.n_test)),
+            Column::new("n_classes".into(), u(|r| r.n_classes)),
+            Column::new("solver".into(), s(|r| &r.solver)),
+            Column::new("cache_key".into(), s(|r| &r.cache_key)),
+        ],
+    )?)
 }
 
 /// Writes `rows` as CSV with a header.
 pub fn write_results_csv(rows: &[ResultRow], path: &Path) -> Result<()> {
     let mut df = frame(rows)?;
-    let mut file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    CsvWriter::new(&mut file).include_header(true).finish(&mut df)?;
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    CsvWriter::new(&mut file)
+        .include_header(true)
+        .finish(&mut df)?;
     Ok(())
 }
 
@@ -46,19 +54,40 @@ pub fn read_results_csv(path: &Path) -> Result<Vec<ResultRow>> {
         .and_then(|r| r.finish())
         .with_context(|| format!("reading {}", path.display()))?;
     let text = |c: &str| -> Result<Vec<String>> {
-        let col = df.column(c).with_context(|| format!("{}: no column {c}", path.display()))?;
+        let col = df
+            .column(c)
+            .with_context(|| format!("{}: no column {c}", path.display()))?;
         let col = col.cast(&DataType::String)?;
-        Ok(col.str()?.into_iter().map(|v| v.unwrap_or("").to_string()).collect())
+        Ok(col
+            .str()?
+            .iter()
+            .map(|v| v.unwrap_or("").to_string())
+            .collect())
     };
     let num = |c: &str| -> Result<Vec<f64>> {
-        let col = df.column(c).with_context(|| format!("{}: no column {c}", path.display()))?;
+        let col = df
+            .column(c)
+            .with_context(|| format!("{}: no column {c}", path.display()))?;
         let col = col.cast(&DataType::Float64)?;
-        Ok(col.f64()?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+        Ok(col.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
     };
-    let (ds, model, fp, stage, level, solver, key) =
-        (text("dataset")?, text("model")?, text("feature_point")?, text("stage")?, text("level")?, text("solver")?, text("cache_key")?);
+    let (ds, model, fp, stage, level, solver, key) = (
+        text("dataset")?,
+        text("model")?,
+        text("feature_point")?,
+        text("stage")?,
+        text("level")?,
+        text("solver")?,
+        text("cache_key")?,
+    );
     let (top1, lo, hi, top5, mpc, f1, c) = (
-        num("top1")?, num("top1_ci_low")?, num("top1_ci_high")?, num("top5")?, num("mean_per_class")?, num("macro_f1")?, num("chosen_c")?,
+        num("top1")?,
+        num("top1_ci_low")?,
+        num("top1_ci_high")?,
+        num("top5")?,
+        num("mean_per_class")?,
+        num("macro_f1")?,
+        num("chosen_c")?,
     );
     let (ntr, nte, ncl) = (num("n_train")?, num("n_test")?, num("n_classes")?);
     Ok((0..df.height())
@@ -109,7 +138,8 @@ mod tests {
             solver: "candle".into(),
             cache_key: "abc".into(),
         };
-        let path = std::env::temp_dir().join(format!("gapprobe-results-{}.csv", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("gapprobe-results-{}.csv", std::process::id()));
         write_results_csv(std::slice::from_ref(&row), &path).unwrap();
         let back = read_results_csv(&path).unwrap();
         std::fs::remove_file(&path).ok();

@@ -2,7 +2,7 @@
 
 use super::{Dataset, LabelLevel, Sample, Split};
 use anyhow::{bail, Context, Result};
-use polars::prelude::*;
+use polars::prelude::{Column, CsvReadOptions, CsvWriter, DataFrame, SerReader, SerWriter};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -18,8 +18,10 @@ pub fn read_manifest(path: &Path, name: &str) -> Result<Dataset> {
     let text_column = |col: &str| -> Result<Option<Vec<Option<String>>>> {
         match df.column(col) {
             Ok(c) => {
-                let s = c.str().with_context(|| format!("{}: column '{col}'", path.display()))?;
-                Ok(Some(s.into_iter().map(|v| v.map(str::to_string)).collect()))
+                let s = c
+                    .str()
+                    .with_context(|| format!("{}: column '{col}'", path.display()))?;
+                Ok(Some(s.iter().map(|v| v.map(str::to_string)).collect()))
             }
             Err(_) => Ok(None),
         }
@@ -31,13 +33,24 @@ pub fn read_manifest(path: &Path, name: &str) -> Result<Dataset> {
     let ids = text_column("id")?;
     let level_cols: Vec<(LabelLevel, Vec<Option<String>>)> = LabelLevel::ALL
         .into_iter()
-        .filter_map(|l| text_column(l.as_str()).transpose().map(|c| c.map(|c| (l, c))))
+        .filter_map(|l| {
+            text_column(l.as_str())
+                .transpose()
+                .map(|c| c.map(|c| (l, c)))
+        })
         .collect::<Result<_>>()?;
     if level_cols.is_empty() {
-        bail!("{}: manifest has no label column (superordinate, coarse or fine)", path.display());
+        bail!(
+            "{}: manifest has no label column (superordinate, coarse or fine)",
+            path.display()
+        );
     }
     let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut ds = Dataset { name: name.to_string(), root, ..Default::default() };
+    let mut ds = Dataset {
+        name: name.to_string(),
+        root,
+        ..Default::default()
+    };
     for row in 0..df.height() {
         let line = row + 2; // 1-based, after the header
         let p = paths[row]
@@ -51,16 +64,24 @@ pub fn read_manifest(path: &Path, name: &str) -> Result<Dataset> {
             .with_context(|| format!("{}:{line}", path.display()))?;
         let mut labels = [None; 3];
         for (level, col) in &level_cols {
-            let v = col[row].as_deref().filter(|v| !v.is_empty()).with_context(|| {
-                format!("{}:{line}: empty {level} label for {p}", path.display())
-            })?;
+            let v = col[row]
+                .as_deref()
+                .filter(|v| !v.is_empty())
+                .with_context(|| {
+                    format!("{}:{line}: empty {level} label for {p}", path.display())
+                })?;
             labels[*level as usize] = Some(ds.intern_class(*level, v));
         }
         let id = ids
             .as_ref()
             .and_then(|c| c[row].clone())
             .unwrap_or_else(|| p.to_string());
-        ds.samples.push(Sample { id, path: PathBuf::from(p), split, labels });
+        ds.samples.push(Sample {
+            id,
+            path: PathBuf::from(p),
+            split,
+            labels,
+        });
     }
     ds.validate()?;
     Ok(ds)
@@ -71,18 +92,27 @@ pub fn write_manifest(ds: &Dataset, path: &Path) -> Result<()> {
     let col = |f: &dyn Fn(&Sample) -> String| -> Vec<String> { ds.samples.iter().map(f).collect() };
     let mut columns = vec![
         Column::new("id".into(), col(&|s| s.id.clone())),
-        Column::new("path".into(), col(&|s| s.path.to_string_lossy().into_owned())),
+        Column::new(
+            "path".into(),
+            col(&|s| s.path.to_string_lossy().into_owned()),
+        ),
         Column::new("split".into(), col(&|s| s.split.to_string())),
     ];
     for level in ds.levels() {
         let names = ds.classes(level);
         columns.push(Column::new(
             level.as_str().into(),
-            col(&|s| s.label(level).map(|l| names[l as usize].clone()).unwrap_or_default()),
+            col(&|s| {
+                s.label(level)
+                    .map(|l| names[l as usize].clone())
+                    .unwrap_or_default()
+            }),
         ));
     }
-    let mut df = DataFrame::new(columns)?;
+    let mut df = DataFrame::new(ds.samples.len(), columns)?;
     let mut file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    CsvWriter::new(&mut file).include_header(true).finish(&mut df)?;
+    CsvWriter::new(&mut file)
+        .include_header(true)
+        .finish(&mut df)?;
     Ok(())
 }

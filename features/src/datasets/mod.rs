@@ -28,7 +28,11 @@ pub enum LabelLevel {
 
 impl LabelLevel {
     /// All levels, from broad to fine.
-    pub const ALL: [LabelLevel; 3] = [LabelLevel::Superordinate, LabelLevel::Coarse, LabelLevel::Fine];
+    pub const ALL: [LabelLevel; 3] = [
+        LabelLevel::Superordinate,
+        LabelLevel::Coarse,
+        LabelLevel::Fine,
+    ];
 
     /// Lower-case name, as used in manifests, the cache and reports.
     pub fn as_str(self) -> &'static str {
@@ -139,7 +143,10 @@ impl Dataset {
 
     /// Levels for which this dataset has labels.
     pub fn levels(&self) -> Vec<LabelLevel> {
-        LabelLevel::ALL.into_iter().filter(|l| !self.classes(*l).is_empty()).collect()
+        LabelLevel::ALL
+            .into_iter()
+            .filter(|l| !self.classes(*l).is_empty())
+            .collect()
     }
 
     /// Samples of one split, in dataset order.
@@ -198,7 +205,11 @@ impl Dataset {
         let mut seen = std::collections::HashSet::new();
         for (row, s) in self.samples.iter().enumerate() {
             if !seen.insert(&s.id) {
-                bail!("dataset '{}': duplicate sample id '{}' (row {row})", self.name, s.id);
+                bail!(
+                    "dataset '{}': duplicate sample id '{}' (row {row})",
+                    self.name,
+                    s.id
+                );
             }
             for level in LabelLevel::ALL {
                 if let Some(l) = s.label(level) {

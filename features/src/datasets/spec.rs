@@ -24,9 +24,9 @@ pub struct DatasetSpec {
 impl FromStr for DatasetSpec {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
-        let (kind, rest) = s
-            .split_once(':')
-            .with_context(|| format!("dataset spec '{s}' must look like kind:path, e.g. manifest:/data/birds.csv"))?;
+        let (kind, rest) = s.split_once(':').with_context(|| {
+            format!("dataset spec '{s}' must look like kind:path, e.g. manifest:/data/birds.csv")
+        })?;
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut options = BTreeMap::new();
         for kv in query.split('&').filter(|kv| !kv.is_empty()) {
@@ -38,8 +38,16 @@ impl FromStr for DatasetSpec {
         if path.is_empty() {
             bail!("dataset spec '{s}' has no path after '{kind}:'");
         }
-        let name = options.get("name").cloned().unwrap_or_else(|| kind.to_string());
-        Ok(DatasetSpec { kind: kind.to_string(), path: PathBuf::from(path), options, name })
+        let name = options
+            .get("name")
+            .cloned()
+            .unwrap_or_else(|| kind.to_string());
+        Ok(DatasetSpec {
+            kind: kind.to_string(),
+            path: PathBuf::from(path),
+            options,
+            name,
+        })
     }
 }
 

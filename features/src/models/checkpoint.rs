@@ -2,7 +2,10 @@
 //! Layouts: standalone CLIP (`vision_model.*`, or `*.vision_model.*` inside a full CLIP),
 //! llava-hf (`vision_tower.vision_model.*` + `multi_modal_projector.*`).
 
-use super::{Act, ClipVisionConfig, ClipVisionModel, Projector, ProjectorConfig, ProjectorKind, ProjectorLayout};
+use super::{
+    Act, ClipVisionConfig, ClipVisionModel, Projector, ProjectorConfig, ProjectorKind,
+    ProjectorLayout,
+};
 use crate::preprocess::PreprocessConfig;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
@@ -37,7 +40,8 @@ impl Checkpoint {
     }
 
     fn from_hub(repo_id: &str) -> Result<Self> {
-        let api = hf_hub::api::sync::Api::new().context("initialising the Hugging Face hub client")?;
+        let api =
+            hf_hub::api::sync::Api::new().context("initialising the Hugging Face hub client")?;
         let repo = api.model(repo_id.to_string());
         let get = |f: &str| {
             repo.get(f).with_context(|| {
@@ -73,14 +77,17 @@ impl Checkpoint {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path)
             .with_context(|| format!("model '{id}': missing {}", cfg_path.display()))?;
-        let config: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", cfg_path.display()))?;
+        let config: Value = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", cfg_path.display()))?;
         let pp_path = dir.join("preprocessor_config.json");
         let mut preprocess = match std::fs::read_to_string(&pp_path) {
-            Ok(t) => PreprocessConfig::from_json_str(&t).with_context(|| format!("parsing {}", pp_path.display()))?,
+            Ok(t) => PreprocessConfig::from_json_str(&t)
+                .with_context(|| format!("parsing {}", pp_path.display()))?,
             Err(_) => PreprocessConfig::clip(vision_config(&config)?.image_size as u32),
         };
         // Original LLaVA-1.5 configs say `image_aspect_ratio: pad`; llava-hf's processor does not pad.
-        preprocess.pad_to_square = config.get("image_aspect_ratio").and_then(Value::as_str) == Some("pad");
+        preprocess.pad_to_square =
+            config.get("image_aspect_ratio").and_then(Value::as_str) == Some("pad");
         let mut weight_files: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("listing {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -90,7 +97,13 @@ impl Checkpoint {
         if weight_files.is_empty() {
             bail!("model '{id}': no *.safetensors file in {}", dir.display());
         }
-        Ok(Self { id: id.to_string(), dir: dir.to_path_buf(), weight_files, config, preprocess })
+        Ok(Self {
+            id: id.to_string(),
+            dir: dir.to_path_buf(),
+            weight_files,
+            config,
+            preprocess,
+        })
     }
 }
 
@@ -105,8 +118,14 @@ fn tensor_names(files: &[PathBuf]) -> Result<Vec<String>> {
     use std::io::Read;
     let mut names = Vec::new();
     for f in files {
-        let bad = || format!("{} is not a safetensors file (truncated or corrupt header)", f.display());
-        let mut file = std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
+        let bad = || {
+            format!(
+                "{} is not a safetensors file (truncated or corrupt header)",
+                f.display()
+            )
+        };
+        let mut file =
+            std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
         let mut len = [0u8; 8];
         file.read_exact(&mut len).with_context(bad)?;
         let len = u64::from_le_bytes(len);
@@ -115,8 +134,14 @@ fn tensor_names(files: &[PathBuf]) -> Result<Vec<String>> {
         }
         let mut header = vec![0u8; len as usize];
         file.read_exact(&mut header).with_context(bad)?;
-        let header: serde_json::Map<String, Value> = serde_json::from_slice(&header).with_context(bad)?;
-        names.extend(header.into_iter().map(|(k, _)| k).filter(|k| k != "__metadata__"));
+        let header: serde_json::Map<String, Value> =
+            serde_json::from_slice(&header).with_context(bad)?;
+        names.extend(
+            header
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| k != "__metadata__"),
+        );
     }
     Ok(names)
 }
@@ -150,7 +175,10 @@ impl VisionLanguageModel {
         let proj = projector_config(&ck.config, &names, &vcfg)?;
         let (projector_layer, projector_drops_cls) = match &proj {
             Some(_) => {
-                let layer = ck.config.get("vision_feature_layer").or(ck.config.get("mm_vision_select_layer"));
+                let layer = ck
+                    .config
+                    .get("vision_feature_layer")
+                    .or(ck.config.get("mm_vision_select_layer"));
                 let layer = layer.and_then(Value::as_i64).unwrap_or(-2);
                 let strategy = ck
                     .config
@@ -158,7 +186,10 @@ impl VisionLanguageModel {
                     .or(ck.config.get("mm_vision_select_feature"))
                     .and_then(Value::as_str)
                     .unwrap_or("default");
-                (vcfg.resolve_layer(layer)?, matches!(strategy, "default" | "patch"))
+                (
+                    vcfg.resolve_layer(layer)?,
+                    matches!(strategy, "default" | "patch"),
+                )
             }
             None => (0, true),
         };
@@ -174,8 +205,11 @@ impl VisionLanguageModel {
         let used: Vec<&String> = names
             .iter()
             .filter(|n| {
-                n.strip_prefix(&tower_prefix).is_some_and(|rest| tensor_used(rest, top))
-                    || proj.as_ref().is_some_and(|(p, _)| n.starts_with(p.as_str()))
+                n.strip_prefix(&tower_prefix)
+                    .is_some_and(|rest| tensor_used(rest, top))
+                    || proj
+                        .as_ref()
+                        .is_some_and(|(p, _)| n.starts_with(p.as_str()))
             })
             .collect();
         Ok(Self {
@@ -193,42 +227,80 @@ impl VisionLanguageModel {
 fn tensor_used(rest: &str, top: usize) -> bool {
     let rest = rest.trim_start_matches('.');
     if let Some(layer) = rest.strip_prefix("encoder.layers.") {
-        let i: usize = layer.split('.').next().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
+        let i: usize = layer
+            .split('.')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(usize::MAX);
         return i < top;
     }
     rest.starts_with("embeddings.") || rest.starts_with("pre_layrnorm.")
 }
 
 /// Detects the projector's layout, kind and prefix from the tensor names.
-fn projector_config(config: &Value, names: &[String], vcfg: &ClipVisionConfig) -> Result<Option<(String, ProjectorConfig)>> {
-    let find = |suffix: &str| names.iter().find_map(|n| n.strip_suffix(suffix).map(str::to_string));
-    let act_name = config.get("projector_hidden_act").and_then(Value::as_str).unwrap_or("gelu");
+fn projector_config(
+    config: &Value,
+    names: &[String],
+    vcfg: &ClipVisionConfig,
+) -> Result<Option<(String, ProjectorConfig)>> {
+    let find = |suffix: &str| {
+        names
+            .iter()
+            .find_map(|n| n.strip_suffix(suffix).map(str::to_string))
+    };
+    let act_name = config
+        .get("projector_hidden_act")
+        .and_then(Value::as_str)
+        .unwrap_or("gelu");
     let act: Act = serde_json::from_value(Value::String(act_name.into()))
         .with_context(|| format!("unsupported projector_hidden_act '{act_name}'"))?;
     let llm_dim = config
         .get("text_config")
         .and_then(|t| t.get("hidden_size"))
-        .or(config.get("hidden_size").filter(|_| config.get("mm_projector_type").is_some()))
+        .or(config
+            .get("hidden_size")
+            .filter(|_| config.get("mm_projector_type").is_some()))
         .and_then(Value::as_u64)
         .map(|v| v as usize);
     if let Some(prefix) = find("multi_modal_projector.linear_1.weight") {
         let dim = llm_dim.context("llava config without text_config.hidden_size")?;
-        let kind = if names.iter().any(|n| n.ends_with("multi_modal_projector.linear_2.weight")) {
+        let kind = if names
+            .iter()
+            .any(|n| n.ends_with("multi_modal_projector.linear_2.weight"))
+        {
             ProjectorKind::Mlp2x
         } else {
             ProjectorKind::Linear
         };
-        let pc = ProjectorConfig { kind, layout: ProjectorLayout::LlavaHf, in_dim: vcfg.hidden_size, out_dim: dim, act };
+        let pc = ProjectorConfig {
+            kind,
+            layout: ProjectorLayout::LlavaHf,
+            in_dim: vcfg.hidden_size,
+            out_dim: dim,
+            act,
+        };
         return Ok(Some((format!("{prefix}multi_modal_projector"), pc)));
     }
     if let Some(prefix) = find("mm_projector.0.weight") {
         let dim = llm_dim.context("llava config without hidden_size")?;
-        let pc = ProjectorConfig { kind: ProjectorKind::Mlp2x, layout: ProjectorLayout::Original, in_dim: vcfg.hidden_size, out_dim: dim, act };
+        let pc = ProjectorConfig {
+            kind: ProjectorKind::Mlp2x,
+            layout: ProjectorLayout::Original,
+            in_dim: vcfg.hidden_size,
+            out_dim: dim,
+            act,
+        };
         return Ok(Some((format!("{prefix}mm_projector"), pc)));
     }
     if let Some(prefix) = find("mm_projector.weight") {
         let dim = llm_dim.context("llava config without hidden_size")?;
-        let pc = ProjectorConfig { kind: ProjectorKind::Linear, layout: ProjectorLayout::Original, in_dim: vcfg.hidden_size, out_dim: dim, act };
+        let pc = ProjectorConfig {
+            kind: ProjectorKind::Linear,
+            layout: ProjectorLayout::Original,
+            in_dim: vcfg.hidden_size,
+            out_dim: dim,
+            act,
+        };
         return Ok(Some((format!("{prefix}mm_projector"), pc)));
     }
     Ok(None)
@@ -244,9 +316,15 @@ fn fingerprint(files: &[PathBuf], used: &[&String]) -> Result<String> {
         .iter()
         .map(|f| std::fs::File::open(f).and_then(|f| unsafe { memmap2::Mmap::map(&f) }))
         .collect::<std::io::Result<_>>()?;
-    let tensors: Vec<SafeTensors> = buffers.iter().map(|b| SafeTensors::deserialize(b)).collect::<std::result::Result<_, _>>()?;
+    let tensors: Vec<SafeTensors> = buffers
+        .iter()
+        .map(|b| SafeTensors::deserialize(b))
+        .collect::<std::result::Result<_, _>>()?;
     for name in sorted {
-        let view = tensors.iter().find_map(|t| t.tensor(name).ok()).with_context(|| format!("tensor {name} vanished"))?;
+        let view = tensors
+            .iter()
+            .find_map(|t| t.tensor(name).ok())
+            .with_context(|| format!("tensor {name} vanished"))?;
         h.update(name.as_bytes());
         h.update(format!("{:?}{:?}", view.dtype(), view.shape()).as_bytes());
         h.update(view.data());

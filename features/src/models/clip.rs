@@ -5,7 +5,9 @@
 
 use super::Act;
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{conv2d_no_bias, layer_norm, linear, Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder};
+use candle_nn::{
+    conv2d_no_bias, layer_norm, linear, Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder,
+};
 use serde::{Deserialize, Serialize};
 
 /// `CLIPVisionConfig` fields the forward pass uses (names as in `config.json`).
@@ -64,18 +66,42 @@ struct Embeddings {
 
 impl Embeddings {
     fn new(vb: VarBuilder, cfg: &ClipVisionConfig) -> Result<Self> {
-        let conv = Conv2dConfig { stride: cfg.patch_size, ..Default::default() };
-        let patch = conv2d_no_bias(cfg.num_channels, cfg.hidden_size, cfg.patch_size, conv, vb.pp("patch_embedding"))?;
+        let conv = Conv2dConfig {
+            stride: cfg.patch_size,
+            ..Default::default()
+        };
+        let patch = conv2d_no_bias(
+            cfg.num_channels,
+            cfg.hidden_size,
+            cfg.patch_size,
+            conv,
+            vb.pp("patch_embedding"),
+        )?;
         let class = vb.get(cfg.hidden_size, "class_embedding")?;
-        let position = vb.get((cfg.num_patches() + 1, cfg.hidden_size), "position_embedding.weight")?;
-        Ok(Self { patch, class, position })
+        let position = vb.get(
+            (cfg.num_patches() + 1, cfg.hidden_size),
+            "position_embedding.weight",
+        )?;
+        Ok(Self {
+            patch,
+            class,
+            position,
+        })
     }
 
     fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let b = pixels.dim(0)?;
-        let patches = self.patch.forward(pixels)?.flatten_from(2)?.transpose(1, 2)?; // [B, T, D]
+        let patches = self
+            .patch
+            .forward(pixels)?
+            .flatten_from(2)?
+            .transpose(1, 2)?; // [B, T, D]
         let d = patches.dim(2)?;
-        let cls = self.class.reshape((1, 1, d))?.broadcast_as((b, 1, d))?.to_dtype(patches.dtype())?;
+        let cls = self
+            .class
+            .reshape((1, 1, d))?
+            .broadcast_as((b, 1, d))?
+            .to_dtype(patches.dtype())?;
         Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position)
     }
 }
@@ -105,7 +131,11 @@ impl Attention {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
-        let split = |y: Tensor| y.reshape((b, t, self.heads, d / self.heads))?.transpose(1, 2)?.contiguous();
+        let split = |y: Tensor| {
+            y.reshape((b, t, self.heads, d / self.heads))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
         let q = split((self.q.forward(x)? * self.scale)?)?;
         let k = split(self.k.forward(x)?)?;
         let v = split(self.v.forward(x)?)?;
@@ -139,7 +169,11 @@ impl EncoderLayer {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln1.forward(x)?)?)?;
-        let h = self.fc2.forward(&self.act.forward(&self.fc1.forward(&self.ln2.forward(&x)?)?)?)?;
+        let h = self.fc2.forward(
+            &self
+                .act
+                .forward(&self.fc1.forward(&self.ln2.forward(&x)?)?)?,
+        )?;
         x + h
     }
 }
@@ -161,7 +195,12 @@ impl ClipVisionModel {
         let layers = (0..max_layer.min(cfg.num_hidden_layers))
             .map(|i| EncoderLayer::new(vb.pp(format!("encoder.layers.{i}")), cfg))
             .collect::<Result<_>>()?;
-        Ok(Self { embeddings, pre_layernorm, layers, cfg: cfg.clone() })
+        Ok(Self {
+            embeddings,
+            pre_layernorm,
+            layers,
+            cfg: cfg.clone(),
+        })
     }
 
     /// The configuration this tower was built from.
@@ -174,10 +213,15 @@ impl ClipVisionModel {
     pub fn hidden_states(&self, pixels: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
         let last = wanted.iter().copied().max().unwrap_or(0);
         if last > self.layers.len() {
-            candle_core::bail!("hidden state {last} requested but only {} layers were loaded", self.layers.len());
+            candle_core::bail!(
+                "hidden state {last} requested but only {} layers were loaded",
+                self.layers.len()
+            );
         }
         let mut states = vec![None; last + 1];
-        let mut x = self.pre_layernorm.forward(&self.embeddings.forward(pixels)?)?;
+        let mut x = self
+            .pre_layernorm
+            .forward(&self.embeddings.forward(pixels)?)?;
         if wanted.contains(&0) {
             states[0] = Some(x.clone());
         }
@@ -187,7 +231,10 @@ impl ClipVisionModel {
                 states[i + 1] = Some(x.clone());
             }
         }
-        Ok(wanted.iter().map(|&i| states[i].clone().expect("state recorded above")).collect())
+        Ok(wanted
+            .iter()
+            .map(|&i| states[i].clone().expect("state recorded above"))
+            .collect())
     }
 }
 

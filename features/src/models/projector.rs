@@ -50,12 +50,16 @@ impl Projector {
             (ProjectorLayout::Original, ProjectorKind::Linear) => ("", ""),
         };
         Ok(match cfg.kind {
-            ProjectorKind::Linear if n1.is_empty() => {
-                Self { first: linear(cfg.in_dim, cfg.out_dim, vb)?, second: None, act: cfg.act }
-            }
-            ProjectorKind::Linear => {
-                Self { first: linear(cfg.in_dim, cfg.out_dim, vb.pp(n1))?, second: None, act: cfg.act }
-            }
+            ProjectorKind::Linear if n1.is_empty() => Self {
+                first: linear(cfg.in_dim, cfg.out_dim, vb)?,
+                second: None,
+                act: cfg.act,
+            },
+            ProjectorKind::Linear => Self {
+                first: linear(cfg.in_dim, cfg.out_dim, vb.pp(n1))?,
+                second: None,
+                act: cfg.act,
+            },
             ProjectorKind::Mlp2x => Self {
                 first: linear(cfg.in_dim, cfg.out_dim, vb.pp(n1))?,
                 second: Some(linear(cfg.out_dim, cfg.out_dim, vb.pp(n2))?),

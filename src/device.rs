@@ -1,0 +1,33 @@
+//! `--device` and `--dtype` values.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device};
+
+/// Parses `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
+            let ordinal: usize = cuda
+                .strip_prefix("cuda:")
+                .map(str::parse)
+                .transpose()?
+                .unwrap_or(0);
+            if !cfg!(feature = "cuda") {
+                bail!("device '{s}': this gapprobe was built without CUDA; rebuild with `cargo build --release --features cuda`");
+            }
+            Ok(Device::new_cuda(ordinal)?)
+        }
+        _ => bail!("unknown device '{s}': expected cpu, cuda or cuda:N"),
+    }
+}
+
+/// Parses `f32`, `bf16` or `f16`.
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    match s {
+        "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        "f16" => Ok(DType::F16),
+        _ => bail!("unknown dtype '{s}': expected f32, bf16 or f16"),
+    }
+}

@@ -1,0 +1,254 @@
+//! Experiment files: one TOML names the model, datasets, feature points, probe settings and the
+//! output folder. `gapprobe run experiment.toml` executes extract → cache → probe → report.
+
+use anyhow::{bail, Context, Result};
+use gapprobe_features::datasets::{DatasetSpec, LabelLevel};
+use gapprobe_features::FeaturePoint;
+use gapprobe_probes::{ProbeConfig, Solver};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A whole experiment, as written in TOML.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Title of the report.
+    pub name: String,
+    /// Folder for report.md, figures, results.csv / .json.
+    pub output: PathBuf,
+    /// Cache root; default `<output>/cache`.
+    #[serde(default)]
+    pub cache: Option<PathBuf>,
+    pub model: ModelSection,
+    pub datasets: Vec<DatasetSection>,
+    #[serde(default)]
+    pub probe: ProbeSection,
+    /// Caveats printed at the top of the report.
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// Which checkpoint, and how to run it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Local folder or Hugging Face hub id.
+    pub id: String,
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+/// One dataset and what to read from it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSection {
+    /// Dataset spec, e.g. `manifest:/data/birds.csv`.
+    pub spec: String,
+    pub feature_points: Vec<String>,
+    /// Label levels to probe; default: every level the dataset has.
+    #[serde(default)]
+    pub levels: Vec<String>,
+}
+
+/// Probe settings (see gapprobe-probes' `ProbeConfig`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSection {
+    #[serde(default = "default_grid")]
+    pub c_grid: Vec<f64>,
+    #[serde(default = "yes")]
+    pub refine: bool,
+    #[serde(default = "default_val")]
+    pub val_fraction: f64,
+    #[serde(default = "yes")]
+    pub refit_on_train_val: bool,
+    #[serde(default = "default_tol")]
+    pub tol: f64,
+    #[serde(default = "default_iter")]
+    pub max_iter: usize,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "default_boot")]
+    pub bootstrap: usize,
+    #[serde(default = "default_solver")]
+    pub solver: String,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_dtype() -> String {
+    "f32".into()
+}
+fn default_batch() -> usize {
+    32
+}
+fn default_grid() -> Vec<f64> {
+    ProbeConfig::default().c_grid
+}
+fn yes() -> bool {
+    true
+}
+fn default_val() -> f64 {
+    ProbeConfig::default().val_fraction
+}
+fn default_tol() -> f64 {
+    ProbeConfig::default().tol
+}
+fn default_iter() -> usize {
+    ProbeConfig::default().max_iter
+}
+fn default_boot() -> usize {
+    ProbeConfig::default().bootstrap
+}
+fn default_solver() -> String {
+    ProbeConfig::default().solver.to_string()
+}
+
+impl Default for ProbeSection {
+    fn default() -> Self {
+        toml::from_str("").expect("all probe fields have defaults")
+    }
+}
+
+impl ProbeSection {
+    /// The probe configuration these settings describe.
+    pub fn to_config(&self) -> Result<ProbeConfig> {
+        let solver: Solver = self.solver.parse()?;
+        if self.c_grid.is_empty() || self.c_grid.iter().any(|c| !(*c > 0.0) || !c.is_finite()) {
+            bail!("probe.c_grid must be a non-empty list of positive numbers");
+        }
+        Ok(ProbeConfig {
+            c_grid: self.c_grid.clone(),
+            refine: self.refine,
+            val_fraction: self.val_fraction,
+            refit_on_train_val: self.refit_on_train_val,
+            tol: self.tol,
+            max_iter: self.max_iter,
+            seed: self.seed,
+            bootstrap: self.bootstrap,
+            solver,
+        })
+    }
+}
+
+impl DatasetSection {
+    /// Parsed spec, feature points and levels, with errors that name the bad value.
+    pub fn parse(&self) -> Result<(DatasetSpec, Vec<FeaturePoint>, Vec<LabelLevel>)> {
+        let spec: DatasetSpec = self.spec.parse()?;
+        if self.feature_points.is_empty() {
+            bail!("dataset '{}' lists no feature_points", self.spec);
+        }
+        let points = self
+            .feature_points
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<Vec<FeaturePoint>>>()?;
+        let levels = self
+            .levels
+            .iter()
+            .map(|l| l.parse())
+            .collect::<Result<Vec<LabelLevel>>>()?;
+        Ok((spec, points, levels))
+    }
+}
+
+impl Experiment {
+    /// Reads and validates an experiment file. Relative paths in it are relative to the file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading experiment {}", path.display()))?;
+        let mut exp: Experiment = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid experiment", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        exp.resolve_relative(base);
+        exp.validate()?;
+        Ok(exp)
+    }
+
+    fn resolve_relative(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.output);
+        if let Some(c) = &mut self.cache {
+            fix(c);
+        }
+        if Path::new(&self.model.id).is_relative() && base.join(&self.model.id).is_dir() {
+            self.model.id = base.join(&self.model.id).to_string_lossy().into_owned();
+        }
+        for d in &mut self.datasets {
+            if let Ok(mut spec) = d.spec.parse::<DatasetSpec>() {
+                if spec.path.is_relative() {
+                    spec.path = base.join(&spec.path);
+                    d.spec = spec.to_string();
+                }
+            }
+        }
+    }
+
+    /// Checks every field that can be checked before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        if self.datasets.is_empty() {
+            bail!("experiment '{}' has no [[datasets]]", self.name);
+        }
+        for d in &self.datasets {
+            d.parse()?;
+        }
+        self.probe.to_config()?;
+        crate::device::parse_device(&self.model.device)?;
+        crate::device::parse_dtype(&self.model.dtype)?;
+        Ok(())
+    }
+
+    /// The cache root in effect.
+    pub fn cache_root(&self) -> PathBuf {
+        self.cache
+            .clone()
+            .unwrap_or_else(|| self.output.join("cache"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_experiment_parses_with_defaults() {
+        let exp: Experiment = toml::from_str(
+            r#"
+            name = "t"
+            output = "out"
+            [model]
+            id = "m"
+            [[datasets]]
+            spec = "manifest:/d/m.csv"
+            feature_points = ["vision.layer[-2].patch.mean", "projector.mean"]
+            "#,
+        )
+        .unwrap();
+        exp.validate().unwrap();
+        assert_eq!(exp.model.dtype, "f32");
+        assert_eq!(
+            exp.probe.to_config().unwrap().c_grid,
+            ProbeConfig::default().c_grid
+        );
+        let bad = r#"
+            name = "t"
+            output = "o"
+            typo = 1
+            [model]
+            id = "m"
+            [[datasets]]
+            spec = "manifest:/d"
+            feature_points = ["projector.mean"]
+        "#;
+        assert!(toml::from_str::<Experiment>(bad).is_err());
+    }
+}

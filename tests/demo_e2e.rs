@@ -1,0 +1,159 @@
+//! End-to-end: the demo pipeline at reduced size through the real CLI binary.
+
+use std::path::Path;
+use std::process::Command;
+
+fn gapprobe(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_gapprobe"))
+        .args(args)
+        .output()
+        .expect("gapprobe runs");
+    assert!(
+        out.status.success(),
+        "gapprobe {args:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("run_summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let out_s = out.to_str().unwrap();
+    let args = [
+        "-q",
+        "demo",
+        "--out",
+        out_s,
+        "--train-per-class",
+        "14",
+        "--test-per-class",
+        "8",
+    ];
+    gapprobe(&args);
+
+    for f in [
+        "report.md",
+        "modality_gap.png",
+        "modality_gap.svg",
+        "results.csv",
+        "results.json",
+        "experiment.toml",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let png = std::fs::read(out.join("modality_gap.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("random weights"),
+        "the report must say the weights are random"
+    );
+
+    let df = polars::prelude::CsvReadOptions::default()
+        .with_has_header(true)
+        .try_into_reader_with_file_path(Some(out.join("results.csv")))
+        .unwrap()
+        .finish()
+        .unwrap();
+    // 3 feature points × 3 levels.
+    assert_eq!(df.height(), 9, "{df}");
+    for col in [
+        "top1",
+        "top5",
+        "mean_per_class",
+        "top1_ci_low",
+        "top1_ci_high",
+    ] {
+        let c = df
+            .column(col)
+            .unwrap()
+            .cast(&polars::prelude::DataType::Float64)
+            .unwrap();
+        for v in c.f64().unwrap().into_iter() {
+            let v = v.unwrap();
+            assert!((0.0..=1.0).contains(&v), "{col} = {v} outside [0, 1]");
+        }
+    }
+    let rows = gapprobe_reports::read_results_csv(&out.join("results.csv")).unwrap();
+    let fine_pre = rows
+        .iter()
+        .find(|r| r.level == "fine" && r.feature_point == "vision.layer[-2].patch.mean")
+        .expect("fine pre-projection row");
+    let chance = 1.0 / fine_pre.n_classes as f64;
+    assert_eq!(fine_pre.n_classes, 24);
+    assert_eq!(fine_pre.n_test, 24 * 8);
+    assert!(
+        fine_pre.top1 > 3.0 * chance,
+        "fine top-1 {} is not clearly above chance {chance}",
+        fine_pre.top1
+    );
+
+    let first = summary(&out);
+    assert!(first["forward_passes"].as_u64().unwrap() > 0);
+    assert_eq!(first["entries_extracted"].as_array().unwrap().len(), 3);
+
+    // Second run: everything from the cache, zero forward passes, same numbers.
+    gapprobe(&args);
+    let second = summary(&out);
+    assert_eq!(second["forward_passes"].as_u64().unwrap(), 0, "{second}");
+    assert_eq!(second["entries_reused"].as_array().unwrap().len(), 3);
+    assert_eq!(second["entries_extracted"].as_array().unwrap().len(), 0);
+    let again = gapprobe_reports::read_results_csv(&out.join("results.csv")).unwrap();
+    assert_eq!(
+        again, rows,
+        "a cached rerun must reproduce the numbers exactly"
+    );
+
+    // The cache commands see the entries.
+    let ls = gapprobe(&[
+        "cache",
+        "ls",
+        "--cache",
+        out.join("cache").to_str().unwrap(),
+    ]);
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert_eq!(ls.lines().count(), 3, "{ls}");
+    let key = &rows[0].cache_key[..12];
+    let info = gapprobe(&[
+        "cache",
+        "info",
+        key,
+        "--cache",
+        out.join("cache").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&info.stdout).contains("weights_fingerprint"));
+
+    // `run` on the experiment the demo wrote reproduces it from the cache.
+    let run = gapprobe(&["-q", "run", out.join("experiment.toml").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&run.stdout).contains("0 forward passes"));
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gapprobe"))
+        .args(["run", "/nonexistent/experiment.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/experiment.toml"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_gapprobe"))
+        .args([
+            "extract",
+            "--model",
+            "/nonexistent/model",
+            "--dataset",
+            "manifest:/nonexistent.csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nonexistent.csv"));
+}
