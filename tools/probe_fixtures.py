@@ -104,11 +104,11 @@ def main():
     case(args.out, "k4_d4096", *d, 4, [0.01, 1.0], note="d >> n")
 
     # Ill-conditioned: unstandardised columns with scales 10^-2..10^2 and near-duplicate columns.
-    xtr, ytr, xte, yte = make_data(rng, 500, 300, 5, 24, sep=0.8)
+    xtr, ytr, xte, yte = make_data(rng, 500, 1500, 5, 24, sep=0.8)
     scales = np.logspace(-2, 2, 24)
     xtr, xte = xtr * scales, xte * scales
     xtr = np.concatenate([xtr, xtr[:, :2] + 1e-3 * rng.standard_normal((500, 2))], 1)
-    xte = np.concatenate([xte, xte[:, :2] + 1e-3 * rng.standard_normal((300, 2))], 1)
+    xte = np.concatenate([xte, xte[:, :2] + 1e-3 * rng.standard_normal((1500, 2))], 1)
     case(args.out, "ill_k5_d26", xtr, ytr, xte, yte, 5, [1.0], max_iter=20000,
          note="column scales 1e-2..1e2, two near-duplicate columns, not standardised")
 

@@ -1,7 +1,8 @@
 //! Limited-memory BFGS with the Moré–Thuente line search (a port of MINPACK-2 `dcsrch`/`dcstep`,
 //! the line search used by scipy's L-BFGS-B), on host `f64` vectors.
 //!
-//! The objective is supplied as a closure returning `(f, grad)`; it may evaluate on any device.
+//! The objective is a [`LineObjective`] (or a closure returning `(f, grad)`); it may evaluate on
+//! any device.
 //! Stopping rules mirror scipy's L-BFGS-B as called by scikit-learn:
 //! `max |grad| <= gtol`, relative reduction `(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol`,
 //! or `max_iter` iterations.
@@ -67,14 +68,93 @@ fn max_abs(a: &[f64]) -> f64 {
     a.iter().fold(0.0f64, |m, v| m.max(v.abs()))
 }
 
-/// Minimise `fg` from `x0`. `fg(x)` returns the objective and its gradient.
-pub fn minimize<F>(mut fg: F, x0: Vec<f64>, opt: &LbfgsOptions) -> Result<LbfgsResult>
+/// An objective whose restriction to a line can be evaluated cheaply and consistently once the
+/// direction is known (for a linear model: from the logits `X·w` and `X·d`).
+pub trait LineObjective {
+    /// Objective and gradient at `x`; makes `x` the base point.
+    fn eval(&mut self, x: &[f64]) -> Result<(f64, Vec<f64>)>;
+    /// Fix the search direction `d` from the base point.
+    fn set_direction(&mut self, d: &[f64]) -> Result<()>;
+    /// `φ(α) = f(x + α·d)` and `φ'(α)`.
+    fn phi(&mut self, alpha: f64) -> Result<(f64, f64)>;
+    /// Move the base point to `x + α·d`; objective and gradient there.
+    fn accept(&mut self, alpha: f64) -> Result<(f64, Vec<f64>)>;
+    /// The largest absolute gradient component used for the stopping test (default: of `g`).
+    fn stop_metric(&self, g: &[f64]) -> f64 {
+        max_abs(g)
+    }
+}
+
+/// Adapter turning a closure `x -> (f, grad)` into a [`LineObjective`].
+pub struct Plain<F> {
+    fg: F,
+    x: Vec<f64>,
+    d: Vec<f64>,
+    last: Option<(f64, f64, Vec<f64>)>,
+}
+
+impl<F: FnMut(&[f64]) -> Result<(f64, Vec<f64>)>> Plain<F> {
+    pub fn new(fg: F) -> Self {
+        Self {
+            fg,
+            x: Vec::new(),
+            d: Vec::new(),
+            last: None,
+        }
+    }
+    fn at(&self, alpha: f64) -> Vec<f64> {
+        self.x
+            .iter()
+            .zip(&self.d)
+            .map(|(x, d)| x + alpha * d)
+            .collect()
+    }
+}
+
+impl<F: FnMut(&[f64]) -> Result<(f64, Vec<f64>)>> LineObjective for Plain<F> {
+    fn eval(&mut self, x: &[f64]) -> Result<(f64, Vec<f64>)> {
+        self.x = x.to_vec();
+        (self.fg)(x)
+    }
+    fn set_direction(&mut self, d: &[f64]) -> Result<()> {
+        self.d = d.to_vec();
+        Ok(())
+    }
+    fn phi(&mut self, alpha: f64) -> Result<(f64, f64)> {
+        let xt = self.at(alpha);
+        let (f, g) = (self.fg)(&xt)?;
+        let dg = dot(&g, &self.d);
+        self.last = Some((alpha, f, g));
+        Ok((f, dg))
+    }
+    fn accept(&mut self, alpha: f64) -> Result<(f64, Vec<f64>)> {
+        let xt = self.at(alpha);
+        let out = match self.last.take() {
+            Some((a, f, g)) if a == alpha => (f, g),
+            _ => (self.fg)(&xt)?,
+        };
+        self.x = xt;
+        Ok(out)
+    }
+}
+
+/// Minimise the closure `fg` (objective and gradient) from `x0`.
+pub fn minimize<F>(fg: F, x0: Vec<f64>, opt: &LbfgsOptions) -> Result<LbfgsResult>
 where
     F: FnMut(&[f64]) -> Result<(f64, Vec<f64>)>,
 {
+    minimize_line(&mut Plain::new(fg), x0, opt)
+}
+
+/// Minimise a [`LineObjective`] from `x0`.
+pub fn minimize_line<P: LineObjective>(
+    prob: &mut P,
+    x0: Vec<f64>,
+    opt: &LbfgsOptions,
+) -> Result<LbfgsResult> {
     let n = x0.len();
     let mut x = x0;
-    let (mut f, mut g) = fg(&x)?;
+    let (mut f, mut g) = prob.eval(&x)?;
     let mut n_eval = 1;
     if !f.is_finite() || g.iter().any(|v| !v.is_finite()) {
         bail!("objective or gradient is not finite at the starting point");
@@ -86,7 +166,7 @@ where
     let mut n_iter = 0;
     let mut d = vec![0.0; n];
     let mut alpha = vec![0.0; opt.history];
-    if max_abs(&g) <= opt.gtol {
+    if prob.stop_metric(&g) <= opt.gtol {
         return Ok(LbfgsResult {
             x,
             f,
@@ -132,30 +212,23 @@ where
         } else {
             1.0
         };
-        let x_old = x.clone();
-        let mut trial_g = Vec::new();
-        let mut last_stp = f64::NAN;
-        let mut phi = |stp: f64| -> Result<(f64, f64)> {
-            let xt: Vec<f64> = x_old.iter().zip(&d).map(|(xi, di)| xi + stp * di).collect();
-            let (ft, gt) = fg(&xt)?;
-            n_eval += 1;
-            let dg = dot(&gt, &d);
-            trial_g = gt;
-            last_stp = stp;
-            Ok((ft, dg))
+        prob.set_direction(&d)?;
+        let mut evals = 0;
+        let ls = {
+            let mut phi = |a: f64| {
+                evals += 1;
+                prob.phi(a)
+            };
+            dcsrch(&mut phi, f, gd, stp0, 1e-3, 0.9, 0.1, 0.0, 1e10, opt.max_ls)?
         };
-        let ls = dcsrch(&mut phi, f, gd, stp0, 1e-3, 0.9, 0.1, 0.0, 1e10, opt.max_ls)?;
+        n_eval += evals;
         match ls {
             Some((stp, f_new)) if f_new.is_finite() && f_new <= f => {
                 n_iter += 1;
-                let x_new: Vec<f64> = x_old.iter().zip(&d).map(|(xi, di)| xi + stp * di).collect();
-                if stp != last_stp {
-                    // The accepted step was not the last one evaluated: refresh its gradient.
-                    trial_g = fg(&x_new)?.1;
-                    n_eval += 1;
-                }
-                let s: Vec<f64> = x_new.iter().zip(&x_old).map(|(a, b)| a - b).collect();
-                let y: Vec<f64> = trial_g.iter().zip(&g).map(|(a, b)| a - b).collect();
+                let (f_acc, g_new) = prob.accept(stp)?;
+                let s: Vec<f64> = d.iter().map(|di| stp * di).collect();
+                x.iter_mut().zip(&s).for_each(|(xi, si)| *xi += si);
+                let y: Vec<f64> = g_new.iter().zip(&g).map(|(a, b)| a - b).collect();
                 let sy = dot(&s, &y);
                 let yy = dot(&y, &y);
                 if sy > f64::EPSILON * yy && sy > 0.0 {
@@ -169,14 +242,13 @@ where
                     rho_hist.push(1.0 / sy);
                 }
                 let f_old = f;
-                x = x_new;
-                f = f_new;
-                g = std::mem::take(&mut trial_g);
-                if max_abs(&g) <= opt.gtol {
+                g = g_new;
+                f = f_acc;
+                if prob.stop_metric(&g) <= opt.gtol {
                     termination = Termination::Gradient;
                     break;
                 }
-                if (f_old - f) / f_old.abs().max(f.abs()).max(1.0) <= opt.ftol {
+                if (f_old - f_new) / f_old.abs().max(f_new.abs()).max(1.0) <= opt.ftol {
                     termination = Termination::Objective;
                     break;
                 }
