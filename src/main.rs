@@ -1,5 +1,6 @@
 //! The `gapprobe` command line.
 
+mod bench;
 mod cache_cmd;
 mod demo;
 mod device;
@@ -139,6 +140,28 @@ A second run reuses the cache and performs no forward pass."
         after_help = "Example:\n  gapprobe run experiments/llava15-cub.toml\n\nSee README.md for the file format."
     )]
     Run { experiment: PathBuf },
+    /// Measure encoder + projector throughput (images/s, ms/batch, TFLOP/s) and end-to-end rate.
+    #[command(after_help = "Example:\n  gapprobe bench --device cuda --dtypes bf16,f16 --batch-sizes 64,128,256 --e2e-images 2048\n  gapprobe bench --preset smoke   # CPU code-path check\n\nFLOPs/img = 2·P·(C·p²)·d + L·(2·N·(4d² + 2df) + 4N²d) + 2·P·(d·h + h·o): matmul FLOPs only, as in torch_baseline.py.")]
+    Bench {
+        /// llava15-7b (CLIP ViT-L/14-336 + LLaVA-1.5 projector) or smoke.
+        #[arg(long, default_value = "llava15-7b")]
+        preset: String,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, value_delimiter = ',', default_value = "f32")]
+        dtypes: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "8")]
+        batch_sizes: Vec<usize>,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        /// JPEGs for the end-to-end measurement (0 skips it).
+        #[arg(long, default_value_t = 0)]
+        e2e_images: usize,
+        #[arg(long, default_value_t = 64)]
+        e2e_batch: usize,
+    },
     /// Inspect the feature cache.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -326,6 +349,9 @@ fn run(cli: Cli) -> Result<()> {
                 &command_line(),
             )?;
             println!("report: {}", out.join("report.md").display());
+        }
+        Command::Bench { preset, device, dtypes, batch_sizes, warmup, iters, e2e_images, e2e_batch } => {
+            bench::run(&bench::BenchOptions { preset, device, dtypes, batch_sizes, warmup, iters, e2e_images, e2e_batch }, &ui)?;
         }
         Command::Cache(CacheCommand::Ls { cache }) => cache_cmd::ls(&cache.open())?,
         Command::Cache(CacheCommand::Info { entry, cache }) => {

@@ -1,0 +1,235 @@
+//! `gapprobe bench`: encoder + projector throughput (images/s, ms/batch, TFLOP/s) per dtype and
+//! batch size on random weights of a real architecture, and end to end from JPEG files through the
+//! same extraction pipeline `extract` uses.
+//!
+//! FLOP model (the same as ../shared/anchors/torch_baseline.py, so the numbers compare):
+//! FLOPs/img = 2·P·(C·p²)·d + L·(2·N·(4·d² + 2·d·f) + 4·N²·d) + 2·P·(d·h + h·o), with P patches,
+//! N = P + 1 tokens, L the layers run (23 for `hidden_states[-2]` of a 24-layer tower), projector
+//! d→h→o. Matmul FLOPs only; one multiply-add = 2 FLOPs.
+
+use crate::device::{parse_device, parse_dtype};
+use crate::ui::Ui;
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::VarBuilder;
+use gapprobe_features::extract::{extract, ExtractOptions};
+use gapprobe_features::models::{Act, ClipVisionConfig, ClipVisionModel, Projector, ProjectorConfig, ProjectorKind, ProjectorLayout, VisionLanguageModel};
+use gapprobe_features::preprocess::PreprocessConfig;
+use gapprobe_features::FeaturePoint;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Benchmark settings.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub preset: String,
+    pub device: String,
+    pub dtypes: Vec<String>,
+    pub batch_sizes: Vec<usize>,
+    pub warmup: usize,
+    pub iters: usize,
+    /// JPEGs for the end-to-end measurement (0: skip it).
+    pub e2e_images: usize,
+    pub e2e_batch: usize,
+}
+
+/// Architecture of a preset: (tower config, projector dims d→h→o, hidden state read).
+fn preset(name: &str) -> Result<(ClipVisionConfig, (usize, usize, usize))> {
+    let clip = |d, f, l, h, p, img| ClipVisionConfig {
+        hidden_size: d,
+        intermediate_size: f,
+        num_hidden_layers: l,
+        num_attention_heads: h,
+        num_channels: 3,
+        image_size: img,
+        patch_size: p,
+        hidden_act: Act::QuickGelu,
+        layer_norm_eps: 1e-5,
+    };
+    Ok(match name {
+        // LLaVA-1.5-7B: CLIP ViT-L/14-336 + mlp2x_gelu to a 4096-wide LLM.
+        "llava15-7b" | "clip-l14-336" => (clip(1024, 4096, 24, 16, 14, 336), (1024, 4096, 4096)),
+        // Same token count, tiny width: proves every code path on a CPU in seconds.
+        "smoke" => (clip(64, 256, 4, 4, 14, 336), (64, 256, 256)),
+        other => anyhow::bail!("unknown preset '{other}': llava15-7b (alias clip-l14-336) or smoke"),
+    })
+}
+
+/// Matmul FLOPs per image for `layers` encoder layers plus the projector.
+pub fn flops_per_image(cfg: &ClipVisionConfig, layers: usize, proj: (usize, usize, usize)) -> f64 {
+    let (d, f, p) = (cfg.hidden_size as f64, cfg.intermediate_size as f64, cfg.patch_size as f64);
+    let patches = cfg.num_patches() as f64;
+    let n = patches + 1.0;
+    let embed = 2.0 * patches * (cfg.num_channels as f64 * p * p) * d;
+    let layer = 2.0 * n * (4.0 * d * d + 2.0 * d * f) + 4.0 * n * n * d;
+    let projector = 2.0 * patches * (proj.0 as f64 * proj.1 as f64 + proj.1 as f64 * proj.2 as f64);
+    embed + layers as f64 * layer + projector
+}
+
+/// Random weights (std 0.02, like transformers' init) for the tower's first `layers` layers and
+/// the projector, created directly on the device.
+fn random_model(cfg: &ClipVisionConfig, proj: (usize, usize, usize), layers: usize, device: &Device, dtype: DType) -> Result<VisionLanguageModel> {
+    let mut t: HashMap<String, Tensor> = HashMap::new();
+    let d = cfg.hidden_size;
+    let mut put = |name: String, shape: &[usize], ones: bool| -> Result<()> {
+        let x = if ones { Tensor::ones(shape, DType::F32, device)? } else { Tensor::randn(0f32, 0.02, shape, device)? };
+        t.insert(name, x.to_dtype(dtype)?);
+        Ok(())
+    };
+    put("embeddings.class_embedding".into(), &[d], false)?;
+    put("embeddings.patch_embedding.weight".into(), &[d, 3, cfg.patch_size, cfg.patch_size], false)?;
+    put("embeddings.position_embedding.weight".into(), &[cfg.num_patches() + 1, d], false)?;
+    for ln in ["pre_layrnorm"] {
+        put(format!("{ln}.weight"), &[d], true)?;
+        put(format!("{ln}.bias"), &[d], false)?;
+    }
+    for i in 0..layers {
+        let l = format!("encoder.layers.{i}");
+        for ln in ["layer_norm1", "layer_norm2"] {
+            put(format!("{l}.{ln}.weight"), &[d], true)?;
+            put(format!("{l}.{ln}.bias"), &[d], false)?;
+        }
+        for p in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            put(format!("{l}.self_attn.{p}.weight"), &[d, d], false)?;
+            put(format!("{l}.self_attn.{p}.bias"), &[d], false)?;
+        }
+        put(format!("{l}.mlp.fc1.weight"), &[cfg.intermediate_size, d], false)?;
+        put(format!("{l}.mlp.fc1.bias"), &[cfg.intermediate_size], false)?;
+        put(format!("{l}.mlp.fc2.weight"), &[d, cfg.intermediate_size], false)?;
+        put(format!("{l}.mlp.fc2.bias"), &[d], false)?;
+    }
+    put("proj.linear_1.weight".into(), &[proj.1, proj.0], false)?;
+    put("proj.linear_1.bias".into(), &[proj.1], false)?;
+    put("proj.linear_2.weight".into(), &[proj.2, proj.1], false)?;
+    put("proj.linear_2.bias".into(), &[proj.2], false)?;
+    let vb = VarBuilder::from_tensors(t, dtype, device);
+    let vision = ClipVisionModel::new(vb.clone(), cfg, layers)?;
+    let pcfg = ProjectorConfig { kind: ProjectorKind::Mlp2x, layout: ProjectorLayout::LlavaHf, in_dim: proj.0, out_dim: proj.2, act: Act::Gelu };
+    let projector = Projector::new(vb.pp("proj"), &pcfg)?;
+    Ok(VisionLanguageModel {
+        vision,
+        projector: Some(projector),
+        projector_layer: layers,
+        projector_drops_cls: true,
+        weights_fingerprint: "random".into(),
+        config_hash: "bench".into(),
+    })
+}
+
+fn sync(device: &Device) -> Result<()> {
+    Ok(device.synchronize()?)
+}
+
+/// One encoder+projector forward on a batch, as LLaVA reads it (hidden_states[-2], patch tokens).
+fn forward(model: &VisionLanguageModel, pixels: &Tensor) -> Result<Tensor> {
+    let h = model.vision.hidden_states(pixels, &[model.projector_layer])?.remove(0);
+    let t = h.dim(1)?;
+    let patches = h.narrow(1, 1, t - 1)?;
+    Ok(model.projector.as_ref().context("projector")?.forward(&patches)?)
+}
+
+/// Runs the benchmark and prints one line per measurement plus a summary table.
+pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
+    let (cfg, proj) = preset(&opts.preset)?;
+    let device = parse_device(&opts.device)?;
+    let layers = cfg.num_hidden_layers - 1; // hidden_states[-2]
+    let gflop = flops_per_image(&cfg, layers, proj) / 1e9;
+    println!("# gapprobe bench: preset {} on {:?}; {:.1} GFLOP/image (matmul FLOPs, {} layers + projector)", opts.preset, device, gflop, layers);
+    println!("{:<10} {:<6} {:>6} {:>10} {:>10} {:>9}", "what", "dtype", "batch", "ms/batch", "images/s", "TFLOP/s");
+    for dtype_name in &opts.dtypes {
+        let dtype = parse_dtype(dtype_name)?;
+        let model = random_model(&cfg, proj, layers, &device, dtype)?;
+        for &b in &opts.batch_sizes {
+            let px = Tensor::randn(0f32, 1.0, (b, 3, cfg.image_size, cfg.image_size), &device)?.to_dtype(dtype)?;
+            let result = (|| -> Result<Vec<f64>> {
+                for _ in 0..opts.warmup {
+                    forward(&model, &px)?;
+                }
+                sync(&device)?;
+                let mut times = Vec::new();
+                for _ in 0..opts.iters {
+                    let t0 = Instant::now();
+                    forward(&model, &px)?;
+                    sync(&device)?;
+                    times.push(t0.elapsed().as_secs_f64() * 1e3);
+                }
+                Ok(times)
+            })();
+            match result {
+                Ok(mut times) => {
+                    times.sort_by(f64::total_cmp);
+                    let ms = times[times.len() / 2];
+                    let ips = b as f64 / (ms / 1e3);
+                    println!("{:<10} {:<6} {:>6} {:>10.2} {:>10.1} {:>9.1}", "encoder", dtype_name, b, ms, ips, ips * gflop / 1e3);
+                }
+                Err(e) => println!("{:<10} {:<6} {:>6} failed: {e:#}", "encoder", dtype_name, b),
+            }
+        }
+        if opts.e2e_images > 0 {
+            let dir = std::env::temp_dir().join(format!("gapprobe-bench-jpegs-{}", std::process::id()));
+            let paths = write_jpegs(&dir, opts.e2e_images)?;
+            let pre = PreprocessConfig::clip(cfg.image_size as u32);
+            let points: Vec<FeaturePoint> = vec!["projector.none".parse()?];
+            let eo = ExtractOptions { batch_size: opts.e2e_batch, device: device.clone(), dtype };
+            let bar = ui.bar(paths.len() as u64, "bench e2e");
+            // Warm-up pass over one batch, then the timed pass over all images.
+            extract(&model, &pre, &paths[..opts.e2e_batch.min(paths.len())], &points, &eo, &indicatif::ProgressBar::hidden())?;
+            let t0 = Instant::now();
+            extract(&model, &pre, &paths, &points, &eo, &bar)?;
+            sync(&device)?;
+            let s = t0.elapsed().as_secs_f64();
+            bar.finish_and_clear();
+            std::fs::remove_dir_all(&dir).ok();
+            let ips = paths.len() as f64 / s;
+            println!("{:<10} {:<6} {:>6} {:>10.2} {:>10.1} {:>9.1}", "e2e-jpeg", dtype_name, opts.e2e_batch, s * 1e3 / (paths.len() as f64 / opts.e2e_batch as f64), ips, ips * gflop / 1e3);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `n` CUB-sized (500×375) JPEGs with smooth colour fields and noise.
+fn write_jpegs(dir: &std::path::Path, n: usize) -> Result<Vec<PathBuf>> {
+    use rayon::prelude::*;
+    std::fs::create_dir_all(dir)?;
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let img = image::RgbImage::from_fn(500, 375, |x, y| {
+                let v = (x as usize * 7 + y as usize * 13 + i * 31) as u32;
+                image::Rgb([(x + i as u32) as u8, (y * 2) as u8, ((v ^ (v >> 3)) & 0xff) as u8])
+            });
+            let p = dir.join(format!("{i:05}.jpg"));
+            img.save(&p).with_context(|| format!("writing {}", p.display()))?;
+            Ok(p)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flop_model_matches_the_torch_anchor() {
+        // torch_baseline.py reports 390–406 GFLOP/image for CLIP-L/14-336 + LLaVA projector.
+        let (cfg, proj) = preset("llava15-7b").unwrap();
+        let g = flops_per_image(&cfg, 23, proj) / 1e9;
+        assert!((380.0..410.0).contains(&g), "{g}");
+    }
+
+    #[test]
+    fn smoke_bench_runs_on_cpu() {
+        let opts = BenchOptions {
+            preset: "smoke".into(),
+            device: "cpu".into(),
+            dtypes: vec!["f32".into()],
+            batch_sizes: vec![2],
+            warmup: 0,
+            iters: 1,
+            e2e_images: 4,
+            e2e_batch: 2,
+        };
+        run(&opts, &Ui { quiet: true }).unwrap();
+    }
+}
