@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs ON THE GPU MACHINE, from the repo root, with the prepared folder .device/ carried:
+#   .device/gapprobe.xz        the `--features cuda` binary, xz-compressed (tools/prepare_device.sh)
+#   .device/device-libs.sh     ../shared/gpu/device-libs.sh
+#   .device/torch_baseline.py  ../shared/anchors/torch_baseline.py
+# PyTorch (same call, same GPU) and gapprobe are measured one after the other; tools/ratio_table.py
+# prints the ratios. Results land in $OUT (torch JSON, gapprobe stdout, the ratio table).
+set -uo pipefail
+OUT=${OUT:-/tmp/gapprobe-device}
+mkdir -p "$OUT"
+BATCHES=${BATCHES:-64,256}
+DTYPES=${DTYPES:-bf16}
+E2E=${E2E:-2048}
+python3 - <<'PY' > /tmp/gapprobe || exit 1
+import lzma, sys
+sys.stdout.buffer.write(lzma.open(".device/gapprobe.xz").read())
+PY
+chmod +x /tmp/gapprobe
+source .device/device-libs.sh
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+echo "== PyTorch anchor (encoder, pipeline) =="
+timeout 300 python3 .device/torch_baseline.py --sections encoder,pipeline --dtypes "${DTYPES//bf16/bf16}" \
+  --batch-sizes "$BATCHES" --iters 10 --warmup 3 --num-jpegs "$E2E" --epochs 2 --out "$OUT" 2>&1 | tee "$OUT/torch.log" | grep -E "^\[|ips|img/s|images/s" | tail -40
+echo "== gapprobe bench =="
+timeout 240 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 10 --warmup 3 \
+  --e2e-images "$E2E" --e2e-batch 256 2>&1 | tee "$OUT/gapprobe_bench.txt"
+python3 tools/ratio_table.py "$OUT" | tee "$OUT/ratios.md"
