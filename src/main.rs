@@ -2,6 +2,7 @@
 
 mod bench;
 mod cache_cmd;
+mod datasets_cmd;
 mod demo;
 mod device;
 mod experiment;
@@ -165,6 +166,9 @@ A second run reuses the cache and performs no forward pass."
     /// Inspect the feature cache.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Inspect datasets (counts per split and level, class balance, image sizes).
+    #[command(subcommand)]
+    Datasets(datasets_cmd::DatasetsCommand),
 }
 
 #[derive(Subcommand)]
@@ -353,6 +357,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { preset, device, dtypes, batch_sizes, warmup, iters, e2e_images, e2e_batch } => {
             bench::run(&bench::BenchOptions { preset, device, dtypes, batch_sizes, warmup, iters, e2e_images, e2e_batch }, &ui)?;
         }
+        Command::Datasets(cmd) => datasets_cmd::run(cmd)?,
         Command::Cache(CacheCommand::Ls { cache }) => cache_cmd::ls(&cache.open())?,
         Command::Cache(CacheCommand::Info { entry, cache }) => {
             cache_cmd::info(&cache.open(), &entry)?

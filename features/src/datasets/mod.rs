@@ -4,15 +4,29 @@
 //! turned into a [`Dataset`]: samples with a path, a split and up to three label levels
 //! (superordinate / coarse / fine). Labels are stored as indices into per-level name tables.
 
+mod aircraft;
+mod cars;
+mod cub;
+mod dogs;
+mod imagefolder;
+mod inat;
+pub mod inspect;
+mod labelmap;
+mod lines;
 mod manifest;
+pub mod mat;
 mod spec;
+pub mod splits;
 
-pub use manifest::{read_manifest, write_manifest};
+pub use cars::body_type as cars_body_type;
+pub use labelmap::{apply_label_map, read_label_map};
+pub use manifest::{load_manifest, read_manifest, write_manifest};
 pub use spec::DatasetSpec;
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -133,6 +147,27 @@ pub struct Dataset {
     pub samples: Vec<Sample>,
     /// Class names per level; empty for a level the dataset does not have.
     pub class_names: [Vec<String>; 3],
+    /// Items left out by a loader run with `skip_bad=1` (missing files, malformed lines, ...).
+    #[serde(default)]
+    pub skipped: Vec<SkippedItem>,
+    /// Rows to cut from the bottom of every image before preprocessing (FGVC-Aircraft's
+    /// 20-pixel copyright banner); 0 for no crop. Extraction must apply it.
+    #[serde(default)]
+    pub crop_bottom_px: u32,
+    /// Optional free-text attributes per sample id (the manifest's `attributes` column).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// An image or annotation line a loader skipped instead of failing (`skip_bad=1`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedItem {
+    /// Sample id where known, else the annotation file and line.
+    pub id: String,
+    /// Image path (or annotation file) concerned.
+    pub path: PathBuf,
+    /// Why it was skipped, naming the file and line.
+    pub reason: String,
 }
 
 impl Dataset {
@@ -187,6 +222,10 @@ impl Dataset {
                 h.update([0]);
             }
         }
+        if self.crop_bottom_px > 0 {
+            h.update(b"crop_bottom_px");
+            h.update(self.crop_bottom_px.to_le_bytes());
+        }
         for s in &self.samples {
             h.update(s.id.as_bytes());
             h.update([0]);
@@ -198,6 +237,47 @@ impl Dataset {
             }
         }
         hex::encode(h.finalize())
+    }
+
+    /// Reads the header of every image in parallel (width × height, no full decode). An
+    /// unreadable file is an error naming it, or with `skip_bad` it is removed from the samples
+    /// and recorded in [`Dataset::skipped`]. Returns the dimensions of the kept samples.
+    pub fn check_images(&mut self, skip_bad: bool) -> Result<Vec<(u32, u32)>> {
+        use rayon::prelude::*;
+        let results: Vec<std::result::Result<(u32, u32), String>> = self
+            .samples
+            .par_iter()
+            .map(|s| {
+                let p = self.image_path(s);
+                image::image_dimensions(&p).map_err(|e| format!("{}: {e}", p.display()))
+            })
+            .collect();
+        if !skip_bad {
+            if let Some((s, Err(e))) = self.samples.iter().zip(&results).find(|(_, r)| r.is_err()) {
+                bail!(
+                    "dataset '{}': unreadable image {e} (sample '{}')",
+                    self.name,
+                    s.id
+                );
+            }
+        }
+        let mut dims = Vec::with_capacity(results.len());
+        let mut kept = Vec::with_capacity(results.len());
+        for (s, r) in std::mem::take(&mut self.samples).into_iter().zip(results) {
+            match r {
+                Ok(d) => {
+                    dims.push(d);
+                    kept.push(s);
+                }
+                Err(e) => self.skipped.push(SkippedItem {
+                    id: s.id.clone(),
+                    path: s.path.clone(),
+                    reason: format!("unreadable image: {e}"),
+                }),
+            }
+        }
+        self.samples = kept;
+        Ok(dims)
     }
 
     /// Checks internal consistency: unique ids, label indices within their tables.
