@@ -258,3 +258,18 @@ fn mat_roundtrip() {
     std::fs::write(t.path().join("bad.mat"), b"short").unwrap();
     assert!(format!("{:#}", read_mat(&t.path().join("bad.mat")).unwrap_err()).contains("bad.mat"));
 }
+
+#[test]
+fn nabirds_image_on_internal_node_is_reported() {
+    let t = tempfile::tempdir().unwrap();
+    let root = fx::nabirds(t.path());
+    let labels = root.join("image_class_labels.txt");
+    let first = std::fs::read_to_string(&labels).unwrap();
+    let uuid = first.split_whitespace().next().unwrap().to_string();
+    set_line(&labels, 1, &format!("{uuid} 10"));
+    let e = err(&format!("nabirds:{}", root.display()));
+    assert!(
+        e.contains(&format!("{}:1:", labels.display())) && e.contains("is not a leaf class"),
+        "{e}"
+    );
+}

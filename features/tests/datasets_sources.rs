@@ -329,6 +329,12 @@ fn parquet_manifest_with_attributes() {
         Some("red wings")
     );
     assert_eq!(ds.attributes.len(), 2);
+    // CSV round trip keeps ids, labels and attributes
+    let csv = t.path().join("m.csv");
+    gapprobe_features::datasets::write_manifest(&ds, &csv).unwrap();
+    let back = load(&format!("manifest:{}", csv.display()));
+    assert_eq!(back.manifest_hash(), ds.manifest_hash());
+    assert_eq!(back.attributes, ds.attributes);
 }
 
 #[test]

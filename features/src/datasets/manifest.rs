@@ -165,7 +165,8 @@ fn load(path: &Path, name: &str, mut check: Option<BadPolicy>) -> Result<Dataset
     Ok(ds)
 }
 
-/// Writes `ds` as a CSV manifest readable by [`read_manifest`] (paths as stored in the samples).
+/// Writes `ds` as a CSV manifest readable by [`read_manifest`] (paths as stored in the samples,
+/// plus an `attributes` column when the dataset has any).
 pub fn write_manifest(ds: &Dataset, path: &Path) -> Result<()> {
     let col = |f: &dyn Fn(&Sample) -> String| -> Vec<String> { ds.samples.iter().map(f).collect() };
     let mut columns = vec![
@@ -185,6 +186,12 @@ pub fn write_manifest(ds: &Dataset, path: &Path) -> Result<()> {
                     .map(|l| names[l as usize].clone())
                     .unwrap_or_default()
             }),
+        ));
+    }
+    if !ds.attributes.is_empty() {
+        columns.push(Column::new(
+            "attributes".into(),
+            col(&|s| ds.attributes.get(&s.id).cloned().unwrap_or_default()),
         ));
     }
     let mut df = DataFrame::new(ds.samples.len(), columns)?;
