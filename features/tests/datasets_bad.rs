@@ -172,6 +172,11 @@ fn corrupt_images_are_found_by_check_images() {
     let dims = ds.check_images(true).unwrap();
     assert_eq!((dims.len(), ds.samples.len(), ds.skipped.len()), (9, 9, 1));
     assert_eq!(dims[0], (5, 5));
+    // the same through the spec
+    let spec = format!("imagefolder:{}?check_images=1", root.display());
+    assert!(err(&spec).contains("dog/3.jpg"));
+    let ds = try_load(&format!("{spec}&skip_bad=1")).unwrap();
+    assert_eq!((ds.samples.len(), ds.skipped.len()), (9, 1));
 }
 
 #[test]

@@ -69,9 +69,10 @@ impl fmt::Display for DatasetSpec {
 }
 
 /// Options every kind accepts, then the kind-specific ones.
-const COMMON_OPTIONS: [&str; 8] = [
+const COMMON_OPTIONS: [&str; 9] = [
     "name",
     "skip_bad",
+    "check_images",
     "labelmap",
     "superordinate",
     "val_fraction",
@@ -121,7 +122,8 @@ impl DatasetSpec {
 
     /// Loads the dataset this spec names, then applies the common options: `superordinate=`,
     /// `labelmap=`, `test_fraction=`, `val_fraction=`, `few_shot=` (in that order, all seeded by
-    /// `seed=`, default 0). `skip_bad=1` records bad items instead of failing.
+    /// `seed=`, default 0). `skip_bad=1` records bad items instead of failing;
+    /// `check_images=1` reads every image header ([`Dataset::check_images`]).
     pub fn load(&self) -> Result<Dataset> {
         let kind_opts = KINDS
             .iter()
@@ -206,6 +208,9 @@ impl DatasetSpec {
         }
         if let Some(k) = self.parsed::<usize>("few_shot")? {
             splits::few_shot(&mut ds, k, seed)?;
+        }
+        if self.flag("check_images")? {
+            ds.check_images(skip_bad)?;
         }
         ds.validate()?;
         Ok(ds)
