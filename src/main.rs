@@ -98,6 +98,16 @@ A second run reuses the cache and performs no forward pass."
         dtype: String,
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
+        /// Extract only shard I of N (0-based, e.g. 0/4) into a shard file; join the N shard
+        /// files with `gapprobe cache merge`. Every shard must use the same --batch-size.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Store features as f32 or f16 (reads always return f32).
+        #[arg(long, default_value = "f32")]
+        storage_dtype: String,
+        /// Exit with a message instead of waiting when another process writes the same entry.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Train linear probes on cached features and write results.csv / results.json.
     #[command(
@@ -178,6 +188,9 @@ enum CacheCommand {
     Ls {
         #[command(flatten)]
         cache: CacheArg,
+        /// Also list shard files, partial (unfinished) files and unreadable files.
+        #[arg(long)]
+        all: bool,
     },
     /// Show an entry's provenance and shapes.
     #[command(after_help = "Example:\n  gapprobe cache info 3f2a9c1e --cache reports/demo/cache")]
@@ -186,6 +199,95 @@ enum CacheCommand {
         entry: String,
         #[command(flatten)]
         cache: CacheArg,
+        /// Print JSON, with a SHA-256 and sum of each split's features (as f32).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check entries: row counts, NaN/Inf, completion, and whether the model weights, config
+    /// and dataset still fingerprint the same.
+    #[command(after_help = "Example:\n  gapprobe cache verify --cache reports/demo/cache")]
+    Verify {
+        /// Cache files or key prefixes [default: every file in the cache].
+        entries: Vec<String>,
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Skip re-fingerprinting the model and dataset.
+        #[arg(long)]
+        no_sources: bool,
+    },
+    /// Remove entries.
+    #[command(after_help = "Example:\n  gapprobe cache rm 3f2a9c1e --cache reports/demo/cache")]
+    Rm {
+        /// Cache files or key prefixes.
+        #[arg(required = true)]
+        entries: Vec<String>,
+        #[command(flatten)]
+        cache: CacheArg,
+    },
+    /// Remove partial files nobody is writing, unused locks, unreadable files and, optionally,
+    /// old entries or entries not in a keep-list. Dry run unless --yes.
+    #[command(after_help = "Example:\n  gapprobe cache gc --older-than-days 90 --yes")]
+    Gc {
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Also remove entries created more than this many days ago.
+        #[arg(long)]
+        older_than_days: Option<u64>,
+        /// Also remove entries whose key (prefix) is not listed in this file (whitespace-separated).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Remove for real.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Join the shard files of a `--shard i/N` extraction into one entry.
+    #[command(after_help = "Example:\n  gapprobe cache merge cache/demo/*/projector.mean-*.shard-*.h5 --cache cache")]
+    Merge {
+        /// All N shard files of one entry.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Exit instead of waiting when another process writes the entry.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Import features computed elsewhere as a cache entry that probes and reports accept.
+    #[command(after_help = "Examples:\n  gapprobe cache import --split train=tr.npy,tr_labels.txt --split test=te.npy,te_labels.npy \\\n    --feature-point projector.mean --dataset birds\n  gapprobe cache import --h5 feats.h5 --feature-point vision.layer[-2].cls --dataset birds")]
+    Import {
+        /// HDF5 file with <split>/features and <split>/labels (optional <split>/ids, classes/<level>).
+        #[arg(long)]
+        h5: Option<PathBuf>,
+        /// SPLIT=FEATURES.npy,LABELS (LABELS: .npy integers or text, one label per line); repeatable.
+        #[arg(long = "split")]
+        splits: Vec<String>,
+        /// Feature point the features correspond to (decides before/after projection in reports).
+        #[arg(long)]
+        feature_point: String,
+        /// Dataset name for the provenance and reports.
+        #[arg(long, default_value = "imported")]
+        dataset: String,
+        /// Label level of the labels.
+        #[arg(long, default_value = "fine")]
+        level: String,
+        #[command(flatten)]
+        cache: CacheArg,
+    },
+    /// Measure reading a split's features into an f32 ndarray (page cache).
+    #[command(after_help = "Example:\n  gapprobe cache bench --rows 65536 --dim 1024")]
+    Bench {
+        /// Folder for the throwaway file [default: the system temp folder].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 65536)]
+        rows: usize,
+        #[arg(long, default_value_t = 1024)]
+        dim: usize,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Store the synthetic features as f16.
+        #[arg(long)]
+        f16: bool,
     },
 }
 
@@ -266,6 +368,9 @@ fn run(cli: Cli) -> Result<()> {
             device,
             dtype,
             batch_size,
+            shard,
+            storage_dtype,
+            no_wait,
         } => {
             let spec: DatasetSpec = dataset.parse()?;
             let ds = spec.load()?;
@@ -279,12 +384,19 @@ fn run(cli: Cli) -> Result<()> {
                 dtype: device::parse_dtype(&dtype)?,
             };
             let mut summary = pipeline::RunSummary::default();
-            let entries = pipeline::ensure_features(
+            let copts = pipeline::CacheOptions {
+                storage: storage_dtype.parse()?,
+                shard: shard.as_deref().map(str::parse).transpose()?,
+                no_wait,
+                dataset_spec: spec.to_string(),
+            };
+            let entries = pipeline::ensure_features_with(
                 &cache.open(),
                 &model,
                 &ds,
                 &points,
                 &opts,
+                &copts,
                 &ui,
                 &mut summary,
             )?;
@@ -358,10 +470,57 @@ fn run(cli: Cli) -> Result<()> {
             bench::run(&bench::BenchOptions { preset, device, dtypes, batch_sizes, warmup, iters, e2e_images, e2e_batch }, &ui)?;
         }
         Command::Datasets(cmd) => datasets_cmd::run(cmd)?,
-        Command::Cache(CacheCommand::Ls { cache }) => cache_cmd::ls(&cache.open())?,
-        Command::Cache(CacheCommand::Info { entry, cache }) => {
-            cache_cmd::info(&cache.open(), &entry)?
+        Command::Cache(CacheCommand::Ls { cache, all }) => cache_cmd::ls(&cache.open(), all)?,
+        Command::Cache(CacheCommand::Info { entry, cache, json }) => {
+            cache_cmd::info(&cache.open(), &entry, json)?
         }
+        Command::Cache(CacheCommand::Verify {
+            entries,
+            cache,
+            no_sources,
+        }) => cache_cmd::verify(&cache.open(), &entries, !no_sources)?,
+        Command::Cache(CacheCommand::Rm { entries, cache }) => {
+            cache_cmd::rm(&cache.open(), &entries)?
+        }
+        Command::Cache(CacheCommand::Gc {
+            cache,
+            older_than_days,
+            keep,
+            yes,
+        }) => cache_cmd::gc(&cache.open(), older_than_days, keep.as_deref(), yes)?,
+        Command::Cache(CacheCommand::Merge {
+            files,
+            cache,
+            no_wait,
+        }) => cache_cmd::merge(&cache.open(), &files, no_wait)?,
+        Command::Cache(CacheCommand::Import {
+            h5,
+            splits,
+            feature_point,
+            dataset,
+            level,
+            cache,
+        }) => {
+            let opts = gapprobe_features::cache::import::ImportOptions {
+                feature_point,
+                dataset,
+                level: level.parse()?,
+            };
+            cache_cmd::import(&cache.open(), h5.as_deref(), &splits, &opts)?
+        }
+        Command::Cache(CacheCommand::Bench {
+            dir,
+            rows,
+            dim,
+            reps,
+            f16,
+        }) => cache_cmd::bench(
+            &dir.unwrap_or_else(std::env::temp_dir),
+            rows,
+            dim,
+            reps,
+            f16,
+        )?,
     }
     Ok(())
 }

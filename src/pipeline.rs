@@ -5,9 +5,12 @@ use crate::device::{parse_device, parse_dtype};
 use crate::experiment::Experiment;
 use crate::ui::Ui;
 use anyhow::{bail, Context, Result};
-use gapprobe_features::cache::{CacheEntry, EntryData, FeatureCache, Provenance, SplitData};
-use gapprobe_features::datasets::{Dataset, LabelLevel, Split};
-use gapprobe_features::extract::{extract, forward_passes, ExtractOptions};
+use gapprobe_features::cache::{
+    shard, source, CacheEntry, EntryLock, EntryPlan, EntryWriter, FeatureCache, Provenance, Shard,
+    SplitData, SplitPlan, StorageDtype,
+};
+use gapprobe_features::datasets::{Dataset, LabelLevel, Sample, Split};
+use gapprobe_features::extract::{extract_batches, forward_passes, ExtractOptions};
 use gapprobe_features::models::{Checkpoint, VisionLanguageModel};
 use gapprobe_features::FeaturePoint;
 use gapprobe_probes::{run_probe, ProbeConfig, ProbeReport};
@@ -27,8 +30,26 @@ pub struct RunSummary {
     pub results: usize,
 }
 
+/// How extraction writes the cache (see docs/cache-format.md).
+#[derive(Debug, Clone, Default)]
+pub struct CacheOptions {
+    /// Dtype `features` is stored in (part of the provenance).
+    pub storage: StorageDtype,
+    /// Extract only this shard's rows into a shard file (`gapprobe cache merge` joins them).
+    pub shard: Option<Shard>,
+    /// Fail instead of waiting when another process is writing the same entry.
+    pub no_wait: bool,
+    /// Dataset spec recorded in the entry so `gapprobe cache verify` can reload the dataset.
+    pub dataset_spec: String,
+}
+
+/// Test-only: with `GAPPROBE_TEST_BATCH_DELAY_MS` set, every recorded batch is announced on stderr
+/// and followed by that many milliseconds of sleep, so tests can kill a run between batches.
+const TEST_DELAY_ENV: &str = "GAPPROBE_TEST_BATCH_DELAY_MS";
+
 /// Returns finished cache entries for every feature point, extracting only the missing ones
 /// (all of them in one pass over the images).
+#[allow(dead_code)]
 pub fn ensure_features(
     cache: &FeatureCache,
     model_id: &str,
@@ -38,114 +59,181 @@ pub fn ensure_features(
     ui: &Ui,
     summary: &mut RunSummary,
 ) -> Result<Vec<CacheEntry>> {
+    let copts = CacheOptions::default();
+    ensure_features_with(cache, model_id, ds, points, opts, &copts, ui, summary)
+}
+
+/// [`ensure_features`] with explicit cache options. Missing entries are locked, written in
+/// row blocks to `.partial` files (resuming any left by an interrupted run) and renamed when
+/// complete. With a shard, the returned entries are the shard files.
+#[allow(clippy::too_many_arguments)]
+pub fn ensure_features_with(
+    cache: &FeatureCache,
+    model_id: &str,
+    ds: &Dataset,
+    points: &[FeaturePoint],
+    opts: &ExtractOptions,
+    copts: &CacheOptions,
+    ui: &Ui,
+    summary: &mut RunSummary,
+) -> Result<Vec<CacheEntry>> {
     let ck = Checkpoint::resolve(model_id)?;
     let max_layer = points
         .iter()
-        .filter_map(|p| match p {
-            FeaturePoint::Vision { layer, .. } => Some(*layer),
-            FeaturePoint::Projector { .. } => None,
-        })
-        .map(|l| {
-            let n = ck.config.get("vision_config").unwrap_or(&ck.config)["num_hidden_layers"]
-                .as_i64()
-                .unwrap_or(0);
-            if l < 0 { n + 1 + l } else { l }.max(0) as usize
-        })
+        .map(|p| source::point_layer(&ck, p))
         .max()
         .unwrap_or(0);
     let model = VisionLanguageModel::load(&ck, max_layer, &opts.device, opts.dtype)
         .with_context(|| format!("loading model '{model_id}'"))?;
-    let revision = ck
-        .dir
-        .parent()
-        .filter(|p| p.ends_with("snapshots"))
-        .and_then(|_| ck.dir.file_name())
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "local".into());
+    let fingerprints = source::fingerprints(&ck, &model, points)?;
+    let revision = source::revision(&ck);
     let manifest_hash = ds.manifest_hash();
-    let provenance = |p: &FeaturePoint| Provenance {
-        model_id: ck.id.clone(),
-        model_revision: revision.clone(),
-        weights_fingerprint: model.weights_fingerprint.clone(),
-        config_hash: model.config_hash.clone(),
-        preprocess: serde_json::to_string(&ck.preprocess).expect("serialises"),
-        feature_point: p.to_string(),
-        compute_dtype: format!("{:?}", opts.dtype).to_lowercase(),
-        device: format!("{:?}", opts.device).to_lowercase(),
-        gapprobe_version: gapprobe_features::VERSION.into(),
-        dataset: ds.name.clone(),
-        manifest_hash: manifest_hash.clone(),
+    let provs: Vec<Provenance> = points
+        .iter()
+        .zip(&fingerprints)
+        .map(|(p, (weights, config))| Provenance {
+            model_id: ck.id.clone(),
+            model_revision: revision.clone(),
+            weights_fingerprint: weights.clone(),
+            config_hash: config.clone(),
+            preprocess: serde_json::to_string(&ck.preprocess).expect("serialises"),
+            feature_point: p.to_string(),
+            compute_dtype: format!("{:?}", opts.dtype).to_lowercase(),
+            storage_dtype: copts.storage.to_string(),
+            device: format!("{:?}", opts.device).to_lowercase(),
+            gapprobe_version: gapprobe_features::VERSION.into(),
+            dataset: ds.name.clone(),
+            manifest_hash: manifest_hash.clone(),
+        })
+        .collect();
+    let target = |prov: &Provenance| match copts.shard {
+        Some(s) => cache.shard_path(prov, s),
+        None => cache.entry_path(prov),
     };
-    let mut entries: Vec<Option<CacheEntry>> = Vec::new();
+    let mut entries: Vec<Option<CacheEntry>> = vec![None; points.len()];
+    let mut reuse = |i: usize, e: CacheEntry, summary: &mut RunSummary| {
+        info!("reused cache entry {} for {}", e.path.display(), points[i]);
+        summary.entries_reused.push(e.path.display().to_string());
+        entries[i] = Some(e);
+    };
     let mut missing = Vec::new();
-    for p in points {
-        match cache.lookup(&provenance(p))? {
-            Some(e) => {
-                info!("reused cache entry {} for {p}", e.path.display());
-                summary.entries_reused.push(e.path.display().to_string());
-                entries.push(Some(e));
-            }
-            None => {
-                missing.push(*p);
-                entries.push(None);
-            }
+    for (i, prov) in provs.iter().enumerate() {
+        match FeatureCache::lookup_at(&target(prov), prov)? {
+            Some(e) => reuse(i, e, summary),
+            None => missing.push(i),
         }
     }
+    // Lock in path order (no deadlock between processes), then look again: the holder we
+    // waited for may have finished the entry.
+    let mut order = missing.clone();
+    order.sort_by_key(|&i| target(&provs[i]));
+    let _locks = order
+        .iter()
+        .map(|&i| EntryLock::acquire(&target(&provs[i]), !copts.no_wait))
+        .collect::<Result<Vec<_>>>()?;
+    let mut still = Vec::new();
+    for i in missing {
+        match FeatureCache::lookup_at(&target(&provs[i]), &provs[i])? {
+            Some(e) => reuse(i, e, summary),
+            None => still.push(i),
+        }
+    }
+    let missing = still;
     if !missing.is_empty() {
-        info!(
-            "extracting {} feature point(s) from {} images of '{}'",
-            missing.len(),
-            ds.samples.len(),
-            ds.name
-        );
-        let mut per_point: Vec<Vec<SplitData>> = vec![Vec::new(); missing.len()];
-        for split in [Split::Train, Split::Val, Split::Test] {
-            let samples = ds.split(split);
-            if samples.is_empty() {
-                continue;
-            }
-            let paths: Vec<PathBuf> = samples.iter().map(|s| ds.image_path(s)).collect();
-            let bar = ui.bar(paths.len() as u64, &format!("extract {}/{split}", ds.name));
-            let feats = extract(&model, &ck.preprocess, &paths, &missing, opts, &bar)?;
-            bar.finish_and_clear();
-            for (i, f) in feats.into_iter().enumerate() {
-                let labels = LabelLevel::ALL.map(|level| {
-                    (!ds.classes(level).is_empty()).then(|| {
-                        samples
-                            .iter()
-                            .map(|s| s.label(level).map(|l| l as i32).unwrap_or(-1))
-                            .collect()
-                    })
-                });
-                per_point[i].push(SplitData {
-                    split,
-                    ids: samples.iter().map(|s| s.id.clone()).collect(),
-                    paths: samples
+        let batch = opts.batch_size.max(1);
+        let splits: Vec<(Split, Vec<&Sample>)> = [Split::Train, Split::Val, Split::Test]
+            .into_iter()
+            .map(|s| (s, ds.split(s)))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        let split_plans: Vec<SplitPlan> = splits
+            .iter()
+            .map(|(split, samples)| {
+                let rows = shard::plan_rows(copts.shard, samples.len(), batch);
+                let part = &samples[rows.clone()];
+                SplitPlan {
+                    split: *split,
+                    rows,
+                    total: samples.len(),
+                    ids: part.iter().map(|s| s.id.clone()).collect(),
+                    paths: part
                         .iter()
                         .map(|s| s.path.to_string_lossy().into_owned())
                         .collect(),
-                    labels,
-                    features: f,
-                });
-            }
-        }
-        for (p, splits) in missing.iter().zip(per_point) {
-            let entry = cache.write(
-                &provenance(p),
-                &EntryData {
+                    labels: LabelLevel::ALL.map(|level| {
+                        (!ds.classes(level).is_empty()).then(|| {
+                            part.iter()
+                                .map(|s| s.label(level).map(|l| l as i32).unwrap_or(-1))
+                                .collect()
+                        })
+                    }),
+                }
+            })
+            .collect();
+        let mut writers = missing
+            .iter()
+            .map(|&i| {
+                let plan = EntryPlan {
+                    provenance: provs[i].clone(),
                     classes: ds.class_names.clone(),
-                    splits,
-                },
-            )?;
-            info!("cached {p} in {}", entry.path.display());
+                    splits: split_plans.clone(),
+                    dataset_spec: copts.dataset_spec.clone(),
+                    batch_size: batch,
+                    shard: copts.shard,
+                };
+                EntryWriter::open(&target(&provs[i]), plan)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let todo: Vec<FeaturePoint> = missing.iter().map(|&i| points[i]).collect();
+        info!(
+            "extracting {} feature point(s) from {} images of '{}'{}",
+            todo.len(),
+            split_plans.iter().map(|s| s.rows.len()).sum::<usize>(),
+            ds.name,
+            copts
+                .shard
+                .map(|s| format!(" (shard {s})"))
+                .unwrap_or_default()
+        );
+        let delay = std::env::var(TEST_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok());
+        let opts = ExtractOptions {
+            batch_size: writers[0].batch_size().max(1),
+            ..opts.clone()
+        };
+        for ((split, samples), plan) in splits.iter().zip(&split_plans) {
+            let done = writers.iter().map(|w| w.rows_done(*split)).min().unwrap_or(0);
+            let start = done / opts.batch_size * opts.batch_size;
+            if done == plan.rows.len() {
+                continue;
+            }
+            let paths: Vec<PathBuf> = samples[plan.rows.start + start..plan.rows.end]
+                .iter()
+                .map(|s| ds.image_path(s))
+                .collect();
+            let bar = ui.bar(plan.rows.len() as u64, &format!("extract {}/{split}", ds.name));
+            bar.inc(start as u64);
+            extract_batches(&model, &ck.preprocess, &paths, &todo, &opts, &bar, |row0, feats| {
+                let n = feats[0].shape()[0];
+                for (w, f) in writers.iter_mut().zip(&feats) {
+                    w.write_rows(*split, start + row0, f.view())?;
+                }
+                if let Some(ms) = delay {
+                    eprintln!("gapprobe-test: {split} rows_done {}", start + row0 + n);
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                }
+                Ok(())
+            })?;
+            bar.finish_and_clear();
+        }
+        for (w, &i) in writers.into_iter().zip(&missing) {
+            let entry = w.finish()?;
+            info!("cached {} in {}", points[i], entry.path.display());
             summary
                 .entries_extracted
                 .push(entry.path.display().to_string());
-            let slot = points
-                .iter()
-                .position(|q| q == p)
-                .expect("missing points come from points");
-            entries[slot] = Some(entry);
+            entries[i] = Some(entry);
         }
     }
     Ok(entries
@@ -317,7 +405,19 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
             bail!("dataset {spec} needs both train and test images to probe");
         }
         let entries =
-            ensure_features(&cache, &exp.model.id, &ds, &points, &opts, ui, &mut summary)?;
+            ensure_features_with(
+                &cache,
+                &exp.model.id,
+                &ds,
+                &points,
+                &opts,
+                &CacheOptions {
+                    dataset_spec: spec.to_string(),
+                    ..Default::default()
+                },
+                ui,
+                &mut summary,
+            )?;
         for entry in &entries {
             if !entry
                 .provenance

@@ -48,6 +48,41 @@ pub fn extract(
     opts: &ExtractOptions,
     progress: &ProgressBar,
 ) -> Result<Vec<ArrayD<f32>>> {
+    let mut outputs: Vec<Vec<f32>> = vec![Vec::new(); points.len()];
+    let mut shapes: Vec<Vec<usize>> = vec![Vec::new(); points.len()];
+    extract_batches(model, pre, paths, points, opts, progress, |_, feats| {
+        for (i, f) in feats.into_iter().enumerate() {
+            if shapes[i].is_empty() {
+                shapes[i] = f.shape()[1..].to_vec();
+            }
+            outputs[i].extend(f.iter().copied());
+        }
+        Ok(())
+    })?;
+    outputs
+        .into_iter()
+        .zip(shapes)
+        .map(|(data, inner)| {
+            let mut shape = vec![paths.len()];
+            shape.extend(inner);
+            Ok(ArrayD::from_shape_vec(IxDyn(&shape), data)?)
+        })
+        .collect()
+}
+
+/// Runs `model` over `paths` in batches of `opts.batch_size` and hands each batch to
+/// `on_batch(first row, one array per feature point)` as soon as it is computed, so callers can
+/// write results incrementally. Batches are `paths[0..B]`, `paths[B..2B]`, …: to resume an
+/// interrupted run identically, pass the remaining paths starting at a batch boundary.
+pub fn extract_batches(
+    model: &VisionLanguageModel,
+    pre: &PreprocessConfig,
+    paths: &[PathBuf],
+    points: &[FeaturePoint],
+    opts: &ExtractOptions,
+    progress: &ProgressBar,
+    mut on_batch: impl FnMut(usize, Vec<ArrayD<f32>>) -> Result<()>,
+) -> Result<()> {
     if points.is_empty() {
         bail!("no feature point requested");
     }
@@ -68,8 +103,6 @@ pub fn extract(
     let layers: Vec<usize> = points.iter().map(layer_of).collect::<Result<_>>()?;
     let (h, w) = pre.output_size();
     let batch = opts.batch_size.max(1);
-    let mut outputs: Vec<Vec<f32>> = vec![Vec::new(); points.len()];
-    let mut shapes: Vec<Vec<usize>> = vec![Vec::new(); points.len()];
 
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = sync_channel::<Result<Vec<f32>>>(2);
@@ -89,34 +122,30 @@ pub fn extract(
                 }
             }
         });
+        let mut row0 = 0;
         for (chunk, pixels) in paths.chunks(batch).zip(rx.iter()) {
             let n = chunk.len();
             let pixels = Tensor::from_vec(pixels?, (n, 3, h as usize, w as usize), &opts.device)?
                 .to_dtype(opts.dtype)?;
             let states = model.vision.hidden_states(&pixels, &layers)?;
             FORWARD_PASSES.fetch_add(1, Ordering::Relaxed);
-            for (i, (point, state)) in points.iter().zip(&states).enumerate() {
+            let mut feats = Vec::with_capacity(points.len());
+            for (point, state) in points.iter().zip(&states) {
                 let feat = read_point(model, point, state)?
                     .to_dtype(DType::F32)?
                     .to_device(&Device::Cpu)?;
-                if shapes[i].is_empty() {
-                    shapes[i] = feat.dims()[1..].to_vec();
-                }
-                outputs[i].extend(feat.flatten_all()?.to_vec1::<f32>()?);
+                let shape = feat.dims().to_vec();
+                feats.push(ArrayD::from_shape_vec(
+                    IxDyn(&shape),
+                    feat.flatten_all()?.to_vec1::<f32>()?,
+                )?);
             }
+            on_batch(row0, feats)?;
+            row0 += n;
             progress.inc(n as u64);
         }
         Ok(())
-    })?;
-    outputs
-        .into_iter()
-        .zip(shapes)
-        .map(|(data, inner)| {
-            let mut shape = vec![paths.len()];
-            shape.extend(inner);
-            Ok(ArrayD::from_shape_vec(IxDyn(&shape), data)?)
-        })
-        .collect()
+    })
 }
 
 /// Selects and pools the tokens of one feature point from its hidden state [B, 1 + T, D].

@@ -1,31 +1,44 @@
 //! The HDF5 feature cache. One file per (model, dataset, feature point), named by a key that
 //! hashes everything that produced the features ([`Provenance`]): a change in any input is a miss,
-//! never a silent reuse. Files are written under a `.partial` name and renamed when complete, so
-//! a file at an entry's path is always a finished entry. Layout (see docs/cache-format.md):
+//! never a silent reuse. Layout and attributes: docs/cache-format.md.
 //!
-//! ```text
-//! /                      attrs: key, provenance (JSON), one attr per provenance field, created, complete
-//! /classes/<level>       class names (variable-length UTF-8)
-//! /<split>/features      [N, D] or [N, T, D] float32, chunked by rows
-//! /<split>/ids, /paths   image id and path per row
-//! /<split>/labels/<level> int32 class index per row (-1: no label at this level)
-//! ```
+//! Writing ([`writer`]) goes through `<entry>.h5.partial`, filled in row blocks with its progress
+//! recorded, so an interrupted extraction resumes where it stopped; the file is renamed to its
+//! final name only when every split is complete. A lock file ([`lock`]) keeps two processes off
+//! one entry. `--shard i/N` writes part of the rows to a shard file, joined by [`shard::merge`].
 
-use crate::datasets::{LabelLevel, Split};
-use anyhow::{bail, Context, Result};
-use hdf5::types::VarLenUnicode;
+mod entry;
+pub mod format;
+pub mod import;
+pub mod lock;
+pub mod npy;
+pub mod shard;
+pub mod source;
+pub mod verify;
+pub mod writer;
+
+pub use entry::{CacheEntry, SplitInfo};
+pub use lock::EntryLock;
+pub use shard::Shard;
+pub use writer::{EntryPlan, EntryWriter, SplitPlan};
+
+use crate::datasets::Split;
+use anyhow::{bail, Result};
+use format::slug;
 use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Everything that produced a cache entry. All fields enter the key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provenance {
     pub model_id: String,
     /// Hub commit, or `local` for a folder.
     pub model_revision: String,
-    /// SHA-256 over name, dtype, shape and bytes of every tensor read to produce the features.
+    /// SHA-256 over name, dtype, shape and bytes of every tensor read to produce this feature
+    /// point (across all weight files; tensors the point does not need are not covered).
+    /// Imported entries: SHA-256 of the imported files.
     pub weights_fingerprint: String,
     /// SHA-256 of the checkpoint's `config.json`.
     pub config_hash: String,
@@ -34,6 +47,8 @@ pub struct Provenance {
     pub feature_point: String,
     /// Dtype the model ran in (`f32`, `bf16`, `f16`).
     pub compute_dtype: String,
+    /// Dtype `features` is stored in (`f32` or `f16`); reads always return f32.
+    pub storage_dtype: String,
     pub device: String,
     pub gapprobe_version: String,
     pub dataset: String,
@@ -49,7 +64,8 @@ impl Provenance {
         ))
     }
 
-    fn fields(&self) -> Vec<(String, String)> {
+    /// (field, value) pairs, each stored as its own root attribute.
+    pub fn fields(&self) -> Vec<(String, String)> {
         let v = serde_json::to_value(self).expect("provenance serialises");
         v.as_object()
             .expect("struct")
@@ -63,6 +79,34 @@ impl Provenance {
                 )
             })
             .collect()
+    }
+}
+
+/// How `features` is stored on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StorageDtype {
+    #[default]
+    F32,
+    F16,
+}
+
+impl std::str::FromStr for StorageDtype {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" | "float32" => Ok(StorageDtype::F32),
+            "f16" | "float16" => Ok(StorageDtype::F16),
+            o => bail!("storage dtype '{o}' is not f32 or f16"),
+        }
+    }
+}
+
+impl std::fmt::Display for StorageDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StorageDtype::F32 => "f32",
+            StorageDtype::F16 => "f16",
+        })
     }
 }
 
@@ -91,90 +135,19 @@ pub struct FeatureCache {
     pub root: PathBuf,
 }
 
-/// A finished entry on disk.
-#[derive(Debug, Clone)]
-pub struct CacheEntry {
-    pub path: PathBuf,
-    pub key: String,
-    pub provenance: Provenance,
-    pub created: String,
-}
-
-fn slug(s: &str) -> String {
-    let s: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    s.trim_matches('_')
-        .chars()
-        .rev()
-        .take(60)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect()
-}
-
-fn vlu(s: &str) -> Result<VarLenUnicode> {
-    s.parse::<VarLenUnicode>()
-        .map_err(|e| anyhow::anyhow!("string {s:?} cannot be stored in HDF5: {e}"))
-}
-
-fn write_str_attr(loc: &hdf5::Location, name: &str, value: &str) -> Result<()> {
-    loc.new_attr::<VarLenUnicode>()
-        .create(name)?
-        .write_scalar(&vlu(value)?)?;
-    Ok(())
-}
-
-fn read_str_attr(loc: &hdf5::Location, name: &str) -> Result<String> {
-    Ok(loc.attr(name)?.read_scalar::<VarLenUnicode>()?.to_string())
-}
-
-fn write_strings(group: &hdf5::Group, name: &str, values: &[String]) -> Result<()> {
-    let v: Vec<VarLenUnicode> = values.iter().map(|s| vlu(s)).collect::<Result<_>>()?;
-    group.new_dataset_builder().with_data(&v[..]).create(name)?;
-    Ok(())
-}
-
-fn read_strings(group: &hdf5::Group, name: &str) -> Result<Vec<String>> {
-    Ok(group
-        .dataset(name)?
-        .read_raw::<VarLenUnicode>()?
-        .into_iter()
-        .map(|s| s.to_string())
-        .collect())
-}
-
-/// Current UTC time as ISO 8601 (no external clock crate needed).
-fn now_iso8601() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+/// Files under the cache root, by kind.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Finished entries (`*.h5` without shard attributes).
+    pub entries: Vec<CacheEntry>,
+    /// Finished shard files (`*.shard-I-of-N.h5`).
+    pub shards: Vec<CacheEntry>,
+    /// Unfinished writes (`*.partial`, `*.partial.tmp`).
+    pub partials: Vec<PathBuf>,
+    /// Lock files (`*.lock`).
+    pub locks: Vec<PathBuf>,
+    /// `.h5` files that are not readable entries, with the reason.
+    pub broken: Vec<(PathBuf, String)>,
 }
 
 impl FeatureCache {
@@ -185,24 +158,35 @@ impl FeatureCache {
 
     /// Where the entry for `prov` lives: `<root>/<dataset>/<model>/<feature point>-<key[..16]>.h5`.
     pub fn entry_path(&self, prov: &Provenance) -> PathBuf {
-        let fp: crate::FeaturePoint = prov
+        let fp = prov
             .feature_point
-            .parse()
-            .expect("stored feature points parse");
+            .parse::<crate::FeaturePoint>()
+            .map(|p| p.slug())
+            .unwrap_or_else(|_| slug(&prov.feature_point));
         self.root
             .join(slug(&prov.dataset))
             .join(slug(&prov.model_id))
-            .join(format!("{}-{}.h5", fp.slug(), &prov.key()[..16]))
+            .join(format!("{fp}-{}.h5", &prov.key()[..16]))
+    }
+
+    /// Where shard `shard` of the entry for `prov` lives (next to the entry).
+    pub fn shard_path(&self, prov: &Provenance, shard: Shard) -> PathBuf {
+        let p = self.entry_path(prov);
+        p.with_extension(format!("shard-{}-of-{}.h5", shard.index, shard.count))
     }
 
     /// The finished entry for `prov`, if there is one. A file whose stored provenance does not
     /// match (a hash-prefix collision or a hand-edited file) is an error, never a hit.
     pub fn lookup(&self, prov: &Provenance) -> Result<Option<CacheEntry>> {
-        let path = self.entry_path(prov);
+        Self::lookup_at(&self.entry_path(prov), prov)
+    }
+
+    /// Like [`lookup`](Self::lookup) for an explicit path (entry or shard file).
+    pub fn lookup_at(path: &Path, prov: &Provenance) -> Result<Option<CacheEntry>> {
         if !path.exists() {
             return Ok(None);
         }
-        let entry = CacheEntry::open(&path)?;
+        let entry = CacheEntry::open(path)?;
         if entry.provenance != *prov {
             bail!(
                 "cache file {} does not hold what its name says (stored provenance differs); remove it with `gapprobe cache rm {}`",
@@ -213,46 +197,23 @@ impl FeatureCache {
         Ok(Some(entry))
     }
 
-    /// Writes an entry atomically (`.partial` file, then rename) and returns it.
-    pub fn write(&self, prov: &Provenance, data: &EntryData) -> Result<CacheEntry> {
-        let path = self.entry_path(prov);
-        let dir = path.parent().expect("entry paths have a parent");
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating cache folder {}", dir.display()))?;
-        let partial = path.with_extension("h5.partial");
-        let created = now_iso8601();
-        {
-            let file = hdf5::File::create(&partial)
-                .with_context(|| format!("creating {}", partial.display()))?;
-            write_str_attr(&file, "key", &prov.key())?;
-            write_str_attr(&file, "provenance", &serde_json::to_string(prov)?)?;
-            for (k, v) in prov.fields() {
-                write_str_attr(&file, &k, &v)?;
-            }
-            write_str_attr(&file, "created", &created)?;
-            let classes = file.create_group("classes")?;
-            for level in LabelLevel::ALL {
-                let names = &data.classes[level as usize];
-                if !names.is_empty() {
-                    write_strings(&classes, level.as_str(), names)?;
-                }
-            }
-            for s in &data.splits {
-                write_split(&file, s)?;
-            }
-            file.new_attr::<u8>()
-                .create("complete")?
-                .write_scalar(&1u8)?;
-            file.flush()?;
+    /// All finished entries under the root (shards excluded), sorted by path.
+    pub fn list(&self) -> Result<Vec<CacheEntry>> {
+        let scan = self.scan();
+        if let Some((p, why)) = scan.broken.first() {
+            bail!(
+                "{} is not a readable cache entry ({why}); check it with `gapprobe cache verify {}` or remove it with `gapprobe cache rm {}`",
+                p.display(),
+                p.display(),
+                p.display()
+            );
         }
-        std::fs::rename(&partial, &path)
-            .with_context(|| format!("finishing {}", path.display()))?;
-        CacheEntry::open(&path)
+        Ok(scan.entries)
     }
 
-    /// All finished entries under the root, sorted by path.
-    pub fn list(&self) -> Result<Vec<CacheEntry>> {
-        let mut out = Vec::new();
+    /// Walks the root and sorts every file it finds by kind.
+    pub fn scan(&self) -> Scan {
+        let mut scan = Scan::default();
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
             let Ok(rd) = std::fs::read_dir(&dir) else {
@@ -260,136 +221,31 @@ impl FeatureCache {
             };
             for e in rd.flatten() {
                 let p = e.path();
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
                 if p.is_dir() {
                     stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "h5") {
-                    out.push(CacheEntry::open(&p)?);
+                } else if name.ends_with(".partial") || name.ends_with(".partial.tmp") {
+                    scan.partials.push(p);
+                } else if name.ends_with(".lock") {
+                    scan.locks.push(p);
+                } else if name.ends_with(".h5") {
+                    match CacheEntry::open(&p) {
+                        Ok(e) if e.shard.is_some() => scan.shards.push(e),
+                        Ok(e) => scan.entries.push(e),
+                        Err(err) => scan.broken.push((p, format!("{err:#}"))),
+                    }
                 }
             }
         }
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
-    }
-}
-
-fn write_split(file: &hdf5::File, s: &SplitData) -> Result<()> {
-    let n = s.features.shape()[0];
-    if s.ids.len() != n || s.paths.len() != n {
-        bail!(
-            "split {}: {} feature rows but {} ids and {} paths",
-            s.split,
-            n,
-            s.ids.len(),
-            s.paths.len()
-        );
-    }
-    if let Some((i, _)) = s.features.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        let row = i / (s.features.len() / n.max(1)).max(1);
-        bail!(
-            "split {}: feature row {row} (image {}) contains NaN or Inf; nothing was cached",
-            s.split,
-            s.ids[row]
-        );
-    }
-    let g = file.create_group(s.split.as_str())?;
-    let mut chunk = s.features.shape().to_vec();
-    chunk[0] = n
-        .clamp(1, (1 << 20) / chunk[1..].iter().product::<usize>().max(1))
-        .max(1);
-    g.new_dataset_builder()
-        .with_data(s.features.view())
-        .chunk(chunk)
-        .create("features")?;
-    write_strings(&g, "ids", &s.ids)?;
-    write_strings(&g, "paths", &s.paths)?;
-    let lg = g.create_group("labels")?;
-    for level in LabelLevel::ALL {
-        if let Some(l) = &s.labels[level as usize] {
-            if l.len() != n {
-                bail!("split {}: {} {level} labels for {n} rows", s.split, l.len());
-            }
-            lg.new_dataset_builder()
-                .with_data(&l[..])
-                .create(level.as_str())?;
-        }
-    }
-    Ok(())
-}
-
-impl CacheEntry {
-    /// Opens a finished entry and reads its provenance.
-    pub fn open(path: &Path) -> Result<Self> {
-        let file = hdf5::File::open(path)
-            .with_context(|| format!("{} is not a readable HDF5 cache entry", path.display()))?;
-        let bad = || {
-            format!(
-                "{} is not a gapprobe cache entry (missing provenance); remove it",
-                path.display()
-            )
-        };
-        let complete = file
-            .attr("complete")
-            .and_then(|a| a.read_scalar::<u8>())
-            .unwrap_or(0);
-        if complete != 1 {
-            bail!(
-                "{} is incomplete; remove it with `gapprobe cache rm` and extract again",
-                path.display()
-            );
-        }
-        let provenance: Provenance =
-            serde_json::from_str(&read_str_attr(&file, "provenance").with_context(bad)?)
-                .with_context(bad)?;
-        Ok(CacheEntry {
-            path: path.to_path_buf(),
-            key: read_str_attr(&file, "key").with_context(bad)?,
-            created: read_str_attr(&file, "created").unwrap_or_default(),
-            provenance,
-        })
+        scan.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        scan.shards.sort_by(|a, b| a.path.cmp(&b.path));
+        scan.partials.sort();
+        scan.locks.sort();
+        scan
     }
 
-    /// Class names per level (empty where absent).
-    pub fn classes(&self) -> Result<[Vec<String>; 3]> {
-        let file = hdf5::File::open(&self.path)?;
-        let g = file.group("classes")?;
-        let mut out: [Vec<String>; 3] = Default::default();
-        for level in LabelLevel::ALL {
-            if g.link_exists(level.as_str()) {
-                out[level as usize] = read_strings(&g, level.as_str())?;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Splits stored in this entry.
-    pub fn splits(&self) -> Result<Vec<Split>> {
-        let file = hdf5::File::open(&self.path)?;
-        Ok([Split::Train, Split::Val, Split::Test]
-            .into_iter()
-            .filter(|s| file.link_exists(s.as_str()))
-            .collect())
-    }
-
-    /// Reads one split in full.
-    pub fn read_split(&self, split: Split) -> Result<SplitData> {
-        let file = hdf5::File::open(&self.path)?;
-        let g = file
-            .group(split.as_str())
-            .with_context(|| format!("{} has no '{split}' split", self.path.display()))?;
-        let features = g.dataset("features")?.read_dyn::<f32>()?;
-        let lg = g.group("labels")?;
-        let mut labels: [Option<Vec<i32>>; 3] = Default::default();
-        for level in LabelLevel::ALL {
-            if lg.link_exists(level.as_str()) {
-                labels[level as usize] = Some(lg.dataset(level.as_str())?.read_raw::<i32>()?);
-            }
-        }
-        Ok(SplitData {
-            split,
-            ids: read_strings(&g, "ids")?,
-            paths: read_strings(&g, "paths")?,
-            labels,
-            features,
-        })
+    /// Writes a whole entry at once (through the same partial-file path as extraction).
+    pub fn write(&self, prov: &Provenance, data: &EntryData) -> Result<CacheEntry> {
+        writer::write_all(&self.entry_path(prov), prov, data, "")
     }
 }
