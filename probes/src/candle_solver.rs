@@ -18,6 +18,8 @@ use ndarray::ArrayView2;
 use rayon::prelude::*;
 
 use crate::lbfgs::{minimize_line, LbfgsOptions, LbfgsResult, LineObjective};
+use crate::precond::{default_rank, Spectrum};
+use std::sync::OnceLock;
 
 /// Iterations between exact recomputations of the logits.
 pub const REFRESH: usize = 20;
@@ -41,6 +43,8 @@ pub struct CandleProblem {
     d: usize,
     k: usize,
     kp: usize,
+    spectrum: OnceLock<Option<Spectrum>>,
+    rank: usize,
 }
 
 impl CandleProblem {
@@ -55,6 +59,7 @@ impl CandleProblem {
         let xa = Tensor::from_vec(buf, (n, d + 1), device)?;
         // A contiguous transpose makes the gradient matmul a plain GEMM on every backend.
         let xa_t = xa.t()?.contiguous()?;
+        let rank = default_rank(n, d);
         Ok(Self {
             xa,
             xa_t,
@@ -63,7 +68,16 @@ impl CandleProblem {
             d,
             k,
             kp: param_cols(k),
+            spectrum: OnceLock::new(),
+            rank,
         })
+    }
+
+    /// Use a preconditioner of rank `r` (0 disables it); the default is [`default_rank`].
+    pub fn with_rank(mut self, r: usize) -> Self {
+        self.rank = r;
+        self.spectrum = OnceLock::new();
+        self
     }
 
     /// `X_aug · M` for a host `(d+1) × kp` matrix, back on the host in f64.
@@ -82,7 +96,20 @@ impl CandleProblem {
         Ok(g.into_iter().map(f64::from).collect())
     }
 
+    fn spectrum(&self) -> Result<Option<&Spectrum>> {
+        if self.spectrum.get().is_none() {
+            let sp = if self.rank > 0 {
+                Some(Spectrum::compute(&self.xa, &self.xa_t, self.rank, 0)?)
+            } else {
+                None
+            };
+            let _ = self.spectrum.set(sp);
+        }
+        Ok(self.spectrum.get().and_then(|s| s.as_ref()))
+    }
+
     /// Minimise the scaled objective `(Σ CE + ½‖W‖²/C) / n` from `init` (compact `θ`) or zeros.
+    /// The returned `x` and `grad` are in the original parameters.
     pub fn solve(
         &self,
         c: f64,
@@ -91,45 +118,46 @@ impl CandleProblem {
         init: Option<Vec<f64>>,
     ) -> Result<LbfgsResult> {
         let len = (self.d + 1) * self.kp;
-        let x0 = init.unwrap_or_else(|| vec![0.0; len]);
-        anyhow::ensure!(x0.len() == len, "warm start has the wrong size");
+        let theta0 = init.unwrap_or_else(|| vec![0.0; len]);
+        anyhow::ensure!(theta0.len() == len, "warm start has the wrong size");
         let opt = LbfgsOptions {
             gtol: tol,
             max_iter,
             ..Default::default()
         };
-        let mut line = Line {
-            p: self,
-            c,
-            theta: Vec::new(),
-            z: Vec::new(),
-            zp: Vec::new(),
-            dir: Vec::new(),
-            reg: [0.0; 3],
-            accepted: 0,
+        let pre = match self.spectrum()? {
+            Some(sp) => {
+                let delta = sp.deltas(self.n, self.k, c);
+                let fwd = sp.factor(delta.iter().map(|d| d - 1.0))?;
+                let inv = sp.factor(delta.iter().map(|d| 1.0 / d - 1.0))?;
+                Some((sp, fwd, inv))
+            }
+            None => None,
         };
-        minimize_line(&mut line, x0, &opt).context("candle L-BFGS")
+        let u0 = match &pre {
+            Some((sp, _, inv)) if theta0.iter().any(|&v| v != 0.0) => {
+                sp.apply(&theta0, self.kp, inv)?
+            }
+            _ => theta0,
+        };
+        let mut line = Line::new(self, c, pre.as_ref().map(|(sp, f, _)| (*sp, f)));
+        let mut res = minimize_line(&mut line, u0, &opt).context("candle L-BFGS")?;
+        res.x = line.theta;
+        res.grad = line.g_w;
+        Ok(res)
     }
 
     /// Scaled objective and gradient at `theta` (for tests and one-off evaluations).
     pub fn fg(&self, theta: &[f64], c: f64) -> Result<(f64, Vec<f64>)> {
-        let mut line = Line {
-            p: self,
-            c,
-            theta: Vec::new(),
-            z: Vec::new(),
-            zp: Vec::new(),
-            dir: Vec::new(),
-            reg: [0.0; 3],
-            accepted: 0,
-        };
-        line.eval(theta)
+        Line::new(self, c, None).eval(theta)
     }
 }
 
-/// Line-search state: base point, its logits, and the direction's logits.
+/// Line-search state: base point, its logits, and the direction's logits. With a preconditioner
+/// the optimiser works on `U` (`θ = P·U`); `theta`, `dir`, `g_w` are in the original parameters.
 struct Line<'a> {
     p: &'a CandleProblem,
+    pre: Option<(&'a Spectrum, &'a Tensor)>,
     c: f64,
     theta: Vec<f64>,
     z: Vec<f64>,
@@ -138,86 +166,110 @@ struct Line<'a> {
     /// `[θ·θ, θ·d, d·d]` over the weights (not the intercept).
     reg: [f64; 3],
     accepted: usize,
+    /// Residuals `softmax − onehot` from the last line evaluation.
+    resid: Vec<f64>,
+    /// `(α, φ(α))` of the last line evaluation.
+    last: Option<(f64, f64)>,
+    g_w: Vec<f64>,
 }
 
 /// Loss of one row at logits `z + α·zp` (param columns; class 0 at logit 0 in the binomial case),
-/// its derivative in α, and optionally the residual `softmax − onehot` in param columns.
+/// its derivative in α, and the residual `softmax − onehot` in param columns (into `r`).
 fn row_terms(
     z: &[f64],
     zp: &[f64],
     alpha: f64,
     y: usize,
     off: usize,
-    mut r: Option<&mut [f64]>,
+    r: &mut [f64],
+    buf: &mut [f64],
 ) -> (f64, f64) {
     let kp = z.len();
-    let full = |j: usize| {
-        if j < off {
-            0.0
-        } else {
-            z[j - off] + alpha * zp[j - off]
-        }
-    };
-    let kf = kp + off;
-    let m = (0..kf).map(full).fold(f64::NEG_INFINITY, f64::max);
-    let s: f64 = (0..kf).map(|j| (full(j) - m).exp()).sum();
-    let loss = m + s.ln() - full(y);
+    buf[..off].iter_mut().for_each(|v| *v = 0.0);
+    for j in 0..kp {
+        buf[off + j] = z[j] + alpha * zp[j];
+    }
+    let zy = buf[y];
+    let m = buf.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let mut s = 0.0;
+    for v in buf.iter_mut() {
+        *v = (*v - m).exp();
+        s += *v;
+    }
+    let loss = m + s.ln() - zy;
+    let inv = 1.0 / s;
     let mut dphi = 0.0;
     for j in 0..kp {
-        let pj = (full(j + off) - m).exp() / s - if j + off == y { 1.0 } else { 0.0 };
+        let pj = buf[off + j] * inv - if j + off == y { 1.0 } else { 0.0 };
+        r[j] = pj;
         dphi += pj * zp[j];
-        if let Some(r) = r.as_deref_mut() {
-            r[j] = pj;
-        }
     }
     (loss, dphi)
 }
 
-impl Line<'_> {
-    /// Scaled `(φ(α), φ'(α))` and, when `resid` is given, the residuals at `α`.
-    fn line_terms(&self, alpha: f64, resid: Option<&mut [f64]>) -> (f64, f64) {
-        let (kp, off) = (self.p.kp, self.p.k - self.p.kp);
+impl<'a> Line<'a> {
+    fn new(p: &'a CandleProblem, c: f64, pre: Option<(&'a Spectrum, &'a Tensor)>) -> Self {
+        Self {
+            p,
+            pre,
+            c,
+            theta: Vec::new(),
+            z: Vec::new(),
+            zp: Vec::new(),
+            dir: Vec::new(),
+            reg: [0.0; 3],
+            accepted: 0,
+            resid: vec![0.0; p.n * p.kp],
+            last: None,
+            g_w: Vec::new(),
+        }
+    }
+
+    fn precondition(&self, m: &[f64]) -> Result<Vec<f64>> {
+        match self.pre {
+            Some((sp, f)) => sp.apply(m, self.p.kp, f),
+            None => Ok(m.to_vec()),
+        }
+    }
+
+    /// Scaled `(φ(α), φ'(α))`; fills `self.resid` with the residuals at `α`.
+    fn line_terms(&mut self, alpha: f64) -> (f64, f64) {
+        let (kp, off, n) = (self.p.kp, self.p.k - self.p.kp, self.p.n);
         let zero = vec![0.0; kp];
-        let y = &self.p.y;
-        let partial = |ci: usize, rch: Option<&mut [f64]>| -> (f64, f64) {
-            let rows = (ci * CHUNK)..((ci + 1) * CHUNK).min(self.p.n);
-            let mut rch = rch;
-            let (mut l, mut dl) = (0.0, 0.0);
-            for (li, i) in rows.enumerate() {
-                let zi = &self.z[i * kp..(i + 1) * kp];
-                let zpi = if self.zp.is_empty() {
-                    &zero[..]
-                } else {
-                    &self.zp[i * kp..(i + 1) * kp]
-                };
-                let ri = rch.as_deref_mut().map(|r| &mut r[li * kp..(li + 1) * kp]);
-                let (a, b) = row_terms(zi, zpi, alpha, y[i] as usize, off, ri);
-                l += a;
-                dl += b;
-            }
-            (l, dl)
-        };
-        let n_chunks = self.p.n.div_ceil(CHUNK);
+        let (y, z, zp) = (&self.p.y, &self.z, &self.zp);
         // Per-chunk partial sums in a fixed order: deterministic whatever the thread count.
-        let parts: Vec<(f64, f64)> = match resid {
-            Some(r) => r
-                .par_chunks_mut(CHUNK * kp)
-                .enumerate()
-                .map(|(ci, rch)| partial(ci, Some(rch)))
-                .collect(),
-            None => (0..n_chunks)
-                .into_par_iter()
-                .map(|ci| partial(ci, None))
-                .collect(),
-        };
+        let parts: Vec<(f64, f64)> = self
+            .resid
+            .par_chunks_mut(CHUNK * kp)
+            .enumerate()
+            .map(|(ci, rch)| {
+                let mut buf = vec![0.0; kp + off];
+                let (mut l, mut dl) = (0.0, 0.0);
+                for (li, i) in (ci * CHUNK..((ci + 1) * CHUNK).min(n)).enumerate() {
+                    let zi = &z[i * kp..(i + 1) * kp];
+                    let zpi = if zp.is_empty() {
+                        &zero[..]
+                    } else {
+                        &zp[i * kp..(i + 1) * kp]
+                    };
+                    let ri = &mut rch[li * kp..(li + 1) * kp];
+                    let (a, b) = row_terms(zi, zpi, alpha, y[i] as usize, off, ri, &mut buf);
+                    l += a;
+                    dl += b;
+                }
+                (l, dl)
+            })
+            .collect();
         let (ce, dce) = parts
             .iter()
             .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
         let [ww, wd, dd] = self.reg;
         let reg = 0.5 * (ww + 2.0 * alpha * wd + alpha * alpha * dd) / self.c;
         let dreg = (wd + alpha * dd) / self.c;
-        let inv_n = 1.0 / self.p.n as f64;
-        ((ce + reg) * inv_n, (dce + dreg) * inv_n)
+        let inv_n = 1.0 / n as f64;
+        let out = ((ce + reg) * inv_n, (dce + dreg) * inv_n);
+        self.last = Some((alpha, out.0));
+        out
     }
 
     fn weights_dot(&self, a: &[f64], b: &[f64]) -> f64 {
@@ -225,13 +277,10 @@ impl Line<'_> {
         a[..nw].iter().zip(&b[..nw]).map(|(x, y)| x * y).sum()
     }
 
-    /// Objective and gradient at the base point (`zp` must be empty or α = 0).
-    fn at_base(&mut self) -> Result<(f64, Vec<f64>)> {
-        self.zp.clear();
-        self.reg = [self.weights_dot(&self.theta, &self.theta), 0.0, 0.0];
-        let mut r = vec![0.0; self.p.n * self.p.kp];
-        let (f, _) = self.line_terms(0.0, Some(&mut r));
-        let mut g = self.p.back(&r)?;
+    /// Gradient from `self.resid` (which must hold the base point's residuals); returns it in
+    /// the optimiser's variables and keeps the original-parameter gradient in `g_w`.
+    fn gradient(&mut self, f: f64) -> Result<(f64, Vec<f64>)> {
+        let mut g = self.p.back(&self.resid)?;
         let inv_n = 1.0 / self.p.n as f64;
         let nw = self.p.d * self.p.kp;
         for (i, gi) in g.iter_mut().enumerate() {
@@ -240,30 +289,39 @@ impl Line<'_> {
                 *gi += self.theta[i] / self.c * inv_n;
             }
         }
-        Ok((f, g))
+        let gu = self.precondition(&g)?;
+        self.g_w = g;
+        Ok((f, gu))
+    }
+
+    fn at_base(&mut self) -> Result<(f64, Vec<f64>)> {
+        self.zp.clear();
+        self.reg = [self.weights_dot(&self.theta, &self.theta), 0.0, 0.0];
+        let (f, _) = self.line_terms(0.0);
+        self.gradient(f)
     }
 }
 
 impl LineObjective for Line<'_> {
     fn eval(&mut self, x: &[f64]) -> Result<(f64, Vec<f64>)> {
-        self.theta = x.to_vec();
+        self.theta = self.precondition(x)?;
         self.z = self.p.project(&self.theta)?;
         self.at_base()
     }
 
     fn set_direction(&mut self, d: &[f64]) -> Result<()> {
-        self.zp = self.p.project(d)?;
-        self.dir = d.to_vec();
+        self.dir = self.precondition(d)?;
+        self.zp = self.p.project(&self.dir)?;
         self.reg = [
             self.weights_dot(&self.theta, &self.theta),
-            self.weights_dot(&self.theta, d),
-            self.weights_dot(d, d),
+            self.weights_dot(&self.theta, &self.dir),
+            self.weights_dot(&self.dir, &self.dir),
         ];
         Ok(())
     }
 
     fn phi(&mut self, alpha: f64) -> Result<(f64, f64)> {
-        Ok(self.line_terms(alpha, None))
+        Ok(self.line_terms(alpha))
     }
 
     fn accept(&mut self, alpha: f64) -> Result<(f64, Vec<f64>)> {
@@ -274,12 +332,24 @@ impl LineObjective for Line<'_> {
         self.accepted += 1;
         if self.accepted % REFRESH == 0 {
             self.z = self.p.project(&self.theta)?;
-        } else {
-            self.z
-                .iter_mut()
-                .zip(&self.zp)
-                .for_each(|(z, zp)| *z += alpha * zp);
+            return self.at_base();
         }
-        self.at_base()
+        self.z
+            .iter_mut()
+            .zip(&self.zp)
+            .for_each(|(z, zp)| *z += alpha * zp);
+        match self.last {
+            // The last line evaluation was at this step: its residuals are the base point's.
+            Some((a, f)) if a == alpha => {
+                self.reg = [self.weights_dot(&self.theta, &self.theta), 0.0, 0.0];
+                self.zp.clear();
+                self.gradient(f)
+            }
+            _ => self.at_base(),
+        }
+    }
+
+    fn stop_metric(&self, _g: &[f64]) -> f64 {
+        self.g_w.iter().fold(0.0f64, |m, v| m.max(v.abs()))
     }
 }

@@ -8,6 +8,7 @@ pub mod lbfgs;
 pub mod linfa_solver;
 pub mod logistic;
 pub mod metrics;
+pub mod precond;
 mod protocol;
 pub mod split;
 pub mod standardize;
