@@ -67,23 +67,21 @@ pub fn flops_per_image(cfg: &ClipVisionConfig, layers: usize, proj: (usize, usiz
     embed + layers as f64 * layer + projector
 }
 
-/// Random weights (std 0.02, like transformers' init) for the tower's first `layers` layers and
-/// the projector, created directly on the device.
-fn random_model(cfg: &ClipVisionConfig, proj: (usize, usize, usize), layers: usize, device: &Device, dtype: DType) -> Result<VisionLanguageModel> {
+/// Random f32 weights (std 0.02, like transformers' init; LayerNorm weights 1) for the tower's
+/// first `layers` layers and the projector, created directly on the device.
+fn random_tensors(cfg: &ClipVisionConfig, proj: (usize, usize, usize), layers: usize, device: &Device) -> Result<HashMap<String, Tensor>> {
     let mut t: HashMap<String, Tensor> = HashMap::new();
     let d = cfg.hidden_size;
     let mut put = |name: String, shape: &[usize], ones: bool| -> Result<()> {
         let x = if ones { Tensor::ones(shape, DType::F32, device)? } else { Tensor::randn(0f32, 0.02, shape, device)? };
-        t.insert(name, x.to_dtype(dtype)?);
+        t.insert(name, x);
         Ok(())
     };
     put("embeddings.class_embedding".into(), &[d], false)?;
     put("embeddings.patch_embedding.weight".into(), &[d, 3, cfg.patch_size, cfg.patch_size], false)?;
     put("embeddings.position_embedding.weight".into(), &[cfg.num_patches() + 1, d], false)?;
-    for ln in ["pre_layrnorm"] {
-        put(format!("{ln}.weight"), &[d], true)?;
-        put(format!("{ln}.bias"), &[d], false)?;
-    }
+    put("pre_layrnorm.weight".into(), &[d], true)?;
+    put("pre_layrnorm.bias".into(), &[d], false)?;
     for i in 0..layers {
         let l = format!("encoder.layers.{i}");
         for ln in ["layer_norm1", "layer_norm2"] {
@@ -103,7 +101,14 @@ fn random_model(cfg: &ClipVisionConfig, proj: (usize, usize, usize), layers: usi
     put("proj.linear_1.bias".into(), &[proj.1], false)?;
     put("proj.linear_2.weight".into(), &[proj.2, proj.1], false)?;
     put("proj.linear_2.bias".into(), &[proj.2], false)?;
-    let vb = VarBuilder::from_tensors(t, dtype, device);
+    Ok(t)
+}
+
+/// The benchmark model from `tensors`, cast to `dtype`.
+fn build_model(tensors: &HashMap<String, Tensor>, cfg: &ClipVisionConfig, proj: (usize, usize, usize), layers: usize, dtype: DType) -> Result<VisionLanguageModel> {
+    let cast = tensors.iter().map(|(k, v)| Ok((k.clone(), v.to_dtype(dtype)?))).collect::<Result<HashMap<_, _>>>()?;
+    let device = tensors.values().next().context("no tensors")?.device().clone();
+    let vb = VarBuilder::from_tensors(cast, dtype, &device);
     let vision = ClipVisionModel::new(vb.clone(), cfg, layers)?;
     let pcfg = ProjectorConfig { kind: ProjectorKind::Mlp2x, layout: ProjectorLayout::LlavaHf, in_dim: proj.0, out_dim: proj.2, act: Act::Gelu };
     let projector = Projector::new(vb.pp("proj"), &pcfg)?;
@@ -115,6 +120,14 @@ fn random_model(cfg: &ClipVisionConfig, proj: (usize, usize, usize), layers: usi
         weights_fingerprint: "random".into(),
         config_hash: "bench".into(),
     })
+}
+
+/// Relative error ‖a − b‖ / ‖b‖ of a reduced-precision output against the f32 reference.
+fn relative_error(a: &Tensor, reference: &Tensor) -> Result<f64> {
+    let a = a.to_dtype(DType::F32)?;
+    let diff = (a - reference)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    let norm = reference.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    Ok((diff / norm).sqrt())
 }
 
 fn sync(device: &Device) -> Result<()> {
@@ -137,9 +150,15 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
     let gflop = flops_per_image(&cfg, layers, proj) / 1e9;
     println!("# gapprobe bench: preset {} on {:?}; {:.1} GFLOP/image (matmul FLOPs, {} layers + projector)", opts.preset, device, gflop, layers);
     println!("{:<10} {:<6} {:>6} {:>10} {:>10} {:>9}", "what", "dtype", "batch", "ms/batch", "images/s", "TFLOP/s");
+    let tensors = random_tensors(&cfg, proj, layers, &device)?;
+    // A fixed check batch: every dtype's output is compared with the f32 model's on it.
+    let check_px = Tensor::randn(0f32, 1.0, (2, 3, cfg.image_size, cfg.image_size), &device)?;
+    let reference = forward(&build_model(&tensors, &cfg, proj, layers, DType::F32)?, &check_px)?;
     for dtype_name in &opts.dtypes {
         let dtype = parse_dtype(dtype_name)?;
-        let model = random_model(&cfg, proj, layers, &device, dtype)?;
+        let model = build_model(&tensors, &cfg, proj, layers, dtype)?;
+        let err = relative_error(&forward(&model, &check_px.to_dtype(dtype)?)?, &reference)?;
+        println!("{:<10} {:<6} relative error of the projector output vs f32: {err:.2e}", "check", dtype_name);
         for &b in &opts.batch_sizes {
             let px = Tensor::randn(0f32, 1.0, (b, 3, cfg.image_size, cfg.image_size), &device)?.to_dtype(dtype)?;
             let result = (|| -> Result<Vec<f64>> {
@@ -170,7 +189,8 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
             let dir = std::env::temp_dir().join(format!("gapprobe-bench-jpegs-{}", std::process::id()));
             let paths = write_jpegs(&dir, opts.e2e_images)?;
             let pre = PreprocessConfig::clip(cfg.image_size as u32);
-            let points: Vec<FeaturePoint> = vec!["projector.none".parse()?];
+            // Pooled on the device, as `extract` stores it: the host receives [B, D], not [B, T, D].
+            let points: Vec<FeaturePoint> = vec!["projector.mean".parse()?];
             let eo = ExtractOptions { batch_size: opts.e2e_batch, device: device.clone(), dtype };
             let bar = ui.bar(paths.len() as u64, "bench e2e");
             // Warm-up pass over one batch, then the timed pass over all images.
