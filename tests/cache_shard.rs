@@ -33,10 +33,10 @@ fn shards_merge_lock_verify_import_gc() {
     assert!(entries(&sharded).is_empty(), "shard files are not entries");
     let shard_files = files_with(&sharded, ".h5");
     assert_eq!(shard_files.len(), 6);
-    for point in ["patch_mean", "projector"] {
+    for point in ["patch.mean-", "projector.mean-"] {
         let files: Vec<_> = shard_files
             .iter()
-            .filter(|p| p.to_string_lossy().contains(point))
+            .filter(|p| p.file_name().unwrap().to_string_lossy().contains(point))
             .cloned()
             .collect();
         assert_eq!(files.len(), 3, "{point}: {shard_files:?}");

@@ -188,7 +188,37 @@ impl CacheEntry {
 /// Reads a `features` dataset (f32 or f16) as f32.
 pub(crate) fn read_features_ds(ds: &hdf5::Dataset) -> Result<ArrayD<f32>> {
     let shape = ds.shape();
-    if ds.dtype()?.size() == 2 {
+    let ty = ds.dtype()?;
+    let elem = ty.size();
+    let le = matches!(ty.byte_order(), hdf5::datatype::ByteOrder::LittleEndian);
+    if le
+        && cfg!(target_endian = "little")
+        && (elem == 4 || elem == 2)
+        && matches!(ty.to_descriptor()?, hdf5::types::TypeDescriptor::Float(_))
+    {
+        let n: usize = shape.iter().product();
+        if elem == 4 {
+            let mut out = huge_vec::<f32>(n);
+            // SAFETY: any bytes are a valid f32; the file holds little-endian f32 = native.
+            let bytes =
+                unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, n * 4) };
+            if read_direct(ds, &shape, elem, bytes)? {
+                return Ok(ArrayD::from_shape_vec(IxDyn(&shape), out)?);
+            }
+        } else {
+            let mut raw = huge_vec::<half::f16>(n);
+            // SAFETY: any bytes are a valid f16; the file holds little-endian f16 = native.
+            let bytes =
+                unsafe { std::slice::from_raw_parts_mut(raw.as_mut_ptr() as *mut u8, n * 2) };
+            if read_direct(ds, &shape, elem, bytes)? {
+                use half::slice::HalfFloatSliceExt;
+                let mut out = huge_vec::<f32>(n);
+                raw.convert_to_f32_slice(&mut out);
+                return Ok(ArrayD::from_shape_vec(IxDyn(&shape), out)?);
+            }
+        }
+    }
+    if elem == 2 {
         use half::slice::HalfFloatSliceExt;
         let raw = ds.read_raw::<half::f16>()?;
         let mut out = vec![0f32; raw.len()];
@@ -197,4 +227,70 @@ pub(crate) fn read_features_ds(ds: &hdf5::Dataset) -> Result<ArrayD<f32>> {
     } else {
         Ok(ds.read_dyn::<f32>()?)
     }
+}
+
+/// A zeroed vector of `n` values whose pages the kernel may back with transparent huge pages:
+/// page faults of a fresh multi-GB buffer otherwise cost more than copying the data into it.
+fn huge_vec<T: Copy + Default>(n: usize) -> Vec<T> {
+    let mut v: Vec<T> = Vec::with_capacity(n);
+    let bytes = n * std::mem::size_of::<T>();
+    #[cfg(target_os = "linux")]
+    if bytes >= 4 << 20 {
+        let page = 4096usize;
+        let start = (v.as_mut_ptr() as usize).div_ceil(page) * page;
+        let end = (v.as_mut_ptr() as usize + bytes) / page * page;
+        if end > start {
+            // SAFETY: advisory only, on pages inside this vector's own allocation.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+    v.resize(n, T::default());
+    v
+}
+
+/// Fast path for unfiltered datasets whose storage is all allocated (how gapprobe writes
+/// `features`): reads the raw bytes of each row chunk straight from the file with `pread`,
+/// bypassing HDF5's per-chunk machinery. `None` when the layout does not qualify.
+fn read_direct(ds: &hdf5::Dataset, shape: &[usize], elem: usize, out: &mut [u8]) -> Result<bool> {
+    use rayon::prelude::*;
+    use std::os::unix::fs::FileExt;
+    let n = shape.first().copied().unwrap_or(0);
+    let row_bytes = shape[1..].iter().product::<usize>() * elem;
+    if n == 0 || row_bytes == 0 || !ds.filters().is_empty() || ds.file()?.userblock() != 0 {
+        return Ok(false);
+    }
+    let file = std::fs::File::open(ds.filename())?;
+    if !ds.is_chunked() {
+        let Some(addr) = ds.offset() else {
+            return Ok(false);
+        };
+        file.read_exact_at(out, addr)?;
+        return Ok(true);
+    }
+    let Some(chunk) = ds.chunk() else {
+        return Ok(false);
+    };
+    let nchunks = n.div_ceil(chunk[0]);
+    if chunk[1..] != shape[1..] || ds.num_chunks() != Some(nchunks) {
+        return Ok(false);
+    }
+    // (file address, first row) of every chunk; all must be allocated and full-size.
+    let mut at = Vec::with_capacity(nchunks);
+    for i in 0..nchunks {
+        let Some(info) = ds.chunk_info(i) else {
+            return Ok(false);
+        };
+        if info.size as usize != chunk[0] * row_bytes || info.offset[0] as usize >= n {
+            return Ok(false);
+        }
+        at.push((info.addr, info.offset[0] as usize));
+    }
+    at.sort_by_key(|a| a.1);
+    if at.iter().enumerate().any(|(i, a)| a.1 != i * chunk[0]) {
+        return Ok(false);
+    }
+    out.par_chunks_mut(chunk[0] * row_bytes)
+        .zip(at.par_iter())
+        .try_for_each(|(dst, (addr, _))| file.read_exact_at(dst, *addr))?;
+    Ok(true)
 }
