@@ -59,7 +59,11 @@ impl CandleProblem {
         let xa = Tensor::from_vec(buf, (n, d + 1), device)?;
         // A contiguous transpose makes the gradient matmul a plain GEMM on every backend.
         let xa_t = xa.t()?.contiguous()?;
-        let rank = default_rank(n, d);
+        // GAPPROBE_PRECOND_RANK overrides the preconditioner rank (0 disables it), for experiments.
+        let rank = std::env::var("GAPPROBE_PRECOND_RANK")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| default_rank(n, d));
         Ok(Self {
             xa,
             xa_t,
@@ -274,7 +278,7 @@ impl<'a> Line<'a> {
 
     fn weights_dot(&self, a: &[f64], b: &[f64]) -> f64 {
         let nw = self.p.d * self.p.kp;
-        a[..nw].iter().zip(&b[..nw]).map(|(x, y)| x * y).sum()
+        crate::lbfgs::dot(&a[..nw], &b[..nw])
     }
 
     /// Gradient from `self.resid` (which must hold the base point's residuals); returns it in

@@ -204,3 +204,28 @@ fn solver_parses_and_displays() {
     assert!("sgd".parse::<Solver>().is_err());
     assert_eq!(Solver::Linfa.to_string(), "linfa");
 }
+
+#[test]
+fn preconditioner_changes_the_path_not_the_optimum() {
+    use gapprobe_probes::candle_solver::CandleProblem;
+    // Correlated features: a shared low-rank component dominates the spectrum.
+    let (x0, y) = gaussian_classes(800, 96, 12, 0.5, 14);
+    let (f, _) = gaussian_classes(800, 4, 1, 0.0, 15);
+    let x = Array2::from_shape_fn((800, 96), |(i, j)| x0[[i, j]] + 3.0 * f[[i, j % 4]]);
+    let dev = candle_core::Device::Cpu;
+    let plain = CandleProblem::new(x.view(), &y, 12, &dev)
+        .unwrap()
+        .with_rank(0);
+    let pre = CandleProblem::new(x.view(), &y, 12, &dev)
+        .unwrap()
+        .with_rank(24);
+    let a = plain.solve(10.0, 1e-7, 3000, None).unwrap();
+    let b = pre.solve(10.0, 1e-7, 3000, None).unwrap();
+    assert!((a.f - b.f).abs() <= 1e-6 * a.f, "{} vs {}", a.f, b.f);
+    let gmax = b.grad.iter().fold(0f64, |m, v| m.max(v.abs()));
+    assert!(gmax <= 1e-7, "gradient in the original parameters {gmax}");
+    eprintln!(
+        "iterations: plain {}, preconditioned {}",
+        a.n_iter, b.n_iter
+    );
+}
