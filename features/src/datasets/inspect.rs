@@ -90,7 +90,8 @@ pub fn summary(ds: &Dataset, sample: usize) -> String {
         };
         let _ = writeln!(
             o,
-            "  {l:<14} {n:>6} classes   all {:<18} train {}",
+            "  {:<14} {n:>6} classes   all {:<18} train {}",
+            l.as_str(),
             min_med_max(count(None)),
             min_med_max(count(Some(Split::Train)))
         );
