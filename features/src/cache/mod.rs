@@ -249,3 +249,6 @@ impl FeatureCache {
         writer::write_all(&self.entry_path(prov), prov, data, "")
     }
 }
+
+#[cfg(test)]
+mod tests;
