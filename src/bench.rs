@@ -113,7 +113,7 @@ fn build_model(tensors: &HashMap<String, Tensor>, cfg: &ClipVisionConfig, proj: 
     let pcfg = ProjectorConfig { kind: ProjectorKind::Mlp2x, layout: ProjectorLayout::LlavaHf, in_dim: proj.0, out_dim: proj.2, act: Act::Gelu };
     let projector = Projector::new(vb.pp("proj"), &pcfg)?;
     Ok(VisionLanguageModel {
-        vision,
+        vision: vision.into(),
         projector: Some(projector),
         projector_layer: layers,
         projector_drops_cls: true,
