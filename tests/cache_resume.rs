@@ -1,7 +1,7 @@
 //! Kill -9 at several points of a real extraction, rerun, and get an entry identical to an
 //! uninterrupted run (every row exactly once, bit-identical features).
 
-#[path = "cache_common.rs"]
+#[path = "cache_support/mod.rs"]
 mod common;
 
 use common::*;

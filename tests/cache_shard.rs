@@ -1,6 +1,6 @@
 //! Sharded extraction + merge equals a single-machine run; the entry lock; verify, import, gc.
 
-#[path = "cache_common.rs"]
+#[path = "cache_support/mod.rs"]
 mod common;
 
 use common::*;

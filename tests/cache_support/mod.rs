@@ -1,4 +1,4 @@
-//! Shared helpers for the cache end-to-end tests (included with `#[path]`, not a test itself).
+//! Shared helpers for the cache end-to-end tests (a folder, so cargo does not build it as a test).
 #![allow(dead_code)]
 
 use gapprobe_features::cache::CacheEntry;
