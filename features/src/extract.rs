@@ -1,11 +1,11 @@
 //! Batched feature extraction: images are decoded and preprocessed on CPU threads one batch ahead
 //! of the model (bounded queue), every requested feature point is read from one forward pass.
 
-use crate::featurepoint::{FeaturePoint, Pool, Tokens};
-use crate::models::{mean_tokens, VisionLanguageModel};
+use crate::featurepoint::FeaturePoint;
+use crate::models::VisionLanguageModel;
 use crate::preprocess::{load_rgb, PreprocessConfig};
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use indicatif::ProgressBar;
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
@@ -148,38 +148,8 @@ pub fn extract_batches(
     })
 }
 
-/// Selects and pools the tokens of one feature point from its hidden state [B, 1 + T, D].
+/// Selects and pools the tokens of one feature point from its hidden state (see
+/// [`VisionLanguageModel::read_point`]: token layout per encoder family, CLS checks).
 fn read_point(model: &VisionLanguageModel, point: &FeaturePoint, state: &Tensor) -> Result<Tensor> {
-    let t = state.dim(1)?;
-    let pooled = |x: Tensor, pool: Pool| -> Result<Tensor> {
-        Ok(match pool {
-            Pool::Mean => mean_tokens(&x)?,
-            Pool::None => x,
-        })
-    };
-    match point {
-        FeaturePoint::Vision {
-            tokens: Tokens::Cls,
-            ..
-        } => Ok(state.narrow(1, 0, 1)?.squeeze(1)?),
-        FeaturePoint::Vision {
-            tokens: Tokens::Patch,
-            pool,
-            ..
-        } => pooled(state.narrow(1, 1, t - 1)?, *pool),
-        FeaturePoint::Vision {
-            tokens: Tokens::All,
-            pool,
-            ..
-        } => pooled(state.clone(), *pool),
-        FeaturePoint::Projector { pool } => {
-            let tokens = if model.projector_drops_cls {
-                state.narrow(1, 1, t - 1)?
-            } else {
-                state.clone()
-            };
-            let projector = model.projector.as_ref().context("no projector")?;
-            pooled(projector.forward(&tokens)?, *pool)
-        }
-    }
+    model.read_point(point, state)
 }

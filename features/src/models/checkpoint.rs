@@ -1,10 +1,14 @@
 //! Finding and loading checkpoints: a local folder, the local Hugging Face cache, or a hub id.
-//! Layouts: standalone CLIP (`vision_model.*`, or `*.vision_model.*` inside a full CLIP),
-//! llava-hf (`vision_tower.vision_model.*` + `multi_modal_projector.*`).
+//! Layouts: standalone CLIP / SigLIP (`vision_model.*`, or `*.vision_model.*` inside a full
+//! model), DINOv2 (`embeddings.*`, `encoder.layer.*`, optionally under `dinov2.`), llava-hf
+//! (`vision_tower.vision_model.*` + `multi_modal_projector.*`) and original LLaVA
+//! (`model.mm_projector.*`, with the tower either inside or in the separate checkpoint named by
+//! `mm_vision_tower`).
 
 use super::{
-    Act, ClipVisionConfig, ClipVisionModel, Projector, ProjectorConfig, ProjectorKind,
-    ProjectorLayout,
+    Act, ClipVisionConfig, ClipVisionModel, Dinov2Config, Dinov2Model, Family, Projector,
+    ProjectorConfig, ProjectorKind, ProjectorLayout, SiglipVisionConfig, SiglipVisionModel,
+    VisionTower,
 };
 use crate::preprocess::PreprocessConfig;
 use anyhow::{bail, Context, Result};
@@ -21,96 +25,283 @@ pub struct Checkpoint {
     /// How the user named it (folder path or hub id).
     pub id: String,
     pub dir: PathBuf,
+    /// The `*.safetensors` files that hold vision or projector tensors (shards with only
+    /// language-model tensors are left out, and never downloaded).
     pub weight_files: Vec<PathBuf>,
     pub config: Value,
     pub preprocess: PreprocessConfig,
+    /// A separate checkpoint holding the vision tower, for projector-only checkpoints (original
+    /// LLaVA: the CLIP named by `mm_vision_tower`). `None` when the tower is in this checkpoint.
+    pub tower: Option<Box<Checkpoint>>,
+}
+
+/// Where a checkpoint's files come from.
+enum Source {
+    Dir(PathBuf),
+    Hub(String),
+}
+
+/// The hub cache folder (`HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`).
+fn hub_cache() -> hf_hub::Cache {
+    match std::env::var("HF_HUB_CACHE") {
+        Ok(p) if !p.is_empty() => hf_hub::Cache::new(PathBuf::from(p)),
+        _ => hf_hub::Cache::from_env(),
+    }
+}
+
+fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+impl Source {
+    /// Path of `file`, or `Ok(None)` when this optional file is absent everywhere.
+    fn get(&self, file: &str, required: bool) -> Result<Option<PathBuf>> {
+        match self {
+            Source::Dir(dir) => {
+                let p = dir.join(file);
+                if p.is_file() {
+                    Ok(Some(p))
+                } else if required {
+                    bail!("model folder {}: missing {file}", dir.display())
+                } else {
+                    Ok(None)
+                }
+            }
+            Source::Hub(id) => {
+                let cache = hub_cache();
+                if let Some(p) = cache.model(id.clone()).get(file) {
+                    return Ok(Some(p));
+                }
+                let where_ = cache
+                    .path()
+                    .join(format!("models--{}", id.replace('/', "--")))
+                    .join("snapshots");
+                if offline() {
+                    if required {
+                        bail!("'{file}' of model '{id}' is not in the Hugging Face cache (looked in {}/*/) and HF_HUB_OFFLINE is set", where_.display());
+                    }
+                    return Ok(None);
+                }
+                let api = hf_hub::api::sync::ApiBuilder::from_cache(cache)
+                    .build()
+                    .context("initialising the Hugging Face hub client")?;
+                match api.model(id.clone()).get(file) {
+                    Ok(p) => Ok(Some(p)),
+                    Err(e) if required => bail!(
+                        "'{file}' of model '{id}' is not in the Hugging Face cache (looked in {}/*/) and downloading it failed: {e}",
+                        where_.display()
+                    ),
+                    Err(_) => Ok(None),
+                }
+            }
+        }
+    }
+}
+
+/// Whether a tensor name belongs to a vision tower or projector (not to a language model).
+fn is_vision_tensor(name: &str) -> bool {
+    name.contains("vision")
+        || name.contains("mm_projector")
+        || name.contains("multi_modal_projector")
+        || name.starts_with("embeddings.")
+        || name.starts_with("encoder.")
+        || name.starts_with("dinov2.")
+        || name.starts_with("layernorm.")
 }
 
 impl Checkpoint {
-    /// Resolves `model` as a local folder, else as a hub id through hf-hub (its cache first).
+    /// Resolves `model` as a local folder, else as a hub id (the local Hugging Face cache first,
+    /// then a download through hf-hub unless `HF_HUB_OFFLINE` is set). A projector-only
+    /// checkpoint (original LLaVA) gets its tower from `mm_vision_tower`, resolved the same way.
     pub fn resolve(model: &str) -> Result<Self> {
+        let ck = Self::resolve_one(model)?;
+        if ck.has_tower()? {
+            return Ok(ck);
+        }
+        let Some(tower_id) = ck.config.get("mm_vision_tower").and_then(Value::as_str) else {
+            bail!(
+                "model '{model}': its weights have no vision tower (no CLIP, SigLIP or DINOv2 embeddings) and its config names no mm_vision_tower"
+            );
+        };
+        let tower = Self::resolve_one(tower_id).with_context(|| {
+            format!("model '{model}' takes its vision tower from mm_vision_tower = '{tower_id}'")
+        })?;
+        ck.with_tower(tower)
+    }
+
+    /// Resolves one checkpoint without looking for a separate tower.
+    pub fn resolve_one(model: &str) -> Result<Self> {
         let local = Path::new(model);
         if local.is_dir() {
-            return Self::from_dir(model, local);
+            return Self::load_from(model, Source::Dir(local.to_path_buf()));
         }
         if local.exists() || model.starts_with('.') || model.starts_with('/') {
             bail!("model '{model}' is not a folder with config.json and *.safetensors");
         }
-        Self::from_hub(model)
-    }
-
-    fn from_hub(repo_id: &str) -> Result<Self> {
-        let api =
-            hf_hub::api::sync::Api::new().context("initialising the Hugging Face hub client")?;
-        let repo = api.model(repo_id.to_string());
-        let get = |f: &str| {
-            repo.get(f).with_context(|| {
-                format!("'{f}' of model '{repo_id}' is neither in the local Hugging Face cache (HF_HOME) nor downloadable")
-            })
-        };
-        let config = get("config.json")?;
-        let _ = get("preprocessor_config.json");
-        let weights = match get("model.safetensors.index.json") {
-            Ok(index) => {
-                let idx: Value = serde_json::from_str(&std::fs::read_to_string(&index)?)?;
-                let mut files: Vec<String> = idx["weight_map"]
-                    .as_object()
-                    .context("index without weight_map")?
-                    .values()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect();
-                files.sort();
-                files.dedup();
-                files.iter().map(|f| get(f)).collect::<Result<Vec<_>>>()?
-            }
-            Err(_) => vec![get("model.safetensors")?],
-        };
-        let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
-        let mut ck = Self::from_dir(repo_id, &dir)?;
-        ck.weight_files = weights;
-        Ok(ck)
+        Self::load_from(model, Source::Hub(model.to_string()))
     }
 
     /// Reads a checkpoint folder: `config.json`, `preprocessor_config.json` (optional) and the
     /// `*.safetensors` files.
     pub fn from_dir(id: &str, dir: &Path) -> Result<Self> {
-        let cfg_path = dir.join("config.json");
+        Self::load_from(id, Source::Dir(dir.to_path_buf()))
+    }
+
+    /// Uses `tower` (a CLIP, SigLIP or DINOv2 checkpoint) as the vision tower of this
+    /// projector-only checkpoint, with the tower's preprocessing (plus this checkpoint's
+    /// `image_aspect_ratio: pad`).
+    pub fn with_tower(mut self, tower: Checkpoint) -> Result<Self> {
+        if !tower.has_tower()? {
+            bail!("'{}' has no vision tower in its weights", tower.id);
+        }
+        let pad = self.preprocess.pad_to_square;
+        if !self.dir.join("preprocessor_config.json").is_file() {
+            self.preprocess = tower.preprocess.clone();
+        }
+        self.preprocess.pad_to_square = pad || self.preprocess.pad_to_square;
+        self.tower = Some(Box::new(tower));
+        Ok(self)
+    }
+
+    fn load_from(id: &str, src: Source) -> Result<Self> {
+        let cfg_path = src.get("config.json", true)?.expect("required");
         let text = std::fs::read_to_string(&cfg_path)
-            .with_context(|| format!("model '{id}': missing {}", cfg_path.display()))?;
+            .with_context(|| format!("model '{id}': reading {}", cfg_path.display()))?;
         let config: Value = serde_json::from_str(&text)
             .with_context(|| format!("parsing {}", cfg_path.display()))?;
-        let pp_path = dir.join("preprocessor_config.json");
-        let mut preprocess = match std::fs::read_to_string(&pp_path) {
-            Ok(t) => PreprocessConfig::from_json_str(&t)
-                .with_context(|| format!("parsing {}", pp_path.display()))?,
-            Err(_) => PreprocessConfig::clip(vision_config(&config)?.image_size as u32),
+        let dir = cfg_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut preprocess = match src.get("preprocessor_config.json", false)? {
+            Some(pp_path) => {
+                let t = std::fs::read_to_string(&pp_path)?;
+                PreprocessConfig::from_json_str(&t)
+                    .with_context(|| format!("parsing {}", pp_path.display()))?
+            }
+            None => default_preprocess(&config),
         };
-        // Original LLaVA-1.5 configs say `image_aspect_ratio: pad`; llava-hf's processor does not pad.
-        preprocess.pad_to_square =
-            config.get("image_aspect_ratio").and_then(Value::as_str) == Some("pad");
-        let mut weight_files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("listing {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-            .collect();
-        weight_files.sort();
+        // Original LLaVA-1.5 configs say `image_aspect_ratio: pad`; llava-hf's processor pads
+        // only with `do_pad`.
+        if config.get("image_aspect_ratio").and_then(Value::as_str) == Some("pad") {
+            preprocess.pad_to_square = true;
+        }
+        let weight_files = match src.get("model.safetensors.index.json", false)? {
+            Some(index) => {
+                let idx: Value = serde_json::from_str(&std::fs::read_to_string(&index)?)
+                    .with_context(|| format!("parsing {}", index.display()))?;
+                let map = idx["weight_map"]
+                    .as_object()
+                    .with_context(|| format!("{} has no weight_map", index.display()))?;
+                let mut files: Vec<&str> = map
+                    .iter()
+                    .filter(|(k, _)| is_vision_tensor(k))
+                    .filter_map(|(_, v)| v.as_str())
+                    .collect();
+                files.sort();
+                files.dedup();
+                files
+                    .into_iter()
+                    .map(|f| Ok(src.get(f, true)?.expect("required")))
+                    .collect::<Result<Vec<_>>>()?
+            }
+            None => match &src {
+                Source::Dir(d) => {
+                    let mut files: Vec<PathBuf> = std::fs::read_dir(d)
+                        .with_context(|| format!("listing {}", d.display()))?
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+                        .collect();
+                    files.sort();
+                    files
+                }
+                Source::Hub(_) => vec![src.get("model.safetensors", true)?.expect("required")],
+            },
+        };
         if weight_files.is_empty() {
-            bail!("model '{id}': no *.safetensors file in {}", dir.display());
+            let has_bin = std::fs::read_dir(&dir).is_ok_and(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .any(|e| e.path().extension().is_some_and(|x| x == "bin"))
+            });
+            let hint = if has_bin {
+                " (it has PyTorch *.bin files: convert them to safetensors, e.g. with transformers' save_pretrained(safe_serialization=True))"
+            } else {
+                ""
+            };
+            bail!(
+                "model '{id}': no *.safetensors file in {}{hint}",
+                dir.display()
+            );
         }
         Ok(Self {
             id: id.to_string(),
-            dir: dir.to_path_buf(),
+            dir,
             weight_files,
             config,
             preprocess,
+            tower: None,
         })
+    }
+
+    /// Whether this checkpoint's own weights contain a vision tower.
+    pub fn has_tower(&self) -> Result<bool> {
+        let names = tensor_names(&self.weight_files)?;
+        Ok(tower_prefix(&names).is_some())
+    }
+
+    /// The checkpoint that holds the vision tower (this one or [`Checkpoint::tower`]).
+    pub fn tower_checkpoint(&self) -> &Checkpoint {
+        self.tower.as_deref().unwrap_or(self)
+    }
+
+    /// The encoder family of the vision tower.
+    pub fn family(&self) -> Result<Family> {
+        let t = self.tower_checkpoint();
+        let names = tensor_names(&t.weight_files)?;
+        Ok(tower_prefix(&names)
+            .with_context(|| format!("model '{}': no vision tower in its weights", t.id))?
+            .1)
+    }
+
+    /// Number of encoder layers of the vision tower (what negative layer indices count from).
+    pub fn vision_num_layers(&self) -> Result<usize> {
+        let t = self.tower_checkpoint();
+        vision_config_value(&t.config)["num_hidden_layers"]
+            .as_u64()
+            .map(|n| n as usize)
+            .with_context(|| format!("model '{}': config has no num_hidden_layers", t.id))
     }
 }
 
-/// The vision config inside a CLIP, CLIPVision or LLaVA `config.json`.
-fn vision_config(config: &Value) -> Result<ClipVisionConfig> {
-    let v = config.get("vision_config").unwrap_or(config);
-    serde_json::from_value(v.clone()).context("config.json has no usable CLIP vision config")
+/// Preprocessing when a checkpoint has no `preprocessor_config.json`: the family's defaults at
+/// the config's image size.
+fn default_preprocess(config: &Value) -> PreprocessConfig {
+    let v = vision_config_value(config);
+    let size = v["image_size"].as_u64().unwrap_or(224) as u32;
+    match v["model_type"].as_str().unwrap_or("") {
+        t if t.starts_with("siglip") => PreprocessConfig::siglip(size),
+        t if t.starts_with("dinov2") => PreprocessConfig::dinov2(224),
+        _ => PreprocessConfig::clip(size),
+    }
+}
+
+/// The vision config inside a CLIP, SigLIP, LLaVA or DINOv2 `config.json`.
+fn vision_config_value(config: &Value) -> &Value {
+    config.get("vision_config").unwrap_or(config)
+}
+
+/// Finds the tower in tensor names: (prefix ending in `.` or empty, family).
+fn tower_prefix(names: &[String]) -> Option<(String, Family)> {
+    for n in names {
+        if let Some(p) = n.strip_suffix("embeddings.patch_embeddings.projection.weight") {
+            return Some((p.to_string(), Family::Dinov2));
+        }
+        if let Some(p) = n.strip_suffix("embeddings.patch_embedding.weight") {
+            let clip = names
+                .iter()
+                .any(|m| m == &format!("{p}embeddings.class_embedding"));
+            let fam = if clip { Family::Clip } else { Family::Siglip };
+            return Some((p.to_string(), fam));
+        }
+    }
+    None
 }
 
 /// Names of all tensors across the checkpoint's files (reads only the safetensors headers).
@@ -148,7 +339,7 @@ fn tensor_names(files: &[PathBuf]) -> Result<Vec<String>> {
 
 /// A vision tower and (when the checkpoint has one) its projector, ready to run.
 pub struct VisionLanguageModel {
-    pub vision: ClipVisionModel,
+    pub vision: VisionTower,
     pub projector: Option<Projector>,
     /// `hidden_states` index (resolved) that feeds the projector.
     pub projector_layer: usize,
@@ -156,29 +347,49 @@ pub struct VisionLanguageModel {
     pub projector_drops_cls: bool,
     /// SHA-256 over the name, dtype, shape and bytes of every tensor this model reads.
     pub weights_fingerprint: String,
-    /// SHA-256 of the canonical `config.json`.
+    /// SHA-256 of the canonical `config.json` (and the tower's, for a separate tower).
     pub config_hash: String,
 }
 
 impl VisionLanguageModel {
-    /// Loads the vision tower up to hidden state `max_layer` (at least what the projector needs)
-    /// and the projector, reading only those tensors.
+    /// Loads the vision tower up to hidden state `max_layer` (at least what the projector needs;
+    /// values past the last layer load all layers) and the projector, reading only those tensors.
     pub fn load(ck: &Checkpoint, max_layer: usize, device: &Device, dtype: DType) -> Result<Self> {
-        let vcfg = vision_config(&ck.config)?;
-        let names = tensor_names(&ck.weight_files)?;
-        let tower_prefix = names
-            .iter()
-            .find_map(|n| n.strip_suffix("embeddings.patch_embedding.weight"))
-            .with_context(|| format!("model '{}': no CLIP vision tower (embeddings.patch_embedding.weight) in its weights", ck.id))?
-            .trim_end_matches('.')
-            .to_string();
-        let proj = projector_config(&ck.config, &names, &vcfg)?;
+        let tck = ck.tower_checkpoint();
+        let tower_names = tensor_names(&tck.weight_files)?;
+        let (tower_prefix, family) = tower_prefix(&tower_names).with_context(|| {
+            format!(
+                "model '{}': no vision tower (CLIP/SigLIP embeddings.patch_embedding.weight or DINOv2 embeddings.patch_embeddings.projection.weight) in its weights",
+                tck.id
+            )
+        })?;
+        let vjson = vision_config_value(&tck.config).clone();
+        let bad_cfg = |e: serde_json::Error| {
+            anyhow::anyhow!(
+                "model '{}': config.json has no usable {family} vision config: {e}",
+                tck.id
+            )
+        };
+        let (n_layers, hidden) = (
+            vjson["num_hidden_layers"].as_u64().unwrap_or(0) as usize,
+            vjson["hidden_size"].as_u64().unwrap_or(0) as usize,
+        );
+        let layers = |l: i64| super::resolve_layer(n_layers, l);
+        let names = if tck.id == ck.id && ck.tower.is_none() {
+            tower_names.clone()
+        } else {
+            tensor_names(&ck.weight_files)?
+        };
+        let proj = projector_config(&ck.config, &names, hidden)?;
         let (projector_layer, projector_drops_cls) = match &proj {
             Some(_) => {
                 let layer = ck
                     .config
                     .get("vision_feature_layer")
                     .or(ck.config.get("mm_vision_select_layer"));
+                if layer.is_some_and(Value::is_array) {
+                    bail!("model '{}': a list of vision_feature_layer (concatenated layers) is not supported", ck.id);
+                }
                 let layer = layer.and_then(Value::as_i64).unwrap_or(-2);
                 let strategy = ck
                     .config
@@ -186,39 +397,87 @@ impl VisionLanguageModel {
                     .or(ck.config.get("mm_vision_select_feature"))
                     .and_then(Value::as_str)
                     .unwrap_or("default");
-                (
-                    vcfg.resolve_layer(layer)?,
-                    matches!(strategy, "default" | "patch"),
-                )
+                let drops = match strategy {
+                    "default" | "patch" => true,
+                    "full" | "cls_patch" => false,
+                    other => bail!(
+                        "model '{}': unknown vision feature select strategy '{other}'",
+                        ck.id
+                    ),
+                };
+                (layers(layer)?, drops)
             }
             None => (0, true),
         };
-        let files = ck.weight_files.clone();
+        let top = max_layer
+            .max(if proj.is_some() { projector_layer } else { 0 })
+            .min(n_layers);
         // SAFETY: the files are memory-mapped read-only; they must not change while loaded.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };
-        let top = max_layer.max(if proj.is_some() { projector_layer } else { 0 });
-        let vision = ClipVisionModel::new(vb.pp(&tower_prefix), &vcfg, top)?;
+        let tvb = unsafe { VarBuilder::from_mmaped_safetensors(&tck.weight_files, dtype, device)? };
+        let tvb = if tower_prefix.is_empty() {
+            tvb
+        } else {
+            tvb.pp(tower_prefix.trim_end_matches('.'))
+        };
+        let vision: VisionTower = match family {
+            Family::Clip => {
+                let c: ClipVisionConfig = serde_json::from_value(vjson).map_err(bad_cfg)?;
+                ClipVisionModel::new(tvb, &c, top)?.into()
+            }
+            Family::Siglip => {
+                let c: SiglipVisionConfig = serde_json::from_value(vjson).map_err(bad_cfg)?;
+                SiglipVisionModel::new(tvb, &c, top)?.into()
+            }
+            Family::Dinov2 => {
+                let c: Dinov2Config = serde_json::from_value(vjson).map_err(bad_cfg)?;
+                Dinov2Model::new(tvb, &c, top)?.into()
+            }
+        };
         let projector = match &proj {
-            Some((prefix, pc)) => Some(Projector::new(vb.pp(prefix), pc)?),
+            Some((prefix, pc)) => {
+                // SAFETY: as above.
+                let vb = unsafe {
+                    VarBuilder::from_mmaped_safetensors(&ck.weight_files, dtype, device)?
+                };
+                Some(Projector::new(vb.pp(prefix), pc).with_context(|| {
+                    format!("model '{}': loading the projector at {prefix}", ck.id)
+                })?)
+            }
             None => None,
         };
-        let used: Vec<&String> = names
+        let used_tower: Vec<&String> = tower_names
             .iter()
             .filter(|n| {
-                n.strip_prefix(&tower_prefix)
+                n.strip_prefix(tower_prefix.as_str())
                     .is_some_and(|rest| tensor_used(rest, top))
-                    || proj
-                        .as_ref()
-                        .is_some_and(|(p, _)| n.starts_with(p.as_str()))
             })
             .collect();
+        let mut fp = fingerprint(&tck.weight_files, &used_tower)?;
+        if let Some((p, _)) = &proj {
+            let used_proj: Vec<&String> = names
+                .iter()
+                .filter(|n| n.starts_with(&format!("{p}.")))
+                .collect();
+            let pf = fingerprint(&ck.weight_files, &used_proj)?;
+            if ck.tower.is_some() {
+                fp = hex::encode(Sha256::digest(format!("{fp}{pf}")));
+            } else {
+                let mut all = used_tower.clone();
+                all.extend(used_proj);
+                fp = fingerprint(&ck.weight_files, &all)?;
+            }
+        }
+        let mut config_bytes = serde_json::to_vec(&ck.config)?;
+        if let Some(t) = &ck.tower {
+            config_bytes.extend(serde_json::to_vec(&t.config)?);
+        }
         Ok(Self {
             vision,
             projector,
             projector_layer,
             projector_drops_cls,
-            weights_fingerprint: fingerprint(&files, &used)?,
-            config_hash: hex::encode(Sha256::digest(serde_json::to_vec(&ck.config)?)),
+            weights_fingerprint: fp,
+            config_hash: hex::encode(Sha256::digest(config_bytes)),
         })
     }
 }
@@ -226,7 +485,10 @@ impl VisionLanguageModel {
 /// Whether a tower tensor (name after the tower prefix) is read when running `top` layers.
 fn tensor_used(rest: &str, top: usize) -> bool {
     let rest = rest.trim_start_matches('.');
-    if let Some(layer) = rest.strip_prefix("encoder.layers.") {
+    if let Some(layer) = rest
+        .strip_prefix("encoder.layers.")
+        .or(rest.strip_prefix("encoder.layer."))
+    {
         let i: usize = layer
             .split('.')
             .next()
@@ -234,14 +496,16 @@ fn tensor_used(rest: &str, top: usize) -> bool {
             .unwrap_or(usize::MAX);
         return i < top;
     }
-    rest.starts_with("embeddings.") || rest.starts_with("pre_layrnorm.")
+    (rest.starts_with("embeddings.") || rest.starts_with("pre_layrnorm."))
+        && !rest.ends_with("position_ids")
+        && !rest.ends_with("mask_token")
 }
 
 /// Detects the projector's layout, kind and prefix from the tensor names.
 fn projector_config(
     config: &Value,
     names: &[String],
-    vcfg: &ClipVisionConfig,
+    vision_hidden: usize,
 ) -> Result<Option<(String, ProjectorConfig)>> {
     let find = |suffix: &str| {
         names
@@ -257,11 +521,16 @@ fn projector_config(
     let llm_dim = config
         .get("text_config")
         .and_then(|t| t.get("hidden_size"))
-        .or(config
-            .get("hidden_size")
-            .filter(|_| config.get("mm_projector_type").is_some()))
+        .or(config.get("hidden_size").filter(|_| {
+            config.get("mm_projector_type").is_some() || config.get("mm_vision_tower").is_some()
+        }))
         .and_then(Value::as_u64)
         .map(|v| v as usize);
+    let in_dim = config
+        .get("mm_hidden_size")
+        .and_then(Value::as_u64)
+        .map(|v| v as usize)
+        .unwrap_or(vision_hidden);
     if let Some(prefix) = find("multi_modal_projector.linear_1.weight") {
         let dim = llm_dim.context("llava config without text_config.hidden_size")?;
         let kind = if names
@@ -275,29 +544,39 @@ fn projector_config(
         let pc = ProjectorConfig {
             kind,
             layout: ProjectorLayout::LlavaHf,
-            in_dim: vcfg.hidden_size,
+            in_dim,
             out_dim: dim,
             act,
         };
         return Ok(Some((format!("{prefix}multi_modal_projector"), pc)));
     }
+    let ptype = config.get("mm_projector_type").and_then(Value::as_str);
     if let Some(prefix) = find("mm_projector.0.weight") {
+        match ptype {
+            None | Some("mlp2x_gelu") => {}
+            Some(t) => {
+                bail!("mm_projector_type '{t}' is not supported (mlp2x_gelu and linear are)")
+            }
+        }
         let dim = llm_dim.context("llava config without hidden_size")?;
         let pc = ProjectorConfig {
             kind: ProjectorKind::Mlp2x,
             layout: ProjectorLayout::Original,
-            in_dim: vcfg.hidden_size,
+            in_dim,
             out_dim: dim,
-            act,
+            act: Act::Gelu,
         };
         return Ok(Some((format!("{prefix}mm_projector"), pc)));
     }
     if let Some(prefix) = find("mm_projector.weight") {
+        if let Some(t) = ptype.filter(|t| *t != "linear") {
+            bail!("mm_projector_type '{t}' but the checkpoint has a single Linear mm_projector");
+        }
         let dim = llm_dim.context("llava config without hidden_size")?;
         let pc = ProjectorConfig {
             kind: ProjectorKind::Linear,
             layout: ProjectorLayout::Original,
-            in_dim: vcfg.hidden_size,
+            in_dim,
             out_dim: dim,
             act,
         };

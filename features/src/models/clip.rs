@@ -46,7 +46,14 @@ impl ClipVisionConfig {
     /// Resolves a transformers-style hidden-state index (negative counts from the end) to
     /// `0..=num_hidden_layers`.
     pub fn resolve_layer(&self, index: i64) -> anyhow::Result<usize> {
-        let n = self.num_hidden_layers as i64;
+        resolve_layer(self.num_hidden_layers, index)
+    }
+}
+
+/// Resolves a transformers-style `hidden_states` index for an encoder of `layers` layers.
+pub fn resolve_layer(layers: usize, index: i64) -> anyhow::Result<usize> {
+    {
+        let n = layers as i64;
         let r = if index < 0 { n + 1 + index } else { index };
         if !(0..=n).contains(&r) {
             anyhow::bail!(
@@ -106,7 +113,7 @@ impl Embeddings {
     }
 }
 
-struct Attention {
+pub(super) struct Attention {
     q: Linear,
     k: Linear,
     v: Linear,
@@ -116,20 +123,27 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(vb: VarBuilder, cfg: &ClipVisionConfig) -> Result<Self> {
-        let d = cfg.hidden_size;
-        let head_dim = d / cfg.num_attention_heads;
+    /// Loads `q`, `k`, `v` and output projections named as given under `vb`.
+    pub(super) fn with_names(
+        vb: VarBuilder,
+        d: usize,
+        heads: usize,
+        names: [&str; 4],
+    ) -> Result<Self> {
+        let head_dim = d / heads;
         Ok(Self {
-            q: linear(d, d, vb.pp("q_proj"))?,
-            k: linear(d, d, vb.pp("k_proj"))?,
-            v: linear(d, d, vb.pp("v_proj"))?,
-            out: linear(d, d, vb.pp("out_proj"))?,
-            heads: cfg.num_attention_heads,
+            q: linear(d, d, vb.pp(names[0]))?,
+            k: linear(d, d, vb.pp(names[1]))?,
+            v: linear(d, d, vb.pp(names[2]))?,
+            out: linear(d, d, vb.pp(names[3]))?,
+            heads,
             scale: (head_dim as f64).powf(-0.5),
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// Multi-head self-attention over [B, T, D] in the input dtype (no f32 round trip), with the
+    /// fused last-dim softmax.
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let split = |y: Tensor| {
             y.reshape((b, t, self.heads, d / self.heads))?
@@ -145,7 +159,8 @@ impl Attention {
     }
 }
 
-struct EncoderLayer {
+/// A pre-norm transformer layer with CLIP's tensor names (also SigLIP's).
+pub(super) struct EncoderLayer {
     ln1: LayerNorm,
     attn: Attention,
     ln2: LayerNorm,
@@ -156,18 +171,36 @@ struct EncoderLayer {
 
 impl EncoderLayer {
     fn new(vb: VarBuilder, cfg: &ClipVisionConfig) -> Result<Self> {
-        let (d, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
+        Self::with_dims(
+            vb,
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.num_attention_heads,
+            cfg.hidden_act,
+            cfg.layer_norm_eps,
+        )
+    }
+
+    pub(super) fn with_dims(
+        vb: VarBuilder,
+        d: usize,
+        inter: usize,
+        heads: usize,
+        act: Act,
+        eps: f64,
+    ) -> Result<Self> {
+        let names = ["q_proj", "k_proj", "v_proj", "out_proj"];
         Ok(Self {
             ln1: layer_norm(d, eps, vb.pp("layer_norm1"))?,
-            attn: Attention::new(vb.pp("self_attn"), cfg)?,
+            attn: Attention::with_names(vb.pp("self_attn"), d, heads, names)?,
             ln2: layer_norm(d, eps, vb.pp("layer_norm2"))?,
-            fc1: linear(d, cfg.intermediate_size, vb.pp("mlp.fc1"))?,
-            fc2: linear(cfg.intermediate_size, d, vb.pp("mlp.fc2"))?,
-            act: cfg.hidden_act,
+            fc1: linear(d, inter, vb.pp("mlp.fc1"))?,
+            fc2: linear(inter, d, vb.pp("mlp.fc2"))?,
+            act,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln1.forward(x)?)?)?;
         let h = self.fc2.forward(
             &self
@@ -211,31 +244,42 @@ impl ClipVisionModel {
     /// Runs the tower on normalised pixels [B, C, H, W] and returns `hidden_states[i]` for each
     /// requested (resolved, non-negative) index, in request order. Each is [B, 1 + T, D].
     pub fn hidden_states(&self, pixels: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
-        let last = wanted.iter().copied().max().unwrap_or(0);
-        if last > self.layers.len() {
-            candle_core::bail!(
-                "hidden state {last} requested but only {} layers were loaded",
-                self.layers.len()
-            );
-        }
-        let mut states = vec![None; last + 1];
-        let mut x = self
+        let x = self
             .pre_layernorm
             .forward(&self.embeddings.forward(pixels)?)?;
-        if wanted.contains(&0) {
-            states[0] = Some(x.clone());
-        }
-        for (i, layer) in self.layers.iter().take(last).enumerate() {
-            x = layer.forward(&x)?;
-            if wanted.contains(&(i + 1)) {
-                states[i + 1] = Some(x.clone());
-            }
-        }
-        Ok(wanted
-            .iter()
-            .map(|&i| states[i].clone().expect("state recorded above"))
-            .collect())
+        collect_states(x, &self.layers, wanted, EncoderLayer::forward)
     }
+}
+
+/// Runs `layers` from the embedding output `x` as far as the deepest wanted hidden state and
+/// returns the wanted states in request order (`hidden_states[0]` is `x`).
+pub(super) fn collect_states<L>(
+    mut x: Tensor,
+    layers: &[L],
+    wanted: &[usize],
+    forward: impl Fn(&L, &Tensor) -> Result<Tensor>,
+) -> Result<Vec<Tensor>> {
+    let last = wanted.iter().copied().max().unwrap_or(0);
+    if last > layers.len() {
+        candle_core::bail!(
+            "hidden state {last} requested but only {} layers were loaded",
+            layers.len()
+        );
+    }
+    let mut states = vec![None; last + 1];
+    if wanted.contains(&0) {
+        states[0] = Some(x.clone());
+    }
+    for (i, layer) in layers.iter().take(last).enumerate() {
+        x = forward(layer, &x)?;
+        if wanted.contains(&(i + 1)) {
+            states[i + 1] = Some(x.clone());
+        }
+    }
+    Ok(wanted
+        .iter()
+        .map(|&i| states[i].clone().expect("state recorded above"))
+        .collect())
 }
 
 /// Mean over the token axis of [B, T, D] → [B, D], accumulated in f32.

@@ -2,13 +2,20 @@
 
 mod checkpoint;
 mod clip;
+mod dinov2;
 mod projector;
 mod random;
+mod read;
+mod siglip;
+mod tower;
 
 pub use checkpoint::{Checkpoint, VisionLanguageModel};
-pub use clip::{mean_tokens, ClipVisionConfig, ClipVisionModel};
+pub use clip::{mean_tokens, resolve_layer, ClipVisionConfig, ClipVisionModel};
+pub use dinov2::{Dinov2Config, Dinov2Model};
 pub use projector::{Projector, ProjectorConfig, ProjectorKind, ProjectorLayout};
 pub use random::{write_random_llava, RandomLlavaSpec};
+pub use siglip::{SiglipVisionConfig, SiglipVisionModel};
+pub use tower::{Family, TowerInfo, VisionTower};
 
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -25,6 +32,8 @@ pub enum Act {
     GeluTanh,
     #[serde(rename = "relu")]
     Relu,
+    #[serde(rename = "silu", alias = "swish")]
+    Silu,
 }
 
 impl Act {
@@ -35,6 +44,7 @@ impl Act {
             Act::Gelu => x.gelu_erf(),
             Act::GeluTanh => x.gelu(),
             Act::Relu => x.relu(),
+            Act::Silu => x.silu(),
         }
     }
 }
