@@ -21,6 +21,8 @@ use crate::lbfgs::{minimize_line, LbfgsOptions, LbfgsResult, LineObjective};
 use crate::precond::{default_rank, Spectrum};
 use std::sync::OnceLock;
 
+/// L-BFGS correction pairs kept (overridable with `GAPPROBE_LBFGS_HISTORY`).
+pub const HISTORY: usize = 10;
 /// Iterations between exact recomputations of the logits.
 pub const REFRESH: usize = 20;
 const CHUNK: usize = 256;
@@ -103,7 +105,7 @@ impl CandleProblem {
     fn spectrum(&self) -> Result<Option<&Spectrum>> {
         if self.spectrum.get().is_none() {
             let sp = if self.rank > 0 {
-                Some(Spectrum::compute(&self.xa, &self.xa_t, self.rank, 0)?)
+                Spectrum::compute(&self.xa, &self.xa_t, self.rank, 0)?
             } else {
                 None
             };
@@ -124,9 +126,14 @@ impl CandleProblem {
         let len = (self.d + 1) * self.kp;
         let theta0 = init.unwrap_or_else(|| vec![0.0; len]);
         anyhow::ensure!(theta0.len() == len, "warm start has the wrong size");
+        let history = std::env::var("GAPPROBE_LBFGS_HISTORY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(HISTORY);
         let opt = LbfgsOptions {
             gtol: tol,
             max_iter,
+            history,
             ..Default::default()
         };
         let pre = match self.spectrum()? {

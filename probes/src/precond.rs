@@ -155,7 +155,9 @@ fn jacobi_eigh(mut a: Array2<f64>) -> (Array1<f64>, Array2<f64>) {
 
 impl Spectrum {
     /// Top-`r` eigenpairs of `xaᵀxa / n` (`xa`: `n × (d+1)`, `xa_t` its transpose), seeded.
-    pub fn compute(xa: &Tensor, xa_t: &Tensor, r: usize, seed: u64) -> Result<Self> {
+    /// Returns `None` when the computed basis is not orthonormal to 1e-3 (degenerate data), in
+    /// which case the solver runs unpreconditioned.
+    pub fn compute(xa: &Tensor, xa_t: &Tensor, r: usize, seed: u64) -> Result<Option<Self>> {
         let (n, da) = xa.dims2()?;
         let dev = xa.device();
         let cols = (r + OVERSAMPLE).min(da).min(n);
@@ -174,13 +176,21 @@ impl Spectrum {
         let r = r.min(cols);
         let e = vecs.select(Axis(1), &order[..r]);
         let v = q.dot(&e);
+        let gram = v.t().dot(&v);
+        let err = (&gram - &Array2::<f64>::eye(gram.nrows()))
+            .iter()
+            .fold(0f64, |m, x| m.max(x.abs()));
+        if !(err <= 1e-3) {
+            tracing::debug!(err, "preconditioner basis not orthonormal: disabled");
+            return Ok(None);
+        }
         let lambda = order[..r].iter().map(|&i| vals[i].max(0.0)).collect();
         let vt = to_tensor(&v.t().to_owned(), dev)?;
-        Ok(Self {
+        Ok(Some(Self {
             v: to_tensor(&v, dev)?,
             vt,
             lambda,
-        })
+        }))
     }
 
     /// Scale factors `δ` for the preconditioner at inverse regularisation `c`.

@@ -229,3 +229,24 @@ fn preconditioner_changes_the_path_not_the_optimum() {
         a.n_iter, b.n_iter
     );
 }
+
+#[test]
+fn all_constant_features_fall_back_to_class_priors() {
+    // Rank-0 data with a preconditioner requested: must neither hang nor fail.
+    let x = Array2::<f32>::from_elem((200, 100), 3.0);
+    let y: Vec<u32> = (0..200).map(|i| if i % 4 == 0 { 1 } else { 2 }).collect();
+    let r = run_probe(x.view(), &y, x.view(), &y, 3, &quick_cfg()).unwrap();
+    // Every prediction is the majority class (2).
+    assert!(r.confusion.iter().all(|row| row[0] == 0 && row[1] == 0));
+    assert!((r.top1 - 0.75).abs() < 1e-12);
+    assert_eq!(r.classes_absent_from_train, vec![0]);
+}
+
+#[test]
+fn d_much_larger_than_n_with_preconditioner() {
+    let (x, y) = gaussian_classes(300, 3000, 5, 0.15, 16);
+    let (xtr, ytr) = (x.slice(s![..200, ..]), &y[..200]);
+    let (xte, yte) = (x.slice(s![200.., ..]), &y[200..]);
+    let r = run_probe(xtr, ytr, xte, yte, 5, &quick_cfg()).unwrap();
+    assert!(r.top1 > 0.6, "top1 {}", r.top1);
+}
