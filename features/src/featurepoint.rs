@@ -2,11 +2,15 @@
 //! experiment TOML and the cache. Grammar:
 //!
 //! * `vision.layer[K].cls` — the CLS token of `hidden_states[K]` (transformers indexing; negative
-//!   counts from the end, so `-2` is the output of the second-to-last encoder layer);
-//! * `vision.layer[K].patch.mean` / `.patch.none` — patch tokens, mean-pooled or kept [N, T, D];
-//! * `vision.layer[K].all.mean` / `.all.none` — CLS and patch tokens;
+//!   counts from the end, so `-2` is the output of the second-to-last encoder layer); an error
+//!   for encoders without CLS (SigLIP);
+//! * `vision.layer[K].patch.mean` / `.patch.none` — patch tokens (after CLS and any DINOv2
+//!   register tokens), mean-pooled or kept [N, T, D];
+//! * `vision.layer[K].all.mean` / `.all.none` — every token (CLS, registers, patches);
 //! * `projector.mean` / `projector.none` — the projector output over the tokens the model feeds
 //!   it (LLaVA: `vision_feature_layer`, patch tokens for `vision_feature_select_strategy=default`).
+//!
+//! The per-family list is in `docs/feature-points.md`.
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
