@@ -187,8 +187,14 @@ impl Experiment {
             if let Ok(mut spec) = d.spec.parse::<DatasetSpec>() {
                 if spec.path.is_relative() {
                     spec.path = base.join(&spec.path);
-                    d.spec = spec.to_string();
                 }
+                // A label map named relative to the experiment file is found from anywhere.
+                if let Some(map) = spec.options.get_mut("labelmap") {
+                    if Path::new(map.as_str()).is_relative() {
+                        *map = base.join(&*map).to_string_lossy().into_owned();
+                    }
+                }
+                d.spec = spec.to_string();
             }
         }
     }
@@ -250,5 +256,31 @@ mod tests {
             feature_points = ["projector.mean"]
         "#;
         assert!(toml::from_str::<Experiment>(bad).is_err());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_experiment_file() {
+        let dir = std::env::temp_dir().join(format!("gapprobe-exp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("e.toml");
+        std::fs::write(
+            &path,
+            r#"
+            name = "t"
+            output = "out"
+            [model]
+            id = "m"
+            [[datasets]]
+            spec = "cub:data/CUB?labelmap=maps/cub.csv"
+            feature_points = ["projector.mean"]
+            "#,
+        )
+        .unwrap();
+        let exp = Experiment::load(&path).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(exp.output, dir.join("out"));
+        let spec: DatasetSpec = exp.datasets[0].spec.parse().unwrap();
+        assert_eq!(spec.path, dir.join("data/CUB"));
+        assert_eq!(spec.options["labelmap"], dir.join("maps/cub.csv").to_string_lossy());
     }
 }
