@@ -85,6 +85,15 @@ pub fn ensure_features_with(
         .unwrap_or(0);
     let model = VisionLanguageModel::load(&ck, max_layer, &opts.device, opts.dtype)
         .with_context(|| format!("loading model '{model_id}'"))?;
+    // Refuse impossible requests (a CLS point on SigLIP, a layer past the end) before any image.
+    for p in points {
+        model
+            .check_point(p)
+            .with_context(|| format!("feature point {p} on model '{model_id}'"))?;
+    }
+    // Dataset-level pixel edits (FGVC-Aircraft's banner) are part of preprocessing, so of the key.
+    let mut preprocess = ck.preprocess.clone();
+    preprocess.crop_bottom = ds.crop_bottom_px;
     let fingerprints = source::fingerprints(&ck, &model, points)?;
     let revision = source::revision(&ck);
     let manifest_hash = ds.manifest_hash();
@@ -96,7 +105,7 @@ pub fn ensure_features_with(
             model_revision: revision.clone(),
             weights_fingerprint: weights.clone(),
             config_hash: config.clone(),
-            preprocess: serde_json::to_string(&ck.preprocess).expect("serialises"),
+            preprocess: serde_json::to_string(&preprocess).expect("serialises"),
             feature_point: p.to_string(),
             compute_dtype: format!("{:?}", opts.dtype).to_lowercase(),
             storage_dtype: copts.storage.to_string(),
@@ -180,6 +189,11 @@ pub fn ensure_features_with(
                     dataset_spec: copts.dataset_spec.clone(),
                     batch_size: batch,
                     shard: copts.shard,
+                    skipped: ds
+                        .skipped
+                        .iter()
+                        .map(|s| format!("{}\t{}\t{}", s.id, s.path.display(), s.reason))
+                        .collect(),
                 };
                 EntryWriter::open(&target(&provs[i]), plan)
             })
@@ -203,7 +217,11 @@ pub fn ensure_features_with(
             ..opts.clone()
         };
         for ((split, samples), plan) in splits.iter().zip(&split_plans) {
-            let done = writers.iter().map(|w| w.rows_done(*split)).min().unwrap_or(0);
+            let done = writers
+                .iter()
+                .map(|w| w.rows_done(*split))
+                .min()
+                .unwrap_or(0);
             let start = done / opts.batch_size * opts.batch_size;
             if done == plan.rows.len() {
                 continue;
@@ -212,19 +230,30 @@ pub fn ensure_features_with(
                 .iter()
                 .map(|s| ds.image_path(s))
                 .collect();
-            let bar = ui.bar(plan.rows.len() as u64, &format!("extract {}/{split}", ds.name));
+            let bar = ui.bar(
+                plan.rows.len() as u64,
+                &format!("extract {}/{split}", ds.name),
+            );
             bar.inc(start as u64);
-            extract_batches(&model, &ck.preprocess, &paths, &todo, &opts, &bar, |row0, feats| {
-                let n = feats[0].shape()[0];
-                for (w, f) in writers.iter_mut().zip(&feats) {
-                    w.write_rows(*split, start + row0, f.view())?;
-                }
-                if let Some(ms) = delay {
-                    eprintln!("gapprobe-test: {split} rows_done {}", start + row0 + n);
-                    std::thread::sleep(std::time::Duration::from_millis(ms));
-                }
-                Ok(())
-            })?;
+            extract_batches(
+                &model,
+                &preprocess,
+                &paths,
+                &todo,
+                &opts,
+                &bar,
+                |row0, feats| {
+                    let n = feats[0].shape()[0];
+                    for (w, f) in writers.iter_mut().zip(&feats) {
+                        w.write_rows(*split, start + row0, f.view())?;
+                    }
+                    if let Some(ms) = delay {
+                        eprintln!("gapprobe-test: {split} rows_done {}", start + row0 + n);
+                        std::thread::sleep(std::time::Duration::from_millis(ms));
+                    }
+                    Ok(())
+                },
+            )?;
             bar.finish_and_clear();
         }
         for (w, &i) in writers.into_iter().zip(&missing) {
@@ -383,6 +412,21 @@ pub fn write_report(
     Ok(())
 }
 
+/// A report note listing what the loader skipped (`skip_bad`), the first ten by name.
+fn skipped_note(dataset: &str, skipped: &[gapprobe_features::datasets::SkippedItem]) -> String {
+    let mut s = format!(
+        "Dataset '{dataset}': {} item(s) were skipped (skip_bad) and are not in any result; each cache entry lists them in its `skipped` attribute.",
+        skipped.len()
+    );
+    for item in skipped.iter().take(10) {
+        s.push_str(&format!(" `{}`: {};", item.path.display(), item.reason));
+    }
+    if skipped.len() > 10 {
+        s.push_str(&format!(" and {} more.", skipped.len() - 10));
+    }
+    s
+}
+
 /// Runs a whole experiment and returns what it did.
 pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSummary> {
     let start_passes = forward_passes();
@@ -396,6 +440,7 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
     let mut summary = RunSummary::default();
     let mut rows = Vec::new();
     let mut details = Vec::new();
+    let mut notes = exp.notes.clone();
     for section in &exp.datasets {
         let (spec, points, levels) = section.parse()?;
         let ds = spec
@@ -404,20 +449,22 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
         if ds.split(Split::Train).is_empty() || ds.split(Split::Test).is_empty() {
             bail!("dataset {spec} needs both train and test images to probe");
         }
-        let entries =
-            ensure_features_with(
-                &cache,
-                &exp.model.id,
-                &ds,
-                &points,
-                &opts,
-                &CacheOptions {
-                    dataset_spec: spec.to_string(),
-                    ..Default::default()
-                },
-                ui,
-                &mut summary,
-            )?;
+        if !ds.skipped.is_empty() {
+            notes.push(skipped_note(&ds.name, &ds.skipped));
+        }
+        let entries = ensure_features_with(
+            &cache,
+            &exp.model.id,
+            &ds,
+            &points,
+            &opts,
+            &CacheOptions {
+                dataset_spec: spec.to_string(),
+                ..Default::default()
+            },
+            ui,
+            &mut summary,
+        )?;
         for entry in &entries {
             if !entry
                 .provenance
@@ -444,7 +491,7 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
         &exp.output,
         &exp.name,
         &exp.model.id,
-        &exp.notes,
+        &notes,
         &rows,
         &serde_json::Value::Array(details),
         command,

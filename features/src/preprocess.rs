@@ -44,6 +44,14 @@ pub struct PreprocessConfig {
     pub image_std: [f64; 3],
     /// Pad to a square filled with the mean colour (`int(m * 255)`) before everything else.
     pub pad_to_square: bool,
+    /// Rows removed from the bottom of every image first (a dataset property, e.g. FGVC-Aircraft's
+    /// 20-pixel copyright banner). Omitted from the serialised form when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub crop_bottom: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 #[derive(Deserialize)]
@@ -111,6 +119,7 @@ impl PreprocessConfig {
             image_mean: CLIP_MEAN,
             image_std: CLIP_STD,
             pad_to_square: false,
+            crop_bottom: 0,
         }
     }
 
@@ -203,6 +212,7 @@ impl PreprocessConfig {
             image_mean: raw.image_mean.map(Triple::get).unwrap_or(mean),
             image_std: raw.image_std.map(Triple::get).unwrap_or(std),
             pad_to_square: raw.do_pad.unwrap_or(false),
+            crop_bottom: 0,
         })
     }
 
@@ -280,6 +290,14 @@ pub fn pad_to_square(img: &RgbImage, fill: [u8; 3]) -> RgbImage {
 impl PreprocessConfig {
     /// The image after padding and resizing (before crop), as 8-bit RGB.
     pub fn resized(&self, img: &RgbImage) -> RgbImage {
+        let cropped;
+        let img = if self.crop_bottom > 0 && img.height() > self.crop_bottom {
+            let (w, h) = img.dimensions();
+            cropped = image::imageops::crop_imm(img, 0, 0, w, h - self.crop_bottom).to_image();
+            &cropped
+        } else {
+            img
+        };
         let mut img = if self.pad_to_square {
             pad_to_square(img, self.pad_fill())
         } else {
@@ -512,6 +530,30 @@ pub fn pil_resize(img: &RgbImage, w: u32, h: u32, resample: Resample) -> RgbImag
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crop_bottom_removes_the_banner_before_anything_else() {
+        // A 12x16 image whose bottom 4 rows are a white banner: after cropping, a 12x12 black square.
+        let mut img = RgbImage::from_pixel(12, 16, image::Rgb([0, 0, 0]));
+        for y in 12..16 {
+            for x in 0..12 {
+                img.put_pixel(x, y, image::Rgb([255, 255, 255]));
+            }
+        }
+        let mut cfg = PreprocessConfig::clip(12);
+        cfg.crop_bottom = 4;
+        assert_eq!(cfg.resized(&img).dimensions(), (12, 12));
+        let t = cfg.apply(&img).unwrap();
+        let black = (0.0 - CLIP_MEAN[0] as f32) / CLIP_STD[0] as f32;
+        assert!(
+            t[..144].iter().all(|v| (v - black).abs() < 1e-5),
+            "banner pixels leaked into the crop"
+        );
+        // 0 keeps the serialised form (and so cache keys) unchanged.
+        assert!(!serde_json::to_string(&PreprocessConfig::clip(12))
+            .unwrap()
+            .contains("crop_bottom"));
+    }
 
     #[test]
     fn parses_both_size_layouts() {

@@ -81,6 +81,21 @@ impl CacheEntry {
         hdf5::File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))
     }
 
+    /// Items the dataset loader skipped (`skip_bad`) when this entry was written, as
+    /// "id\tpath\treason" lines; empty for entries without the attribute.
+    pub fn skipped(&self) -> Result<Vec<String>> {
+        let file = self.file()?;
+        match file.attr("skipped") {
+            Ok(a) => {
+                let text = a.read_scalar::<hdf5::types::VarLenUnicode>()?.to_string();
+                serde_json::from_str(&text).with_context(|| {
+                    format!("{}: malformed 'skipped' attribute", self.path.display())
+                })
+            }
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+
     /// Class names per level (empty where absent).
     pub fn classes(&self) -> Result<[Vec<String>; 3]> {
         let file = self.file()?;

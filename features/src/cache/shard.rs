@@ -169,6 +169,7 @@ pub fn merge(cache: &FeatureCache, files: &[PathBuf], wait: bool) -> Result<Cach
         dataset_spec: first.dataset_spec.clone(),
         batch_size: batch,
         shard: None,
+        skipped: first.skipped()?,
     };
     let mut w = EntryWriter::open(&target, plan)?;
     let mut row0 = [0usize; 3];

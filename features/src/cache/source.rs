@@ -11,9 +11,8 @@ use candle_core::{DType, Device};
 pub fn point_layer(ck: &Checkpoint, p: &FeaturePoint) -> usize {
     match p {
         FeaturePoint::Vision { layer, .. } => {
-            let n = ck.config.get("vision_config").unwrap_or(&ck.config)["num_hidden_layers"]
-                .as_i64()
-                .unwrap_or(0);
+            // The tower's depth (an original LLaVA config's top-level count is the LLM's).
+            let n = ck.vision_num_layers().unwrap_or(0) as i64;
             if *layer < 0 { n + 1 + layer } else { *layer }.max(0) as usize
         }
         FeaturePoint::Projector { .. } => 0,

@@ -41,6 +41,7 @@ fn plan(p: &Provenance, n: usize) -> EntryPlan {
         dataset_spec: String::new(),
         batch_size: 4,
         shard: None,
+        skipped: Vec::new(),
     }
 }
 

@@ -47,6 +47,9 @@ pub struct EntryPlan {
     /// Images per encoder batch; recorded so a resume batches exactly like the first run.
     pub batch_size: usize,
     pub shard: Option<Shard>,
+    /// Items the dataset loader skipped (`skip_bad`), as "id\tpath\treason" lines; stored in the
+    /// `skipped` attribute (a JSON list) so the entry says what it lacks.
+    pub skipped: Vec<String>,
 }
 
 /// Writes one entry or shard file block by block; see the module docs.
@@ -193,6 +196,11 @@ impl EntryWriter {
                 write_str_attr(&file, &k, &v)?;
             }
             write_str_attr(&file, "dataset_spec", &self.plan.dataset_spec)?;
+            write_str_attr(
+                &file,
+                "skipped",
+                &serde_json::to_string(&self.plan.skipped)?,
+            )?;
             write_str_attr(&file, "created", &now_iso8601())?;
             write_u64_attr(&file, "format_version", FORMAT_VERSION as u64)?;
             write_u64_attr(&file, "batch_size", self.plan.batch_size as u64)?;
@@ -367,6 +375,7 @@ pub fn write_all(
         dataset_spec: dataset_spec.into(),
         batch_size: 0,
         shard: None,
+        skipped: Vec::new(),
     };
     let partial = partial_path(target);
     if partial.exists() {
