@@ -13,7 +13,10 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use gapprobe_features::extract::{extract, ExtractOptions};
-use gapprobe_features::models::{Act, ClipVisionConfig, ClipVisionModel, Projector, ProjectorConfig, ProjectorKind, ProjectorLayout, VisionLanguageModel};
+use gapprobe_features::models::{
+    Act, ClipVisionConfig, ClipVisionModel, Projector, ProjectorConfig, ProjectorKind,
+    ProjectorLayout, VisionLanguageModel,
+};
 use gapprobe_features::preprocess::PreprocessConfig;
 use gapprobe_features::FeaturePoint;
 use std::collections::HashMap;
@@ -52,13 +55,19 @@ fn preset(name: &str) -> Result<(ClipVisionConfig, (usize, usize, usize))> {
         "llava15-7b" | "clip-l14-336" => (clip(1024, 4096, 24, 16, 14, 336), (1024, 4096, 4096)),
         // Same token count, tiny width: proves every code path on a CPU in seconds.
         "smoke" => (clip(64, 256, 4, 4, 14, 336), (64, 256, 256)),
-        other => anyhow::bail!("unknown preset '{other}': llava15-7b (alias clip-l14-336) or smoke"),
+        other => {
+            anyhow::bail!("unknown preset '{other}': llava15-7b (alias clip-l14-336) or smoke")
+        }
     })
 }
 
 /// Matmul FLOPs per image for `layers` encoder layers plus the projector.
 pub fn flops_per_image(cfg: &ClipVisionConfig, layers: usize, proj: (usize, usize, usize)) -> f64 {
-    let (d, f, p) = (cfg.hidden_size as f64, cfg.intermediate_size as f64, cfg.patch_size as f64);
+    let (d, f, p) = (
+        cfg.hidden_size as f64,
+        cfg.intermediate_size as f64,
+        cfg.patch_size as f64,
+    );
     let patches = cfg.num_patches() as f64;
     let n = patches + 1.0;
     let embed = 2.0 * patches * (cfg.num_channels as f64 * p * p) * d;
@@ -69,17 +78,34 @@ pub fn flops_per_image(cfg: &ClipVisionConfig, layers: usize, proj: (usize, usiz
 
 /// Random f32 weights (std 0.02, like transformers' init; LayerNorm weights 1) for the tower's
 /// first `layers` layers and the projector, created directly on the device.
-fn random_tensors(cfg: &ClipVisionConfig, proj: (usize, usize, usize), layers: usize, device: &Device) -> Result<HashMap<String, Tensor>> {
+fn random_tensors(
+    cfg: &ClipVisionConfig,
+    proj: (usize, usize, usize),
+    layers: usize,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
     let mut t: HashMap<String, Tensor> = HashMap::new();
     let d = cfg.hidden_size;
     let mut put = |name: String, shape: &[usize], ones: bool| -> Result<()> {
-        let x = if ones { Tensor::ones(shape, DType::F32, device)? } else { Tensor::randn(0f32, 0.02, shape, device)? };
+        let x = if ones {
+            Tensor::ones(shape, DType::F32, device)?
+        } else {
+            Tensor::randn(0f32, 0.02, shape, device)?
+        };
         t.insert(name, x);
         Ok(())
     };
     put("embeddings.class_embedding".into(), &[d], false)?;
-    put("embeddings.patch_embedding.weight".into(), &[d, 3, cfg.patch_size, cfg.patch_size], false)?;
-    put("embeddings.position_embedding.weight".into(), &[cfg.num_patches() + 1, d], false)?;
+    put(
+        "embeddings.patch_embedding.weight".into(),
+        &[d, 3, cfg.patch_size, cfg.patch_size],
+        false,
+    )?;
+    put(
+        "embeddings.position_embedding.weight".into(),
+        &[cfg.num_patches() + 1, d],
+        false,
+    )?;
     put("pre_layrnorm.weight".into(), &[d], true)?;
     put("pre_layrnorm.bias".into(), &[d], false)?;
     for i in 0..layers {
@@ -92,9 +118,17 @@ fn random_tensors(cfg: &ClipVisionConfig, proj: (usize, usize, usize), layers: u
             put(format!("{l}.self_attn.{p}.weight"), &[d, d], false)?;
             put(format!("{l}.self_attn.{p}.bias"), &[d], false)?;
         }
-        put(format!("{l}.mlp.fc1.weight"), &[cfg.intermediate_size, d], false)?;
+        put(
+            format!("{l}.mlp.fc1.weight"),
+            &[cfg.intermediate_size, d],
+            false,
+        )?;
         put(format!("{l}.mlp.fc1.bias"), &[cfg.intermediate_size], false)?;
-        put(format!("{l}.mlp.fc2.weight"), &[d, cfg.intermediate_size], false)?;
+        put(
+            format!("{l}.mlp.fc2.weight"),
+            &[d, cfg.intermediate_size],
+            false,
+        )?;
         put(format!("{l}.mlp.fc2.bias"), &[d], false)?;
     }
     put("proj.linear_1.weight".into(), &[proj.1, proj.0], false)?;
@@ -105,12 +139,32 @@ fn random_tensors(cfg: &ClipVisionConfig, proj: (usize, usize, usize), layers: u
 }
 
 /// The benchmark model from `tensors`, cast to `dtype`.
-fn build_model(tensors: &HashMap<String, Tensor>, cfg: &ClipVisionConfig, proj: (usize, usize, usize), layers: usize, dtype: DType) -> Result<VisionLanguageModel> {
-    let cast = tensors.iter().map(|(k, v)| Ok((k.clone(), v.to_dtype(dtype)?))).collect::<Result<HashMap<_, _>>>()?;
-    let device = tensors.values().next().context("no tensors")?.device().clone();
+fn build_model(
+    tensors: &HashMap<String, Tensor>,
+    cfg: &ClipVisionConfig,
+    proj: (usize, usize, usize),
+    layers: usize,
+    dtype: DType,
+) -> Result<VisionLanguageModel> {
+    let cast = tensors
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), v.to_dtype(dtype)?)))
+        .collect::<Result<HashMap<_, _>>>()?;
+    let device = tensors
+        .values()
+        .next()
+        .context("no tensors")?
+        .device()
+        .clone();
     let vb = VarBuilder::from_tensors(cast, dtype, &device);
     let vision = ClipVisionModel::new(vb.clone(), cfg, layers)?;
-    let pcfg = ProjectorConfig { kind: ProjectorKind::Mlp2x, layout: ProjectorLayout::LlavaHf, in_dim: proj.0, out_dim: proj.2, act: Act::Gelu };
+    let pcfg = ProjectorConfig {
+        kind: ProjectorKind::Mlp2x,
+        layout: ProjectorLayout::LlavaHf,
+        in_dim: proj.0,
+        out_dim: proj.2,
+        act: Act::Gelu,
+    };
     let projector = Projector::new(vb.pp("proj"), &pcfg)?;
     Ok(VisionLanguageModel {
         vision: vision.into(),
@@ -136,10 +190,17 @@ fn sync(device: &Device) -> Result<()> {
 
 /// One encoder+projector forward on a batch, as LLaVA reads it (hidden_states[-2], patch tokens).
 fn forward(model: &VisionLanguageModel, pixels: &Tensor) -> Result<Tensor> {
-    let h = model.vision.hidden_states(pixels, &[model.projector_layer])?.remove(0);
+    let h = model
+        .vision
+        .hidden_states(pixels, &[model.projector_layer])?
+        .remove(0);
     let t = h.dim(1)?;
     let patches = h.narrow(1, 1, t - 1)?;
-    Ok(model.projector.as_ref().context("projector")?.forward(&patches)?)
+    Ok(model
+        .projector
+        .as_ref()
+        .context("projector")?
+        .forward(&patches)?)
 }
 
 /// Runs the benchmark and prints one line per measurement plus a summary table.
@@ -149,18 +210,28 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
     let layers = cfg.num_hidden_layers - 1; // hidden_states[-2]
     let gflop = flops_per_image(&cfg, layers, proj) / 1e9;
     println!("# gapprobe bench: preset {} on {:?}; {:.1} GFLOP/image (matmul FLOPs, {} layers + projector)", opts.preset, device, gflop, layers);
-    println!("{:<10} {:<6} {:>6} {:>10} {:>10} {:>9}", "what", "dtype", "batch", "ms/batch", "images/s", "TFLOP/s");
+    println!(
+        "{:<10} {:<6} {:>6} {:>10} {:>10} {:>9}",
+        "what", "dtype", "batch", "ms/batch", "images/s", "TFLOP/s"
+    );
     let tensors = random_tensors(&cfg, proj, layers, &device)?;
     // A fixed check batch: every dtype's output is compared with the f32 model's on it.
     let check_px = Tensor::randn(0f32, 1.0, (2, 3, cfg.image_size, cfg.image_size), &device)?;
-    let reference = forward(&build_model(&tensors, &cfg, proj, layers, DType::F32)?, &check_px)?;
+    let reference = forward(
+        &build_model(&tensors, &cfg, proj, layers, DType::F32)?,
+        &check_px,
+    )?;
     for dtype_name in &opts.dtypes {
         let dtype = parse_dtype(dtype_name)?;
         let model = build_model(&tensors, &cfg, proj, layers, dtype)?;
         let err = relative_error(&forward(&model, &check_px.to_dtype(dtype)?)?, &reference)?;
-        println!("{:<10} {:<6} relative error of the projector output vs f32: {err:.2e}", "check", dtype_name);
+        println!(
+            "{:<10} {:<6} relative error of the projector output vs f32: {err:.2e}",
+            "check", dtype_name
+        );
         for &b in &opts.batch_sizes {
-            let px = Tensor::randn(0f32, 1.0, (b, 3, cfg.image_size, cfg.image_size), &device)?.to_dtype(dtype)?;
+            let px = Tensor::randn(0f32, 1.0, (b, 3, cfg.image_size, cfg.image_size), &device)?
+                .to_dtype(dtype)?;
             let result = (|| -> Result<Vec<f64>> {
                 for _ in 0..opts.warmup {
                     forward(&model, &px)?;
@@ -180,21 +251,41 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
                     times.sort_by(f64::total_cmp);
                     let ms = times[times.len() / 2];
                     let ips = b as f64 / (ms / 1e3);
-                    println!("{:<10} {:<6} {:>6} {:>10.2} {:>10.1} {:>9.1}", "encoder", dtype_name, b, ms, ips, ips * gflop / 1e3);
+                    println!(
+                        "{:<10} {:<6} {:>6} {:>10.2} {:>10.1} {:>9.1}",
+                        "encoder",
+                        dtype_name,
+                        b,
+                        ms,
+                        ips,
+                        ips * gflop / 1e3
+                    );
                 }
                 Err(e) => println!("{:<10} {:<6} {:>6} failed: {e:#}", "encoder", dtype_name, b),
             }
         }
         if opts.e2e_images > 0 {
-            let dir = std::env::temp_dir().join(format!("gapprobe-bench-jpegs-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("gapprobe-bench-jpegs-{}", std::process::id()));
             let paths = write_jpegs(&dir, opts.e2e_images)?;
             let pre = PreprocessConfig::clip(cfg.image_size as u32);
             // Pooled on the device, as `extract` stores it: the host receives [B, D], not [B, T, D].
             let points: Vec<FeaturePoint> = vec!["projector.mean".parse()?];
-            let eo = ExtractOptions { batch_size: opts.e2e_batch, device: device.clone(), dtype };
+            let eo = ExtractOptions {
+                batch_size: opts.e2e_batch,
+                device: device.clone(),
+                dtype,
+            };
             let bar = ui.bar(paths.len() as u64, "bench e2e");
             // Warm-up pass over one batch, then the timed pass over all images.
-            extract(&model, &pre, &paths[..opts.e2e_batch.min(paths.len())], &points, &eo, &indicatif::ProgressBar::hidden())?;
+            extract(
+                &model,
+                &pre,
+                &paths[..opts.e2e_batch.min(paths.len())],
+                &points,
+                &eo,
+                &indicatif::ProgressBar::hidden(),
+            )?;
             let t0 = Instant::now();
             extract(&model, &pre, &paths, &points, &eo, &bar)?;
             sync(&device)?;
@@ -202,7 +293,15 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
             bar.finish_and_clear();
             std::fs::remove_dir_all(&dir).ok();
             let ips = paths.len() as f64 / s;
-            println!("{:<10} {:<6} {:>6} {:>10.2} {:>10.1} {:>9.1}", "e2e-jpeg", dtype_name, opts.e2e_batch, s * 1e3 / (paths.len() as f64 / opts.e2e_batch as f64), ips, ips * gflop / 1e3);
+            println!(
+                "{:<10} {:<6} {:>6} {:>10.2} {:>10.1} {:>9.1}",
+                "e2e-jpeg",
+                dtype_name,
+                opts.e2e_batch,
+                s * 1e3 / (paths.len() as f64 / opts.e2e_batch as f64),
+                ips,
+                ips * gflop / 1e3
+            );
         }
     }
     Ok(())
@@ -217,10 +316,15 @@ fn write_jpegs(dir: &std::path::Path, n: usize) -> Result<Vec<PathBuf>> {
         .map(|i| {
             let img = image::RgbImage::from_fn(500, 375, |x, y| {
                 let v = (x as usize * 7 + y as usize * 13 + i * 31) as u32;
-                image::Rgb([(x + i as u32) as u8, (y * 2) as u8, ((v ^ (v >> 3)) & 0xff) as u8])
+                image::Rgb([
+                    (x + i as u32) as u8,
+                    (y * 2) as u8,
+                    ((v ^ (v >> 3)) & 0xff) as u8,
+                ])
             });
             let p = dir.join(format!("{i:05}.jpg"));
-            img.save(&p).with_context(|| format!("writing {}", p.display()))?;
+            img.save(&p)
+                .with_context(|| format!("writing {}", p.display()))?;
             Ok(p)
         })
         .collect()

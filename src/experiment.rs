@@ -281,6 +281,9 @@ mod tests {
         assert_eq!(exp.output, dir.join("out"));
         let spec: DatasetSpec = exp.datasets[0].spec.parse().unwrap();
         assert_eq!(spec.path, dir.join("data/CUB"));
-        assert_eq!(spec.options["labelmap"], dir.join("maps/cub.csv").to_string_lossy());
+        assert_eq!(
+            spec.options["labelmap"],
+            dir.join("maps/cub.csv").to_string_lossy()
+        );
     }
 }

@@ -152,7 +152,9 @@ A second run reuses the cache and performs no forward pass."
     )]
     Run { experiment: PathBuf },
     /// Measure encoder + projector throughput (images/s, ms/batch, TFLOP/s) and end-to-end rate.
-    #[command(after_help = "Example:\n  gapprobe bench --device cuda --dtypes bf16,f16 --batch-sizes 64,128,256 --e2e-images 2048\n  gapprobe bench --preset smoke   # CPU code-path check\n\nFLOPs/img = 2·P·(C·p²)·d + L·(2·N·(4d² + 2df) + 4N²d) + 2·P·(d·h + h·o): matmul FLOPs only, as in torch_baseline.py.")]
+    #[command(
+        after_help = "Example:\n  gapprobe bench --device cuda --dtypes bf16,f16 --batch-sizes 64,128,256 --e2e-images 2048\n  gapprobe bench --preset smoke   # CPU code-path check\n\nFLOPs/img = 2·P·(C·p²)·d + L·(2·N·(4d² + 2df) + 4N²d) + 2·P·(d·h + h·o): matmul FLOPs only, as in torch_baseline.py."
+    )]
     Bench {
         /// llava15-7b (CLIP ViT-L/14-336 + LLaVA-1.5 projector) or smoke.
         #[arg(long, default_value = "llava15-7b")]
@@ -241,7 +243,9 @@ enum CacheCommand {
         yes: bool,
     },
     /// Join the shard files of a `--shard i/N` extraction into one entry.
-    #[command(after_help = "Example:\n  gapprobe cache merge cache/demo/*/projector.mean-*.shard-*.h5 --cache cache")]
+    #[command(
+        after_help = "Example:\n  gapprobe cache merge cache/demo/*/projector.mean-*.shard-*.h5 --cache cache"
+    )]
     Merge {
         /// All N shard files of one entry.
         #[arg(required = true)]
@@ -253,7 +257,9 @@ enum CacheCommand {
         no_wait: bool,
     },
     /// Import features computed elsewhere as a cache entry that probes and reports accept.
-    #[command(after_help = "Examples:\n  gapprobe cache import --split train=tr.npy,tr_labels.txt --split test=te.npy,te_labels.npy \\\n    --feature-point projector.mean --dataset birds\n  gapprobe cache import --h5 feats.h5 --feature-point vision.layer[-2].cls --dataset birds")]
+    #[command(
+        after_help = "Examples:\n  gapprobe cache import --split train=tr.npy,tr_labels.txt --split test=te.npy,te_labels.npy \\\n    --feature-point projector.mean --dataset birds\n  gapprobe cache import --h5 feats.h5 --feature-point vision.layer[-2].cls --dataset birds"
+    )]
     Import {
         /// HDF5 file with <split>/features and <split>/labels (optional <split>/ids, classes/<level>).
         #[arg(long)]
@@ -466,8 +472,29 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             println!("report: {}", out.join("report.md").display());
         }
-        Command::Bench { preset, device, dtypes, batch_sizes, warmup, iters, e2e_images, e2e_batch } => {
-            bench::run(&bench::BenchOptions { preset, device, dtypes, batch_sizes, warmup, iters, e2e_images, e2e_batch }, &ui)?;
+        Command::Bench {
+            preset,
+            device,
+            dtypes,
+            batch_sizes,
+            warmup,
+            iters,
+            e2e_images,
+            e2e_batch,
+        } => {
+            bench::run(
+                &bench::BenchOptions {
+                    preset,
+                    device,
+                    dtypes,
+                    batch_sizes,
+                    warmup,
+                    iters,
+                    e2e_images,
+                    e2e_batch,
+                },
+                &ui,
+            )?;
         }
         Command::Datasets(cmd) => datasets_cmd::run(cmd)?,
         Command::Cache(CacheCommand::Ls { cache, all }) => cache_cmd::ls(&cache.open(), all)?,

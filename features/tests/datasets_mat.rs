@@ -4,7 +4,9 @@ use gapprobe_features::datasets::mat::read_mat;
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mat").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/mat")
+        .join(name)
 }
 
 #[test]
@@ -54,7 +56,10 @@ fn reads_scipy_struct_arrays_with_small_integer_types() {
     let m = read_mat(&fixture("cars_meta.mat")).unwrap();
     assert_eq!(
         m["class_names"].strings().unwrap(),
-        ["AM General Hummer SUV 2000", "Ram C/V Cargo Van Minivan 2012"]
+        [
+            "AM General Hummer SUV 2000",
+            "Ram C/V Cargo Van Minivan 2012"
+        ]
     );
     // column-major 2×3 int32
     assert_eq!(m["big"].numbers().unwrap(), [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
