@@ -18,10 +18,20 @@ PY
 chmod +x /tmp/gapprobe
 source .device/device-libs.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
-echo "== PyTorch anchor (encoder, pipeline) =="
-timeout 300 python3 .device/torch_baseline.py --sections encoder,pipeline --dtypes "${DTYPES//bf16/bf16}" \
+TORCH_SECTIONS=${TORCH_SECTIONS:-encoder,pipeline}
+echo "== PyTorch anchor ($TORCH_SECTIONS) =="
+timeout 300 python3 .device/torch_baseline.py --sections "$TORCH_SECTIONS" --probe-backends torch --dtypes "$DTYPES" \
   --batch-sizes "$BATCHES" --iters 10 --warmup 3 --num-jpegs "$E2E" --epochs 2 --out "$OUT" 2>&1 | tee "$OUT/torch.log" | grep -E "^\[|ips|img/s|images/s" | tail -40
 echo "== gapprobe bench =="
 timeout 240 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 10 --warmup 3 \
   --e2e-images "$E2E" --e2e-batch 256 2>&1 | tee "$OUT/gapprobe_bench.txt"
 python3 tools/ratio_table.py "$OUT" | tee "$OUT/ratios.md"
+# Probe solver on the GPU (issue 7), when the `cuda` bench_probe example was carried.
+if [ -f .device/bench_probe.xz ]; then
+  echo "== gapprobe probe solver (candle, CUDA) on the anchor's CUB-shaped data =="
+  python3 -c 'import lzma,sys; sys.stdout.buffer.write(lzma.open(".device/bench_probe.xz").read())' > /tmp/bench_probe
+  chmod +x /tmp/bench_probe
+  timeout 180 python3 tools/probe_bench.py --bin /tmp/bench_probe --skip-sklearn --device auto --repeat 2 \
+    --json "$OUT/probe_bench.json" 2>&1 | tee "$OUT/probe_bench.txt"
+  grep -E "^\[probe\]|torch-cuda" "$OUT/torch.log" | tail -8
+fi

@@ -8,9 +8,12 @@ SHARED=${SHARED:-../shared}
 bash "$SHARED/gpu/setup-nvcc.sh"
 source ~/.cache/gapprobe-cuda13/link/env.sh
 export PATH="$PWD/.tools/cmake-venv/bin:$PATH"
-CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target-cuda} cargo build --release --locked --features cuda --bin gapprobe
+T=${CARGO_TARGET_DIR:-target-cuda}
+CARGO_TARGET_DIR=$T cargo build --release --locked --features cuda --bin gapprobe
+CARGO_TARGET_DIR=$T cargo build --release --locked --features cuda -p gapprobe-probes --example bench_probe
 mkdir -p .device
-strip -o .device/gapprobe "${CARGO_TARGET_DIR:-target-cuda}/release/gapprobe"
-xz -6 -f -T2 .device/gapprobe
+strip -o .device/gapprobe "$T/release/gapprobe"
+strip -o .device/bench_probe "$T/release/examples/bench_probe"
+xz -6 -f -T2 .device/gapprobe .device/bench_probe
 cp "$SHARED/gpu/device-libs.sh" "$SHARED/anchors/torch_baseline.py" .device/
 ls -la .device
