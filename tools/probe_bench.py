@@ -68,6 +68,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--skip-sklearn", action="store_true")
     ap.add_argument("--bin", default="target/release/examples/bench_probe")
+    ap.add_argument("--device", default="auto", help="bench_probe --device (auto|cpu)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import sklearn
@@ -89,7 +90,7 @@ def main():
             Xte.astype("<f4").tofile(f"{tmp}/x_test.f32")
             yte.astype("<u4").tofile(f"{tmp}/y_test.u32")
             cmd = [args.bin, tmp, "--solver", args.solver, "--c", str(args.C), "--tol", str(args.tol),
-                   "--max-iter", str(args.max_iter), "--repeat", str(args.repeat)]
+                   "--max-iter", str(args.max_iter), "--repeat", str(args.repeat), "--device", args.device]
             t0 = time.perf_counter()
             res = subprocess.run(cmd, capture_output=True, text=True)
             wall = time.perf_counter() - t0
@@ -103,7 +104,7 @@ def main():
         g["process_wall_s"] = wall
         g["objective_f64"] = objective(W, b, Xtr, ytr, args.C)
         row["gapprobe"] = g
-        print(f"d={d}: gapprobe/{args.solver} fit {g['fit_s']:.2f} s ({g['n_iter']} it, {g['n_eval']} evals, "
+        print(f"d={d}: gapprobe/{args.solver} on {g['device']} (threads {g['threads']}) fit {g['fit_s']:.2f} s ({g['n_iter']} it, {g['n_eval']} evals, "
               f"converged={g['converged']}), objective {g['objective_f64']:.6f}, test acc {g['test_acc']*100:.2f}%",
               flush=True)
         if not args.skip_sklearn:

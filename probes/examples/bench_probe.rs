@@ -1,6 +1,7 @@
 //! Time one logistic-regression fit on features written by `tools/probe_bench.py`.
 //!
-//! `bench_probe DIR [--solver candle|linfa] [--c 1.0] [--tol 1e-6] [--max-iter 1000] [--repeat 1]`
+//! `bench_probe DIR [--solver candle|linfa] [--c 1.0] [--tol 1e-6] [--max-iter 1000] [--repeat 1]
+//!  [--device auto|cpu]` (auto: CUDA when built with the `cuda` feature and a GPU is present)
 //!
 //! DIR holds `meta.json` (`n_train`, `n_test`, `d`, `n_classes`), `x_train.f32`, `y_train.u32`,
 //! `x_test.f32`, `y_test.u32` (little-endian, row-major). Prints one JSON line per repeat and
@@ -58,7 +59,10 @@ fn main() -> Result<()> {
     let y = read_u32(&dir.join("y_train.u32"))?;
     let xt = Array2::from_shape_vec((nt, d), read_f32(&dir.join("x_test.f32"))?)?;
     let yt = read_u32(&dir.join("y_test.u32"))?;
-    let device = default_device();
+    let device = match opt("--device", "auto").as_str() {
+        "cpu" => candle_core::Device::Cpu,
+        _ => default_device(),
+    };
     let est = LogisticRegression {
         c,
         tol,

@@ -8,6 +8,7 @@
 //! or `max_iter` iterations.
 
 use anyhow::{bail, Result};
+use rayon::prelude::*;
 
 /// Options for [`minimize`].
 #[derive(Debug, Clone)]
@@ -60,8 +61,7 @@ pub struct LbfgsResult {
     pub termination: Termination,
 }
 
-/// Dot product with eight independent accumulators (vectorises; fixed order, deterministic).
-pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+fn dot_serial(a: &[f64], b: &[f64]) -> f64 {
     let mut acc = [0.0f64; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f64 = ca
@@ -76,6 +76,30 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
         }
     }
     acc.iter().sum::<f64>() + tail
+}
+
+/// Block size for parallel vector operations (fixed, so results do not depend on thread count).
+const PAR_BLOCK: usize = 1 << 15;
+
+/// Dot product: eight accumulators per block, blocks in parallel, partial sums added in order
+/// (vectorised, and deterministic whatever the thread count).
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    if a.len() <= PAR_BLOCK {
+        return dot_serial(a, b);
+    }
+    let parts: Vec<f64> = a
+        .par_chunks(PAR_BLOCK)
+        .zip(b.par_chunks(PAR_BLOCK))
+        .map(|(x, y)| dot_serial(x, y))
+        .collect();
+    parts.iter().sum()
+}
+
+/// `y += a·x`, in parallel blocks for long vectors.
+fn axpy(a: f64, x: &[f64], y: &mut [f64]) {
+    y.par_chunks_mut(PAR_BLOCK)
+        .zip(x.par_chunks(PAR_BLOCK))
+        .for_each(|(yc, xc)| yc.iter_mut().zip(xc).for_each(|(yi, xi)| *yi += a * xi));
 }
 
 fn max_abs(a: &[f64]) -> f64 {
@@ -197,9 +221,7 @@ pub fn minimize_line<P: LineObjective>(
         for i in (0..k).rev() {
             let a = rho_hist[i] * dot(&s_hist[i], &d);
             alpha[i] = a;
-            d.iter_mut()
-                .zip(&y_hist[i])
-                .for_each(|(di, yi)| *di -= a * yi);
+            axpy(-a, &y_hist[i], &mut d);
         }
         if k > 0 {
             let gamma = dot(&s_hist[k - 1], &y_hist[k - 1]) / dot(&y_hist[k - 1], &y_hist[k - 1]);
@@ -208,9 +230,7 @@ pub fn minimize_line<P: LineObjective>(
         for i in 0..k {
             let b = rho_hist[i] * dot(&y_hist[i], &d);
             let a = alpha[i];
-            d.iter_mut()
-                .zip(&s_hist[i])
-                .for_each(|(di, si)| *di += (a - b) * si);
+            axpy(a - b, &s_hist[i], &mut d);
         }
         let mut gd = dot(&g, &d);
         if !(gd < 0.0) {
