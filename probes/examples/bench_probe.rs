@@ -1,14 +1,15 @@
 //! Time one logistic-regression fit on features written by `tools/probe_bench.py`.
 //!
 //! `bench_probe DIR [--solver candle|linfa] [--c 1.0] [--tol 1e-6] [--max-iter 1000] [--repeat 1]
-//!  [--device auto|cpu]` (auto: CUDA when built with the `cuda` feature and a GPU is present)
+//!  [--device auto|cpu] [--protocol]` (auto: CUDA when built with the `cuda` feature and a GPU is
+//! present). `--protocol` times a whole `run_probe` (default C grid, refinement, refit) instead.
 //!
 //! DIR holds `meta.json` (`n_train`, `n_test`, `d`, `n_classes`), `x_train.f32`, `y_train.u32`,
 //! `x_test.f32`, `y_test.u32` (little-endian, row-major). Prints one JSON line per repeat and
 //! writes the last fit's weights (`w.f32`, `d × K`) and intercepts (`b.f32`) to DIR.
 
 use anyhow::{Context, Result};
-use gapprobe_probes::{default_device, LogisticRegression, Solver};
+use gapprobe_probes::{default_device, run_probe, LogisticRegression, ProbeConfig, Solver};
 use ndarray::Array2;
 use std::time::Instant;
 
@@ -63,6 +64,26 @@ fn main() -> Result<()> {
         "cpu" => candle_core::Device::Cpu,
         _ => default_device(),
     };
+    if args.iter().any(|a| a == "--protocol") {
+        let cfg = ProbeConfig {
+            tol,
+            max_iter,
+            solver,
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let r = run_probe(x.view(), &y, xt.view(), &yt, k, &cfg)?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "protocol": true, "solver": solver.to_string(), "device": format!("{device:?}"),
+                "n_train": n, "d": d, "n_classes": k, "tol": tol, "total_s": t0.elapsed().as_secs_f64(),
+                "fits": r.sweep.len() + 1, "chosen_c": r.chosen_c, "top1": r.top1, "top1_ci": r.top1_ci,
+                "objective": r.objective, "threads": rayon::current_num_threads(),
+            })
+        );
+        return Ok(());
+    }
     let est = LogisticRegression {
         c,
         tol,
