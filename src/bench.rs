@@ -23,17 +23,30 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Benchmark settings.
-#[derive(Debug, Clone)]
+/// Benchmark settings (the `gapprobe bench` flags).
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Example:\n  gapprobe bench --device cuda --dtypes bf16,f16 --batch-sizes 64,128,256 --e2e-images 2048\n  gapprobe bench --preset smoke   # CPU code-path check\n\nFLOPs/img = 2·P·(C·p²)·d + L·(2·N·(4d² + 2df) + 4N²d) + 2·P·(d·h + h·o): matmul FLOPs only, as in torch_baseline.py."
+)]
 pub struct BenchOptions {
+    /// llava15-7b (CLIP ViT-L/14-336 + LLaVA-1.5 projector) or smoke.
+    #[arg(long, default_value = "llava15-7b")]
     pub preset: String,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
     pub device: String,
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
     pub dtypes: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "8")]
     pub batch_sizes: Vec<usize>,
+    #[arg(long, default_value_t = 2)]
     pub warmup: usize,
+    #[arg(long, default_value_t = 5)]
     pub iters: usize,
-    /// JPEGs for the end-to-end measurement (0: skip it).
+    /// JPEGs for the end-to-end measurement (0 skips it).
+    #[arg(long, default_value_t = 0)]
     pub e2e_images: usize,
+    #[arg(long, default_value_t = 64)]
     pub e2e_batch: usize,
 }
 

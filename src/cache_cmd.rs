@@ -262,15 +262,20 @@ pub fn gc(
     Ok(())
 }
 
-/// `gapprobe cache merge`.
-pub fn merge(cache: &FeatureCache, files: &[PathBuf], no_wait: bool) -> Result<()> {
-    let e = shard::merge(cache, files, !no_wait)?;
+/// Prints `key-prefix  feature-point  path`, the line extract, merge and import end with.
+pub fn print_entry_line(e: &CacheEntry) {
     println!(
         "{}  {}  {}",
         &e.key[..16],
         e.provenance.feature_point,
         e.path.display()
     );
+}
+
+/// `gapprobe cache merge`.
+pub fn merge(cache: &FeatureCache, files: &[PathBuf], no_wait: bool) -> Result<()> {
+    let e = shard::merge(cache, files, !no_wait)?;
+    print_entry_line(&e);
     Ok(())
 }
 
@@ -302,12 +307,7 @@ pub fn import(
         }
         _ => bail!("give either --h5 FILE or one or more --split SPLIT=FEATURES.npy,LABELS"),
     };
-    println!(
-        "{}  {}  {}",
-        &e.key[..16],
-        e.provenance.feature_point,
-        e.path.display()
-    );
+    print_entry_line(&e);
     Ok(())
 }
 

@@ -152,29 +152,7 @@ A second run reuses the cache and performs no forward pass."
     )]
     Run { experiment: PathBuf },
     /// Measure encoder + projector throughput (images/s, ms/batch, TFLOP/s) and end-to-end rate.
-    #[command(
-        after_help = "Example:\n  gapprobe bench --device cuda --dtypes bf16,f16 --batch-sizes 64,128,256 --e2e-images 2048\n  gapprobe bench --preset smoke   # CPU code-path check\n\nFLOPs/img = 2·P·(C·p²)·d + L·(2·N·(4d² + 2df) + 4N²d) + 2·P·(d·h + h·o): matmul FLOPs only, as in torch_baseline.py."
-    )]
-    Bench {
-        /// llava15-7b (CLIP ViT-L/14-336 + LLaVA-1.5 projector) or smoke.
-        #[arg(long, default_value = "llava15-7b")]
-        preset: String,
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        #[arg(long, value_delimiter = ',', default_value = "f32")]
-        dtypes: Vec<String>,
-        #[arg(long, value_delimiter = ',', default_value = "8")]
-        batch_sizes: Vec<usize>,
-        #[arg(long, default_value_t = 2)]
-        warmup: usize,
-        #[arg(long, default_value_t = 5)]
-        iters: usize,
-        /// JPEGs for the end-to-end measurement (0 skips it).
-        #[arg(long, default_value_t = 0)]
-        e2e_images: usize,
-        #[arg(long, default_value_t = 64)]
-        e2e_batch: usize,
-    },
+    Bench(bench::BenchOptions),
     /// Inspect the feature cache.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -407,12 +385,7 @@ fn run(cli: Cli) -> Result<()> {
                 &mut summary,
             )?;
             for e in entries {
-                println!(
-                    "{}  {}  {}",
-                    &e.key[..16],
-                    e.provenance.feature_point,
-                    e.path.display()
-                );
+                cache_cmd::print_entry_line(&e);
             }
         }
         Command::Probe {
@@ -472,30 +445,7 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             println!("report: {}", out.join("report.md").display());
         }
-        Command::Bench {
-            preset,
-            device,
-            dtypes,
-            batch_sizes,
-            warmup,
-            iters,
-            e2e_images,
-            e2e_batch,
-        } => {
-            bench::run(
-                &bench::BenchOptions {
-                    preset,
-                    device,
-                    dtypes,
-                    batch_sizes,
-                    warmup,
-                    iters,
-                    e2e_images,
-                    e2e_batch,
-                },
-                &ui,
-            )?;
-        }
+        Command::Bench(opts) => bench::run(&opts, &ui)?,
         Command::Datasets(cmd) => datasets_cmd::run(cmd)?,
         Command::Cache(CacheCommand::Ls { cache, all }) => cache_cmd::ls(&cache.open(), all)?,
         Command::Cache(CacheCommand::Info { entry, cache, json }) => {
