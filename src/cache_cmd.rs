@@ -1,10 +1,12 @@
-//! `gapprobe cache ls|info|verify|rm|gc|merge|import|bench`.
+//! `gapprobe cache ls|info|verify|rm|gc|merge|compress|import|bench`.
 
 use anyhow::{bail, Context, Result};
 use gapprobe_features::cache::format::iso8601;
 use gapprobe_features::cache::import::{import_h5, import_npy, ImportOptions, NpySplit};
 use gapprobe_features::cache::lock::lock_path;
-use gapprobe_features::cache::{shard, verify, CacheEntry, EntryLock, FeatureCache};
+use gapprobe_features::cache::{
+    compress, shard, verify, CacheEntry, Compression, EntryLock, FeatureCache,
+};
 use gapprobe_features::datasets::Split;
 use std::path::{Path, PathBuf};
 
@@ -32,7 +34,7 @@ pub fn ls(cache: &FeatureCache, all: bool) -> Result<()> {
             line(e);
         }
         for p in &scan.partials {
-            let held = EntryLock::is_held(&lock_path(&p.with_extension("")));
+            let held = EntryLock::is_held(&lock_path(&partial_target(p)));
             println!(
                 "partial{}  {}",
                 if held { " (being written)" } else { "" },
@@ -44,6 +46,16 @@ pub fn ls(cache: &FeatureCache, all: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The entry or shard file an unfinished file (`.partial`, `.partial.tmp`, `.compress.tmp`)
+/// is being written for.
+fn partial_target(p: &Path) -> PathBuf {
+    let name = p.to_string_lossy();
+    match name.strip_suffix(".compress.tmp") {
+        Some(t) => PathBuf::from(t),
+        None => PathBuf::from(name.trim_end_matches(".tmp").trim_end_matches(".partial")),
+    }
 }
 
 /// Finds an entry (or shard file) by file path or key prefix.
@@ -71,6 +83,7 @@ pub fn find(cache: &FeatureCache, what: &str) -> Result<CacheEntry> {
 pub fn info(cache: &FeatureCache, what: &str, json: bool) -> Result<()> {
     let e = find(cache, what)?;
     let classes = e.classes()?;
+    let compression = compress::compression_of(&e.path)?;
     if json {
         let mut splits = serde_json::Map::new();
         for s in e.split_info()? {
@@ -85,7 +98,8 @@ pub fn info(cache: &FeatureCache, what: &str, json: bool) -> Result<()> {
         }
         let v = serde_json::json!({
             "path": e.path, "key": e.key, "created": e.created, "dataset_spec": e.dataset_spec,
-            "shard": e.shard.map(|s| s.to_string()), "provenance": e.provenance,
+            "shard": e.shard.map(|s| s.to_string()), "compression": compression,
+            "provenance": e.provenance,
             "classes": {"superordinate": classes[0], "coarse": classes[1], "fine": classes[2]},
             "splits": splits,
         });
@@ -102,6 +116,7 @@ pub fn info(cache: &FeatureCache, what: &str, json: bool) -> Result<()> {
     if let Some(s) = e.shard {
         println!("shard: {s}");
     }
+    println!("compression: {}", compression.as_deref().unwrap_or("none"));
     for (k, v) in e.provenance.fields() {
         println!("{k}: {v}");
     }
@@ -191,9 +206,7 @@ pub fn gc(
     let scan = cache.scan();
     let mut doomed: Vec<(PathBuf, String)> = Vec::new();
     for p in &scan.partials {
-        let name = p.to_string_lossy();
-        let target = PathBuf::from(name.trim_end_matches(".tmp").trim_end_matches(".partial"));
-        if !EntryLock::is_held(&lock_path(&target)) {
+        if !EntryLock::is_held(&lock_path(&partial_target(p))) {
             doomed.push((p.clone(), "unfinished write nobody is resuming".into()));
         }
     }
@@ -276,6 +289,32 @@ pub fn print_entry_line(e: &CacheEntry) {
 pub fn merge(cache: &FeatureCache, files: &[PathBuf], no_wait: bool) -> Result<()> {
     let e = shard::merge(cache, files, !no_wait)?;
     print_entry_line(&e);
+    Ok(())
+}
+
+/// `gapprobe cache compress`: rewrites each entry with deflate-compressed features (same key).
+pub fn compress(
+    cache: &FeatureCache,
+    whats: &[String],
+    c: Compression,
+    no_wait: bool,
+) -> Result<()> {
+    for w in whats {
+        let e = find(cache, w)?;
+        let before = std::fs::metadata(&e.path)?.len();
+        let (e, rewritten) = compress::compress(&e.path, c, !no_wait)?;
+        let after = std::fs::metadata(&e.path)?.len();
+        if rewritten {
+            println!(
+                "{}  {c}  {before} -> {after} bytes ({:.0}%)  {}",
+                &e.key[..16],
+                100.0 * after as f64 / before.max(1) as f64,
+                e.path.display()
+            );
+        } else {
+            println!("{}  already {c}  {}", &e.key[..16], e.path.display());
+        }
+    }
     Ok(())
 }
 

@@ -40,6 +40,10 @@ pub struct ModelSection {
     pub dtype: String,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Deflate level (1-9) to compress each new cache entry with once it is finished; absent:
+    /// uncompressed. Storage only: the cache key does not change.
+    #[serde(default)]
+    pub compress: Option<u8>,
 }
 
 /// One dataset and what to read from it.
@@ -210,6 +214,9 @@ impl Experiment {
         self.probe.to_config()?;
         crate::device::parse_device(&self.model.device)?;
         crate::device::parse_dtype(&self.model.dtype)?;
+        if let Some(l) = self.model.compress {
+            gapprobe_features::cache::Compression::new(l, false).context("[model] compress")?;
+        }
         Ok(())
     }
 

@@ -11,7 +11,7 @@ mod ui;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use gapprobe_features::cache::FeatureCache;
+use gapprobe_features::cache::{Compression, FeatureCache};
 use gapprobe_features::datasets::{DatasetSpec, LabelLevel};
 use gapprobe_features::extract::ExtractOptions;
 use gapprobe_features::synth::SynthConfig;
@@ -108,6 +108,10 @@ A second run reuses the cache and performs no forward pass."
         /// Exit with a message instead of waiting when another process writes the same entry.
         #[arg(long)]
         no_wait: bool,
+        /// Deflate-compress each new entry's features once it is finished (level 1-9, default 4;
+        /// storage only, the key is unchanged). See `gapprobe cache compress`.
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "4", value_name = "LEVEL")]
+        compress: Option<u8>,
     },
     /// Train linear probes on cached features and write results.csv / results.json.
     #[command(
@@ -234,6 +238,27 @@ enum CacheCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Rewrite finished entries with their features deflate-compressed (same key; the file is
+    /// replaced only after its features read back bit-identical).
+    #[command(
+        after_help = "Example:\n  gapprobe cache compress 3f2a9c1e --level 6 --shuffle --cache reports/demo/cache"
+    )]
+    Compress {
+        /// Cache files or key prefixes.
+        #[arg(required = true)]
+        entries: Vec<String>,
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Deflate level, 1 (fastest) to 9 (smallest).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=9))]
+        level: u8,
+        /// Apply the shuffle filter before deflate (often smaller for float data).
+        #[arg(long)]
+        shuffle: bool,
+        /// Exit instead of waiting when another process writes the entry.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Import features computed elsewhere as a cache entry that probes and reports accept.
     #[command(
         after_help = "Examples:\n  gapprobe cache import --split train=tr.npy,tr_labels.txt --split test=te.npy,te_labels.npy \\\n    --feature-point projector.mean --dataset birds\n  gapprobe cache import --h5 feats.h5 --feature-point vision.layer[-2].cls --dataset birds"
@@ -355,6 +380,7 @@ fn run(cli: Cli) -> Result<()> {
             shard,
             storage_dtype,
             no_wait,
+            compress,
         } => {
             let spec: DatasetSpec = dataset.parse()?;
             let ds = spec.load()?;
@@ -373,6 +399,7 @@ fn run(cli: Cli) -> Result<()> {
                 shard: shard.as_deref().map(str::parse).transpose()?,
                 no_wait,
                 dataset_spec: spec.to_string(),
+                compress: compress.map(|l| Compression::new(l, false)).transpose()?,
             };
             let entries = pipeline::ensure_features_with(
                 &cache.open(),
@@ -470,6 +497,18 @@ fn run(cli: Cli) -> Result<()> {
             cache,
             no_wait,
         }) => cache_cmd::merge(&cache.open(), &files, no_wait)?,
+        Command::Cache(CacheCommand::Compress {
+            entries,
+            cache,
+            level,
+            shuffle,
+            no_wait,
+        }) => cache_cmd::compress(
+            &cache.open(),
+            &entries,
+            Compression::new(level, shuffle)?,
+            no_wait,
+        )?,
         Command::Cache(CacheCommand::Import {
             h5,
             splits,

@@ -6,8 +6,8 @@ use crate::experiment::Experiment;
 use crate::ui::Ui;
 use anyhow::{bail, Context, Result};
 use gapprobe_features::cache::{
-    shard, source, CacheEntry, EntryLock, EntryPlan, EntryWriter, FeatureCache, Provenance, Shard,
-    SplitData, SplitPlan, StorageDtype,
+    compress, shard, source, CacheEntry, Compression, EntryLock, EntryPlan, EntryWriter,
+    FeatureCache, Provenance, Shard, SplitData, SplitPlan, StorageDtype,
 };
 use gapprobe_features::datasets::{Dataset, LabelLevel, Sample, Split};
 use gapprobe_features::extract::{extract_batches, forward_passes, ExtractOptions};
@@ -41,6 +41,8 @@ pub struct CacheOptions {
     pub no_wait: bool,
     /// Dataset spec recorded in the entry so `gapprobe cache verify` can reload the dataset.
     pub dataset_spec: String,
+    /// Compress each newly written entry once it is finished (`extract --compress`).
+    pub compress: Option<Compression>,
 }
 
 /// Test-only: with `GAPPROBE_TEST_BATCH_DELAY_MS` set, every recorded batch is announced on stderr
@@ -257,7 +259,11 @@ pub fn ensure_features_with(
             bar.finish_and_clear();
         }
         for (w, &i) in writers.into_iter().zip(&missing) {
-            let entry = w.finish()?;
+            let mut entry = w.finish()?;
+            if let Some(c) = copts.compress {
+                // The lock is still held; the finished file is rewritten, never the partial one.
+                entry = compress::compress_locked(&entry.path, c)?.0;
+            }
             info!("cached {} in {}", points[i], entry.path.display());
             summary
                 .entries_extracted
@@ -460,6 +466,11 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
             &opts,
             &CacheOptions {
                 dataset_spec: spec.to_string(),
+                compress: exp
+                    .model
+                    .compress
+                    .map(|l| Compression::new(l, false))
+                    .transpose()?,
                 ..Default::default()
             },
             ui,

@@ -5,7 +5,8 @@ with plain h5py + numpy, with the documented layout, dtypes, labels and provenan
 Runs a tiny demo with the binary in $GAPPROBE_BIN into a temporary folder, then reads every field
 of every entry and compares the features bit for bit with what gapprobe reads
 (`gapprobe cache info --json`: SHA-256 of each split's features as little-endian float32).
-Also checks an f16-stored entry and a sharded + merged entry the same way.
+Also checks an f16-stored entry, a sharded + merged entry and entries compressed with
+`gapprobe cache compress` (deflate, with and without shuffle) the same way.
 """
 import hashlib
 import csv
@@ -123,6 +124,25 @@ def main() -> int:
         b = check_entry(binary, merged, by_id, per_split)
         assert a["key"] == b["key"] and a["splits"] == b["splits"], "merged entry differs from single-machine entry"
         n += 3
+
+        # `cache compress`: same key and features, deflate (+ shuffle) filters visible to h5py.
+        for path, storage, args, want in ((one, "f32", ["--shuffle"], "deflate:4+shuffle"),
+                                          (f16, "f16", ["--level", "9"], "deflate:9")):
+            before = gapprobe_info(binary, path)
+            size = path.stat().st_size
+            subprocess.run([binary, "-q", "cache", "compress", str(path), "--cache", str(path.parents[2])]
+                           + args, check=True, stdout=subprocess.DEVNULL)
+            assert path.stat().st_size < size, (path, size, path.stat().st_size)
+            after = check_entry(binary, path, by_id, per_split, storage=storage)
+            assert after["key"] == before["key"] and after["splits"] == before["splits"], "compress changed the entry"
+            assert after["compression"] == want, after["compression"]
+            with h5py.File(path, "r") as f:
+                assert text(f.attrs["compression"]) == want
+                for split, _ in per_split:
+                    ds = f[split]["features"]
+                    assert ds.compression == "gzip" and ds.shuffle == ("shuffle" in want), (ds.compression, ds.shuffle)
+            print(f"ok  {path.name}  compressed {want}: {size} -> {path.stat().st_size} bytes")
+        n += 2
     print(f"h5py check: {n} passed, 0 failed")
     return 0
 

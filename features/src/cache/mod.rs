@@ -7,6 +7,7 @@
 //! final name only when every split is complete. A lock file ([`lock`]) keeps two processes off
 //! one entry. `--shard i/N` writes part of the rows to a shard file, joined by [`shard::merge`].
 
+pub mod compress;
 mod entry;
 pub mod format;
 pub mod import;
@@ -17,6 +18,7 @@ pub mod source;
 pub mod verify;
 pub mod writer;
 
+pub use compress::Compression;
 pub use entry::{CacheEntry, SplitInfo};
 pub use lock::EntryLock;
 pub use shard::Shard;
@@ -142,7 +144,7 @@ pub struct Scan {
     pub entries: Vec<CacheEntry>,
     /// Finished shard files (`*.shard-I-of-N.h5`).
     pub shards: Vec<CacheEntry>,
-    /// Unfinished writes (`*.partial`, `*.partial.tmp`).
+    /// Unfinished writes (`*.partial`, `*.partial.tmp`, `*.compress.tmp`).
     pub partials: Vec<PathBuf>,
     /// Lock files (`*.lock`).
     pub locks: Vec<PathBuf>,
@@ -224,7 +226,10 @@ impl FeatureCache {
                 let name = p.file_name().unwrap_or_default().to_string_lossy();
                 if p.is_dir() {
                     stack.push(p);
-                } else if name.ends_with(".partial") || name.ends_with(".partial.tmp") {
+                } else if name.ends_with(".partial")
+                    || name.ends_with(".partial.tmp")
+                    || name.ends_with(".compress.tmp")
+                {
                     scan.partials.push(p);
                 } else if name.ends_with(".lock") {
                     scan.locks.push(p);

@@ -137,3 +137,71 @@ fn verify_reports_nan_and_tampering() {
     assert!(all.contains("attribute dataset"), "{all}");
     assert!(all.contains(&e.path.display().to_string()));
 }
+
+#[test]
+fn compressed_entries_read_back_bit_identical_with_the_same_key() {
+    for storage in ["f32", "f16"] {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FeatureCache::new(dir.path());
+        let p = prov(storage);
+        // 2500 rows of 4 KiB (f32): several row chunks, the last one partial.
+        let n = 2500;
+        let x = features(n, 1024).mapv(|v| (v * 0.01).sin());
+        let data = EntryData {
+            classes: [vec![], vec![], vec!["a".into(), "b".into()]],
+            splits: vec![SplitData {
+                split: Split::Train,
+                ids: (0..n).map(|i| format!("id{i}")).collect(),
+                paths: (0..n).map(|i| format!("p{i}.jpg")).collect(),
+                labels: [None, None, Some((0..n as i32).map(|i| i % 2).collect())],
+                features: x,
+            }],
+        };
+        let e = cache.write(&p, &data).unwrap();
+        let want = e.read_split(Split::Train).unwrap();
+        let size = std::fs::metadata(&e.path).unwrap().len();
+        let c = Compression::new(5, true).unwrap();
+        let (got, rewritten) = compress::compress(&e.path, c, false).unwrap();
+        assert!(rewritten);
+        assert_eq!(got.key, e.key);
+        assert_eq!(got.provenance, e.provenance);
+        assert_eq!(got.created, e.created);
+        assert!(std::fs::metadata(&e.path).unwrap().len() < size);
+        assert_eq!(
+            compress::compression_of(&e.path).unwrap().as_deref(),
+            Some("deflate:5+shuffle")
+        );
+        let file = hdf5::File::open(&e.path).unwrap();
+        let ds = file.dataset("train/features").unwrap();
+        assert_eq!(ds.filters().len(), 2);
+        assert_eq!(
+            ds.dtype().unwrap().size(),
+            if storage == "f16" { 2 } else { 4 }
+        );
+        drop((ds, file));
+        let s = got.read_split(Split::Train).unwrap();
+        assert_eq!(s.ids, want.ids);
+        assert_eq!(s.paths, want.paths);
+        assert_eq!(s.labels, want.labels);
+        let bits = |v: &ArrayD<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert!(bits(&s.features) == bits(&want.features), "{storage}");
+        assert_eq!(got.classes().unwrap(), e.classes().unwrap());
+        assert_eq!(cache.lookup(&p).unwrap().unwrap().key, e.key);
+        let r = verify::verify(&e.path, false);
+        assert!(r.ok(), "{:?}", r.problems);
+        // Same settings again: nothing to do. Another level: rewritten again.
+        assert!(!compress::compress(&e.path, c, false).unwrap().1);
+        let c1 = Compression::new(1, false).unwrap();
+        assert!(compress::compress(&e.path, c1, false).unwrap().1);
+        let s = cache
+            .lookup(&p)
+            .unwrap()
+            .unwrap()
+            .read_split(Split::Train)
+            .unwrap();
+        assert!(bits(&s.features) == bits(&want.features));
+        assert!(!compress::tmp_path(&e.path).exists());
+    }
+    assert!(Compression::new(0, false).is_err());
+    assert!(Compression::new(10, false).is_err());
+}
