@@ -143,7 +143,7 @@ def main() -> int:
                     assert ds.compression == "gzip" and ds.shuffle == ("shuffle" in want), (ds.compression, ds.shuffle)
             print(f"ok  {path.name}  compressed {want}: {size} -> {path.stat().st_size} bytes")
         n += 2
-    print(f"h5py check: {n} passed, 0 failed")
+    print(f"h5py-check: {n} passed, 0 failed")
     return 0
 
 
