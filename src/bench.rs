@@ -234,6 +234,21 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
         &build_model(&tensors, &cfg, proj, layers, DType::F32)?,
         &check_px,
     )?;
+    if !device.is_cpu() {
+        // The device's f32 path (folded biases, device kernels) against the CPU's on the same weights.
+        let cpu = Device::Cpu;
+        let cpu_tensors = tensors
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.to_device(&cpu)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        let cpu_model = build_model(&cpu_tensors, &cfg, proj, layers, DType::F32)?;
+        let cpu_out = forward(&cpu_model, &check_px.to_device(&cpu)?)?;
+        let err = relative_error(&reference.to_device(&cpu)?, &cpu_out)?;
+        println!(
+            "{:<10} {:<6} relative error of the device's f32 output vs the CPU's: {err:.2e}",
+            "check", "f32"
+        );
+    }
     for dtype_name in &opts.dtypes {
         let dtype = parse_dtype(dtype_name)?;
         let model = build_model(&tensors, &cfg, proj, layers, dtype)?;

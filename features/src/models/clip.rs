@@ -3,11 +3,10 @@
 //! `hidden_states[i]` the output of encoder layer `i`, so `hidden_states[-2]` is the output of
 //! the second-to-last layer. Only the layers a request needs are run.
 
+use super::linear::{linear, FoldedLinear as Linear};
 use super::Act;
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{
-    conv2d_no_bias, layer_norm, linear, Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder,
-};
+use candle_nn::{conv2d_no_bias, layer_norm, Conv2d, Conv2dConfig, LayerNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 /// `CLIPVisionConfig` fields the forward pass uses (names as in `config.json`).

@@ -3,6 +3,7 @@
 mod checkpoint;
 mod clip;
 mod dinov2;
+mod linear;
 mod projector;
 mod random;
 mod read;

@@ -2,9 +2,10 @@
 //! Linear, in the llava-hf (`multi_modal_projector.linear_1/2`) and original
 //! (`model.mm_projector.0/2`) layouts.
 
+use super::linear::{linear, FoldedLinear as Linear};
 use super::Act;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// Projector architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
