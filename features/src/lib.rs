@@ -11,6 +11,7 @@ pub mod extract;
 pub mod featurepoint;
 pub mod models;
 pub mod preprocess;
+pub mod resample;
 pub mod synth;
 
 pub use featurepoint::FeaturePoint;

@@ -5,7 +5,8 @@
 
 use super::clip::{collect_states, Attention};
 use super::Act;
-use crate::preprocess::{resample_coeffs, Resample};
+use crate::preprocess::Resample;
+use crate::resample::resample_coeffs;
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{conv2d, layer_norm, linear, Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,286 @@
+//! The command line's shape (clap): subcommands, their flags and `--help` examples.
+
+use crate::{bench, datasets_cmd};
+use clap::{Args, Parser, Subcommand};
+use gapprobe_features::cache::FeatureCache;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "gapprobe", version, about = "Measure how much fine-grained visual information a vision-language model loses between its vision encoder and its language model.", long_about = None)]
+pub struct Cli {
+    /// Hide progress bars (logs still go to stderr; RUST_LOG=debug gives detail).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct CacheArg {
+    /// Cache root [default: $GAPPROBE_CACHE, else ~/.cache/gapprobe]
+    #[arg(long, env = "GAPPROBE_CACHE")]
+    pub cache: Option<PathBuf>,
+}
+
+impl CacheArg {
+    pub fn open(&self) -> FeatureCache {
+        let root = self.cache.clone().unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_else(|| PathBuf::from(".cache"))
+                .join("gapprobe")
+        });
+        FeatureCache::new(root)
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline offline on generated images and a random-weight model.
+    #[command(
+        after_help = "Example:\n  gapprobe demo --out reports/demo\n\nWrites report.md, modality_gap.png/.svg, results.csv and the feature cache (DIR/cache). \
+A second run reuses the cache and performs no forward pass."
+    )]
+    Demo {
+        /// Output folder.
+        #[arg(long, default_value = "reports/demo")]
+        out: PathBuf,
+        /// Cache root [default: OUT/cache]
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Training images per fine class.
+        #[arg(long, default_value_t = 40)]
+        train_per_class: usize,
+        /// Test images per fine class.
+        #[arg(long, default_value_t = 20)]
+        test_per_class: usize,
+        /// Seed of the images and of the random weights.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Extract features into the cache (only what it does not hold yet).
+    #[command(
+        after_help = "Example:\n  gapprobe extract --model llava-hf/llava-1.5-7b-hf --dataset manifest:/data/birds.csv \\\n    -f 'vision.layer[-2].patch.mean' -f projector.mean --device cuda --dtype bf16"
+    )]
+    Extract {
+        /// Checkpoint folder or Hugging Face hub id.
+        #[arg(long)]
+        model: String,
+        /// Dataset spec, e.g. manifest:/data/birds.csv.
+        #[arg(long)]
+        dataset: String,
+        /// Feature points (repeatable).
+        #[arg(short = 'f', long = "feature-point", default_values_t = ["vision.layer[-2].patch.mean".to_string(), "projector.mean".to_string()])]
+        feature_points: Vec<String>,
+        #[command(flatten)]
+        cache: CacheArg,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// f32, bf16 or f16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Extract only shard I of N (0-based, e.g. 0/4) into a shard file; join the N shard
+        /// files with `gapprobe cache merge`. Every shard must use the same --batch-size.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Store features as f32 or f16 (reads always return f32).
+        #[arg(long, default_value = "f32")]
+        storage_dtype: String,
+        /// Exit with a message instead of waiting when another process writes the same entry.
+        #[arg(long)]
+        no_wait: bool,
+        /// Deflate-compress each new entry's features once it is finished (level 1-9, default 4;
+        /// storage only, the key is unchanged). See `gapprobe cache compress`.
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "4", value_name = "LEVEL")]
+        compress: Option<u8>,
+    },
+    /// Train linear probes on cached features and write results.csv / results.json.
+    #[command(
+        after_help = "Example:\n  gapprobe probe 3f2a9c1e 77b0d412 --levels coarse,fine --out results/\n\nENTRY is a cache file or a key prefix from `gapprobe cache ls`."
+    )]
+    Probe {
+        /// Cache entries (file paths or key prefixes).
+        #[arg(required = true)]
+        entries: Vec<String>,
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Label levels [default: all the entry has].
+        #[arg(long, value_delimiter = ',')]
+        levels: Vec<String>,
+        /// candle (default) or linfa.
+        #[arg(long, default_value = "candle")]
+        solver: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output folder for results.csv and results.json.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Render report.md and the modality-gap figure from a results.csv.
+    #[command(
+        after_help = "Example:\n  gapprobe report --results results/results.csv --out results/"
+    )]
+    Report {
+        #[arg(long)]
+        results: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(
+            long,
+            default_value = "Linear-probe accuracy before vs after projection"
+        )]
+        title: String,
+    },
+    /// Run an experiment TOML: extract → cache → probe → report, reusing what the cache holds.
+    #[command(
+        after_help = "Example:\n  gapprobe run experiments/llava15-cub.toml\n\nSee README.md for the file format."
+    )]
+    Run { experiment: PathBuf },
+    /// Measure encoder + projector throughput (images/s, ms/batch, TFLOP/s) and end-to-end rate.
+    Bench(bench::BenchOptions),
+    /// Inspect the feature cache.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+    /// Inspect datasets (counts per split and level, class balance, image sizes).
+    #[command(subcommand)]
+    Datasets(datasets_cmd::DatasetsCommand),
+}
+
+#[derive(Subcommand)]
+pub enum CacheCommand {
+    /// List finished entries.
+    #[command(after_help = "Example:\n  gapprobe cache ls --cache reports/demo/cache")]
+    Ls {
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Also list shard files, partial (unfinished) files and unreadable files.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show an entry's provenance and shapes.
+    #[command(after_help = "Example:\n  gapprobe cache info 3f2a9c1e --cache reports/demo/cache")]
+    Info {
+        /// Cache file or key prefix.
+        entry: String,
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Print JSON, with a SHA-256 and sum of each split's features (as f32).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check entries: row counts, NaN/Inf, completion, and whether the model weights, config
+    /// and dataset still fingerprint the same.
+    #[command(after_help = "Example:\n  gapprobe cache verify --cache reports/demo/cache")]
+    Verify {
+        /// Cache files or key prefixes [default: every file in the cache].
+        entries: Vec<String>,
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Skip re-fingerprinting the model and dataset.
+        #[arg(long)]
+        no_sources: bool,
+    },
+    /// Remove entries.
+    #[command(after_help = "Example:\n  gapprobe cache rm 3f2a9c1e --cache reports/demo/cache")]
+    Rm {
+        /// Cache files or key prefixes.
+        #[arg(required = true)]
+        entries: Vec<String>,
+        #[command(flatten)]
+        cache: CacheArg,
+    },
+    /// Remove partial files nobody is writing, unused locks, unreadable files and, optionally,
+    /// old entries or entries not in a keep-list. Dry run unless --yes.
+    #[command(after_help = "Example:\n  gapprobe cache gc --older-than-days 90 --yes")]
+    Gc {
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Also remove entries created more than this many days ago.
+        #[arg(long)]
+        older_than_days: Option<u64>,
+        /// Also remove entries whose key (prefix) is not listed in this file (whitespace-separated).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Remove for real.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Join the shard files of a `--shard i/N` extraction into one entry.
+    #[command(
+        after_help = "Example:\n  gapprobe cache merge cache/demo/*/projector.mean-*.shard-*.h5 --cache cache"
+    )]
+    Merge {
+        /// All N shard files of one entry.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Exit instead of waiting when another process writes the entry.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Rewrite finished entries with their features deflate-compressed (same key; the file is
+    /// replaced only after its features read back bit-identical).
+    #[command(
+        after_help = "Example:\n  gapprobe cache compress 3f2a9c1e --level 6 --shuffle --cache reports/demo/cache"
+    )]
+    Compress {
+        /// Cache files or key prefixes.
+        #[arg(required = true)]
+        entries: Vec<String>,
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Deflate level, 1 (fastest) to 9 (smallest).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=9))]
+        level: u8,
+        /// Apply the shuffle filter before deflate (often smaller for float data).
+        #[arg(long)]
+        shuffle: bool,
+        /// Exit instead of waiting when another process writes the entry.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Import features computed elsewhere as a cache entry that probes and reports accept.
+    #[command(
+        after_help = "Examples:\n  gapprobe cache import --split train=tr.npy,tr_labels.txt --split test=te.npy,te_labels.npy \\\n    --feature-point projector.mean --dataset birds\n  gapprobe cache import --h5 feats.h5 --feature-point vision.layer[-2].cls --dataset birds"
+    )]
+    Import {
+        /// HDF5 file with <split>/features and <split>/labels (optional <split>/ids, classes/<level>).
+        #[arg(long)]
+        h5: Option<PathBuf>,
+        /// SPLIT=FEATURES.npy,LABELS (LABELS: .npy integers or text, one label per line); repeatable.
+        #[arg(long = "split")]
+        splits: Vec<String>,
+        /// Feature point the features correspond to (decides before/after projection in reports).
+        #[arg(long)]
+        feature_point: String,
+        /// Dataset name for the provenance and reports.
+        #[arg(long, default_value = "imported")]
+        dataset: String,
+        /// Label level of the labels.
+        #[arg(long, default_value = "fine")]
+        level: String,
+        #[command(flatten)]
+        cache: CacheArg,
+    },
+    /// Measure reading a split's features into an f32 ndarray (page cache).
+    #[command(after_help = "Example:\n  gapprobe cache bench --rows 65536 --dim 1024")]
+    Bench {
+        /// Folder for the throwaway file [default: the system temp folder].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 65536)]
+        rows: usize,
+        #[arg(long, default_value_t = 1024)]
+        dim: usize,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Store the synthetic features as f16.
+        #[arg(long)]
+        f16: bool,
+    },
+}

@@ -1,0 +1,132 @@
+//! Orchestration: dataset + model → cached features → probes → report. The only place that wires
+//! gapprobe-features, gapprobe-probes and gapprobe-reports together.
+//!
+//! [`features`] fills the cache, [`probing`] turns entries into scores, [`report`] writes files;
+//! [`run_experiment`] runs all three for an experiment TOML.
+
+mod features;
+mod probing;
+mod report;
+
+pub use features::{ensure_features_with, CacheOptions};
+pub use probing::{probe_entry, result_row};
+pub use report::write_report;
+
+use crate::device::{parse_device, parse_dtype};
+use crate::experiment::Experiment;
+use crate::ui::Ui;
+use anyhow::{bail, Context, Result};
+use gapprobe_features::cache::{Compression, FeatureCache};
+use gapprobe_features::datasets::Split;
+use gapprobe_features::extract::{forward_passes, ExtractOptions};
+use gapprobe_features::FeaturePoint;
+use serde::Serialize;
+use tracing::info;
+
+/// What a run did, written to `run_summary.json`.
+#[derive(Debug, Default, Serialize)]
+pub struct RunSummary {
+    /// Encoder forward passes (batches) this run performed: 0 when everything came from the cache.
+    pub forward_passes: u64,
+    pub entries_reused: Vec<String>,
+    pub entries_extracted: Vec<String>,
+    pub results: usize,
+}
+
+/// A report note listing what the loader skipped (`skip_bad`), the first ten by name.
+fn skipped_note(dataset: &str, skipped: &[gapprobe_features::datasets::SkippedItem]) -> String {
+    let mut s = format!(
+        "Dataset '{dataset}': {} item(s) were skipped (skip_bad) and are not in any result; each cache entry lists them in its `skipped` attribute.",
+        skipped.len()
+    );
+    for item in skipped.iter().take(10) {
+        s.push_str(&format!(" `{}`: {};", item.path.display(), item.reason));
+    }
+    if skipped.len() > 10 {
+        s.push_str(&format!(" and {} more.", skipped.len() - 10));
+    }
+    s
+}
+
+/// Runs a whole experiment and returns what it did.
+pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSummary> {
+    let start_passes = forward_passes();
+    let cache = FeatureCache::new(exp.cache_root());
+    let cfg = exp.probe.to_config()?;
+    let opts = ExtractOptions {
+        batch_size: exp.model.batch_size,
+        device: parse_device(&exp.model.device)?,
+        dtype: parse_dtype(&exp.model.dtype)?,
+    };
+    let mut summary = RunSummary::default();
+    let mut rows = Vec::new();
+    let mut details = Vec::new();
+    let mut notes = exp.notes.clone();
+    for section in &exp.datasets {
+        let (spec, points, levels) = section.parse()?;
+        let ds = spec
+            .load()
+            .with_context(|| format!("loading dataset {spec}"))?;
+        if ds.split(Split::Train).is_empty() || ds.split(Split::Test).is_empty() {
+            bail!("dataset {spec} needs both train and test images to probe");
+        }
+        if !ds.skipped.is_empty() {
+            notes.push(skipped_note(&ds.name, &ds.skipped));
+        }
+        let entries = ensure_features_with(
+            &cache,
+            &exp.model.id,
+            &ds,
+            &points,
+            &opts,
+            &CacheOptions {
+                dataset_spec: spec.to_string(),
+                compress: exp
+                    .model
+                    .compress
+                    .map(|l| Compression::new(l, false))
+                    .transpose()?,
+                ..Default::default()
+            },
+            ui,
+            &mut summary,
+        )?;
+        for entry in &entries {
+            if !entry
+                .provenance
+                .feature_point
+                .parse::<FeaturePoint>()?
+                .is_pooled()
+            {
+                info!(
+                    "not probing {}: unpooled features are cached for other uses",
+                    entry.provenance.feature_point
+                );
+                continue;
+            }
+            for (level, report) in probe_entry(entry, &levels, &cfg, ui)? {
+                rows.push(result_row(entry, level, &report, &cfg)?);
+                details.push(serde_json::json!({
+                    "dataset": ds.name, "feature_point": entry.provenance.feature_point, "level": level,
+                    "cache_key": entry.key, "provenance": entry.provenance, "report": report,
+                }));
+            }
+        }
+    }
+    write_report(
+        &exp.output,
+        &exp.name,
+        &exp.model.id,
+        &notes,
+        &rows,
+        &serde_json::Value::Array(details),
+        command,
+    )?;
+    summary.forward_passes = forward_passes() - start_passes;
+    summary.results = rows.len();
+    std::fs::write(
+        exp.output.join("run_summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    Ok(summary)
+}

@@ -1,0 +1,113 @@
+//! Probing cache entries: features and labels per level → probe reports → result rows.
+
+use crate::ui::Ui;
+use anyhow::{Context, Result};
+use gapprobe_features::cache::{CacheEntry, SplitData};
+use gapprobe_features::datasets::{LabelLevel, Split};
+use gapprobe_features::FeaturePoint;
+use gapprobe_probes::{run_probe, ProbeConfig, ProbeReport};
+use gapprobe_reports::ResultRow;
+use ndarray::{Array2, Axis};
+use std::path::Path;
+use tracing::info;
+
+/// Features and labels of one split at one level, rows without a label dropped.
+fn level_arrays(
+    data: &SplitData,
+    level: LabelLevel,
+    path: &Path,
+) -> Result<(Array2<f32>, Vec<u32>)> {
+    let labels = data.labels[level as usize]
+        .as_ref()
+        .with_context(|| format!("{} has no {level} labels", path.display()))?;
+    let x = data
+        .features
+        .view()
+        .into_dimensionality::<ndarray::Ix2>()
+        .with_context(|| {
+            format!(
+                "{}: probes need pooled [N, D] features, not {:?}",
+                path.display(),
+                data.features.shape()
+            )
+        })?;
+    let keep: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] >= 0).collect();
+    Ok((
+        x.select(Axis(0), &keep),
+        keep.iter().map(|&i| labels[i] as u32).collect(),
+    ))
+}
+
+/// Probes one cache entry at `levels` (every level it has when empty).
+pub fn probe_entry(
+    entry: &CacheEntry,
+    levels: &[LabelLevel],
+    cfg: &ProbeConfig,
+    ui: &Ui,
+) -> Result<Vec<(LabelLevel, ProbeReport)>> {
+    let classes = entry.classes()?;
+    let train = entry.read_split(Split::Train)?;
+    let test = entry.read_split(Split::Test)?;
+    let levels: Vec<LabelLevel> = if levels.is_empty() {
+        LabelLevel::ALL
+            .into_iter()
+            .filter(|l| !classes[*l as usize].is_empty())
+            .collect()
+    } else {
+        levels.to_vec()
+    };
+    let mut out = Vec::new();
+    for level in levels {
+        let n_classes = classes[level as usize].len();
+        if n_classes < 2 {
+            info!(
+                "skipping {level} of {}: it has {n_classes} class(es), nothing to probe",
+                entry.path.display()
+            );
+            continue;
+        }
+        let (xtr, ytr) = level_arrays(&train, level, &entry.path)?;
+        let (xte, yte) = level_arrays(&test, level, &entry.path)?;
+        let spinner = ui.spinner(&format!("probe {} {level}", entry.provenance.feature_point));
+        let report = run_probe(xtr.view(), &ytr, xte.view(), &yte, n_classes, cfg)
+            .with_context(|| format!("probing {level} on {}", entry.path.display()))?;
+        spinner.finish_and_clear();
+        info!(
+            "{} {level}: top-1 {:.1}% (C = {:.3e})",
+            entry.provenance.feature_point,
+            report.top1 * 100.0,
+            report.chosen_c
+        );
+        out.push((level, report));
+    }
+    Ok(out)
+}
+
+/// One results row from a probe report.
+pub fn result_row(
+    entry: &CacheEntry,
+    level: LabelLevel,
+    r: &ProbeReport,
+    cfg: &ProbeConfig,
+) -> Result<ResultRow> {
+    let fp: FeaturePoint = entry.provenance.feature_point.parse()?;
+    Ok(ResultRow {
+        dataset: entry.provenance.dataset.clone(),
+        model: entry.provenance.model_id.clone(),
+        feature_point: fp.to_string(),
+        stage: fp.stage().into(),
+        level: level.to_string(),
+        top1: r.top1,
+        top1_ci_low: r.top1_ci.0,
+        top1_ci_high: r.top1_ci.1,
+        top5: r.top5,
+        mean_per_class: r.mean_per_class,
+        macro_f1: r.macro_f1,
+        chosen_c: r.chosen_c,
+        n_train: r.n_train as u64,
+        n_test: r.n_test as u64,
+        n_classes: r.n_classes as u64,
+        solver: cfg.solver.to_string(),
+        cache_key: entry.key.clone(),
+    })
+}
