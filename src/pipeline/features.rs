@@ -34,9 +34,10 @@ pub struct CacheOptions {
 /// and followed by that many milliseconds of sleep, so tests can kill a run between batches.
 const TEST_DELAY_ENV: &str = "GAPPROBE_TEST_BATCH_DELAY_MS";
 
-/// [`ensure_features`] with explicit cache options. Missing entries are locked, written in
-/// row blocks to `.partial` files (resuming any left by an interrupted run) and renamed when
-/// complete. With a shard, the returned entries are the shard files.
+/// Returns finished cache entries for every feature point, extracting only the missing ones (all
+/// of them in one pass over the images). Missing entries are locked, written in row blocks to
+/// `.partial` files (resuming any left by an interrupted run) and renamed when complete. With a
+/// shard, the returned entries are the shard files.
 #[allow(clippy::too_many_arguments)]
 pub fn ensure_features_with(
     cache: &FeatureCache,
