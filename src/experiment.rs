@@ -293,4 +293,27 @@ mod tests {
             dir.join("maps/cub.csv").to_string_lossy()
         );
     }
+
+    /// The example experiments shipped in `experiments/` stay valid (specs, feature points, probe
+    /// settings; the device is not opened).
+    #[test]
+    fn shipped_examples_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "toml") {
+                let text = std::fs::read_to_string(e.path()).unwrap();
+                let exp: Experiment = toml::from_str(&text)
+                    .unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
+                for d in &exp.datasets {
+                    d.parse()
+                        .unwrap_or_else(|err| panic!("{}: {err:#}", e.path().display()));
+                }
+                exp.probe.to_config().unwrap();
+                crate::device::parse_dtype(&exp.model.dtype).unwrap();
+                n += 1;
+            }
+        }
+        assert!(n >= 1, "no example experiment in {}", dir.display());
+    }
 }
