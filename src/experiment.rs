@@ -316,4 +316,19 @@ mod tests {
         }
         assert!(n >= 1, "no example experiment in {}", dir.display());
     }
+
+    /// README's experiment example is a valid experiment.
+    #[test]
+    fn readme_example_parses() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+                .unwrap();
+        let start = readme.find("```toml\n").expect("README has a toml block") + "```toml\n".len();
+        let end = start + readme[start..].find("```").unwrap();
+        let exp: Experiment = toml::from_str(&readme[start..end]).unwrap();
+        for d in &exp.datasets {
+            d.parse().unwrap();
+        }
+        exp.probe.to_config().unwrap();
+    }
 }
