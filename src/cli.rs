@@ -70,6 +70,10 @@ A second run reuses the cache and performs no forward pass."
         /// Dataset spec, e.g. manifest:/data/birds.csv.
         #[arg(long)]
         dataset: String,
+        /// Skip missing or malformed items instead of stopping (the spec option skip_bad=1); they
+        /// are listed in each cache entry's `skipped` attribute.
+        #[arg(long)]
+        skip_bad: bool,
         /// Feature points (repeatable).
         #[arg(short = 'f', long = "feature-point", default_values_t = ["vision.layer[-2].patch.mean".to_string(), "projector.mean".to_string()])]
         feature_points: Vec<String>,
@@ -139,7 +143,12 @@ A second run reuses the cache and performs no forward pass."
     #[command(
         after_help = "Example:\n  gapprobe run experiments/llava15-cub.toml\n\nSee README.md for the file format."
     )]
-    Run { experiment: PathBuf },
+    Run {
+        experiment: PathBuf,
+        /// Skip missing or malformed items in every dataset (skip_bad=1); the report lists them.
+        #[arg(long)]
+        skip_bad: bool,
+    },
     /// Measure encoder + projector throughput (images/s, ms/batch, TFLOP/s) and end-to-end rate.
     Bench(bench::BenchOptions),
     /// Inspect the feature cache.

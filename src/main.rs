@@ -43,6 +43,12 @@ fn main() {
     }
 }
 
+/// `--skip-bad`: the spec with `skip_bad=1`.
+fn with_skip_bad(mut spec: DatasetSpec) -> DatasetSpec {
+    spec.options.insert("skip_bad".into(), "1".into());
+    spec
+}
+
 fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
@@ -80,8 +86,16 @@ fn run(cli: Cli) -> Result<()> {
                 s.forward_passes
             );
         }
-        Command::Run { experiment } => {
-            let exp = experiment::Experiment::load(&experiment)?;
+        Command::Run {
+            experiment,
+            skip_bad,
+        } => {
+            let mut exp = experiment::Experiment::load(&experiment)?;
+            if skip_bad {
+                for d in &mut exp.datasets {
+                    d.spec = with_skip_bad(d.spec.parse()?).to_string();
+                }
+            }
             let s = pipeline::run_experiment(&exp, &ui, &command_line())?;
             println!(
                 "report: {} ({} results, {} forward passes)",
@@ -93,6 +107,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Extract {
             model,
             dataset,
+            skip_bad,
             feature_points,
             cache,
             device,
@@ -103,7 +118,10 @@ fn run(cli: Cli) -> Result<()> {
             no_wait,
             compress,
         } => {
-            let spec: DatasetSpec = dataset.parse()?;
+            let mut spec: DatasetSpec = dataset.parse()?;
+            if skip_bad {
+                spec = with_skip_bad(spec);
+            }
             let ds = spec.load()?;
             let points = feature_points
                 .iter()

@@ -58,6 +58,21 @@ fn missing_image_is_an_error_or_a_recorded_skip() {
         "the error must name the missing file: {err}"
     );
 
+    // `run --skip-bad` applies skip_bad=1 to every dataset of the experiment.
+    let flag = gapprobe(&[
+        "-q",
+        "run",
+        "--skip-bad",
+        tmp.path().join("strict.toml").to_str().unwrap(),
+    ]);
+    assert!(
+        flag.status.success(),
+        "{}",
+        String::from_utf8_lossy(&flag.stderr)
+    );
+    let report = std::fs::read_to_string(tmp.path().join("strict/report.md")).unwrap();
+    assert!(report.contains("1 item(s) were skipped"), "{report}");
+
     let skipped = experiment(true);
     assert!(
         skipped.status.success(),
