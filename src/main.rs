@@ -43,7 +43,8 @@ fn main() {
     }
 }
 
-/// `--skip-bad`: the spec with `skip_bad=1`.
+/// `--skip-bad`: the spec with `skip_bad=1`, so missing, malformed and unreadable images are
+/// skipped (and listed) before extraction starts.
 fn with_skip_bad(mut spec: DatasetSpec) -> DatasetSpec {
     spec.options.insert("skip_bad".into(), "1".into());
     spec

@@ -1,4 +1,4 @@
-//! `skip_bad`: a missing image is skipped, named in the report and stored with the cache entry;
+//! `skip_bad`: a missing and a corrupt image are skipped, named in the report and stored with the cache entry;
 //! without it the run stops with an error naming the file.
 
 use std::process::Command;
@@ -11,7 +11,7 @@ fn gapprobe(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn missing_image_is_an_error_or_a_recorded_skip() {
+fn missing_or_corrupt_images_are_an_error_or_a_recorded_skip() {
     let tmp = tempfile::tempdir().unwrap();
     let demo = tmp.path().join("demo");
     let out = gapprobe(&[
@@ -31,6 +31,8 @@ fn missing_image_is_an_error_or_a_recorded_skip() {
     );
     let victim = demo.join("data/images/circle-warm-stripe-spot-left/train_001.jpg");
     std::fs::remove_file(&victim).unwrap();
+    let corrupt = demo.join("data/images/square-cool-stripe-spot-right/test_000.jpg");
+    std::fs::write(&corrupt, b"not a jpeg").unwrap();
 
     let experiment = |skip: bool| {
         let spec = format!(
@@ -71,7 +73,7 @@ fn missing_image_is_an_error_or_a_recorded_skip() {
         String::from_utf8_lossy(&flag.stderr)
     );
     let report = std::fs::read_to_string(tmp.path().join("strict/report.md")).unwrap();
-    assert!(report.contains("1 item(s) were skipped"), "{report}");
+    assert!(report.contains("2 item(s) were skipped"), "{report}");
 
     let skipped = experiment(true);
     assert!(
@@ -81,7 +83,9 @@ fn missing_image_is_an_error_or_a_recorded_skip() {
     );
     let report = std::fs::read_to_string(tmp.path().join("with-skip/report.md")).unwrap();
     assert!(
-        report.contains("1 item(s) were skipped") && report.contains("train_001.jpg"),
+        report.contains("2 item(s) were skipped")
+            && report.contains("train_001.jpg")
+            && report.contains("test_000.jpg"),
         "{report}"
     );
     let entries: Vec<_> = walk(&tmp.path().join("with-skip/cache"));
@@ -96,8 +100,11 @@ fn missing_image_is_an_error_or_a_recorded_skip() {
         String::from_utf8_lossy(&info.stderr)
     );
     let h5 = hdf5_skipped(&entries[0]);
-    assert_eq!(h5.len(), 1, "{h5:?}");
-    assert!(h5[0].contains("train_001.jpg"));
+    assert_eq!(h5.len(), 2, "{h5:?}");
+    assert!(
+        h5.iter().any(|s| s.contains("train_001.jpg"))
+            && h5.iter().any(|s| s.contains("test_000.jpg"))
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -225,7 +225,14 @@ pub fn ensure_features_with(
                     }
                     Ok(())
                 },
-            )?;
+            )
+            .with_context(|| {
+                format!(
+                    "extracting {split} of '{}' stopped; the rows written so far are kept and a rerun resumes \
+                     after them (an unreadable image can be skipped with --skip-bad)",
+                    ds.name
+                )
+            })?;
             bar.finish_and_clear();
         }
         for (w, &i) in writers.into_iter().zip(&missing) {

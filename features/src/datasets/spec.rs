@@ -123,7 +123,7 @@ impl DatasetSpec {
     /// Loads the dataset this spec names, then applies the common options: `superordinate=`,
     /// `labelmap=`, `test_fraction=`, `val_fraction=`, `few_shot=` (in that order, all seeded by
     /// `seed=`, default 0). `skip_bad=1` records bad items instead of failing;
-    /// `check_images=1` reads every image header ([`Dataset::check_images`]).
+    /// `check_images=1` reads every image header ([`Dataset::check_images`]); `skip_bad=1` implies it.
     pub fn load(&self) -> Result<Dataset> {
         let kind_opts = KINDS
             .iter()
@@ -209,7 +209,8 @@ impl DatasetSpec {
         if let Some(k) = self.parsed::<usize>("few_shot")? {
             splits::few_shot(&mut ds, k, seed)?;
         }
-        if self.flag("check_images")? {
+        // Skipping bad items includes unreadable images, so skip_bad implies the header check.
+        if skip_bad || self.flag("check_images")? {
             ds.check_images(skip_bad)?;
         }
         ds.validate()?;
