@@ -9,14 +9,16 @@ mod random;
 mod read;
 mod siglip;
 mod tower;
+mod vlm;
 
-pub use checkpoint::{Checkpoint, VisionLanguageModel};
+pub use checkpoint::Checkpoint;
 pub use clip::{mean_tokens, resolve_layer, ClipVisionConfig, ClipVisionModel};
 pub use dinov2::{Dinov2Config, Dinov2Model};
 pub use projector::{Projector, ProjectorConfig, ProjectorKind, ProjectorLayout};
 pub use random::{write_random_llava, RandomLlavaSpec};
 pub use siglip::{SiglipVisionConfig, SiglipVisionModel};
 pub use tower::{Family, TowerInfo, VisionTower};
+pub use vlm::VisionLanguageModel;
 
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
