@@ -14,8 +14,8 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use gapprobe_features::extract::{extract, ExtractOptions};
 use gapprobe_features::models::{
-    Act, ClipVisionConfig, ClipVisionModel, Projector, ProjectorConfig, ProjectorKind,
-    ProjectorLayout, VisionLanguageModel,
+    clip_tower_tensors, mlp2x_projector_tensors, Act, ClipVisionConfig, ClipVisionModel, Fill,
+    Projector, ProjectorConfig, ProjectorKind, ProjectorLayout, VisionLanguageModel,
 };
 use gapprobe_features::preprocess::PreprocessConfig;
 use gapprobe_features::FeaturePoint;
@@ -89,66 +89,32 @@ pub fn flops_per_image(cfg: &ClipVisionConfig, layers: usize, proj: (usize, usiz
     embed + layers as f64 * layer + projector
 }
 
-/// Random f32 weights (std 0.02, like transformers' init; LayerNorm weights 1) for the tower's
-/// first `layers` layers and the projector, created directly on the device.
+/// Random f32 weights for the tower's first `layers` layers (names under the tower root) and the
+/// projector (under `proj.`), in the demo checkpoint's layout, created directly on the device.
+/// Every normal tensor gets std 0.02, transformers' init, so the bf16 check compares like with
+/// like across calls.
 fn random_tensors(
     cfg: &ClipVisionConfig,
     proj: (usize, usize, usize),
     layers: usize,
     device: &Device,
 ) -> Result<HashMap<String, Tensor>> {
-    let mut t: HashMap<String, Tensor> = HashMap::new();
-    let d = cfg.hidden_size;
-    let mut put = |name: String, shape: &[usize], ones: bool| -> Result<()> {
-        let x = if ones {
-            Tensor::ones(shape, DType::F32, device)?
-        } else {
-            Tensor::randn(0f32, 0.02, shape, device)?
-        };
-        t.insert(name, x);
-        Ok(())
-    };
-    put("embeddings.class_embedding".into(), &[d], false)?;
-    put(
-        "embeddings.patch_embedding.weight".into(),
-        &[d, 3, cfg.patch_size, cfg.patch_size],
-        false,
-    )?;
-    put(
-        "embeddings.position_embedding.weight".into(),
-        &[cfg.num_patches() + 1, d],
-        false,
-    )?;
-    put("pre_layrnorm.weight".into(), &[d], true)?;
-    put("pre_layrnorm.bias".into(), &[d], false)?;
-    for i in 0..layers {
-        let l = format!("encoder.layers.{i}");
-        for ln in ["layer_norm1", "layer_norm2"] {
-            put(format!("{l}.{ln}.weight"), &[d], true)?;
-            put(format!("{l}.{ln}.bias"), &[d], false)?;
-        }
-        for p in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-            put(format!("{l}.self_attn.{p}.weight"), &[d, d], false)?;
-            put(format!("{l}.self_attn.{p}.bias"), &[d], false)?;
-        }
-        put(
-            format!("{l}.mlp.fc1.weight"),
-            &[cfg.intermediate_size, d],
-            false,
-        )?;
-        put(format!("{l}.mlp.fc1.bias"), &[cfg.intermediate_size], false)?;
-        put(
-            format!("{l}.mlp.fc2.weight"),
-            &[d, cfg.intermediate_size],
-            false,
-        )?;
-        put(format!("{l}.mlp.fc2.bias"), &[d], false)?;
-    }
-    put("proj.linear_1.weight".into(), &[proj.1, proj.0], false)?;
-    put("proj.linear_1.bias".into(), &[proj.1], false)?;
-    put("proj.linear_2.weight".into(), &[proj.2, proj.1], false)?;
-    put("proj.linear_2.bias".into(), &[proj.2], false)?;
-    Ok(t)
+    let tower = clip_tower_tensors(cfg, layers);
+    let projector = mlp2x_projector_tensors(proj.0, proj.1, proj.2)
+        .into_iter()
+        .map(|(n, s, f)| (format!("proj.{n}"), s, f));
+    tower
+        .into_iter()
+        .chain(projector)
+        .map(|(name, shape, fill)| {
+            let t = match fill {
+                Fill::Normal(_) => Tensor::randn(0f32, 0.02, shape, device)?,
+                Fill::Ones => Tensor::ones(shape, DType::F32, device)?,
+                Fill::Zeros => Tensor::zeros(shape, DType::F32, device)?,
+            };
+            Ok((name, t))
+        })
+        .collect()
 }
 
 /// The benchmark model from `tensors`, cast to `dtype`.

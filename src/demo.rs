@@ -17,8 +17,8 @@ pub struct DemoOptions {
     pub model_seed: u64,
 }
 
-/// Writes `stamp` into `dir/.gapprobe-demo` and reports whether it was already there, so
-/// regenerated inputs are skipped only when they were made with the same settings.
+/// Whether `dir` holds `probe` and a `.gapprobe-demo` stamp equal to `stamp`, i.e. inputs made
+/// with the same settings that can be reused instead of regenerated.
 fn up_to_date(dir: &Path, stamp: &str, probe: &str) -> bool {
     dir.join(probe).exists()
         && std::fs::read_to_string(dir.join(".gapprobe-demo")).is_ok_and(|s| s == stamp)

@@ -4,18 +4,15 @@ use polars::prelude::SerReader;
 use std::path::Path;
 use std::process::Command;
 
+mod cache_support;
+use cache_support::{bin, ok};
+
+/// Runs the binary and asserts it succeeded.
 fn gapprobe(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_gapprobe"))
-        .args(args)
-        .output()
-        .expect("gapprobe runs");
-    assert!(
-        out.status.success(),
-        "gapprobe {args:?} failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    ok(
+        bin().args(args).output().expect("gapprobe runs"),
+        &format!("gapprobe {args:?}"),
+    )
 }
 
 fn summary(dir: &Path) -> serde_json::Value {

@@ -3,8 +3,11 @@
 
 use std::process::Command;
 
+mod cache_support;
+
+/// Runs the binary; the caller checks the status.
 fn gapprobe(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_gapprobe"))
+    cache_support::bin()
         .args(args)
         .output()
         .expect("gapprobe runs")

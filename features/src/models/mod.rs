@@ -15,7 +15,10 @@ pub use checkpoint::Checkpoint;
 pub use clip::{mean_tokens, resolve_layer, ClipVisionConfig, ClipVisionModel};
 pub use dinov2::{Dinov2Config, Dinov2Model};
 pub use projector::{Projector, ProjectorConfig, ProjectorKind, ProjectorLayout};
-pub use random::{write_random_llava, RandomLlavaSpec};
+pub use random::{
+    clip_tower_tensors, mlp2x_projector_tensors, write_random_llava, Fill, RandomLlavaSpec,
+    TensorSpec,
+};
 pub use siglip::{SiglipVisionConfig, SiglipVisionModel};
 pub use tower::{Family, TowerInfo, VisionTower};
 pub use vlm::VisionLanguageModel;

@@ -40,90 +40,117 @@ impl Default for RandomLlavaSpec {
     }
 }
 
-struct Init {
-    rng: ChaCha8Rng,
-    tensors: HashMap<String, Tensor>,
+/// How one tensor of a random checkpoint is initialised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fill {
+    /// Normal with mean 0 and this standard deviation.
+    Normal(f32),
+    Ones,
+    Zeros,
 }
 
-impl Init {
-    fn normal(&mut self, name: &str, shape: &[usize], std: f32) -> Result<()> {
-        let n: usize = shape.iter().product();
-        let data: Vec<f32> = (0..n)
-            .map(|_| {
-                // Box-Muller: deterministic across machines for a given seed.
-                let u1: f32 = self.rng.gen_range(f32::EPSILON..1.0);
-                let u2: f32 = self.rng.gen();
-                std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
-            })
-            .collect();
-        self.tensors
-            .insert(name.into(), Tensor::from_vec(data, shape, &Device::Cpu)?);
-        Ok(())
+/// One tensor of a random checkpoint: name (relative to the tower or projector root), shape, fill.
+pub type TensorSpec = (String, Vec<usize>, Fill);
+
+fn linear_specs(out: &mut Vec<TensorSpec>, name: &str, din: usize, dout: usize) {
+    out.push((
+        format!("{name}.weight"),
+        vec![dout, din],
+        Fill::Normal((din as f32).powf(-0.5)),
+    ));
+    out.push((format!("{name}.bias"), vec![dout], Fill::Normal(0.02)));
+}
+
+fn layer_norm_specs(out: &mut Vec<TensorSpec>, name: &str, d: usize) {
+    out.push((format!("{name}.weight"), vec![d], Fill::Ones));
+    out.push((format!("{name}.bias"), vec![d], Fill::Zeros));
+}
+
+/// The tensors of a CLIP vision tower (names under `vision_model.`) with its first `layers`
+/// encoder layers; `post_layernorm` only when every layer is present. Normal stds are fan-in
+/// scaled so activations stay O(1) through random layers.
+pub fn clip_tower_tensors(v: &ClipVisionConfig, layers: usize) -> Vec<TensorSpec> {
+    let d = v.hidden_size;
+    let fan_in = v.num_channels * v.patch_size * v.patch_size;
+    let mut out = vec![
+        (
+            "embeddings.class_embedding".into(),
+            vec![d],
+            Fill::Normal((d as f32).powf(-0.5)),
+        ),
+        (
+            "embeddings.patch_embedding.weight".into(),
+            vec![d, v.num_channels, v.patch_size, v.patch_size],
+            Fill::Normal((fan_in as f32).powf(-0.5)),
+        ),
+        (
+            "embeddings.position_embedding.weight".into(),
+            vec![v.num_patches() + 1, d],
+            Fill::Normal(0.5),
+        ),
+    ];
+    layer_norm_specs(&mut out, "pre_layrnorm", d);
+    for i in 0..layers {
+        let l = format!("encoder.layers.{i}");
+        layer_norm_specs(&mut out, &format!("{l}.layer_norm1"), d);
+        layer_norm_specs(&mut out, &format!("{l}.layer_norm2"), d);
+        for p in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            linear_specs(&mut out, &format!("{l}.self_attn.{p}"), d, d);
+        }
+        linear_specs(&mut out, &format!("{l}.mlp.fc1"), d, v.intermediate_size);
+        linear_specs(&mut out, &format!("{l}.mlp.fc2"), v.intermediate_size, d);
     }
-    fn constant(&mut self, name: &str, len: usize, v: f32) -> Result<()> {
-        self.tensors
-            .insert(name.into(), Tensor::full(v, len, &Device::Cpu)?);
-        Ok(())
+    if layers == v.num_hidden_layers {
+        layer_norm_specs(&mut out, "post_layernorm", d);
     }
-    fn linear(&mut self, name: &str, din: usize, dout: usize) -> Result<()> {
-        self.normal(
-            &format!("{name}.weight"),
-            &[dout, din],
-            (din as f32).powf(-0.5),
-        )?;
-        self.normal(&format!("{name}.bias"), &[dout], 0.02)
-    }
-    fn layer_norm(&mut self, name: &str, d: usize) -> Result<()> {
-        self.constant(&format!("{name}.weight"), d, 1.0)?;
-        self.constant(&format!("{name}.bias"), d, 0.0)
-    }
+    out
+}
+
+/// The tensors of a LLaVA-1.5 `mlp2x_gelu` projector (llava-hf names `linear_1`, `linear_2`):
+/// `d_in → hidden → out`.
+pub fn mlp2x_projector_tensors(d_in: usize, hidden: usize, out_dim: usize) -> Vec<TensorSpec> {
+    let mut out = Vec::new();
+    linear_specs(&mut out, "linear_1", d_in, hidden);
+    linear_specs(&mut out, "linear_2", hidden, out_dim);
+    out
+}
+
+/// Seeded Box-Muller normals: the same numbers on every machine for a given seed.
+fn seeded_tensor(rng: &mut ChaCha8Rng, shape: &[usize], fill: Fill) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    Ok(match fill {
+        Fill::Ones => Tensor::ones(shape, candle_core::DType::F32, &Device::Cpu)?,
+        Fill::Zeros => Tensor::zeros(shape, candle_core::DType::F32, &Device::Cpu)?,
+        Fill::Normal(std) => {
+            let data: Vec<f32> = (0..n)
+                .map(|_| {
+                    let u1: f32 = rng.gen_range(f32::EPSILON..1.0);
+                    let u2: f32 = rng.gen();
+                    std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+                })
+                .collect();
+            Tensor::from_vec(data, shape, &Device::Cpu)?
+        }
+    })
 }
 
 /// Writes a random llava-hf checkpoint to `dir`.
 pub fn write_random_llava(dir: &Path, spec: &RandomLlavaSpec) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let v = &spec.vision;
-    let d = v.hidden_size;
-    let mut init = Init {
-        rng: ChaCha8Rng::seed_from_u64(spec.seed),
-        tensors: HashMap::new(),
-    };
-    let t = "vision_tower.vision_model";
-    init.normal(
-        &format!("{t}.embeddings.class_embedding"),
-        &[d],
-        (d as f32).powf(-0.5),
-    )?;
-    let fan_in = v.num_channels * v.patch_size * v.patch_size;
-    init.normal(
-        &format!("{t}.embeddings.patch_embedding.weight"),
-        &[d, v.num_channels, v.patch_size, v.patch_size],
-        (fan_in as f32).powf(-0.5),
-    )?;
-    init.normal(
-        &format!("{t}.embeddings.position_embedding.weight"),
-        &[v.num_patches() + 1, d],
-        0.5,
-    )?;
-    init.layer_norm(&format!("{t}.pre_layrnorm"), d)?;
-    for i in 0..v.num_hidden_layers {
-        let l = format!("{t}.encoder.layers.{i}");
-        init.layer_norm(&format!("{l}.layer_norm1"), d)?;
-        init.layer_norm(&format!("{l}.layer_norm2"), d)?;
-        for p in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-            init.linear(&format!("{l}.self_attn.{p}"), d, d)?;
-        }
-        init.linear(&format!("{l}.mlp.fc1"), d, v.intermediate_size)?;
-        init.linear(&format!("{l}.mlp.fc2"), v.intermediate_size, d)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    let tower = clip_tower_tensors(v, v.num_hidden_layers)
+        .into_iter()
+        .map(|(n, s, f)| (format!("vision_tower.vision_model.{n}"), s, f));
+    let projector = mlp2x_projector_tensors(v.hidden_size, spec.llm_hidden, spec.llm_hidden)
+        .into_iter()
+        .map(|(n, s, f)| (format!("multi_modal_projector.{n}"), s, f));
+    let mut tensors = HashMap::new();
+    // In order: the stream of normals decides the weights.
+    for (name, shape, fill) in tower.chain(projector) {
+        tensors.insert(name, seeded_tensor(&mut rng, &shape, fill)?);
     }
-    init.layer_norm(&format!("{t}.post_layernorm"), d)?;
-    init.linear("multi_modal_projector.linear_1", d, spec.llm_hidden)?;
-    init.linear(
-        "multi_modal_projector.linear_2",
-        spec.llm_hidden,
-        spec.llm_hidden,
-    )?;
-    candle_core::safetensors::save(&init.tensors, dir.join("model.safetensors"))?;
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
 
     let mut vision = serde_json::to_value(v)?;
     vision["model_type"] = "clip_vision_model".into();
