@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use gapprobe_features::featurepoint::FeaturePoint;
-use gapprobe_features::models::{Checkpoint, Family, VisionLanguageModel};
+use gapprobe_features::models::{fused, Checkpoint, Family, VisionLanguageModel};
 use gapprobe_features::preprocess::load_rgb;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -136,11 +136,26 @@ fn jpeg_decoding_and_orientation_match_pil() {
 
 #[test]
 fn every_feature_point_matches_transformers() {
+    check_feature_points(false);
+}
+
+/// The same check with the fused ops (packed q|k|v + fused attention, bias+activation and
+/// residual passes) that CUDA runs, here through their CPU reference: the model wiring of the
+/// fused path is what transformers computes.
+#[test]
+fn every_feature_point_matches_transformers_with_fused_ops() {
+    check_feature_points(true);
+}
+
+fn check_feature_points(fused_ops: bool) {
     let m = manifest();
     let mut worst_overall = 0f32;
     for (name, entry) in m["models"].as_object().unwrap() {
         let ck = checkpoint(name, entry);
-        let model = VisionLanguageModel::load(&ck, usize::MAX, &Device::Cpu, DType::F32).unwrap();
+        let model = fused::with_mode(fused_ops, || {
+            VisionLanguageModel::load(&ck, usize::MAX, &Device::Cpu, DType::F32)
+        })
+        .unwrap();
         let prefix = model.vision.config().prefix_tokens;
         let exp = expected(name);
         let mut points: Vec<(FeaturePoint, String)> = Vec::new();
@@ -180,7 +195,7 @@ fn every_feature_point_matches_transformers() {
         );
         worst_overall = worst_overall.max(worst);
     }
-    eprintln!("all models: max abs error {worst_overall:.2e}");
+    eprintln!("all models (fused ops: {fused_ops}): max abs error {worst_overall:.2e}");
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! `hidden_states[i]` the output of encoder layer `i`, so `hidden_states[-2]` is the output of
 //! the second-to-last layer. Only the layers a request needs are run.
 
-use super::linear::{linear, FoldedLinear as Linear};
+use super::fused;
+use super::linear::{linear, stack, FusedLinear as Linear};
 use super::Act;
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{conv2d_no_bias, layer_norm, Conv2d, Conv2dConfig, LayerNorm, VarBuilder};
@@ -112,10 +113,15 @@ impl Embeddings {
     }
 }
 
+/// q, k and v projections: three GEMMs, or one over the stacked weights when the fused
+/// attention kernel reads them packed.
+enum Qkv {
+    Separate { q: Linear, k: Linear, v: Linear },
+    Packed(Linear),
+}
+
 pub(super) struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Qkv,
     out: Linear,
     heads: usize,
     scale: f64,
@@ -130,31 +136,57 @@ impl Attention {
         names: [&str; 4],
     ) -> Result<Self> {
         let head_dim = d / heads;
+        let load = |name: &str| candle_nn::linear(d, d, vb.pp(name));
+        let (q, k, v) = (load(names[0])?, load(names[1])?, load(names[2])?);
+        let fused = fused::enabled_for(vb.device());
+        let qkv = if fused::attention_supported(vb.device(), vb.dtype(), head_dim) {
+            Qkv::Packed(stack(&[q, k, v], true)?)
+        } else {
+            Qkv::Separate {
+                q: Linear::new(q, fused),
+                k: Linear::new(k, fused),
+                v: Linear::new(v, fused),
+            }
+        };
         Ok(Self {
-            q: linear(d, d, vb.pp(names[0]))?,
-            k: linear(d, d, vb.pp(names[1]))?,
-            v: linear(d, d, vb.pp(names[2]))?,
+            qkv,
             out: linear(d, d, vb.pp(names[3]))?,
             heads,
             scale: (head_dim as f64).powf(-0.5),
         })
     }
 
-    /// Multi-head self-attention over [B, T, D] in the input dtype (no f32 round trip), with the
+    /// Multi-head self-attention over [B, T, D] before the output projection, in the input dtype
+    /// (no f32 round trip): the fused kernel on a packed projection, or per-head matmuls with the
     /// fused last-dim softmax.
-    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn mix(&self, x: &Tensor) -> Result<Tensor> {
+        let (q, k, v) = match &self.qkv {
+            Qkv::Packed(qkv) => {
+                return fused::attention_packed(&qkv.forward(x)?, self.heads, self.scale)
+            }
+            Qkv::Separate { q, k, v } => (q, k, v),
+        };
         let (b, t, d) = x.dims3()?;
         let split = |y: Tensor| {
             y.reshape((b, t, self.heads, d / self.heads))?
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split((self.q.forward(x)? * self.scale)?)?;
-        let k = split(self.k.forward(x)?)?;
-        let v = split(self.v.forward(x)?)?;
+        let q = split((q.forward(x)? * self.scale)?)?;
+        let k = split(k.forward(x)?)?;
+        let v = split(v.forward(x)?)?;
         let attn = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        let y = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
-        self.out.forward(&y)
+        attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))
+    }
+
+    /// Self-attention including the output projection.
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.out.forward(&self.mix(x)?)
+    }
+
+    /// `residual + attention(x)`, the add fused into the output projection's bias pass.
+    pub(super) fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.out.forward_residual(&self.mix(x)?, residual)
     }
 }
 
@@ -200,13 +232,11 @@ impl EncoderLayer {
     }
 
     pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.ln1.forward(x)?)?)?;
-        let h = self.fc2.forward(
-            &self
-                .act
-                .forward(&self.fc1.forward(&self.ln2.forward(&x)?)?)?,
-        )?;
-        x + h
+        let x = self.attn.forward_residual(&self.ln1.forward(x)?, x)?;
+        let h = self
+            .fc1
+            .forward_act(&self.ln2.forward(&x)?, Some(self.act))?;
+        self.fc2.forward_residual(&h, &x)
     }
 }
 

@@ -1,71 +1,90 @@
-//! Linear layers whose bias rides inside the matrix product on CUDA.
+//! Linear layers whose bias, activation and residual add run in one fused pass on CUDA.
 //!
 //! candle adds a Linear's bias with a broadcast kernel that costs about 9× the GEMM itself on an
-//! H200 (../shared/gpu/README.md). On CUDA the bias is folded into the weights instead:
-//! `[x | 1 … 1] · [Wᵀ ; b ; 0 … 0]`, with the ones/zero rows padding K to a multiple of 8 so tensor
-//! cores stay usable. The ones columns cost one contiguous concat; the bias is then accumulated in
-//! the GEMM's f32 accumulator. On the CPU the plain candle Linear runs (bit-identical to before);
-//! `GAPPROBE_PLAIN_LINEAR=1` keeps it on CUDA as well, to measure one against the other.
+//! H200 (../shared/gpu/README.md), and composes activations from several kernels. With the fused
+//! ops on ([`super::fused::enabled_for`]) the input is flattened to one 2-D GEMM and its output
+//! goes through a single `act(y + b) (+ residual)` kernel; otherwise candle's Linear and
+//! composite ops run, as on the CPU.
 
+use super::fused;
+use super::Act;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-/// Set to anything to keep candle's plain Linear on CUDA too (for A/B measurements).
-pub const PLAIN_ENV: &str = "GAPPROBE_PLAIN_LINEAR";
-
-/// A Linear layer (`y = x Wᵀ + b`) with the bias folded into the GEMM on CUDA.
+/// A Linear layer (`y = x Wᵀ + b`) with optional fused activation or residual add.
 #[derive(Debug, Clone)]
-pub struct FoldedLinear {
+pub struct FusedLinear {
     plain: candle_nn::Linear,
-    /// `[in + 1 + pad, out]`: Wᵀ, the bias row, then zero rows (CUDA with bias only).
-    folded: Option<Tensor>,
-    /// Ones columns appended to the input: 1 (bias) + pad.
-    extra: usize,
+    fused: bool,
 }
 
 /// Loads `weight` [out, in] and `bias` [out] under `vb`, like `candle_nn::linear`.
-pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<FoldedLinear> {
-    FoldedLinear::new(candle_nn::linear(in_dim, out_dim, vb)?)
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<FusedLinear> {
+    let fused = fused::enabled_for(vb.device());
+    Ok(FusedLinear::new(
+        candle_nn::linear(in_dim, out_dim, vb)?,
+        fused,
+    ))
 }
 
-impl FoldedLinear {
-    /// Wraps a candle Linear, folding its bias on CUDA devices.
-    pub fn new(plain: candle_nn::Linear) -> Result<Self> {
-        let w = plain.weight();
-        let (folded, extra) = match plain.bias() {
-            Some(b) if w.device().is_cuda() && std::env::var_os(PLAIN_ENV).is_none() => {
-                let (out, inp) = w.dims2()?;
-                let pad = (8 - (inp + 1) % 8) % 8;
-                let mut rows = vec![w.t()?.contiguous()?, b.reshape((1, out))?];
-                if pad > 0 {
-                    rows.push(Tensor::zeros((pad, out), w.dtype(), w.device())?);
-                }
-                (Some(Tensor::cat(&rows, 0)?.contiguous()?), 1 + pad)
-            }
-            _ => (None, 0),
-        };
-        Ok(Self {
-            plain,
-            folded,
-            extra,
-        })
+/// Stacks Linear layers of the same input width along the output axis (one GEMM for q, k, v).
+pub fn stack(layers: &[candle_nn::Linear], fused: bool) -> Result<FusedLinear> {
+    let weights: Vec<&Tensor> = layers.iter().map(|l| l.weight()).collect();
+    let biases: Option<Vec<&Tensor>> = layers.iter().map(|l| l.bias()).collect();
+    let bias = match biases {
+        Some(b) => Some(Tensor::cat(&b, 0)?),
+        None => None,
+    };
+    Ok(FusedLinear::new(
+        candle_nn::Linear::new(Tensor::cat(&weights, 0)?, bias),
+        fused,
+    ))
+}
+
+impl FusedLinear {
+    /// Wraps a candle Linear; `fused` selects the fused path.
+    pub fn new(plain: candle_nn::Linear, fused: bool) -> Self {
+        Self { plain, fused }
     }
-}
 
-impl Module for FoldedLinear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let Some(w) = &self.folded else {
-            return self.plain.forward(x);
-        };
+    /// `x Wᵀ` as one 2-D GEMM, reshaped back to `x`'s leading dimensions.
+    fn gemm(&self, x: &Tensor) -> Result<Tensor> {
+        let w = self.plain.weight();
         let dims = x.dims().to_vec();
         let inp = *dims.last().expect("Linear input has a last dimension");
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let x2 = x.reshape((rows, inp))?;
-        let ones = Tensor::ones((rows, self.extra), x.dtype(), x.device())?;
-        let y = Tensor::cat(&[&x2, &ones], 1)?.matmul(w)?;
+        let y = x.reshape((rows, inp))?.matmul(&w.t()?)?;
         let mut out = dims;
-        *out.last_mut().expect("non-empty") = w.dim(1)?;
+        *out.last_mut().expect("non-empty") = w.dim(0)?;
         y.reshape(out)
+    }
+
+    /// `act(x Wᵀ + b)`.
+    pub fn forward_act(&self, x: &Tensor, act: Option<Act>) -> Result<Tensor> {
+        match (self.fused, self.plain.bias()) {
+            (true, Some(b)) => fused::bias_act(&self.gemm(x)?, b, act),
+            _ => {
+                let y = self.plain.forward(x)?;
+                match act {
+                    Some(a) => a.forward(&y),
+                    None => Ok(y),
+                }
+            }
+        }
+    }
+
+    /// `x Wᵀ + b + residual`.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        match (self.fused, self.plain.bias()) {
+            (true, Some(b)) => fused::bias_residual(&self.gemm(x)?, b, residual),
+            _ => self.plain.forward(x)? + residual,
+        }
+    }
+}
+
+impl Module for FusedLinear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, None)
     }
 }
 
@@ -74,41 +93,58 @@ mod tests {
     use super::*;
     use candle_core::{DType, Device};
 
-    /// The folded product is the same function as the plain Linear (checked on the CPU by forcing
-    /// the folded path, which CUDA takes).
-    #[test]
-    fn folded_bias_equals_broadcast_bias() {
-        let dev = Device::Cpu;
-        let w = Tensor::randn(0f32, 1.0, (5, 11), &dev).unwrap();
-        let b = Tensor::randn(0f32, 1.0, 5, &dev).unwrap();
-        let plain = candle_nn::Linear::new(w.clone(), Some(b.clone()));
-        let pad = (8 - 12 % 8) % 8;
-        let folded = Tensor::cat(
-            &[
-                w.t().unwrap().contiguous().unwrap(),
-                b.reshape((1, 5)).unwrap(),
-                Tensor::zeros((pad, 5), DType::F32, &dev).unwrap(),
-            ],
-            0,
-        )
-        .unwrap();
-        let lin = FoldedLinear {
-            plain: plain.clone(),
-            folded: Some(folded),
-            extra: 1 + pad,
-        };
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 11), &dev).unwrap();
-        let a = lin.forward(&x).unwrap();
-        let e = plain.forward(&x).unwrap();
-        assert_eq!(a.dims(), &[2, 3, 5]);
-        let err = (a - e)
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
             .unwrap()
             .abs()
             .unwrap()
             .max_all()
             .unwrap()
             .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// The fused path (2-D GEMM + bias/activation/residual op) is the same function as candle's
+    /// Linear followed by the composite ops (checked on the CPU with the reference op).
+    #[test]
+    fn fused_linear_equals_plain_linear() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (5, 11), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 5, &dev).unwrap();
+        let plain = candle_nn::Linear::new(w, Some(b));
+        let (on, off) = (
+            FusedLinear::new(plain.clone(), true),
+            FusedLinear::new(plain, false),
+        );
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 11), &dev).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (2, 3, 5), &dev).unwrap();
+        for act in [None, Some(Act::QuickGelu), Some(Act::Gelu)] {
+            let a = on.forward_act(&x, act).unwrap();
+            assert_eq!(a.dims(), &[2, 3, 5]);
+            assert!(max_abs_diff(&a, &off.forward_act(&x, act).unwrap()) < 1e-5);
+        }
+        let a = on.forward_residual(&x, &r).unwrap();
+        assert!(max_abs_diff(&a, &off.forward_residual(&x, &r).unwrap()) < 1e-5);
+    }
+
+    /// Stacking q, k, v gives one layer whose output is their concatenation.
+    #[test]
+    fn stacked_linear_concatenates_outputs() {
+        let dev = Device::Cpu;
+        let mk = |o| {
+            candle_nn::Linear::new(
+                Tensor::randn(0f32, 1.0, (o, 4), &dev).unwrap(),
+                Some(Tensor::randn(0f32, 1.0, o, &dev).unwrap()),
+            )
+        };
+        let (a, b) = (mk(3), mk(2));
+        let x = Tensor::randn(0f32, 1.0, (6, 4), &dev).unwrap();
+        let s = stack(&[a.clone(), b.clone()], false)
+            .unwrap()
+            .forward(&x)
             .unwrap();
-        assert!(err < 1e-5, "{err}");
+        let want = Tensor::cat(&[a.forward(&x).unwrap(), b.forward(&x).unwrap()], 1).unwrap();
+        assert_eq!(s.dtype(), DType::F32);
+        assert!(max_abs_diff(&s, &want) < 1e-5);
     }
 }

@@ -3,6 +3,9 @@
 mod checkpoint;
 mod clip;
 mod dinov2;
+pub mod fused;
+#[cfg(feature = "cuda")]
+mod fused_cuda;
 mod linear;
 mod projector;
 mod random;

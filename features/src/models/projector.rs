@@ -2,7 +2,7 @@
 //! Linear, in the llava-hf (`multi_modal_projector.linear_1/2`) and original
 //! (`model.mm_projector.0/2`) layouts.
 
-use super::linear::{linear, FoldedLinear as Linear};
+use super::linear::{linear, FusedLinear as Linear};
 use super::Act;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -72,10 +72,9 @@ impl Projector {
 
 impl Module for Projector {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.first.forward(x)?;
         match &self.second {
-            Some(second) => second.forward(&self.act.forward(&h)?),
-            None => Ok(h),
+            Some(second) => second.forward(&self.first.forward_act(x, Some(self.act))?),
+            None => self.first.forward(x),
         }
     }
 }
