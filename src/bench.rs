@@ -12,8 +12,10 @@ use crate::ui::Ui;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
+use gapprobe_features::batching::BatchSize;
 use gapprobe_features::extract::{extract, ExtractOptions};
 use gapprobe_features::models::{
+    fused,
     clip_tower_tensors, mlp2x_projector_tensors, Act, ClipVisionConfig, ClipVisionModel, Fill,
     Projector, ProjectorConfig, ProjectorKind, ProjectorLayout, VisionLanguageModel,
 };
@@ -188,7 +190,14 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
     let device = parse_device(&opts.device)?;
     let layers = cfg.num_hidden_layers - 1; // hidden_states[-2]
     let gflop = flops_per_image(&cfg, layers, proj) / 1e9;
-    println!("# gapprobe bench: preset {} on {:?}; {:.1} GFLOP/image (matmul FLOPs, {} layers + projector)", opts.preset, device, gflop, layers);
+    println!(
+        "# gapprobe bench: preset {} on {:?}; {:.1} GFLOP/image (matmul FLOPs, {} layers + projector); fused kernels {}",
+        opts.preset,
+        device,
+        gflop,
+        layers,
+        if fused::enabled_for(&device) { "on" } else { "off" }
+    );
     println!(
         "{:<10} {:<6} {:>6} {:>10} {:>10} {:>9}",
         "what", "dtype", "batch", "ms/batch", "images/s", "TFLOP/s"
@@ -214,6 +223,9 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
             "{:<10} {:<6} relative error of the device's f32 output vs the CPU's: {err:.2e}",
             "check", "f32"
         );
+    }
+    if !device.is_cpu() && fused::enabled_for(&device) {
+        check_kernels(&device)?;
     }
     for dtype_name in &opts.dtypes {
         let dtype = parse_dtype(dtype_name)?;
@@ -266,7 +278,7 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
             // Pooled on the device, as `extract` stores it: the host receives [B, D], not [B, T, D].
             let points: Vec<FeaturePoint> = vec!["projector.mean".parse()?];
             let eo = ExtractOptions {
-                batch_size: opts.e2e_batch,
+                batch_size: BatchSize::Fixed(opts.e2e_batch),
                 device: device.clone(),
                 dtype,
             };
@@ -296,6 +308,38 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
                 ips,
                 ips * gflop / 1e3
             );
+        }
+    }
+    Ok(())
+}
+
+/// Runs each fused kernel on the device and its f32 reference on the CPU, on the same random
+/// inputs at the benchmark's shapes, and prints the relative error ‖a − b‖ / ‖b‖ of each.
+fn check_kernels(device: &Device) -> Result<()> {
+    let cpu = Device::Cpu;
+    let report = |what: &str, dtype: DType, got: &Tensor, want: &Tensor| -> Result<()> {
+        let err = relative_error(&got.to_device(&cpu)?, &want.to_dtype(DType::F32)?)?;
+        println!("{:<10} {:<6} relative error of the {what} kernel vs its CPU reference: {err:.2e}", "kernel", format!("{dtype:?}").to_lowercase());
+        Ok(())
+    };
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        // Inputs rounded to `dtype` first, so both sides see identical values.
+        let x = Tensor::randn(0f32, 1.0, (3, 577, 1024), &cpu)?.to_dtype(dtype)?;
+        let b = Tensor::randn(0f32, 1.0, 1024, &cpu)?.to_dtype(dtype)?;
+        let r = Tensor::randn(0f32, 1.0, (3, 577, 1024), &cpu)?.to_dtype(dtype)?;
+        let on = |t: &Tensor| t.to_device(device);
+        for act in [Act::QuickGelu, Act::Gelu] {
+            let got = fused::bias_act(&on(&x)?, &on(&b)?, Some(act))?;
+            let want = fused::bias_act(&x, &b, Some(act))?;
+            report(&format!("bias+{act:?}"), dtype, &got, &want)?;
+        }
+        let got = fused::bias_residual(&on(&x)?, &on(&b)?, &on(&r)?)?;
+        report("bias+residual", dtype, &got, &fused::bias_residual(&x, &b, &r)?)?;
+        if dtype != DType::F32 {
+            // 577 tokens (not a multiple of the tiles), 16 heads of 64, 2 images.
+            let qkv = Tensor::randn(0f32, 1.0, (2, 577, 3 * 1024), &cpu)?.to_dtype(dtype)?;
+            let got = fused::attention_packed(&on(&qkv)?, 16, 0.125)?;
+            report("attention", dtype, &got, &fused::attention_packed(&qkv, 16, 0.125)?)?;
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 
 use crate::{bench, datasets_cmd};
 use clap::{Args, Parser, Subcommand};
+use gapprobe_features::batching::BatchSize;
 use gapprobe_features::cache::FeatureCache;
 use std::path::PathBuf;
 
@@ -85,8 +86,10 @@ A second run reuses the cache and performs no forward pass."
         /// f32, bf16 or f16.
         #[arg(long, default_value = "f32")]
         dtype: String,
-        #[arg(long, default_value_t = 32)]
-        batch_size: usize,
+        /// Images per forward pass, or `auto`: from free GPU memory (at most 256), 32 on the CPU.
+        /// An out-of-memory error names the size that fits.
+        #[arg(long, default_value = "auto")]
+        batch_size: BatchSize,
         /// Extract only shard I of N (0-based, e.g. 0/4) into a shard file; join the N shard
         /// files with `gapprobe cache merge`. Every shard must use the same --batch-size.
         #[arg(long)]

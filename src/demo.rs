@@ -3,6 +3,7 @@
 
 use crate::experiment::{DatasetSection, Experiment, ModelSection, ProbeSection};
 use anyhow::{Context, Result};
+use gapprobe_features::batching::BatchSize;
 use gapprobe_features::models::{write_random_llava, RandomLlavaSpec};
 use gapprobe_features::synth::{generate, SynthConfig, MANIFEST_NAME};
 use std::path::{Path, PathBuf};
@@ -61,7 +62,7 @@ pub fn prepare(opts: &DemoOptions) -> Result<Experiment> {
         name: "gapprobe demo: modality gap on generated fine-grained shapes".into(),
         output: opts.out.clone(),
         cache: opts.cache.clone(),
-        model: ModelSection { id: model.to_string_lossy().into_owned(), device: "cpu".into(), dtype: "f32".into(), batch_size: 64, compress: None },
+        model: ModelSection { id: model.to_string_lossy().into_owned(), device: "cpu".into(), dtype: "f32".into(), batch_size: BatchSize::Fixed(64), compress: None },
         datasets: vec![DatasetSection {
             spec: format!("demo:{}", data.display()),
             feature_points: vec!["vision.layer[-2].patch.mean".into(), "vision.layer[-2].cls".into(), "projector.mean".into()],

@@ -2,6 +2,7 @@
 //! output folder. `gapprobe run experiment.toml` executes extract → cache → probe → report.
 
 use anyhow::{bail, Context, Result};
+use gapprobe_features::batching::BatchSize;
 use gapprobe_features::datasets::{DatasetSpec, LabelLevel};
 use gapprobe_features::FeaturePoint;
 use gapprobe_probes::{ProbeConfig, Solver};
@@ -38,8 +39,9 @@ pub struct ModelSection {
     pub device: String,
     #[serde(default = "default_dtype")]
     pub dtype: String,
-    #[serde(default = "default_batch")]
-    pub batch_size: usize,
+    /// Images per forward pass, or "auto" (the default): from free GPU memory, 32 on the CPU.
+    #[serde(default)]
+    pub batch_size: BatchSize,
     /// Deflate level (1-9) to compress each new cache entry with once it is finished; absent:
     /// uncompressed. Storage only: the cache key does not change.
     #[serde(default)]
@@ -87,9 +89,6 @@ fn default_device() -> String {
 }
 fn default_dtype() -> String {
     "f32".into()
-}
-fn default_batch() -> usize {
-    32
 }
 fn default_grid() -> Vec<f64> {
     ProbeConfig::default().c_grid

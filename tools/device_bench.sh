@@ -25,9 +25,9 @@ timeout 300 python3 .device/torch_baseline.py --sections "$TORCH_SECTIONS" --pro
 echo "== gapprobe bench =="
 timeout 240 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 10 --warmup 3 \
   --e2e-images "$E2E" --e2e-batch 256 2>&1 | tee "$OUT/gapprobe_bench.txt"
-echo "== gapprobe bench, candle's plain Linear (bias by broadcast add): the A/B for the folded bias =="
-GAPPROBE_PLAIN_LINEAR=1 timeout 120 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 5 --warmup 2 \
-  2>&1 | tee "$OUT/gapprobe_bench_plain_linear.txt"
+echo "== gapprobe bench, fused kernels off (candle's composite ops): the A/B for features/kernels/fused.cu =="
+GAPPROBE_KERNELS=off timeout 120 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 5 --warmup 2 \
+  2>&1 | tee "$OUT/gapprobe_bench_kernels_off.txt"
 python3 tools/ratio_table.py "$OUT" | tee "$OUT/ratios.md"
 # Probe solver on the GPU (issue 7), when the `cuda` bench_probe example was carried.
 if [ -f .device/bench_probe.xz ]; then

@@ -1,6 +1,7 @@
 //! Batched feature extraction: images are decoded and preprocessed on CPU threads one batch ahead
 //! of the model (bounded queue), every requested feature point is read from one forward pass.
 
+use crate::batching::{self, BatchSize};
 use crate::featurepoint::FeaturePoint;
 use crate::models::VisionLanguageModel;
 use crate::preprocess::{load_rgb, PreprocessConfig};
@@ -23,7 +24,8 @@ pub fn forward_passes() -> u64 {
 /// How to run an extraction.
 #[derive(Debug, Clone)]
 pub struct ExtractOptions {
-    pub batch_size: usize,
+    /// Images per forward pass, or `auto` (from free GPU memory; see [`crate::batching`]).
+    pub batch_size: BatchSize,
     pub device: Device,
     pub dtype: DType,
 }
@@ -31,7 +33,7 @@ pub struct ExtractOptions {
 impl Default for ExtractOptions {
     fn default() -> Self {
         ExtractOptions {
-            batch_size: 32,
+            batch_size: BatchSize::Fixed(32),
             device: Device::Cpu,
             dtype: DType::F32,
         }
@@ -102,7 +104,7 @@ pub fn extract_batches(
     };
     let layers: Vec<usize> = points.iter().map(layer_of).collect::<Result<_>>()?;
     let (h, w) = pre.output_size();
-    let batch = opts.batch_size.max(1);
+    let batch = batching::resolve(opts.batch_size, model, (h, w), &opts.device, opts.dtype).max(1);
 
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = sync_channel::<Result<Vec<f32>>>(2);
@@ -125,21 +127,26 @@ pub fn extract_batches(
         let mut row0 = 0;
         for (chunk, pixels) in paths.chunks(batch).zip(rx.iter()) {
             let n = chunk.len();
-            let pixels = Tensor::from_vec(pixels?, (n, 3, h as usize, w as usize), &opts.device)?
-                .to_dtype(opts.dtype)?;
-            let states = model.vision.hidden_states(&pixels, &layers)?;
-            FORWARD_PASSES.fetch_add(1, Ordering::Relaxed);
-            let mut feats = Vec::with_capacity(points.len());
-            for (point, state) in points.iter().zip(&states) {
-                let feat = read_point(model, point, state)?
-                    .to_dtype(DType::F32)?
-                    .to_device(&Device::Cpu)?;
-                let shape = feat.dims().to_vec();
-                feats.push(ArrayD::from_shape_vec(
-                    IxDyn(&shape),
-                    feat.flatten_all()?.to_vec1::<f32>()?,
-                )?);
-            }
+            let feats = (|| -> Result<Vec<ArrayD<f32>>> {
+                let pixels =
+                    Tensor::from_vec(pixels?, (n, 3, h as usize, w as usize), &opts.device)?
+                        .to_dtype(opts.dtype)?;
+                let states = model.vision.hidden_states(&pixels, &layers)?;
+                FORWARD_PASSES.fetch_add(1, Ordering::Relaxed);
+                let mut feats = Vec::with_capacity(points.len());
+                for (point, state) in points.iter().zip(&states) {
+                    let feat = read_point(model, point, state)?
+                        .to_dtype(DType::F32)?
+                        .to_device(&Device::Cpu)?;
+                    let shape = feat.dims().to_vec();
+                    feats.push(ArrayD::from_shape_vec(
+                        IxDyn(&shape),
+                        feat.flatten_all()?.to_vec1::<f32>()?,
+                    )?);
+                }
+                Ok(feats)
+            })()
+            .map_err(|e| batching::explain_oom(e, n, model, (h, w), &opts.device, opts.dtype))?;
             on_batch(row0, feats)?;
             row0 += n;
             progress.inc(n as u64);

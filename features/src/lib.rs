@@ -5,6 +5,7 @@
 //! ([`models`]), feature points ([`featurepoint`]), batched extraction ([`extract`]) and the HDF5
 //! cache ([`cache`]).
 
+pub mod batching;
 pub mod cache;
 pub mod datasets;
 pub mod extract;

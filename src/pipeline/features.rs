@@ -9,6 +9,7 @@ use gapprobe_features::cache::{
     FeatureCache, Provenance, Shard, SplitPlan, StorageDtype,
 };
 use gapprobe_features::datasets::{Dataset, LabelLevel, Sample, Split};
+use gapprobe_features::batching::{self, BatchSize};
 use gapprobe_features::extract::{extract_batches, ExtractOptions};
 use gapprobe_features::models::{Checkpoint, VisionLanguageModel};
 use gapprobe_features::FeaturePoint;
@@ -121,7 +122,20 @@ pub fn ensure_features_with(
     }
     let missing = still;
     if !missing.is_empty() {
-        let batch = opts.batch_size.max(1);
+        if copts.shard.is_some() && opts.batch_size == BatchSize::Auto {
+            anyhow::bail!(
+                "--shard needs an explicit --batch-size (e.g. --batch-size 128): every shard must \
+                 use the same one, and 'auto' depends on each machine's free GPU memory"
+            );
+        }
+        let batch = batching::resolve(
+            opts.batch_size,
+            &model,
+            preprocess.output_size(),
+            &opts.device,
+            opts.dtype,
+        )
+        .max(1);
         let splits: Vec<(Split, Vec<&Sample>)> = [Split::Train, Split::Val, Split::Test]
             .into_iter()
             .map(|s| (s, ds.split(s)))
@@ -184,17 +198,19 @@ pub fn ensure_features_with(
         let delay = std::env::var(TEST_DELAY_ENV)
             .ok()
             .and_then(|v| v.parse::<u64>().ok());
+        // A resumed entry keeps the batch size it was started with (same batches, same numbers).
         let opts = ExtractOptions {
-            batch_size: writers[0].batch_size().max(1),
+            batch_size: BatchSize::Fixed(writers[0].batch_size().max(1)),
             ..opts.clone()
         };
+        let batch = writers[0].batch_size().max(1);
         for ((split, samples), plan) in splits.iter().zip(&split_plans) {
             let done = writers
                 .iter()
                 .map(|w| w.rows_done(*split))
                 .min()
                 .unwrap_or(0);
-            let start = done / opts.batch_size * opts.batch_size;
+            let start = done / batch * batch;
             if done == plan.rows.len() {
                 continue;
             }

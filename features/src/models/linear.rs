@@ -47,6 +47,11 @@ impl FusedLinear {
         Self { plain, fused }
     }
 
+    /// Output width.
+    pub fn out_dim(&self) -> usize {
+        self.plain.weight().dims()[0]
+    }
+
     /// `x Wᵀ` as one 2-D GEMM, reshaped back to `x`'s leading dimensions.
     fn gemm(&self, x: &Tensor) -> Result<Tensor> {
         let w = self.plain.weight();

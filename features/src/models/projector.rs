@@ -70,6 +70,15 @@ impl Projector {
     }
 }
 
+impl Projector {
+    /// (hidden width, output width): the first Linear's output and the projector's output.
+    pub fn widths(&self) -> (usize, usize) {
+        let out = |l: &Linear| l.out_dim();
+        let hidden = out(&self.first);
+        (hidden, self.second.as_ref().map(out).unwrap_or(hidden))
+    }
+}
+
 impl Module for Projector {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.second {

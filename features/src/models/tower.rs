@@ -33,6 +33,10 @@ pub struct TowerInfo {
     pub has_cls: bool,
     /// Tokens before the first patch token (CLS and registers).
     pub prefix_tokens: usize,
+    pub patch_size: usize,
+    /// Width of the MLP's hidden layer.
+    pub intermediate_size: usize,
+    pub num_attention_heads: usize,
 }
 
 impl TowerInfo {
@@ -76,6 +80,9 @@ impl VisionTower {
                 hidden_size: m.config().hidden_size,
                 has_cls: true,
                 prefix_tokens: 1,
+                patch_size: m.config().patch_size,
+                intermediate_size: m.config().intermediate_size,
+                num_attention_heads: m.config().num_attention_heads,
             },
             VisionTower::Siglip(m) => TowerInfo {
                 family: Family::Siglip,
@@ -83,6 +90,9 @@ impl VisionTower {
                 hidden_size: m.config().hidden_size,
                 has_cls: false,
                 prefix_tokens: 0,
+                patch_size: m.config().patch_size,
+                intermediate_size: m.config().intermediate_size,
+                num_attention_heads: m.config().num_attention_heads,
             },
             VisionTower::Dinov2(m) => TowerInfo {
                 family: Family::Dinov2,
@@ -90,6 +100,9 @@ impl VisionTower {
                 hidden_size: m.config().hidden_size,
                 has_cls: true,
                 prefix_tokens: 1 + m.config().num_register_tokens,
+                patch_size: m.config().patch_size,
+                intermediate_size: (m.config().hidden_size as f64 * m.config().mlp_ratio) as usize,
+                num_attention_heads: m.config().num_attention_heads,
             },
         }
     }

@@ -1,0 +1,233 @@
+//! Batch size: given, or chosen from the device's free memory; and out-of-memory errors that say
+//! which batch size would fit.
+
+use crate::models::{fused, VisionLanguageModel};
+use anyhow::{bail, Result};
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Images per forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "BatchSizeRepr", into = "BatchSizeRepr")]
+pub enum BatchSize {
+    /// From free GPU memory ([`auto_batch_size`]); [`CPU_BATCH`] on the CPU.
+    #[default]
+    Auto,
+    Fixed(usize),
+}
+
+/// Batch size `auto` picks on the CPU, where memory is rarely the limit.
+pub const CPU_BATCH: usize = 32;
+/// Largest batch `auto` picks: throughput is flat beyond it, and smaller batches resume sooner.
+pub const MAX_AUTO_BATCH: usize = 256;
+/// Share of free memory `auto` plans to use.
+const MEMORY_SHARE: f64 = 0.8;
+
+impl FromStr for BatchSize {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "auto" => Ok(BatchSize::Auto),
+            n => match n.parse::<usize>() {
+                Ok(0) | Err(_) => bail!("batch size '{s}': expected a positive number or 'auto'"),
+                Ok(n) => Ok(BatchSize::Fixed(n)),
+            },
+        }
+    }
+}
+
+impl fmt::Display for BatchSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BatchSize::Auto => f.write_str("auto"),
+            BatchSize::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// TOML/JSON form: a number or the string "auto".
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum BatchSizeRepr {
+    Number(usize),
+    Text(String),
+}
+
+impl TryFrom<BatchSizeRepr> for BatchSize {
+    type Error = anyhow::Error;
+    fn try_from(r: BatchSizeRepr) -> Result<Self> {
+        match r {
+            BatchSizeRepr::Number(n) => n.to_string().parse(),
+            BatchSizeRepr::Text(s) => s.parse(),
+        }
+    }
+}
+
+impl From<BatchSize> for BatchSizeRepr {
+    fn from(b: BatchSize) -> Self {
+        match b {
+            BatchSize::Auto => BatchSizeRepr::Text("auto".into()),
+            BatchSize::Fixed(n) => BatchSizeRepr::Number(n),
+        }
+    }
+}
+
+/// Estimated device memory one image needs in a forward pass, in bytes: the activations live at
+/// once inside an encoder layer (residual, norms, q|k|v, attention output, both MLP
+/// activations), the attention scores when the composite path runs, the projector's activations,
+/// the input pixels, and a 25% margin for allocator slack.
+pub fn bytes_per_image(model: &VisionLanguageModel, size: (u32, u32), dtype: DType) -> u64 {
+    let info = model.vision.config();
+    let s = dtype.size_in_bytes() as f64;
+    let (h, w) = (size.0 as f64, size.1 as f64);
+    let p = info.patch_size.max(1) as f64;
+    let t = (h / p).floor() * (w / p).floor() + info.prefix_tokens as f64;
+    let (d, f, heads) = (
+        info.hidden_size as f64,
+        info.intermediate_size as f64,
+        info.num_attention_heads.max(1) as f64,
+    );
+    let mut elems = t * (9.0 * d + 2.0 * f);
+    let head_dim = info.hidden_size / info.num_attention_heads.max(1);
+    // The composite attention keeps split q, k, v and the score and probability matrices.
+    let fused_attention = cfg!(feature = "cuda") && head_dim == fused::ATTENTION_HEAD_DIM;
+    if !(fused_attention && matches!(dtype, DType::BF16 | DType::F16)) {
+        elems += 3.0 * t * d + 2.0 * heads * t * t;
+    }
+    if let Some((hidden, out)) = model.projector.as_ref().map(|p| p.widths()) {
+        elems += t * (2.0 * hidden as f64 + out as f64);
+    }
+    let pixels = 3.0 * h * w * (4.0 + s);
+    ((elems * s + pixels) * 1.25) as u64
+}
+
+/// Free and total memory of a CUDA device in bytes; `None` on the CPU.
+pub fn device_memory(device: &Device) -> Option<(u64, u64)> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => d
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .ok()
+            .map(|(free, total)| (free as u64, total as u64)),
+        _ => None,
+    }
+}
+
+/// The batch that fits `share` of `free` bytes at `per_image` bytes each: at least 1, at most
+/// [`MAX_AUTO_BATCH`], a multiple of 8 from 8 up.
+pub fn fitting_batch(free: u64, per_image: u64) -> usize {
+    let n = ((free as f64 * MEMORY_SHARE) / per_image.max(1) as f64) as usize;
+    let n = n.clamp(1, MAX_AUTO_BATCH);
+    if n >= 8 {
+        n / 8 * 8
+    } else {
+        n
+    }
+}
+
+/// Resolves `batch` for `model` on `device`: a fixed size as given; `auto` from free memory on
+/// CUDA (call after the model is loaded, so its weights are already counted), [`CPU_BATCH`]
+/// elsewhere.
+pub fn resolve(
+    batch: BatchSize,
+    model: &VisionLanguageModel,
+    size: (u32, u32),
+    device: &Device,
+    dtype: DType,
+) -> usize {
+    match (batch, device_memory(device)) {
+        (BatchSize::Fixed(n), _) => n,
+        (BatchSize::Auto, None) => CPU_BATCH,
+        (BatchSize::Auto, Some((free, _))) => {
+            let per = bytes_per_image(model, size, dtype);
+            let n = fitting_batch(free, per);
+            tracing::info!(
+                "batch size {n} (auto: {:.1} GiB free, about {:.0} MiB per image)",
+                free as f64 / GIB,
+                per as f64 / MIB
+            );
+            n
+        }
+    }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+const MIB: f64 = (1u64 << 20) as f64;
+
+/// Whether an error is the device running out of memory.
+pub fn is_out_of_memory(err: &anyhow::Error) -> bool {
+    let msg = format!("{err:#}").to_lowercase();
+    msg.contains("out_of_memory") || msg.contains("out of memory")
+}
+
+/// Turns an out-of-memory failure of a batch of `batch` images into an error that names the
+/// batch size that would fit; other errors pass through.
+pub fn explain_oom(
+    err: anyhow::Error,
+    batch: usize,
+    model: &VisionLanguageModel,
+    size: (u32, u32),
+    device: &Device,
+    dtype: DType,
+) -> anyhow::Error {
+    if !is_out_of_memory(&err) {
+        return err;
+    }
+    let per = bytes_per_image(model, size, dtype);
+    let (free, total) = device_memory(device).unwrap_or((0, 0));
+    let fit = fitting_batch(free, per).min(batch / 2).max(1);
+    err.context(format!(
+        "a batch of {batch} images did not fit in {:?}'s memory ({:.1} of {:.1} GiB free now; \
+         about {:.0} MiB per image for this model at {dtype:?}): rerun with --batch-size {fit} \
+         (or batch_size = {fit} in the experiment's [model]); rows already written are kept",
+        device,
+        free as f64 / GIB,
+        total as f64 / GIB,
+        per as f64 / MIB
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_numbers_and_auto() {
+        assert_eq!("auto".parse::<BatchSize>().unwrap(), BatchSize::Auto);
+        assert_eq!("64".parse::<BatchSize>().unwrap(), BatchSize::Fixed(64));
+        for bad in ["0", "-3", "lots"] {
+            let e = bad.parse::<BatchSize>().unwrap_err().to_string();
+            assert!(e.contains("positive number or 'auto'"), "{e}");
+        }
+        #[derive(Deserialize)]
+        struct T {
+            b: BatchSize,
+        }
+        let t: T = toml::from_str("b = 128").unwrap();
+        assert_eq!(t.b, BatchSize::Fixed(128));
+        let t: T = toml::from_str("b = \"auto\"").unwrap();
+        assert_eq!(t.b, BatchSize::Auto);
+        assert!(toml::from_str::<T>("b = 0").is_err());
+    }
+
+    #[test]
+    fn fitting_batch_rounds_and_clamps() {
+        let mib = 1u64 << 20;
+        assert_eq!(fitting_batch(100 * 1024 * mib, 50 * mib), MAX_AUTO_BATCH);
+        assert_eq!(fitting_batch(1000 * mib, 50 * mib), 16); // 0.8 · 1000 / 50 = 16
+        assert_eq!(fitting_batch(1100 * mib, 50 * mib), 16); // 17.6 → 16
+        assert_eq!(fitting_batch(300 * mib, 50 * mib), 4);
+        assert_eq!(fitting_batch(10 * mib, 50 * mib), 1);
+    }
+
+    #[test]
+    fn oom_is_recognised_in_cuda_driver_messages() {
+        let e = anyhow::anyhow!("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")");
+        assert!(is_out_of_memory(&e));
+        assert!(!is_out_of_memory(&anyhow::anyhow!("shape mismatch")));
+    }
+}
