@@ -15,9 +15,8 @@ use candle_nn::VarBuilder;
 use gapprobe_features::batching::BatchSize;
 use gapprobe_features::extract::{extract, ExtractOptions};
 use gapprobe_features::models::{
-    fused,
-    clip_tower_tensors, mlp2x_projector_tensors, Act, ClipVisionConfig, ClipVisionModel, Fill,
-    Projector, ProjectorConfig, ProjectorKind, ProjectorLayout, VisionLanguageModel,
+    clip_tower_tensors, fused, mlp2x_projector_tensors, Act, ClipVisionConfig, ClipVisionModel,
+    Fill, Projector, ProjectorConfig, ProjectorKind, ProjectorLayout, VisionLanguageModel,
 };
 use gapprobe_features::preprocess::PreprocessConfig;
 use gapprobe_features::FeaturePoint;
@@ -50,6 +49,9 @@ pub struct BenchOptions {
     pub e2e_images: usize,
     #[arg(long, default_value_t = 64)]
     pub e2e_batch: usize,
+    /// Also time the encoder layer's operations one by one (at the first batch size and dtype).
+    #[arg(long)]
+    pub ops: bool,
 }
 
 /// Architecture of a preset: (tower config, projector dims d→h→o, hidden state read).
@@ -227,6 +229,11 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
     if !device.is_cpu() && fused::enabled_for(&device) {
         check_kernels(&device)?;
     }
+    if opts.ops {
+        let dtype = parse_dtype(opts.dtypes.first().map(String::as_str).unwrap_or("f32"))?;
+        let batch = opts.batch_sizes.first().copied().unwrap_or(8);
+        crate::bench_ops::profile(&device, dtype, batch, opts.iters, layers)?;
+    }
     for dtype_name in &opts.dtypes {
         let dtype = parse_dtype(dtype_name)?;
         let model = build_model(&tensors, &cfg, proj, layers, dtype)?;
@@ -319,7 +326,11 @@ fn check_kernels(device: &Device) -> Result<()> {
     let cpu = Device::Cpu;
     let report = |what: &str, dtype: DType, got: &Tensor, want: &Tensor| -> Result<()> {
         let err = relative_error(&got.to_device(&cpu)?, &want.to_dtype(DType::F32)?)?;
-        println!("{:<10} {:<6} relative error of the {what} kernel vs its CPU reference: {err:.2e}", "kernel", format!("{dtype:?}").to_lowercase());
+        println!(
+            "{:<10} {:<6} relative error of the {what} kernel vs its CPU reference: {err:.2e}",
+            "kernel",
+            format!("{dtype:?}").to_lowercase()
+        );
         Ok(())
     };
     for dtype in [DType::BF16, DType::F16, DType::F32] {
@@ -334,12 +345,46 @@ fn check_kernels(device: &Device) -> Result<()> {
             report(&format!("bias+{act:?}"), dtype, &got, &want)?;
         }
         let got = fused::bias_residual(&on(&x)?, &on(&b)?, &on(&r)?)?;
-        report("bias+residual", dtype, &got, &fused::bias_residual(&x, &b, &r)?)?;
+        report(
+            "bias+residual",
+            dtype,
+            &got,
+            &fused::bias_residual(&x, &b, &r)?,
+        )?;
+        let w = Tensor::randn(0f32, 1.0, 1024, &cpu)?.to_dtype(dtype)?;
+        let shifted = (&x * 3.0)?.affine(1.0, 2.0)?;
+        let got = fused::layer_norm(&on(&shifted)?, &on(&w)?, &on(&b)?, 1e-5)?;
+        report(
+            "layer norm",
+            dtype,
+            &got,
+            &fused::layer_norm(&shifted, &w, &b, 1e-5)?,
+        )?;
+        // A width that is no multiple of the vector: the scalar kernel.
+        let xo = x.narrow(2, 0, 1001)?.contiguous()?;
+        let bo = b.narrow(0, 0, 1001)?.contiguous()?;
+        let got = fused::bias_act(&on(&xo)?, &on(&bo)?, Some(Act::QuickGelu))?;
+        let want = fused::bias_act(&xo, &bo, Some(Act::QuickGelu))?;
+        report("bias+QuickGelu (width 1001)", dtype, &got, &want)?;
         if dtype != DType::F32 {
             // 577 tokens (not a multiple of the tiles), 16 heads of 64, 2 images.
             let qkv = Tensor::randn(0f32, 1.0, (2, 577, 3 * 1024), &cpu)?.to_dtype(dtype)?;
-            let got = fused::attention_packed(&on(&qkv)?, 16, 0.125)?;
-            report("attention", dtype, &got, &fused::attention_packed(&qkv, 16, 0.125)?)?;
+            let qb = Tensor::randn(0f32, 1.0, 3 * 1024, &cpu)?.to_dtype(dtype)?;
+            let qb_dev = on(&qb)?;
+            for bias in [None, Some(&qb)] {
+                let want = fused::attention_packed(&qkv, bias, 16, 0.125)?;
+                let bias_dev = bias.map(|_| &qb_dev);
+                for kernel in [fused::AttentionKernel::Mma, fused::AttentionKernel::Wmma] {
+                    let got =
+                        fused::attention_packed_with(&on(&qkv)?, bias_dev, 16, 0.125, kernel)?;
+                    let what = if bias.is_some() {
+                        "attention+bias"
+                    } else {
+                        "attention"
+                    };
+                    report(&format!("{what} ({kernel:?})"), dtype, &got, &want)?;
+                }
+            }
         }
     }
     Ok(())
@@ -391,6 +436,7 @@ mod tests {
             iters: 1,
             e2e_images: 4,
             e2e_batch: 2,
+            ops: false,
         };
         run(&opts, &Ui { quiet: true }).unwrap();
     }

@@ -20,14 +20,23 @@ source .device/device-libs.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 TORCH_SECTIONS=${TORCH_SECTIONS:-encoder,pipeline}
 echo "== PyTorch anchor ($TORCH_SECTIONS) =="
-timeout 300 python3 .device/torch_baseline.py --sections "$TORCH_SECTIONS" --probe-backends torch --dtypes "$DTYPES" \
-  --batch-sizes "$BATCHES" --iters 10 --warmup 3 --num-jpegs "$E2E" --epochs 2 --out "$OUT" 2>&1 | tee "$OUT/torch.log" | grep -E "^\[|ips|img/s|images/s" | tail -40
+timeout ${TORCH_TIMEOUT:-300} python3 .device/torch_baseline.py --sections "$TORCH_SECTIONS" --probe-backends torch --dtypes "$DTYPES" \
+  --batch-sizes "$BATCHES" --iters 10 --warmup 3 --num-jpegs "$E2E" --epochs 2 --out "$OUT" ${TORCH_EXTRA:-} 2>&1 | tee "$OUT/torch.log" | grep -E "^\[|ips|img/s|images/s" | tail -40
 echo "== gapprobe bench =="
-timeout 240 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 10 --warmup 3 \
-  --e2e-images "$E2E" --e2e-batch 256 2>&1 | tee "$OUT/gapprobe_bench.txt"
-echo "== gapprobe bench, fused kernels off (candle's composite ops): the A/B for features/kernels/fused.cu =="
-GAPPROBE_KERNELS=off timeout 120 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 5 --warmup 2 \
-  2>&1 | tee "$OUT/gapprobe_bench_kernels_off.txt"
+OPS_FLAG=""; [ "${OPS:-1}" = 1 ] && OPS_FLAG="--ops"
+# Not quiet: extraction logs how long it waited for decoded images vs. the device's work.
+timeout 240 /tmp/gapprobe bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 10 --warmup 3 \
+  --e2e-images "$E2E" --e2e-batch 256 $OPS_FLAG 2>&1 | tee "$OUT/gapprobe_bench.txt"
+if [ "${AB_ATTENTION:-1}" = 1 ]; then
+  echo "== gapprobe bench, first attention kernel (GAPPROBE_ATTENTION=wmma): A/B for attention_mma =="
+  GAPPROBE_ATTENTION=wmma timeout 120 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes 256 --iters 5 --warmup 2 \
+    2>&1 | tee "$OUT/gapprobe_bench_wmma.txt"
+fi
+if [ "${AB_OFF:-0}" = 1 ]; then
+  echo "== gapprobe bench, fused kernels off (candle's composite ops): the A/B for features/kernels/fused.cu =="
+  GAPPROBE_KERNELS=off timeout 120 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 5 --warmup 2 \
+    2>&1 | tee "$OUT/gapprobe_bench_kernels_off.txt"
+fi
 python3 tools/ratio_table.py "$OUT" | tee "$OUT/ratios.md"
 # Probe solver on the GPU (issue 7), when the `cuda` bench_probe example was carried.
 if [ -f .device/bench_probe.xz ]; then

@@ -6,7 +6,10 @@
 //   attention_*  softmax(Q K^T * scale) V for head dimension 64, reading Q, K and V straight out
 //                of a packed [B, N, 3 * H * 64] projection and writing [B, N, H * 64]: no score
 //                matrix in memory, no head transposes. Flash-attention style (online softmax over
-//                key tiles), with tensor-core WMMA products and the softmax in shared memory.
+//                key tiles). Two versions: `attention_mma_*` keeps scores, probabilities and the
+//                output in registers (mma.sync m16n8k16, the PTX ISA's documented fragment
+//                layouts, as FlashAttention-2 does); `attention_hd64_*` is the first, simpler one
+//                (WMMA products, softmax through shared memory), kept as a cross-check.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
@@ -71,6 +74,47 @@ BIAS_ACT(float, bias_act_f32)
 BIAS_ACT(__half, bias_act_f16)
 BIAS_ACT(__nv_bfloat16, bias_act_bf16)
 
+// The same with 16-byte vectors, a block per row (grid-stride), no 64-bit division: for rows
+// whose width is a multiple of the vector and buffers on 16-byte boundaries (the launcher checks).
+template <typename T>
+__device__ void bias_act_rows(const T *__restrict__ x, const T *__restrict__ bias,
+                              const T *__restrict__ residual, T *__restrict__ y, unsigned rows,
+                              unsigned cols, int act) {
+  constexpr int VEC = 16 / sizeof(T);
+  const unsigned vcols = cols / VEC;
+  for (unsigned r = blockIdx.x; r < rows; r += gridDim.x) {
+    const size_t base = (size_t)r * cols;
+    for (unsigned v = threadIdx.x; v < vcols; v += blockDim.x) {
+      const size_t at = base + (size_t)v * VEC;
+      uint4 xv = *reinterpret_cast<const uint4 *>(x + at);
+      uint4 bv = *reinterpret_cast<const uint4 *>(bias + (size_t)v * VEC);
+      uint4 rv = make_uint4(0, 0, 0, 0);
+      if (residual) rv = *reinterpret_cast<const uint4 *>(residual + at);
+      const T *xe = reinterpret_cast<const T *>(&xv);
+      const T *be = reinterpret_cast<const T *>(&bv);
+      const T *re = reinterpret_cast<const T *>(&rv);
+      uint4 ov;
+      T *oe = reinterpret_cast<T *>(&ov);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        float t = activate(to_f(xe[k]) + to_f(be[k]), act);
+        if (residual) t += to_f(re[k]);
+        oe[k] = from_f<T>(t);
+      }
+      *reinterpret_cast<uint4 *>(y + at) = ov;
+    }
+  }
+}
+
+#define BIAS_ACT_ROWS(T, NAME)                                                                   \
+  extern "C" __global__ void NAME(const T *x, const T *bias, const T *residual, T *y,             \
+                                  unsigned rows, unsigned cols, int act) {                        \
+    bias_act_rows<T>(x, bias, residual, y, rows, cols, act);                                     \
+  }
+BIAS_ACT_ROWS(float, bias_act_rows_f32)
+BIAS_ACT_ROWS(__half, bias_act_rows_f16)
+BIAS_ACT_ROWS(__nv_bfloat16, bias_act_rows_bf16)
+
 // ---------------------------------------------------------------------------------------------
 // Attention, head dimension 64.
 // Block: 4 warps, 64 queries (16 per warp) of one (batch, head); loops over key tiles of 32.
@@ -83,17 +127,32 @@ constexpr int LDS = BK + 4;     // pitch of scores (floats; multiple of 4)
 constexpr int LDP = BK + 8;     // pitch of probabilities (elements; multiple of 8)
 constexpr int LDO = HD + 4;     // pitch of the output accumulator (floats)
 
+// Adds bias[0..8] to 8 packed 16-bit values in f32, rounding once (as bias_act does).
+template <typename T>
+__device__ __forceinline__ uint4 add_bias8(uint4 v, const T *bias) {
+  T *e = reinterpret_cast<T *>(&v);
+  uint4 bv = *reinterpret_cast<const uint4 *>(bias);
+  const T *be = reinterpret_cast<const T *>(&bv);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) e[k] = from_f<T>(to_f(e[k]) + to_f(be[k]));
+  return v;
+}
+
 // Copies `rows` x 64 elements (16-byte vectors) from global rows `src + r * stride` into smem
-// rows of pitch LDT, zero-filling rows at or past `valid`. All `nthreads` threads take part.
+// rows of pitch LDT, adding `bias` (64 values, may be null), zero-filling rows at or past
+// `valid`. All `nthreads` threads take part.
 template <typename T>
 __device__ __forceinline__ void load_tile(T *dst, const T *src, long long stride, int rows,
-                                          int valid, int tid, int nthreads) {
+                                          int valid, int tid, int nthreads, const T *bias) {
   constexpr int VEC = 8;  // 16 bytes of 16-bit elements
   for (int idx = tid; idx < rows * (HD / VEC); idx += nthreads) {
     int r = idx / (HD / VEC);
     int c = (idx % (HD / VEC)) * VEC;
     uint4 v = make_uint4(0, 0, 0, 0);
-    if (r < valid) v = *reinterpret_cast<const uint4 *>(src + r * stride + c);
+    if (r < valid) {
+      v = *reinterpret_cast<const uint4 *>(src + r * stride + c);
+      if (bias) v = add_bias8<T>(v, bias + c);
+    }
     *reinterpret_cast<uint4 *>(dst + r * LDT + c) = v;
   }
 }
@@ -101,8 +160,8 @@ __device__ __forceinline__ void load_tile(T *dst, const T *src, long long stride
 // qkv: [B, N, 3 * H * 64] (q, then k, then v, heads contiguous within each); out: [B, N, H * 64].
 // scale_log2 = scale * log2(e): the softmax runs in base 2.
 template <typename T>
-__device__ void attention(const T *__restrict__ qkv, T *__restrict__ out, int n, int heads,
-                          float scale_log2) {
+__device__ void attention(const T *__restrict__ qkv, const T *__restrict__ qkv_bias,
+                          T *__restrict__ out, int n, int heads, float scale_log2) {
   __shared__ __align__(128) T ks[BK * LDT];
   __shared__ __align__(128) T vs[BK * LDT];
   __shared__ __align__(128) float ss[WARPS][16 * LDS];
@@ -124,7 +183,11 @@ __device__ void attention(const T *__restrict__ qkv, T *__restrict__ out, int n,
 
   // This warp's 16 query rows go through its output buffer (as T) into A fragments.
   T *qs = reinterpret_cast<T *>(os[warp]);
-  load_tile<T>(qs, qg + (long long)q0 * row_stride, row_stride, 16, n - q0, lane, 32);
+  // Per-head slices of the packed bias (q, k, v), or null.
+  const T *qb = qkv_bias ? qkv_bias + h * HD : nullptr;
+  const T *kb = qkv_bias ? qkv_bias + (heads + h) * HD : nullptr;
+  const T *vb = qkv_bias ? qkv_bias + (2 * heads + h) * HD : nullptr;
+  load_tile<T>(qs, qg + (long long)q0 * row_stride, row_stride, 16, n - q0, lane, 32, qb);
   __syncwarp();
   wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> qf[HD / 16];
 #pragma unroll
@@ -140,8 +203,8 @@ __device__ void attention(const T *__restrict__ qkv, T *__restrict__ out, int n,
 
   for (int k0 = 0; k0 < n; k0 += BK) {
     __syncthreads();  // the previous tile's K/V are no longer read
-    load_tile<T>(ks, kg + (long long)k0 * row_stride, row_stride, BK, n - k0, tid, 32 * WARPS);
-    load_tile<T>(vs, vg + (long long)k0 * row_stride, row_stride, BK, n - k0, tid, 32 * WARPS);
+    load_tile<T>(ks, kg + (long long)k0 * row_stride, row_stride, BK, n - k0, tid, 32 * WARPS, kb);
+    load_tile<T>(vs, vg + (long long)k0 * row_stride, row_stride, BK, n - k0, tid, 32 * WARPS, vb);
     __syncthreads();
 
     // S = Q K^T for this warp's 16 rows and the tile's BK keys.
@@ -225,8 +288,268 @@ __device__ void attention(const T *__restrict__ qkv, T *__restrict__ out, int n,
 
 #define ATTENTION(T, NAME)                                                                       \
   extern "C" __global__ void __launch_bounds__(32 * WARPS)                                        \
-      NAME(const T *qkv, T *out, int n, int heads, float scale_log2) {                           \
-    attention<T>(qkv, out, n, heads, scale_log2);                                                \
+      NAME(const T *qkv, const T *bias, T *out, int n, int heads, float scale_log2) {            \
+    attention<T>(qkv, bias, out, n, heads, scale_log2);                                          \
   }
 ATTENTION(__half, attention_hd64_f16)
 ATTENTION(__nv_bfloat16, attention_hd64_bf16)
+
+// ---------------------------------------------------------------------------------------------
+// Attention with register-resident scores and output (mma.sync.m16n8k16, f32 accumulation).
+// Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16"), g = lane / 4, t = lane % 4:
+//   A (16x16, row-major): a0 = (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..)
+//   B (16x8, k x n):      b0 = (k = 2t..2t+1, n = g), b1 = (k = 2t+8..2t+9, n = g)
+//   C (16x8, f32):        c0, c1 = (g, 2t..2t+1), c2, c3 = (g+8, 2t..2t+1)
+// Two adjacent C blocks of probabilities are exactly the A fragment of the P V product.
+constexpr int MMA_WARPS = 8;  // 128 queries share each K/V tile load
+constexpr int MMA_BQ = 16 * MMA_WARPS;  // queries per block
+constexpr int MMA_BK = 64;              // keys per tile
+
+__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1, __nv_bfloat16) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+               "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1, __half) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
+               "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats rounded into one register of two 16-bit values (x in the low half).
+__device__ __forceinline__ uint32_t pack2(float x, float y, __nv_bfloat16) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(x, y);
+  return *reinterpret_cast<uint32_t *>(&v);
+}
+__device__ __forceinline__ uint32_t pack2(float x, float y, __half) {
+  __half2 v = __floats2half2_rn(x, y);
+  return *reinterpret_cast<uint32_t *>(&v);
+}
+
+__device__ __forceinline__ uint32_t ld32(const void *p) { return *reinterpret_cast<const uint32_t *>(p); }
+
+// Adds bias[0], bias[1] to a packed pair in f32, rounding once.
+template <typename T>
+__device__ __forceinline__ uint32_t add_bias2(uint32_t v, const T *bias) {
+  const T *e = reinterpret_cast<const T *>(&v);
+  return pack2(to_f(e[0]) + to_f(bias[0]), to_f(e[1]) + to_f(bias[1]), e[0]);
+}
+
+template <typename T>
+__device__ void attention_mma(const T *__restrict__ qkv, const T *__restrict__ qkv_bias,
+                              T *__restrict__ out, int n, int heads, float scale_log2) {
+  __shared__ __align__(128) T ks[MMA_BK * LDT];
+  __shared__ __align__(128) T vs[MMA_BK * LDT];
+  const int tid = threadIdx.x;
+  const int warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int b = blockIdx.y / heads, h = blockIdx.y % heads;
+  const long long row_stride = 3LL * heads * HD;
+  const T *base = qkv + (long long)b * n * row_stride + h * HD;
+  const T *kg = base + heads * HD;
+  const T *vg = base + 2 * heads * HD;
+  const int q0 = blockIdx.x * MMA_BQ + warp * 16;
+  const T zero = from_f<T>(0.0f);
+
+  // Q as A fragments, straight from global memory (rows past the end are zero).
+  uint32_t qa[HD / 16][4];
+  {
+    const bool v0 = q0 + g < n, v1 = q0 + g + 8 < n;
+    const T *r0 = base + (long long)(q0 + g) * row_stride;
+    const T *r1 = base + (long long)(q0 + g + 8) * row_stride;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      const int c = kk * 16 + 2 * t;
+      qa[kk][0] = v0 ? ld32(r0 + c) : 0u;
+      qa[kk][1] = v1 ? ld32(r1 + c) : 0u;
+      qa[kk][2] = v0 ? ld32(r0 + c + 8) : 0u;
+      qa[kk][3] = v1 ? ld32(r1 + c + 8) : 0u;
+      if (qkv_bias) {
+        const T *qb = qkv_bias + h * HD + c;
+        if (v0) qa[kk][0] = add_bias2<T>(qa[kk][0], qb);
+        if (v1) qa[kk][1] = add_bias2<T>(qa[kk][1], qb);
+        if (v0) qa[kk][2] = add_bias2<T>(qa[kk][2], qb + 8);
+        if (v1) qa[kk][3] = add_bias2<T>(qa[kk][3], qb + 8);
+      }
+    }
+  }
+  const T *kb = qkv_bias ? qkv_bias + (heads + h) * HD : nullptr;
+  const T *vb = qkv_bias ? qkv_bias + (2 * heads + h) * HD : nullptr;
+
+  float o[HD / 8][4];
+#pragma unroll
+  for (int j = 0; j < HD / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY;  // running max of rows g and g+8
+  float l0 = 0.0f, l1 = 0.0f;            // running sums
+
+  const uint16_t *vs16 = reinterpret_cast<const uint16_t *>(vs);
+  for (int k0 = 0; k0 < n; k0 += MMA_BK) {
+    __syncthreads();
+    load_tile<T>(ks, kg + (long long)k0 * row_stride, row_stride, MMA_BK, n - k0, tid, 32 * MMA_WARPS, kb);
+    load_tile<T>(vs, vg + (long long)k0 * row_stride, row_stride, MMA_BK, n - k0, tid, 32 * MMA_WARPS, vb);
+    __syncthreads();
+
+    // S = Q K^T: 8 blocks of 8 keys.
+    float s[MMA_BK / 8][4];
+#pragma unroll
+    for (int nb = 0; nb < MMA_BK / 8; ++nb) {
+      s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0f;
+      const T *krow = ks + (nb * 8 + g) * LDT + 2 * t;
+#pragma unroll
+      for (int kk = 0; kk < HD / 16; ++kk)
+        mma16816(s[nb], qa[kk], ld32(krow + kk * 16), ld32(krow + kk * 16 + 8), zero);
+    }
+
+    // Online softmax in base 2; the 4 lanes of a group share rows g and g+8.
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nb = 0; nb < MMA_BK / 8; ++nb) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int col = k0 + nb * 8 + 2 * t + (i & 1);
+        float v = col < n ? s[nb][i] * scale_log2 : -INFINITY;
+        s[nb][i] = v;
+        if (i < 2) mx0 = fmaxf(mx0, v);
+        else mx1 = fmaxf(mx1, v);
+      }
+    }
+#pragma unroll
+    for (int off = 1; off < 4; off *= 2) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, off));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, off));
+    }
+    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);  // finite: key k0 is valid
+    const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);  // 0 on the first tile
+    float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+    for (int nb = 0; nb < MMA_BK / 8; ++nb) {
+      s[nb][0] = exp2f(s[nb][0] - n0);
+      s[nb][1] = exp2f(s[nb][1] - n0);
+      s[nb][2] = exp2f(s[nb][2] - n1);
+      s[nb][3] = exp2f(s[nb][3] - n1);
+      sum0 += s[nb][0] + s[nb][1];
+      sum1 += s[nb][2] + s[nb][3];
+    }
+#pragma unroll
+    for (int off = 1; off < 4; off *= 2) {
+      sum0 += __shfl_xor_sync(0xffffffff, sum0, off);
+      sum1 += __shfl_xor_sync(0xffffffff, sum1, off);
+    }
+    l0 = l0 * a0 + sum0;
+    l1 = l1 * a1 + sum1;
+    m0 = n0;
+    m1 = n1;
+#pragma unroll
+    for (int j = 0; j < HD / 8; ++j) {
+      o[j][0] *= a0;
+      o[j][1] *= a0;
+      o[j][2] *= a1;
+      o[j][3] *= a1;
+    }
+
+    // O += P V: P's C blocks (2kk, 2kk+1) form the A fragment of keys 16kk..16kk+15.
+#pragma unroll
+    for (int kk = 0; kk < MMA_BK / 16; ++kk) {
+      const uint32_t pa[4] = {pack2(s[2 * kk][0], s[2 * kk][1], zero),
+                              pack2(s[2 * kk][2], s[2 * kk][3], zero),
+                              pack2(s[2 * kk + 1][0], s[2 * kk + 1][1], zero),
+                              pack2(s[2 * kk + 1][2], s[2 * kk + 1][3], zero)};
+      const int key = kk * 16 + 2 * t;
+#pragma unroll
+      for (int j = 0; j < HD / 8; ++j) {
+        const int col = j * 8 + g;
+        const uint32_t b0 = vs16[key * LDT + col] | ((uint32_t)vs16[(key + 1) * LDT + col] << 16);
+        const uint32_t b1 =
+            vs16[(key + 8) * LDT + col] | ((uint32_t)vs16[(key + 9) * LDT + col] << 16);
+        mma16816(o[j], pa, b0, b1, zero);
+      }
+    }
+  }
+
+  const long long out_stride = (long long)heads * HD;
+  const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
+  T *o0 = out + ((long long)b * n + q0 + g) * out_stride + h * HD + 2 * t;
+  T *o1 = o0 + 8 * out_stride;
+#pragma unroll
+  for (int j = 0; j < HD / 8; ++j) {
+    if (q0 + g < n)
+      *reinterpret_cast<uint32_t *>(o0 + j * 8) = pack2(o[j][0] * inv0, o[j][1] * inv0, zero);
+    if (q0 + g + 8 < n)
+      *reinterpret_cast<uint32_t *>(o1 + j * 8) = pack2(o[j][2] * inv1, o[j][3] * inv1, zero);
+  }
+}
+
+#define ATTENTION_MMA(T, NAME)                                                                   \
+  extern "C" __global__ void __launch_bounds__(32 * MMA_WARPS)                                    \
+      NAME(const T *qkv, const T *bias, T *out, int n, int heads, float scale_log2) {            \
+    attention_mma<T>(qkv, bias, out, n, heads, scale_log2);                                      \
+  }
+ATTENTION_MMA(__half, attention_mma_f16)
+ATTENTION_MMA(__nv_bfloat16, attention_mma_bf16)
+
+// ---------------------------------------------------------------------------------------------
+// LayerNorm over rows of `cols` (a multiple of 16 bytes' worth), one warp per row: mean, then the
+// centred variance, then the output, reading the row three times (the last two from cache).
+// y = (x - mean) / sqrt(var + eps) * w + b, in f32, rounded once.
+template <typename T>
+__device__ void layer_norm_rows(const T *__restrict__ x, const T *__restrict__ w,
+                                const T *__restrict__ b, T *__restrict__ y, unsigned rows,
+                                unsigned cols, float eps) {
+  constexpr int VEC = 16 / sizeof(T);
+  const int lane = threadIdx.x % 32;
+  const unsigned warps = blockDim.x / 32;
+  const unsigned vcols = cols / VEC;
+  for (unsigned r = blockIdx.x * warps + threadIdx.x / 32; r < rows; r += gridDim.x * warps) {
+    const T *xr = x + (size_t)r * cols;
+    float sum = 0.0f;
+    for (unsigned v = lane; v < vcols; v += 32) {
+      uint4 xv = *reinterpret_cast<const uint4 *>(xr + v * VEC);
+      const T *e = reinterpret_cast<const T *>(&xv);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) sum += to_f(e[k]);
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffff, sum, off);
+    const float mean = sum / cols;
+    float sq = 0.0f;
+    for (unsigned v = lane; v < vcols; v += 32) {
+      uint4 xv = *reinterpret_cast<const uint4 *>(xr + v * VEC);
+      const T *e = reinterpret_cast<const T *>(&xv);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        float d = to_f(e[k]) - mean;
+        sq += d * d;
+      }
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) sq += __shfl_xor_sync(0xffffffff, sq, off);
+    const float rstd = rsqrtf(sq / cols + eps);
+    T *yr = y + (size_t)r * cols;
+    for (unsigned v = lane; v < vcols; v += 32) {
+      uint4 xv = *reinterpret_cast<const uint4 *>(xr + v * VEC);
+      uint4 wv = *reinterpret_cast<const uint4 *>(w + v * VEC);
+      uint4 bv = *reinterpret_cast<const uint4 *>(b + v * VEC);
+      const T *xe = reinterpret_cast<const T *>(&xv);
+      const T *we = reinterpret_cast<const T *>(&wv);
+      const T *be = reinterpret_cast<const T *>(&bv);
+      uint4 ov;
+      T *oe = reinterpret_cast<T *>(&ov);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) oe[k] = from_f<T>((to_f(xe[k]) - mean) * rstd * to_f(we[k]) + to_f(be[k]));
+      *reinterpret_cast<uint4 *>(yr + v * VEC) = ov;
+    }
+  }
+}
+
+#define LAYER_NORM(T, NAME)                                                                      \
+  extern "C" __global__ void NAME(const T *x, const T *w, const T *b, T *y, unsigned rows,        \
+                                  unsigned cols, float eps) {                                     \
+    layer_norm_rows<T>(x, w, b, y, rows, cols, eps);                                             \
+  }
+LAYER_NORM(float, layer_norm_f32)
+LAYER_NORM(__half, layer_norm_f16)
+LAYER_NORM(__nv_bfloat16, layer_norm_bf16)

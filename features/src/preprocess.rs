@@ -327,6 +327,20 @@ impl PreprocessConfig {
 
     /// Turns an RGB image into a normalised CHW f32 tensor of [`PreprocessConfig::output_size`].
     pub fn apply(&self, img: &RgbImage) -> Result<Vec<f32>> {
+        let levels = self.level_table();
+        let planes = self.apply_u8(img)?;
+        let plane = planes.len() / 3;
+        Ok(planes
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| levels[(i / plane) * 256 + v as usize])
+            .collect())
+    }
+
+    /// The padded, resized and cropped image as CHW 8-bit planes of
+    /// [`PreprocessConfig::output_size`], before rescaling and normalisation: a quarter of the
+    /// f32 bytes to move to the device, where [`PreprocessConfig::level_table`] finishes the job.
+    pub fn apply_u8(&self, img: &RgbImage) -> Result<Vec<u8>> {
         let img = self.resized(img);
         let (w, h) = img.dimensions();
         let (ch, cw) = if self.do_center_crop {
@@ -339,26 +353,38 @@ impl PreprocessConfig {
         }
         let (top, left) = ((h - ch) / 2, (w - cw) / 2);
         let plane = (ch * cw) as usize;
-        let mut out = vec![0f32; 3 * plane];
-        // As transformers: rescale in f64 then cast to f32, normalize in f32.
-        let mean = self.image_mean.map(|m| m as f32);
-        let std = self.image_std.map(|s| s as f32);
+        let mut out = vec![0u8; 3 * plane];
         for y in 0..ch {
             for x in 0..cw {
                 let p = img.get_pixel(left + x, top + y).0;
                 for c in 0..3 {
-                    let mut v = p[c] as f32;
-                    if self.do_rescale {
-                        v = (p[c] as f64 * self.rescale_factor) as f32;
-                    }
-                    if self.do_normalize {
-                        v = (v - mean[c]) / std[c];
-                    }
-                    out[c * plane + (y * cw + x) as usize] = v;
+                    out[c * plane + (y * cw + x) as usize] = p[c];
                 }
             }
         }
         Ok(out)
+    }
+
+    /// The model input for each 8-bit level of each channel, at `[channel * 256 + level]`:
+    /// rescaled in f64 then cast to f32 and normalised in f32, as transformers does. Pixels are a
+    /// function of (channel, level) only, so a lookup is exact.
+    pub fn level_table(&self) -> Vec<f32> {
+        let mean = self.image_mean.map(|m| m as f32);
+        let std = self.image_std.map(|s| s as f32);
+        let mut t = Vec::with_capacity(3 * 256);
+        for c in 0..3 {
+            for level in 0..256u32 {
+                let mut v = level as f32;
+                if self.do_rescale {
+                    v = (level as f64 * self.rescale_factor) as f32;
+                }
+                if self.do_normalize {
+                    v = (v - mean[c]) / std[c];
+                }
+                t.push(v);
+            }
+        }
+        t
     }
 }
 

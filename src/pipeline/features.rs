@@ -4,12 +4,12 @@
 use super::RunSummary;
 use crate::ui::Ui;
 use anyhow::{Context, Result};
+use gapprobe_features::batching::{self, BatchSize};
 use gapprobe_features::cache::{
     compress, shard, source, CacheEntry, Compression, EntryLock, EntryPlan, EntryWriter,
     FeatureCache, Provenance, Shard, SplitPlan, StorageDtype,
 };
 use gapprobe_features::datasets::{Dataset, LabelLevel, Sample, Split};
-use gapprobe_features::batching::{self, BatchSize};
 use gapprobe_features::extract::{extract_batches, ExtractOptions};
 use gapprobe_features::models::{Checkpoint, VisionLanguageModel};
 use gapprobe_features::FeaturePoint;

@@ -5,9 +5,10 @@
 
 use super::fused;
 use super::linear::{linear, stack, FusedLinear as Linear};
+use super::norm::{layer_norm, FusedLayerNorm as LayerNorm};
 use super::Act;
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{conv2d_no_bias, layer_norm, Conv2d, Conv2dConfig, LayerNorm, VarBuilder};
+use candle_nn::{conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 /// `CLIPVisionConfig` fields the forward pass uses (names as in `config.json`).
@@ -69,6 +70,8 @@ struct Embeddings {
     patch: Conv2d,
     class: Tensor,
     position: Tensor,
+    /// Add the position table with the fused kernel (candle's broadcast add is slow on CUDA).
+    fused: bool,
 }
 
 impl Embeddings {
@@ -93,6 +96,7 @@ impl Embeddings {
             patch,
             class,
             position,
+            fused: fused::enabled_for(vb.device()),
         })
     }
 
@@ -109,7 +113,14 @@ impl Embeddings {
             .reshape((1, 1, d))?
             .broadcast_as((b, 1, d))?
             .to_dtype(patches.dtype())?;
-        Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position)
+        let x = Tensor::cat(&[&cls, &patches], 1)?;
+        if self.fused {
+            // One vectorised pass: each image's [T·D] row plus the flattened position table.
+            let (t, d) = self.position.dims2()?;
+            let pos = self.position.flatten_all()?;
+            return fused::bias_act(&x.reshape((b, t * d))?, &pos, None)?.reshape((b, t, d));
+        }
+        x.broadcast_add(&self.position)
     }
 }
 
@@ -161,8 +172,11 @@ impl Attention {
     /// fused last-dim softmax.
     fn mix(&self, x: &Tensor) -> Result<Tensor> {
         let (q, k, v) = match &self.qkv {
+            // The bias goes in with its own vectorised pass: adding it inside the attention
+            // kernel as q, k and v are read measured slower (4.5 ms vs 0.5 + 2.9 ms per layer
+            // at batch 256 on an H200), since each K/V tile is read by every query block.
             Qkv::Packed(qkv) => {
-                return fused::attention_packed(&qkv.forward(x)?, self.heads, self.scale)
+                return fused::attention_packed(&qkv.forward(x)?, None, self.heads, self.scale)
             }
             Qkv::Separate { q, k, v } => (q, k, v),
         };

@@ -4,11 +4,12 @@
 //! are interpolated to the input grid exactly as transformers does (bicubic, torch's kernels).
 
 use super::clip::{collect_states, Attention};
+use super::norm::{layer_norm, FusedLayerNorm as LayerNorm};
 use super::Act;
 use crate::preprocess::Resample;
 use crate::resample::resample_coeffs;
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{conv2d, layer_norm, linear, Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder};
+use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;

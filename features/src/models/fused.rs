@@ -98,20 +98,88 @@ pub fn bias_residual(x: &Tensor, bias: &Tensor, residual: &Tensor) -> Result<Ten
     )
 }
 
+/// Which CUDA attention kernel runs (the CPU reference ignores it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// Scores, probabilities and output in registers (mma.sync); the default.
+    Mma,
+    /// The first version: WMMA products, softmax through shared memory (`GAPPROBE_ATTENTION=wmma`).
+    Wmma,
+}
+
+/// Environment variable choosing the attention kernel: `mma` (default) or `wmma`.
+pub const ATTENTION_ENV: &str = "GAPPROBE_ATTENTION";
+
+impl AttentionKernel {
+    /// The kernel chosen by `GAPPROBE_ATTENTION`.
+    pub fn from_env() -> Self {
+        match std::env::var(ATTENTION_ENV).ok().as_deref() {
+            Some("wmma") => AttentionKernel::Wmma,
+            _ => AttentionKernel::Mma,
+        }
+    }
+}
+
 /// Multi-head attention `softmax(Q Kᵀ · scale) V` from a packed projection `qkv` [B, N, 3·H·hd]
-/// (all query heads, then key heads, then value heads); returns [B, N, H·hd]. The CUDA kernel
-/// takes hd = 64.
-pub fn attention_packed(qkv: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
+/// (all query heads, then key heads, then value heads) plus its bias [3·H·hd] if any, added as
+/// the values are read; returns [B, N, H·hd]. The CUDA kernel takes hd = 64.
+pub fn attention_packed(
+    qkv: &Tensor,
+    bias: Option<&Tensor>,
+    heads: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    attention_packed_with(qkv, bias, heads, scale, AttentionKernel::from_env())
+}
+
+/// [`attention_packed`] with a given CUDA kernel.
+pub fn attention_packed_with(
+    qkv: &Tensor,
+    bias: Option<&Tensor>,
+    heads: usize,
+    scale: f64,
+    kernel: AttentionKernel,
+) -> Result<Tensor> {
     let (_, _, w) = qkv.dims3()?;
     if heads == 0 || w % (3 * heads) != 0 {
         candle_core::bail!("packed attention expects [B, N, 3·{heads}·head_dim], got width {w}");
     }
+    let bias = match bias {
+        Some(b) if b.dims() == [w] => b.contiguous()?,
+        Some(b) => candle_core::bail!(
+            "packed attention bias has shape {:?}, expected [{w}]",
+            b.dims()
+        ),
+        None => Tensor::zeros(w, qkv.dtype(), qkv.device())?,
+    };
     let head_dim = w / (3 * heads);
-    qkv.contiguous()?.apply_op1_no_bwd(&PackedAttention {
-        heads,
-        head_dim,
-        scale,
-    })
+    qkv.contiguous()?.apply_op2_no_bwd(
+        &bias,
+        &PackedAttention {
+            heads,
+            head_dim,
+            scale,
+            kernel,
+        },
+    )
+}
+
+/// `LayerNorm` over the last dimension: `(x − mean) / √(var + eps) · weight + bias`.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op3_no_bwd(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        &LayerNormOp { eps: eps as f32 },
+    )
+}
+
+/// `v` rounded to `dtype` and back (what storing an intermediate in `dtype` does).
+fn round_as(v: f32, dtype: DType) -> f32 {
+    match dtype {
+        DType::BF16 => bf16::from_f32(v).to_f32(),
+        DType::F16 => f16::from_f32(v).to_f32(),
+        _ => v,
+    }
 }
 
 /// Widens any supported storage to f32 (the reference path's working type).
@@ -255,6 +323,8 @@ struct PackedAttention {
     heads: usize,
     head_dim: usize,
     scale: f64,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    kernel: AttentionKernel,
 }
 
 impl PackedAttention {
@@ -303,14 +373,27 @@ impl PackedAttention {
     }
 }
 
-impl candle_core::CustomOp1 for PackedAttention {
+impl candle_core::CustomOp2 for PackedAttention {
     fn name(&self) -> &'static str {
         "gapprobe-packed-attention"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (b, n, shape) = self.out_shape(l)?;
-        let y = self.reference(&to_f32(s, l)?, b, n);
+        let bias = to_f32(sb, lb)?;
+        let width = bias.len();
+        let mut qkv = to_f32(s, l)?;
+        // The bias is added as the kernel adds it: in f32, rounded to the storage dtype.
+        for (i, v) in qkv.iter_mut().enumerate() {
+            *v = round_as(*v + bias[i % width], s.dtype());
+        }
+        let y = self.reference(&qkv, b, n);
         Ok((from_f32(y, s.dtype())?, shape))
     }
 
@@ -319,6 +402,8 @@ impl candle_core::CustomOp1 for PackedAttention {
         &self,
         s: &candle_core::CudaStorage,
         l: &Layout,
+        sb: &candle_core::CudaStorage,
+        lb: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let (b, n, shape) = self.out_shape(l)?;
         if self.head_dim != ATTENTION_HEAD_DIM {
@@ -327,8 +412,72 @@ impl candle_core::CustomOp1 for PackedAttention {
                 self.head_dim
             );
         }
-        let y = super::fused_cuda::attention(s, l, b, n, self.heads, self.scale)?;
+        let (heads, scale, kernel) = (self.heads, self.scale, self.kernel);
+        let y =
+            super::fused_cuda::attention(s, l, sb, lb, self.has_bias, b, n, heads, scale, kernel)?;
         Ok((y, shape))
+    }
+}
+
+struct LayerNormOp {
+    eps: f32,
+}
+
+impl LayerNormOp {
+    fn check(x: &Layout, w: &Layout, b: &Layout) -> Result<usize> {
+        let cols = *x.dims().last().unwrap_or(&0);
+        if w.dims() != [cols] || b.dims() != [cols] {
+            candle_core::bail!(
+                "layer norm weight/bias must be [{cols}], got {:?} / {:?}",
+                w.dims(),
+                b.dims()
+            );
+        }
+        Ok(cols)
+    }
+}
+
+impl candle_core::CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "gapprobe-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let cols = Self::check(l1, l2, l3)?.max(1);
+        let (w, b) = (to_f32(s2, l2)?, to_f32(s3, l3)?);
+        let mut y = to_f32(s1, l1)?;
+        y.par_chunks_mut(cols).for_each(|row| {
+            let mean = row.iter().sum::<f32>() / cols as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / cols as f32;
+            let rstd = 1.0 / (var + self.eps).sqrt();
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = (*v - mean) * rstd * w[c] + b[c];
+            }
+        });
+        Ok((from_f32(y, s1.dtype())?, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let cols = Self::check(l1, l2, l3)?;
+        let y = super::fused_cuda::layer_norm(s1, l1, s2, l2, s3, l3, cols, self.eps)?;
+        Ok((y, l1.shape().clone()))
     }
 }
 
@@ -402,20 +551,42 @@ mod tests {
             .unwrap()
             .reshape((b, n, h * hd))
             .unwrap();
-        let got = attention_packed(&qkv, h, scale).unwrap();
+        let got = attention_packed(&qkv, None, h, scale).unwrap();
         assert_eq!(got.dims(), &[b, n, h * hd]);
         assert!(max_abs_diff(&got, &want) < 1e-5);
         // bf16 storage: one rounding of inputs and output.
-        let got16 = attention_packed(&qkv.to_dtype(DType::BF16).unwrap(), h, scale).unwrap();
+        let got16 = attention_packed(&qkv.to_dtype(DType::BF16).unwrap(), None, h, scale).unwrap();
         assert_eq!(got16.dtype(), DType::BF16);
         assert!(max_abs_diff(&got16, &want) < 3e-2);
+    }
+
+    /// A bias handed to the attention is the same as adding it to the projection first.
+    #[test]
+    fn packed_attention_bias_equals_adding_it_first() {
+        let dev = Device::Cpu;
+        let qkv = Tensor::randn(0f32, 1.0, (2, 5, 3 * 2 * 8), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 3 * 2 * 8, &dev).unwrap();
+        let got = attention_packed(&qkv, Some(&bias), 2, 0.3).unwrap();
+        let want = attention_packed(&qkv.broadcast_add(&bias).unwrap(), None, 2, 0.3).unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-6);
+    }
+
+    /// The reference LayerNorm equals candle-nn's.
+    #[test]
+    fn layer_norm_matches_candle() {
+        let dev = Device::Cpu;
+        let x = (Tensor::randn(0f32, 3.0, (4, 6, 32), &dev).unwrap() + 5.0).unwrap();
+        let w = Tensor::randn(0f32, 1.0, 32, &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 32, &dev).unwrap();
+        let want = candle_nn::ops::layer_norm_slow(&x, &w, &b, 1e-5).unwrap();
+        assert!(max_abs_diff(&layer_norm(&x, &w, &b, 1e-5).unwrap(), &want) < 1e-5);
     }
 
     #[test]
     fn rejects_wrong_width_and_bias_shape() {
         let dev = Device::Cpu;
         let qkv = Tensor::zeros((1, 4, 100), DType::F32, &dev).unwrap();
-        assert!(attention_packed(&qkv, 3, 0.125)
+        assert!(attention_packed(&qkv, None, 3, 0.125)
             .unwrap_err()
             .to_string()
             .contains("expects"));

@@ -1,6 +1,7 @@
 //! Launchers for `features/kernels/fused.cu` (feature `cuda`): picks the dtype's kernel, checks
 //! layouts and alignment, allocates the output and launches on candle's stream.
 
+use super::fused::AttentionKernel;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
@@ -28,7 +29,7 @@ pub(super) fn bias_act(
     act: i32,
 ) -> Result<CudaStorage> {
     fn run<T: CudaDType + DeviceRepr>(
-        name: &str,
+        dtype: &str,
         x: &CudaStorage,
         lx: &Layout,
         bias: &CudaStorage,
@@ -42,25 +43,41 @@ pub(super) fn bias_act(
         let (b0, b1) = contiguous_range(lb, "the bias")?;
         let xs = x.as_cuda_slice::<T>()?.slice(x0..x1);
         let bs = bias.as_cuda_slice::<T>()?.slice(b0..b1);
+        let null = 0u64;
         let numel = x1 - x0;
         let out = unsafe { dev.alloc::<T>(numel)? };
-        let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
-        let threads = 256u32;
-        let blocks = numel.div_ceil(threads as usize).clamp(1, 1 << 20) as u32;
-        let cfg = LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (threads, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let (numel_arg, cols_arg) = (numel as u64, cols as u32);
-        let null = 0u64;
-        let res = match residual {
+        let (res, r0) = match residual {
             Some((r, lr)) => {
                 let (r0, r1) = contiguous_range(lr, "the residual")?;
-                Some(r.as_cuda_slice::<T>()?.slice(r0..r1))
+                (Some(r.as_cuda_slice::<T>()?.slice(r0..r1)), r0)
             }
-            None => None,
+            None => (None, 0),
         };
+        // The vector kernel needs rows of whole 16-byte vectors starting on 16-byte boundaries
+        // (allocations are aligned, so the offsets decide).
+        let vec = 16 / std::mem::size_of::<T>();
+        let rows = numel / cols.max(1);
+        let vectorised = cols % vec == 0 && [x0, b0, r0].iter().all(|o| o % vec == 0);
+        let (kernel, cfg) = if vectorised {
+            let cfg = LaunchConfig {
+                grid_dim: (rows.clamp(1, 1 << 16) as u32, 1, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            (format!("bias_act_rows_{dtype}"), cfg)
+        } else {
+            let threads = 256u32;
+            let blocks = numel.div_ceil(threads as usize).clamp(1, 1 << 20) as u32;
+            let cfg = LaunchConfig {
+                grid_dim: (blocks, 1, 1),
+                block_dim: (threads, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            (format!("bias_act_{dtype}"), cfg)
+        };
+        let func = dev.get_or_load_custom_func(&kernel, MODULE, PTX)?;
+        let (numel_arg, rows_arg, cols_arg) = (numel as u64, rows as u32, cols as u32);
+        let null = 0u64;
         let mut b = func.builder();
         b.arg(&xs);
         b.arg(&bs);
@@ -69,35 +86,49 @@ pub(super) fn bias_act(
             None => b.arg(&null),
         };
         b.arg(&out);
-        b.arg(&numel_arg);
+        if vectorised {
+            b.arg(&rows_arg);
+        } else {
+            b.arg(&numel_arg);
+        }
         b.arg(&cols_arg);
         b.arg(&act);
-        // SAFETY: argument types and count match `bias_act_*` in fused.cu; every buffer holds
-        // `numel` (x, residual, out) or `cols` (bias) elements.
+        // SAFETY: argument types and count match `bias_act_*` / `bias_act_rows_*` in fused.cu;
+        // every buffer holds `numel` (x, residual, out) or `cols` (bias) elements.
         unsafe { b.launch(cfg) }.w()?;
         Ok(CudaStorage::wrap_cuda_slice(out, dev))
     }
     match x.dtype() {
-        DType::F32 => run::<f32>("bias_act_f32", x, lx, bias, lb, residual, cols, act),
-        DType::F16 => run::<f16>("bias_act_f16", x, lx, bias, lb, residual, cols, act),
-        DType::BF16 => run::<bf16>("bias_act_bf16", x, lx, bias, lb, residual, cols, act),
+        DType::F32 => run::<f32>("f32", x, lx, bias, lb, residual, cols, act),
+        DType::F16 => run::<f16>("f16", x, lx, bias, lb, residual, cols, act),
+        DType::BF16 => run::<bf16>("bf16", x, lx, bias, lb, residual, cols, act),
         other => candle_core::bail!("fused bias+activation supports f32/f16/bf16, not {other:?}"),
     }
 }
 
-/// Attention over a packed [B, N, 3·H·64] projection into a fresh [B, N, H·64] buffer.
+/// Attention over a packed [B, N, 3·H·64] projection (with `has_bias`, the bias [3·H·64] is added
+/// as values are loaded) into a fresh [B, N, H·64] buffer.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn attention(
     qkv: &CudaStorage,
     l: &Layout,
+    bias: &CudaStorage,
+    lb: &Layout,
+    has_bias: bool,
     b: usize,
     n: usize,
     heads: usize,
     scale: f64,
+    kernel: AttentionKernel,
 ) -> Result<CudaStorage> {
+    #[allow(clippy::too_many_arguments)]
     fn run<T: CudaDType + DeviceRepr>(
         name: &str,
         qkv: &CudaStorage,
         l: &Layout,
+        bias: &CudaStorage,
+        lb: &Layout,
+        has_bias: bool,
         b: usize,
         n: usize,
         heads: usize,
@@ -105,27 +136,41 @@ pub(super) fn attention(
     ) -> Result<CudaStorage> {
         let dev: CudaDevice = qkv.device().clone();
         let (s0, s1) = contiguous_range(l, "the packed QKV projection")?;
-        if s0 % 8 != 0 {
-            candle_core::bail!("packed QKV must start on a 16-byte boundary (offset {s0})");
+        let (b0, b1) = contiguous_range(lb, "the QKV bias")?;
+        if s0 % 8 != 0 || b0 % 8 != 0 {
+            candle_core::bail!("packed QKV and its bias must start on 16-byte boundaries");
         }
         let src = qkv.as_cuda_slice::<T>()?.slice(s0..s1);
+        let bs = bias.as_cuda_slice::<T>()?.slice(b0..b1);
+        let null = 0u64;
         let out = unsafe { dev.alloc::<T>(b * n * heads * super::fused::ATTENTION_HEAD_DIM)? };
         let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        // attention_mma_*: 8 warps of 16 queries; attention_hd64_*: 4 warps.
+        let warps = if name.starts_with("attention_mma") {
+            8
+        } else {
+            4
+        };
         let cfg = LaunchConfig {
-            grid_dim: (n.div_ceil(64) as u32, (b * heads) as u32, 1),
-            block_dim: (128, 1, 1),
+            grid_dim: (n.div_ceil(16 * warps) as u32, (b * heads) as u32, 1),
+            block_dim: (32 * warps as u32, 1, 1),
             shared_mem_bytes: 0,
         };
         let (n_arg, h_arg) = (n as i32, heads as i32);
         let scale_log2 = (scale * std::f64::consts::LOG2_E) as f32;
         let mut builder = func.builder();
         builder.arg(&src);
+        if has_bias {
+            builder.arg(&bs);
+        } else {
+            builder.arg(&null);
+        }
         builder.arg(&out);
         builder.arg(&n_arg);
         builder.arg(&h_arg);
         builder.arg(&scale_log2);
-        // SAFETY: argument types and count match `attention_hd64_*` in fused.cu; `src` holds
-        // B·N·3·H·64 elements and `out` B·N·H·64.
+        // SAFETY: argument types and count match `attention_*` in fused.cu; `src` holds
+        // B·N·3·H·64 elements, the bias 3·H·64 and `out` B·N·H·64.
         unsafe { builder.launch(cfg) }.w()?;
         Ok(CudaStorage::wrap_cuda_slice(out, dev))
     }
@@ -135,9 +180,81 @@ pub(super) fn attention(
             b * heads
         );
     }
+    let (f16_name, bf16_name) = match kernel {
+        AttentionKernel::Mma => ("attention_mma_f16", "attention_mma_bf16"),
+        AttentionKernel::Wmma => ("attention_hd64_f16", "attention_hd64_bf16"),
+    };
     match qkv.dtype() {
-        DType::F16 => run::<f16>("attention_hd64_f16", qkv, l, b, n, heads, scale),
-        DType::BF16 => run::<bf16>("attention_hd64_bf16", qkv, l, b, n, heads, scale),
+        DType::F16 => run::<f16>(f16_name, qkv, l, bias, lb, has_bias, b, n, heads, scale),
+        DType::BF16 => run::<bf16>(bf16_name, qkv, l, bias, lb, has_bias, b, n, heads, scale),
         other => candle_core::bail!("the fused attention kernel takes f16/bf16, not {other:?}"),
+    }
+}
+
+/// LayerNorm over rows of `cols`; one warp per row (vectorised: `cols` a multiple of 16 bytes).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn layer_norm(
+    x: &CudaStorage,
+    lx: &Layout,
+    w: &CudaStorage,
+    lw: &Layout,
+    b: &CudaStorage,
+    lb: &Layout,
+    cols: usize,
+    eps: f32,
+) -> Result<CudaStorage> {
+    #[allow(clippy::too_many_arguments)]
+    fn run<T: CudaDType + DeviceRepr>(
+        name: &str,
+        x: &CudaStorage,
+        lx: &Layout,
+        w: &CudaStorage,
+        lw: &Layout,
+        b: &CudaStorage,
+        lb: &Layout,
+        cols: usize,
+        eps: f32,
+    ) -> Result<CudaStorage> {
+        let dev: CudaDevice = x.device().clone();
+        let (x0, x1) = contiguous_range(lx, "the layer norm input")?;
+        let (w0, w1) = contiguous_range(lw, "the layer norm weight")?;
+        let (b0, b1) = contiguous_range(lb, "the layer norm bias")?;
+        let vec = 16 / std::mem::size_of::<T>();
+        if cols % vec != 0 || [x0, w0, b0].iter().any(|o| o % vec != 0) {
+            candle_core::bail!(
+                "fused layer norm needs rows of whole 16-byte vectors (width {cols})"
+            );
+        }
+        let xs = x.as_cuda_slice::<T>()?.slice(x0..x1);
+        let ws = w.as_cuda_slice::<T>()?.slice(w0..w1);
+        let bs = b.as_cuda_slice::<T>()?.slice(b0..b1);
+        let numel = x1 - x0;
+        let rows = numel / cols.max(1);
+        let out = unsafe { dev.alloc::<T>(numel)? };
+        let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        let cfg = LaunchConfig {
+            grid_dim: (rows.div_ceil(4).clamp(1, 1 << 20) as u32, 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (rows_arg, cols_arg) = (rows as u32, cols as u32);
+        let mut builder = func.builder();
+        builder.arg(&xs);
+        builder.arg(&ws);
+        builder.arg(&bs);
+        builder.arg(&out);
+        builder.arg(&rows_arg);
+        builder.arg(&cols_arg);
+        builder.arg(&eps);
+        // SAFETY: argument types and count match `layer_norm_*` in fused.cu; x and out hold
+        // rows·cols elements, weight and bias `cols`.
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(out, dev))
+    }
+    match x.dtype() {
+        DType::F32 => run::<f32>("layer_norm_f32", x, lx, w, lw, b, lb, cols, eps),
+        DType::F16 => run::<f16>("layer_norm_f16", x, lx, w, lw, b, lb, cols, eps),
+        DType::BF16 => run::<bf16>("layer_norm_bf16", x, lx, w, lw, b, lb, cols, eps),
+        other => candle_core::bail!("fused layer norm supports f32/f16/bf16, not {other:?}"),
     }
 }

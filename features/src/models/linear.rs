@@ -52,7 +52,7 @@ impl FusedLinear {
         self.plain.weight().dims()[0]
     }
 
-    /// `x Wᵀ` as one 2-D GEMM, reshaped back to `x`'s leading dimensions.
+    /// `x Wᵀ` (no bias) as one 2-D GEMM, reshaped back to `x`'s leading dimensions.
     fn gemm(&self, x: &Tensor) -> Result<Tensor> {
         let w = self.plain.weight();
         let dims = x.dims().to_vec();

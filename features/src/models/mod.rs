@@ -7,6 +7,7 @@ pub mod fused;
 #[cfg(feature = "cuda")]
 mod fused_cuda;
 mod linear;
+mod norm;
 mod projector;
 mod random;
 mod read;

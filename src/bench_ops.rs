@@ -1,0 +1,146 @@
+//! `gapprobe bench --ops`: the encoder layer's operations timed one by one at the benchmark's
+//! shapes (CLIP ViT-L/14-336: 577 tokens, width 1024, MLP 4096, 16 heads; LLaVA-1.5 projector),
+//! so a slow kernel shows up by name. Each op runs on random inputs, synchronised before and after.
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use gapprobe_features::models::{fused, Act};
+use std::time::Instant;
+
+/// Median milliseconds of `iters` runs of `f` after one warm-up.
+fn time_ms(device: &Device, iters: usize, mut f: impl FnMut() -> Result<Tensor>) -> Result<f64> {
+    f()?;
+    device.synchronize()?;
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let t0 = Instant::now();
+        let y = f()?;
+        device.synchronize()?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+        drop(y);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Prints one line per operation and the per-layer and per-batch sums.
+pub fn profile(
+    device: &Device,
+    dtype: DType,
+    batch: usize,
+    iters: usize,
+    layers: usize,
+) -> Result<()> {
+    let (t, d, f, heads) = (577usize, 1024usize, 4096usize, 16usize);
+    let rows = batch * t;
+    let rnd = |shape: (usize, usize)| -> Result<Tensor> {
+        Ok(Tensor::randn(0f32, 0.02, shape, device)?.to_dtype(dtype)?)
+    };
+    let x = rnd((rows, d))?;
+    let w_qkv = rnd((3 * d, d))?;
+    let w_out = rnd((d, d))?;
+    let w_fc1 = rnd((f, d))?;
+    let w_fc2 = rnd((d, f))?;
+    let (b_d, b_3d, b_f) = (
+        rnd((1, d))?.squeeze(0)?,
+        rnd((1, 3 * d))?.squeeze(0)?,
+        rnd((1, f))?.squeeze(0)?,
+    );
+    let ln_w = Tensor::ones(d, dtype, device)?;
+    let qkv = x.matmul(&w_qkv.t()?)?;
+    let attn_in = qkv.reshape((batch, t, 3 * d))?;
+    let h = x.matmul(&w_fc1.t()?)?;
+    let fused_on = fused::enabled_for(device);
+    println!(
+        "# ops at batch {batch} ({rows} token rows), {dtype:?}; ms per call, median of {iters}"
+    );
+    let mut layer = Vec::new();
+    let mut add = |name: &str, ms: f64, in_layer: bool| {
+        println!("{:<10} {:<28} {:>9.3}", "op", name, ms);
+        if in_layer {
+            layer.push(ms);
+        }
+    };
+    let (mma, wmma) = (fused::AttentionKernel::Mma, fused::AttentionKernel::Wmma);
+    // The model adds the q|k|v bias in its own pass; `with_bias` times the in-kernel variant.
+    let attention = |kernel, with_bias: bool| -> Result<Tensor> {
+        let bias = with_bias.then_some(&b_3d);
+        Ok(fused::attention_packed_with(
+            &attn_in, bias, heads, 0.125, kernel,
+        )?)
+    };
+    if fused_on {
+        let ms = time_ms(device, iters, || {
+            Ok(fused::layer_norm(&x, &ln_w, &b_d, 1e-5)?)
+        })?;
+        add("layer_norm (×2 per layer)", 2.0 * ms, true);
+    }
+    let ms = time_ms(device, iters, || {
+        Ok(candle_nn::ops::layer_norm(&x, &ln_w, &b_d, 1e-5)?)
+    })?;
+    add("layer_norm candle (×2)", 2.0 * ms, !fused_on);
+    let ms = time_ms(device, iters, || Ok(x.matmul(&w_qkv.t()?)?))?;
+    add("gemm q|k|v 1024→3072", ms, true);
+    if fused_on {
+        let ms = time_ms(device, iters, || Ok(fused::bias_act(&qkv, &b_3d, None)?))?;
+        add("bias q|k|v", ms, true);
+        if matches!(dtype, DType::BF16 | DType::F16) {
+            let mut att = |name: &str, kernel, with_bias, in_layer| -> Result<()> {
+                add(
+                    name,
+                    time_ms(device, iters, || attention(kernel, with_bias))?,
+                    in_layer,
+                );
+                Ok(())
+            };
+            att("attention (mma)", mma, false, true)?;
+            att("attention+bias in-kernel (mma)", mma, true, false)?;
+            att("attention (wmma)", wmma, false, false)?;
+        }
+    }
+    add(
+        "gemm out 1024→1024",
+        time_ms(device, iters, || Ok(x.matmul(&w_out.t()?)?))?,
+        true,
+    );
+    if fused_on {
+        add(
+            "bias+residual (×2 per layer)",
+            2.0 * time_ms(device, iters, || Ok(fused::bias_residual(&x, &b_d, &x)?))?,
+            true,
+        );
+    }
+    add(
+        "gemm fc1 1024→4096",
+        time_ms(device, iters, || Ok(x.matmul(&w_fc1.t()?)?))?,
+        true,
+    );
+    if fused_on {
+        add(
+            "bias+quick_gelu 4096",
+            time_ms(device, iters, || {
+                Ok(fused::bias_act(&h, &b_f, Some(Act::QuickGelu))?)
+            })?,
+            true,
+        );
+    }
+    add(
+        "gemm fc2 4096→1024",
+        time_ms(device, iters, || Ok(h.matmul(&w_fc2.t()?)?))?,
+        true,
+    );
+    add(
+        "broadcast add (candle)",
+        time_ms(device, iters, || Ok(h.broadcast_add(&b_f)?))?,
+        false,
+    );
+    let per_layer: f64 = layer.iter().sum();
+    println!("{:<10} {:<28} {:>9.3}", "sum", "per layer", per_layer);
+    println!(
+        "{:<10} {:<28} {:>9.3}",
+        "sum",
+        format!("× {layers} layers"),
+        per_layer * layers as f64
+    );
+    Ok(())
+}
