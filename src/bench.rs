@@ -374,7 +374,11 @@ fn check_kernels(device: &Device) -> Result<()> {
             for bias in [None, Some(&qb)] {
                 let want = fused::attention_packed(&qkv, bias, 16, 0.125)?;
                 let bias_dev = bias.map(|_| &qb_dev);
-                for kernel in [fused::AttentionKernel::Mma, fused::AttentionKernel::Wmma] {
+                for kernel in [
+                    fused::AttentionKernel::Mma,
+                    fused::AttentionKernel::Mma8,
+                    fused::AttentionKernel::Wmma,
+                ] {
                     let got =
                         fused::attention_packed_with(&on(&qkv)?, bias_dev, 16, 0.125, kernel)?;
                     let what = if bias.is_some() {

@@ -61,7 +61,7 @@ pub fn profile(
             layer.push(ms);
         }
     };
-    let (mma, wmma) = (fused::AttentionKernel::Mma, fused::AttentionKernel::Wmma);
+    use fused::AttentionKernel::{Mma as mma, Mma8 as mma8, Wmma as wmma};
     // The model adds the q|k|v bias in its own pass; `with_bias` times the in-kernel variant.
     let attention = |kernel, with_bias: bool| -> Result<Tensor> {
         let bias = with_bias.then_some(&b_3d);
@@ -95,6 +95,7 @@ pub fn profile(
             };
             att("attention (mma)", mma, false, true)?;
             att("attention+bias in-kernel (mma)", mma, true, false)?;
+            att("attention (mma, 8 warps)", mma8, false, false)?;
             att("attention (wmma)", wmma, false, false)?;
         }
     }

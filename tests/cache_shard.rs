@@ -25,6 +25,17 @@ fn shards_merge_lock_verify_import_gc() {
 
     // Three shards, then merge each point's shard files.
     let sharded = tmp.path().join("sharded");
+    // A shard with the default batch size ('auto') is refused: shards must agree on boundaries.
+    let mut a = extract_args(&model, &spec, &tmp.path().join("auto"));
+    let at = a.iter().position(|x| x == "--batch-size").unwrap();
+    a.drain(at..at + 2);
+    a.extend(["--shard".into(), "0/3".into()]);
+    let out = bin().args(&a).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("explicit --batch-size"),
+        "{err}"
+    );
     for i in 0..3 {
         let mut a = extract_args(&model, &spec, &sharded);
         a.extend(["--shard".into(), format!("{i}/3")]);

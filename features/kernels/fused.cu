@@ -301,8 +301,8 @@ ATTENTION(__nv_bfloat16, attention_hd64_bf16)
 //   B (16x8, k x n):      b0 = (k = 2t..2t+1, n = g), b1 = (k = 2t+8..2t+9, n = g)
 //   C (16x8, f32):        c0, c1 = (g, 2t..2t+1), c2, c3 = (g+8, 2t..2t+1)
 // Two adjacent C blocks of probabilities are exactly the A fragment of the P V product.
-constexpr int MMA_WARPS = 8;  // 128 queries share each K/V tile load
-constexpr int MMA_BQ = 16 * MMA_WARPS;  // queries per block
+// Warps per block (16 queries each) is a template parameter: 4 and 8 are both built. On an H200
+// at batch 256, 4 warps measured 2.85 ms per layer and 8 warps 3.18 ms (different calls).
 constexpr int MMA_BK = 64;              // keys per tile
 
 __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
@@ -339,9 +339,10 @@ __device__ __forceinline__ uint32_t add_bias2(uint32_t v, const T *bias) {
   return pack2(to_f(e[0]) + to_f(bias[0]), to_f(e[1]) + to_f(bias[1]), e[0]);
 }
 
-template <typename T>
+template <typename T, int MMA_WARPS>
 __device__ void attention_mma(const T *__restrict__ qkv, const T *__restrict__ qkv_bias,
                               T *__restrict__ out, int n, int heads, float scale_log2) {
+  constexpr int MMA_BQ = 16 * MMA_WARPS;  // queries per block
   __shared__ __align__(128) T ks[MMA_BK * LDT];
   __shared__ __align__(128) T vs[MMA_BK * LDT];
   const int tid = threadIdx.x;
@@ -483,13 +484,15 @@ __device__ void attention_mma(const T *__restrict__ qkv, const T *__restrict__ q
   }
 }
 
-#define ATTENTION_MMA(T, NAME)                                                                   \
-  extern "C" __global__ void __launch_bounds__(32 * MMA_WARPS)                                    \
+#define ATTENTION_MMA(T, W, NAME)                                                                \
+  extern "C" __global__ void __launch_bounds__(32 * W)                                            \
       NAME(const T *qkv, const T *bias, T *out, int n, int heads, float scale_log2) {            \
-    attention_mma<T>(qkv, bias, out, n, heads, scale_log2);                                      \
+    attention_mma<T, W>(qkv, bias, out, n, heads, scale_log2);                                   \
   }
-ATTENTION_MMA(__half, attention_mma_f16)
-ATTENTION_MMA(__nv_bfloat16, attention_mma_bf16)
+ATTENTION_MMA(__half, 4, attention_mma_f16)
+ATTENTION_MMA(__nv_bfloat16, 4, attention_mma_bf16)
+ATTENTION_MMA(__half, 8, attention_mma8_f16)
+ATTENTION_MMA(__nv_bfloat16, 8, attention_mma8_bf16)
 
 // ---------------------------------------------------------------------------------------------
 // LayerNorm over rows of `cols` (a multiple of 16 bytes' worth), one warp per row: mean, then the

@@ -101,13 +101,15 @@ pub fn bias_residual(x: &Tensor, bias: &Tensor, residual: &Tensor) -> Result<Ten
 /// Which CUDA attention kernel runs (the CPU reference ignores it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttentionKernel {
-    /// Scores, probabilities and output in registers (mma.sync); the default.
+    /// Scores, probabilities and output in registers (mma.sync), 4 warps per block; the default.
     Mma,
+    /// The same with 8 warps (128 queries) per block (`GAPPROBE_ATTENTION=mma8`).
+    Mma8,
     /// The first version: WMMA products, softmax through shared memory (`GAPPROBE_ATTENTION=wmma`).
     Wmma,
 }
 
-/// Environment variable choosing the attention kernel: `mma` (default) or `wmma`.
+/// Environment variable choosing the attention kernel: `mma` (default), `mma8` or `wmma`.
 pub const ATTENTION_ENV: &str = "GAPPROBE_ATTENTION";
 
 impl AttentionKernel {
@@ -115,6 +117,7 @@ impl AttentionKernel {
     pub fn from_env() -> Self {
         match std::env::var(ATTENTION_ENV).ok().as_deref() {
             Some("wmma") => AttentionKernel::Wmma,
+            Some("mma8") => AttentionKernel::Mma8,
             _ => AttentionKernel::Mma,
         }
     }
@@ -144,6 +147,8 @@ pub fn attention_packed_with(
     if heads == 0 || w % (3 * heads) != 0 {
         candle_core::bail!("packed attention expects [B, N, 3·{heads}·head_dim], got width {w}");
     }
+    // Without a bias the kernel gets a null pointer; the op still takes a (zero) tensor.
+    let has_bias = bias.is_some();
     let bias = match bias {
         Some(b) if b.dims() == [w] => b.contiguous()?,
         Some(b) => candle_core::bail!(
@@ -160,6 +165,7 @@ pub fn attention_packed_with(
             head_dim,
             scale,
             kernel,
+            has_bias,
         },
     )
 }
@@ -325,6 +331,8 @@ struct PackedAttention {
     scale: f64,
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     kernel: AttentionKernel,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    has_bias: bool,
 }
 
 impl PackedAttention {

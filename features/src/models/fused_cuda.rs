@@ -43,7 +43,6 @@ pub(super) fn bias_act(
         let (b0, b1) = contiguous_range(lb, "the bias")?;
         let xs = x.as_cuda_slice::<T>()?.slice(x0..x1);
         let bs = bias.as_cuda_slice::<T>()?.slice(b0..b1);
-        let null = 0u64;
         let numel = x1 - x0;
         let out = unsafe { dev.alloc::<T>(numel)? };
         let (res, r0) = match residual {
@@ -145,8 +144,8 @@ pub(super) fn attention(
         let null = 0u64;
         let out = unsafe { dev.alloc::<T>(b * n * heads * super::fused::ATTENTION_HEAD_DIM)? };
         let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
-        // attention_mma_*: 8 warps of 16 queries; attention_hd64_*: 4 warps.
-        let warps = if name.starts_with("attention_mma") {
+        // Warps of 16 queries each: attention_mma8_* has 8, the others 4.
+        let warps = if name.starts_with("attention_mma8") {
             8
         } else {
             4
@@ -182,6 +181,7 @@ pub(super) fn attention(
     }
     let (f16_name, bf16_name) = match kernel {
         AttentionKernel::Mma => ("attention_mma_f16", "attention_mma_bf16"),
+        AttentionKernel::Mma8 => ("attention_mma8_f16", "attention_mma8_bf16"),
         AttentionKernel::Wmma => ("attention_hd64_f16", "attention_hd64_bf16"),
     };
     match qkv.dtype() {
