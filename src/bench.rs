@@ -236,6 +236,7 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
     }
     for dtype_name in &opts.dtypes {
         let dtype = parse_dtype(dtype_name)?;
+        crate::device::check_dtype_on(&device, dtype)?;
         let model = build_model(&tensors, &cfg, proj, layers, dtype)?;
         let err = relative_error(&forward(&model, &check_px.to_dtype(dtype)?)?, &reference)?;
         println!(

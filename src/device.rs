@@ -31,3 +31,26 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
         _ => bail!("unknown dtype '{s}': expected f32, bf16 or f16"),
     }
 }
+
+/// Refuses combinations candle cannot run: bf16 on the CPU (its CPU matmul has no bf16 kernel).
+pub fn check_dtype_on(device: &Device, dtype: DType) -> Result<()> {
+    if device.is_cpu() && dtype == DType::BF16 {
+        bail!("bf16 is not supported on the CPU (candle's CPU matmul has no bf16 kernel): use --dtype f32 or f16 there, or --device cuda");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_on_the_cpu_is_refused_with_advice() {
+        let err = check_dtype_on(&Device::Cpu, DType::BF16)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--dtype f32"), "{err}");
+        assert!(check_dtype_on(&Device::Cpu, DType::F32).is_ok());
+        assert!(parse_dtype("fp8").is_err());
+    }
+}

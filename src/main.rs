@@ -134,6 +134,7 @@ fn run(cli: Cli) -> Result<()> {
                 device: device::parse_device(&device)?,
                 dtype: device::parse_dtype(&dtype)?,
             };
+            device::check_dtype_on(&opts.device, opts.dtype)?;
             let mut summary = pipeline::RunSummary::default();
             let copts = pipeline::CacheOptions {
                 storage: storage_dtype.parse()?,

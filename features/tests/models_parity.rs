@@ -274,3 +274,49 @@ fn projector_only_checkpoint_names_its_missing_tower() {
     assert!(err.contains("config.json"), "{err}");
     assert!(err.contains(&cache.path().display().to_string()), "{err}");
 }
+
+/// A PyTorch `.bin` checkpoint (tools/make_bin_fixture.py: clip_a's weights via `torch.save`)
+/// loads to the same model as its safetensors twin: same outputs, same weight fingerprint (so
+/// the same cache key), converted once into the gapprobe cache and reused after.
+#[test]
+fn pytorch_bin_checkpoint_loads_like_its_safetensors_twin() {
+    let cache = tempfile::tempdir().unwrap();
+    std::env::set_var("GAPPROBE_CACHE", cache.path());
+    let st = Checkpoint::from_dir("clip_a", &root().join("clip_a")).unwrap();
+    let bin = Checkpoint::from_dir("clip_a", &root().join("clip_a_bin")).unwrap();
+    assert!(bin.weight_files[0].starts_with(cache.path().join("converted")));
+    let a = VisionLanguageModel::load(&st, usize::MAX, &Device::Cpu, DType::F32).unwrap();
+    let b = VisionLanguageModel::load(&bin, usize::MAX, &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(a.weights_fingerprint, b.weights_fingerprint);
+    let pix = expected("clip_a")["pixels/wide"].unsqueeze(0).unwrap();
+    let sa = a.vision.hidden_states(&pix, &[2]).unwrap();
+    let sb = b.vision.hidden_states(&pix, &[2]).unwrap();
+    assert_eq!(max_abs(&sa[0], &sb[0]), 0.0);
+    // A second resolve reuses the converted file.
+    let converted = bin.weight_files[0].clone();
+    let stamp = std::fs::metadata(&converted).unwrap().modified().unwrap();
+    let again = Checkpoint::from_dir("clip_a", &root().join("clip_a_bin")).unwrap();
+    assert_eq!(again.weight_files[0], converted);
+    assert_eq!(
+        std::fs::metadata(&converted).unwrap().modified().unwrap(),
+        stamp
+    );
+}
+
+/// A corrupt `.bin` names the file.
+#[test]
+fn corrupt_pytorch_bin_is_a_clear_error() {
+    // Reading fails before anything is written, so no cache folder is needed (and setting
+    // GAPPROBE_CACHE here would race with the test above).
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "preprocessor_config.json"] {
+        std::fs::copy(root().join("clip_a").join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("pytorch_model.bin"), b"not a pickle").unwrap();
+    let err = format!(
+        "{:#}",
+        Checkpoint::from_dir("broken", dir.path()).unwrap_err()
+    );
+    assert!(err.contains("pytorch_model.bin"), "{err}");
+    assert!(err.contains("not a readable PyTorch checkpoint"), "{err}");
+}

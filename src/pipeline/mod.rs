@@ -58,6 +58,7 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
         device: parse_device(&exp.model.device)?,
         dtype: parse_dtype(&exp.model.dtype)?,
     };
+    crate::device::check_dtype_on(&opts.device, opts.dtype)?;
     let mut summary = RunSummary::default();
     let mut rows = Vec::new();
     let mut details = Vec::new();

@@ -5,6 +5,7 @@
 //! (`model.mm_projector.*`, with the tower either inside or in the separate checkpoint named by
 //! `mm_vision_tower`).
 
+use super::convert;
 use super::Family;
 use crate::preprocess::PreprocessConfig;
 use anyhow::{bail, Context, Result};
@@ -101,6 +102,21 @@ fn is_vision_tensor(name: &str) -> bool {
         || name.starts_with("layernorm.")
 }
 
+/// Whether a tensor belongs to a language model (what converting a PyTorch checkpoint skips).
+fn is_language_tensor(name: &str) -> bool {
+    name.contains("language_model")
+        || name.starts_with("lm_head")
+        || name.starts_with("model.layers.")
+        || name.starts_with("model.embed_tokens")
+        || name.starts_with("model.norm")
+}
+
+/// Tensors worth converting from a PyTorch checkpoint: the vision tower and projector, i.e.
+/// everything but the language model.
+fn is_convertible(name: &str) -> bool {
+    is_vision_tensor(name) || !is_language_tensor(name)
+}
+
 impl Checkpoint {
     /// Resolves `model` as a local folder, else as a hub id (the local Hugging Face cache first,
     /// then a download through hf-hub unless `HF_HUB_OFFLINE` is set). A projector-only
@@ -128,7 +144,7 @@ impl Checkpoint {
             return Self::load_from(model, Source::Dir(local.to_path_buf()));
         }
         if local.exists() || model.starts_with('.') || model.starts_with('/') {
-            bail!("model '{model}' is not a folder with config.json and *.safetensors");
+            bail!("model '{model}' is not a folder with config.json and *.safetensors or PyTorch *.bin weights");
         }
         Self::load_from(model, Source::Hub(model.to_string()))
     }
@@ -204,24 +220,42 @@ impl Checkpoint {
                     files.sort();
                     files
                 }
-                Source::Hub(_) => vec![src.get("model.safetensors", true)?.expect("required")],
+                Source::Hub(_) => src.get("model.safetensors", false)?.into_iter().collect(),
             },
         };
-        if weight_files.is_empty() {
-            let has_bin = std::fs::read_dir(&dir).is_ok_and(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .any(|e| e.path().extension().is_some_and(|x| x == "bin"))
-            });
-            let hint = if has_bin {
-                " (it has PyTorch *.bin files: convert them to safetensors, e.g. with transformers' save_pretrained(safe_serialization=True))"
-            } else {
-                ""
+        // No safetensors: PyTorch *.bin files, their vision/projector tensors converted once.
+        let weight_files = if weight_files.is_empty() {
+            let bins = match &src {
+                Source::Dir(d) => convert::bin_files(d, is_vision_tensor)?,
+                Source::Hub(_) => {
+                    let mut found = Vec::new();
+                    if let Some(index) = src.get("pytorch_model.bin.index.json", false)? {
+                        let d = index.parent().map(Path::to_path_buf).unwrap_or_default();
+                        for f in convert::bin_files(&d, is_vision_tensor)? {
+                            let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+                            if let Some(p) = src.get(name.as_deref().unwrap_or_default(), true)? {
+                                found.push(p);
+                            }
+                        }
+                    } else {
+                        for name in ["pytorch_model.bin", "mm_projector.bin"] {
+                            found.extend(src.get(name, false)?);
+                        }
+                    }
+                    found
+                }
             };
-            bail!(
-                "model '{id}': no *.safetensors file in {}{hint}",
-                dir.display()
-            );
-        }
+            if bins.is_empty() {
+                bail!(
+                    "model '{id}': no *.safetensors or PyTorch *.bin weights in {}",
+                    dir.display()
+                );
+            }
+            vec![convert::bins_to_safetensors(&bins, is_convertible)
+                .with_context(|| format!("model '{id}': converting its PyTorch weights"))?]
+        } else {
+            weight_files
+        };
         Ok(Self {
             id: id.to_string(),
             dir,

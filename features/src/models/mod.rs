@@ -2,6 +2,7 @@
 
 mod checkpoint;
 mod clip;
+mod convert;
 mod dinov2;
 pub mod fused;
 #[cfg(feature = "cuda")]
