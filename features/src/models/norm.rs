@@ -16,7 +16,7 @@ pub struct FusedLayerNorm {
 /// Loads `weight` and `bias` [size] under `vb`, like `candle_nn::layer_norm`.
 pub fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<FusedLayerNorm> {
     // The kernel reads rows in 16-byte vectors: every width it meets in practice is a multiple of 8.
-    let fused = fused::enabled_for(vb.device()) && size % 8 == 0;
+    let fused = fused::enabled_for(vb.device()) && size.is_multiple_of(8);
     let weight = vb.get(size, "weight")?;
     let bias = vb.get(size, "bias")?;
     Ok(FusedLayerNorm {
