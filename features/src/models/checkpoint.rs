@@ -192,24 +192,10 @@ impl Checkpoint {
             preprocess.pad_to_square = true;
         }
         let weight_files = match src.get("model.safetensors.index.json", false)? {
-            Some(index) => {
-                let idx: Value = serde_json::from_str(&std::fs::read_to_string(&index)?)
-                    .with_context(|| format!("parsing {}", index.display()))?;
-                let map = idx["weight_map"]
-                    .as_object()
-                    .with_context(|| format!("{} has no weight_map", index.display()))?;
-                let mut files: Vec<&str> = map
-                    .iter()
-                    .filter(|(k, _)| is_vision_tensor(k))
-                    .filter_map(|(_, v)| v.as_str())
-                    .collect();
-                files.sort();
-                files.dedup();
-                files
-                    .into_iter()
-                    .map(|f| Ok(src.get(f, true)?.expect("required")))
-                    .collect::<Result<Vec<_>>>()?
-            }
+            Some(index) => convert::index_files(&index, is_vision_tensor)?
+                .iter()
+                .map(|f| Ok(src.get(f, true)?.expect("required")))
+                .collect::<Result<Vec<_>>>()?,
             None => match &src {
                 Source::Dir(d) => {
                     let mut files: Vec<PathBuf> = std::fs::read_dir(d)

@@ -86,19 +86,8 @@ pub fn bins_to_safetensors(bins: &[PathBuf], keep: impl Fn(&str) -> bool) -> Res
 pub fn bin_files(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>> {
     let index = dir.join("pytorch_model.bin.index.json");
     if index.is_file() {
-        let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index)?)
-            .with_context(|| format!("parsing {}", index.display()))?;
-        let map = idx["weight_map"]
-            .as_object()
-            .with_context(|| format!("{} has no weight_map", index.display()))?;
-        let mut files: Vec<PathBuf> = map
-            .iter()
-            .filter(|(k, _)| wanted(k))
-            .filter_map(|(_, v)| v.as_str().map(|f| dir.join(f)))
-            .collect();
-        files.sort();
-        files.dedup();
-        return Ok(files);
+        let files = index_files(&index, wanted)?;
+        return Ok(files.iter().map(|f| dir.join(f)).collect());
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("listing {}", dir.display()))?
@@ -106,5 +95,23 @@ pub fn bin_files(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<Vec<PathBu
         .filter(|p| p.extension().is_some_and(|e| e == "bin"))
         .collect();
     files.sort();
+    Ok(files)
+}
+
+/// The files a sharded checkpoint's index (`*.index.json`) maps `wanted` tensors to, sorted,
+/// each once.
+pub fn index_files(index: &Path, wanted: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+    let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(index)?)
+        .with_context(|| format!("parsing {}", index.display()))?;
+    let map = idx["weight_map"]
+        .as_object()
+        .with_context(|| format!("{} has no weight_map", index.display()))?;
+    let mut files: Vec<String> = map
+        .iter()
+        .filter(|(k, _)| wanted(k))
+        .filter_map(|(_, v)| v.as_str().map(str::to_string))
+        .collect();
+    files.sort();
+    files.dedup();
     Ok(files)
 }

@@ -490,10 +490,11 @@ impl candle_core::CustomOp3 for LayerNormOp {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    /// Largest absolute difference, in f32 (shared with the Linear tests).
+    pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
             .unwrap()
             .abs()

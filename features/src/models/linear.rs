@@ -95,19 +95,9 @@ impl Module for FusedLinear {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fused::tests::max_abs_diff;
     use super::*;
     use candle_core::{DType, Device};
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     /// The fused path (2-D GEMM + bias/activation/residual op) is the same function as candle's
     /// Linear followed by the composite ops (checked on the CPU with the reference op).
