@@ -28,9 +28,16 @@ OPS_FLAG=""; [ "${OPS:-1}" = 1 ] && OPS_FLAG="--ops"
 timeout 240 /tmp/gapprobe bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 10 --warmup 3 \
   --e2e-images "$E2E" --e2e-batch 256 $OPS_FLAG 2>&1 | tee "$OUT/gapprobe_bench.txt"
 if [ "${AB_ATTENTION:-1}" = 1 ]; then
-  echo "== gapprobe bench, first attention kernel (GAPPROBE_ATTENTION=wmma): A/B for attention_mma =="
-  GAPPROBE_ATTENTION=wmma timeout 120 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes 256 --iters 5 --warmup 2 \
-    2>&1 | tee "$OUT/gapprobe_bench_wmma.txt"
+  echo "== gapprobe bench, 8-warp attention blocks (GAPPROBE_ATTENTION=mma8): A/B for the 4-warp default =="
+  GAPPROBE_ATTENTION=mma8 timeout 120 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes 256 --iters 10 --warmup 3 \
+    2>&1 | grep -E "^(encoder|check)" | tee "$OUT/gapprobe_bench_mma8.txt"
+fi
+if [ "${SMOKE_EXTRACT:-1}" = 1 ]; then
+  echo "== extract on CUDA with --batch-size auto (the demo's model and images) =="
+  timeout 120 /tmp/gapprobe -q demo --out /tmp/gp-demo > /dev/null 2>&1
+  timeout 120 /tmp/gapprobe extract --model /tmp/gp-demo/model --dataset demo:/tmp/gp-demo/data \
+    -f 'vision.layer[-2].patch.mean' -f projector.mean --device cuda --dtype bf16 --cache /tmp/gp-cache 2>&1 \
+    | grep -E "batch size|extracted|error" | tee "$OUT/extract_auto.txt"
 fi
 if [ "${AB_OFF:-0}" = 1 ]; then
   echo "== gapprobe bench, fused kernels off (candle's composite ops): the A/B for features/kernels/fused.cu =="
