@@ -113,14 +113,11 @@ impl Embeddings {
             .reshape((1, 1, d))?
             .broadcast_as((b, 1, d))?
             .to_dtype(patches.dtype())?;
-        let x = Tensor::cat(&[&cls, &patches], 1)?;
-        if self.fused {
-            // One vectorised pass: each image's [T·D] row plus the flattened position table.
-            let (t, d) = self.position.dims2()?;
-            let pos = self.position.flatten_all()?;
-            return fused::bias_act(&x.reshape((b, t * d))?, &pos, None)?.reshape((b, t, d));
-        }
-        x.broadcast_add(&self.position)
+        fused::add_table(
+            &Tensor::cat(&[&cls, &patches], 1)?,
+            &self.position,
+            self.fused,
+        )
     }
 }
 
@@ -191,6 +188,12 @@ impl Attention {
         let v = split(v.forward(x)?)?;
         let attn = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
         attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))
+    }
+
+    /// Folds an elementwise scale of the attention output into the output projection.
+    pub(super) fn scale_output(&mut self, s: &Tensor) -> Result<()> {
+        self.out = self.out.scaled_outputs(s)?;
+        Ok(())
     }
 
     /// Self-attention including the output projection.

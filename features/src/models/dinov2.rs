@@ -4,12 +4,13 @@
 //! are interpolated to the input grid exactly as transformers does (bicubic, torch's kernels).
 
 use super::clip::{collect_states, Attention};
+use super::linear::{linear, FusedLinear as Linear};
 use super::norm::{layer_norm, FusedLayerNorm as LayerNorm};
 use super::Act;
 use crate::preprocess::Resample;
 use crate::resample::resample_coeffs;
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -59,6 +60,9 @@ struct Layer {
     fc2: Linear,
     scale2: Tensor,
     act: Act,
+    /// Fused ops: the layer scales are folded into the output projection and fc2, and the
+    /// residual adds ride in their bias passes.
+    folded: bool,
 }
 
 impl Layer {
@@ -71,19 +75,37 @@ impl Layer {
             "attention.value",
             "output.dense",
         ];
+        let mut attn =
+            Attention::with_names(vb.pp("attention"), d, cfg.num_attention_heads, names)?;
+        let scale1 = vb.get(d, "layer_scale1.lambda1")?;
+        let mut fc2 = linear(inter, d, vb.pp("mlp.fc2"))?;
+        let scale2 = vb.get(d, "layer_scale2.lambda1")?;
+        let folded = fc2.is_fused();
+        if folded {
+            attn.scale_output(&scale1)?;
+            fc2 = fc2.scaled_outputs(&scale2)?;
+        }
         Ok(Self {
             norm1: layer_norm(d, eps, vb.pp("norm1"))?,
-            attn: Attention::with_names(vb.pp("attention"), d, cfg.num_attention_heads, names)?,
-            scale1: vb.get(d, "layer_scale1.lambda1")?,
+            attn,
+            scale1,
             norm2: layer_norm(d, eps, vb.pp("norm2"))?,
             fc1: linear(d, inter, vb.pp("mlp.fc1"))?,
-            fc2: linear(inter, d, vb.pp("mlp.fc2"))?,
-            scale2: vb.get(d, "layer_scale2.lambda1")?,
+            fc2,
+            scale2,
             act: cfg.hidden_act,
+            folded,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.folded {
+            let x = self.attn.forward_residual(&self.norm1.forward(x)?, x)?;
+            let h = self
+                .fc1
+                .forward_act(&self.norm2.forward(&x)?, Some(self.act))?;
+            return self.fc2.forward_residual(&h, &x);
+        }
         let a = self.attn.forward(&self.norm1.forward(x)?)?;
         let x = (x + a.broadcast_mul(&self.scale1)?)?;
         let h = self.norm2.forward(&x)?;
@@ -107,6 +129,8 @@ pub struct Dinov2Model {
     cfg: Dinov2Config,
     device: Device,
     dtype: DType,
+    /// Add the position table with the fused kernel (see [`super::fused::add_table`]).
+    fused: bool,
 }
 
 impl Dinov2Model {
@@ -152,6 +176,7 @@ impl Dinov2Model {
             cfg: cfg.clone(),
             device: vb.device().clone(),
             dtype: vb.dtype(),
+            fused: super::fused::enabled_for(vb.device()),
         })
     }
 
@@ -194,7 +219,8 @@ impl Dinov2Model {
         let p = p.flatten_from(2)?.transpose(1, 2)?;
         let d = p.dim(2)?;
         let cls = self.cls.broadcast_as((b, 1, d))?.to_dtype(p.dtype())?;
-        let x = Tensor::cat(&[&cls, &p], 1)?.broadcast_add(&self.position_for(rows, cols)?)?;
+        let pos = self.position_for(rows, cols)?;
+        let x = super::fused::add_table(&Tensor::cat(&[&cls, &p], 1)?, &pos, self.fused)?;
         let x = match &self.registers {
             Some(r) => {
                 let r = r.broadcast_as((b, r.dim(1)?, d))?.to_dtype(x.dtype())?;

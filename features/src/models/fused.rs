@@ -89,6 +89,17 @@ pub fn bias_act(x: &Tensor, bias: &Tensor, act: Option<Act>) -> Result<Tensor> {
         .apply_op2_no_bwd(&bias.contiguous()?, &BiasAct { act })
 }
 
+/// `x + table` for `x` [B, T, D] and a position table of T·D values shared by every image: with
+/// `fused`, one vectorised pass (each image's T·D values plus the flattened table) instead of
+/// candle's broadcast add.
+pub fn add_table(x: &Tensor, table: &Tensor, fused: bool) -> Result<Tensor> {
+    if !fused {
+        return x.broadcast_add(table);
+    }
+    let (b, t, d) = x.dims3()?;
+    bias_act(&x.reshape((b, t * d))?, &table.flatten_all()?, None)?.reshape((b, t, d))
+}
+
 /// `x + bias + residual` (bias: [cols], residual: the shape of `x`).
 pub fn bias_residual(x: &Tensor, bias: &Tensor, residual: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op3_no_bwd(

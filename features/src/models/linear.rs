@@ -47,6 +47,20 @@ impl FusedLinear {
         Self { plain, fused }
     }
 
+    /// The same layer followed by an elementwise scale of its outputs (`s ⊙ (x Wᵀ + b)`), folded
+    /// into the weights: DINOv2's layer scale without its broadcast multiply.
+    pub fn scaled_outputs(&self, s: &Tensor) -> Result<FusedLinear> {
+        let s = s.to_dtype(self.plain.weight().dtype())?;
+        let w = self.plain.weight().broadcast_mul(&s.unsqueeze(1)?)?;
+        let b = self.plain.bias().map(|b| b.mul(&s)).transpose()?;
+        Ok(FusedLinear::new(candle_nn::Linear::new(w, b), self.fused))
+    }
+
+    /// Whether the fused path runs.
+    pub fn is_fused(&self) -> bool {
+        self.fused
+    }
+
     /// Output width.
     pub fn out_dim(&self) -> usize {
         self.plain.weight().dims()[0]
@@ -120,6 +134,20 @@ mod tests {
         }
         let a = on.forward_residual(&x, &r).unwrap();
         assert!(max_abs_diff(&a, &off.forward_residual(&x, &r).unwrap()) < 1e-5);
+    }
+
+    /// Folding an output scale into the weights equals scaling the outputs.
+    #[test]
+    fn scaled_outputs_fold_the_scale() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (4, 6), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
+        let lin = FusedLinear::new(candle_nn::Linear::new(w, Some(b)), false);
+        let s = Tensor::new(&[0.5f32, -2.0, 1e-3, 3.0], &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (3, 6), &dev).unwrap();
+        let want = lin.forward(&x).unwrap().broadcast_mul(&s).unwrap();
+        let got = lin.scaled_outputs(&s).unwrap().forward(&x).unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-5);
     }
 
     /// Stacking q, k, v gives one layer whose output is their concatenation.

@@ -49,6 +49,8 @@ pub struct SiglipVisionModel {
     position: Tensor,
     layers: Vec<EncoderLayer>,
     cfg: SiglipVisionConfig,
+    /// Add the position table with the fused kernel (see [`super::fused::add_table`]).
+    fused: bool,
 }
 
 impl SiglipVisionModel {
@@ -87,6 +89,7 @@ impl SiglipVisionModel {
             position,
             layers,
             cfg: cfg.clone(),
+            fused: super::fused::enabled_for(vb.device()),
         })
     }
 
@@ -101,8 +104,8 @@ impl SiglipVisionModel {
             .patch
             .forward(pixels)?
             .flatten_from(2)?
-            .transpose(1, 2)?
-            .broadcast_add(&self.position)?;
+            .transpose(1, 2)?;
+        let x = super::fused::add_table(&x, &self.position, self.fused)?;
         collect_states(x, &self.layers, wanted, EncoderLayer::forward)
     }
 }
