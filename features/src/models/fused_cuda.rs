@@ -19,6 +19,7 @@ fn contiguous_range(l: &Layout, what: &str) -> Result<(usize, usize)> {
 }
 
 /// `y = act(x + bias) (+ residual)` over rows of `cols` elements.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn bias_act(
     x: &CudaStorage,
     lx: &Layout,
@@ -28,6 +29,7 @@ pub(super) fn bias_act(
     cols: usize,
     act: i32,
 ) -> Result<CudaStorage> {
+    #[allow(clippy::too_many_arguments)]
     fn run<T: CudaDType + DeviceRepr>(
         dtype: &str,
         x: &CudaStorage,
@@ -56,7 +58,8 @@ pub(super) fn bias_act(
         // (allocations are aligned, so the offsets decide).
         let vec = 16 / std::mem::size_of::<T>();
         let rows = numel / cols.max(1);
-        let vectorised = cols % vec == 0 && [x0, b0, r0].iter().all(|o| o % vec == 0);
+        let vectorised =
+            cols.is_multiple_of(vec) && [x0, b0, r0].iter().all(|o| o.is_multiple_of(vec));
         let (kernel, cfg) = if vectorised {
             let cfg = LaunchConfig {
                 grid_dim: (rows.clamp(1, 1 << 16) as u32, 1, 1),
@@ -220,7 +223,7 @@ pub(super) fn layer_norm(
         let (w0, w1) = contiguous_range(lw, "the layer norm weight")?;
         let (b0, b1) = contiguous_range(lb, "the layer norm bias")?;
         let vec = 16 / std::mem::size_of::<T>();
-        if cols % vec != 0 || [x0, w0, b0].iter().any(|o| o % vec != 0) {
+        if !cols.is_multiple_of(vec) || [x0, w0, b0].iter().any(|o| !o.is_multiple_of(vec)) {
             candle_core::bail!(
                 "fused layer norm needs rows of whole 16-byte vectors (width {cols})"
             );
