@@ -78,7 +78,12 @@ impl From<BatchSize> for BatchSizeRepr {
 /// once inside an encoder layer (residual, norms, q|k|v, attention output, both MLP
 /// activations), the attention scores when the composite path runs, the projector's activations,
 /// the input pixels, and a 25% margin for allocator slack.
-pub fn bytes_per_image(model: &VisionLanguageModel, size: (u32, u32), dtype: DType) -> u64 {
+pub fn bytes_per_image(
+    model: &VisionLanguageModel,
+    size: (u32, u32),
+    device: &Device,
+    dtype: DType,
+) -> u64 {
     let info = model.vision.config();
     let s = dtype.size_in_bytes() as f64;
     let (h, w) = (size.0 as f64, size.1 as f64);
@@ -92,8 +97,7 @@ pub fn bytes_per_image(model: &VisionLanguageModel, size: (u32, u32), dtype: DTy
     let mut elems = t * (9.0 * d + 2.0 * f);
     let head_dim = info.hidden_size / info.num_attention_heads.max(1);
     // The composite attention keeps split q, k, v and the score and probability matrices.
-    let fused_attention = cfg!(feature = "cuda") && head_dim == fused::ATTENTION_HEAD_DIM;
-    if !(fused_attention && matches!(dtype, DType::BF16 | DType::F16)) {
+    if !fused::attention_supported(device, dtype, head_dim) {
         elems += 3.0 * t * d + 2.0 * heads * t * t;
     }
     if let Some((hidden, out)) = model.projector.as_ref().map(|p| p.widths()) {
@@ -143,7 +147,7 @@ pub fn resolve(
         (BatchSize::Fixed(n), _) => n,
         (BatchSize::Auto, None) => CPU_BATCH,
         (BatchSize::Auto, Some((free, _))) => {
-            let per = bytes_per_image(model, size, dtype);
+            let per = bytes_per_image(model, size, device, dtype);
             let n = fitting_batch(free, per);
             tracing::info!(
                 "batch size {n} (auto: {:.1} GiB free, about {:.0} MiB per image)",
@@ -177,7 +181,7 @@ pub fn explain_oom(
     if !is_out_of_memory(&err) {
         return err;
     }
-    let per = bytes_per_image(model, size, dtype);
+    let per = bytes_per_image(model, size, device, dtype);
     let (free, total) = device_memory(device).unwrap_or((0, 0));
     let fit = fitting_batch(free, per).min(batch / 2).max(1);
     err.context(format!(

@@ -16,8 +16,8 @@ fn model() -> (VisionLanguageModel, (u32, u32)) {
 #[test]
 fn estimate_scales_with_dtype_and_auto_is_fixed_on_the_cpu() {
     let (m, size) = model();
-    let f32b = bytes_per_image(&m, size, DType::F32);
-    let bf16b = bytes_per_image(&m, size, DType::BF16);
+    let f32b = bytes_per_image(&m, size, &Device::Cpu, DType::F32);
+    let bf16b = bytes_per_image(&m, size, &Device::Cpu, DType::BF16);
     assert!(f32b > bf16b && bf16b > 0, "{f32b} {bf16b}");
     assert_eq!(
         resolve(BatchSize::Auto, &m, size, &Device::Cpu, DType::F32),

@@ -124,8 +124,13 @@ impl Embeddings {
 /// q, k and v projections: three GEMMs, or one over the stacked weights when the fused
 /// attention kernel reads them packed.
 enum Qkv {
-    Separate { q: Linear, k: Linear, v: Linear },
-    Packed(Linear),
+    Separate {
+        q: Linear,
+        k: Linear,
+        v: Linear,
+    },
+    /// The stacked projection and the attention kernel, chosen when the model is built.
+    Packed(Linear, fused::AttentionKernel),
 }
 
 pub(super) struct Attention {
@@ -148,7 +153,7 @@ impl Attention {
         let (q, k, v) = (load(names[0])?, load(names[1])?, load(names[2])?);
         let fused = fused::enabled_for(vb.device());
         let qkv = if fused::attention_supported(vb.device(), vb.dtype(), head_dim) {
-            Qkv::Packed(stack(&[q, k, v], true)?)
+            Qkv::Packed(stack(&[q, k, v], true)?, fused::AttentionKernel::from_env())
         } else {
             Qkv::Separate {
                 q: Linear::new(q, fused),
@@ -172,8 +177,9 @@ impl Attention {
             // The bias goes in with its own vectorised pass: adding it inside the attention
             // kernel as q, k and v are read measured slower (4.5 ms vs 0.5 + 2.9 ms per layer
             // at batch 256 on an H200), since each K/V tile is read by every query block.
-            Qkv::Packed(qkv) => {
-                return fused::attention_packed(&qkv.forward(x)?, None, self.heads, self.scale)
+            Qkv::Packed(qkv, kernel) => {
+                let qkv = qkv.forward(x)?;
+                return fused::attention_packed_with(&qkv, None, self.heads, self.scale, *kernel);
             }
             Qkv::Separate { q, k, v } => (q, k, v),
         };

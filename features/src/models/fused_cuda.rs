@@ -108,15 +108,13 @@ pub(super) fn bias_act(
     }
 }
 
-/// Attention over a packed [B, N, 3·H·64] projection (with `has_bias`, the bias [3·H·64] is added
-/// as values are loaded) into a fresh [B, N, H·64] buffer.
+/// Attention over a packed [B, N, 3·H·64] projection (the bias [3·H·64], if given, added as
+/// values are loaded) into a fresh [B, N, H·64] buffer.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attention(
     qkv: &CudaStorage,
     l: &Layout,
-    bias: &CudaStorage,
-    lb: &Layout,
-    has_bias: bool,
+    bias: Option<(&CudaStorage, &Layout)>,
     b: usize,
     n: usize,
     heads: usize,
@@ -128,9 +126,7 @@ pub(super) fn attention(
         name: &str,
         qkv: &CudaStorage,
         l: &Layout,
-        bias: &CudaStorage,
-        lb: &Layout,
-        has_bias: bool,
+        bias: Option<(&CudaStorage, &Layout)>,
         b: usize,
         n: usize,
         heads: usize,
@@ -138,12 +134,20 @@ pub(super) fn attention(
     ) -> Result<CudaStorage> {
         let dev: CudaDevice = qkv.device().clone();
         let (s0, s1) = contiguous_range(l, "the packed QKV projection")?;
-        let (b0, b1) = contiguous_range(lb, "the QKV bias")?;
-        if s0 % 8 != 0 || b0 % 8 != 0 {
-            candle_core::bail!("packed QKV and its bias must start on 16-byte boundaries");
+        let bs = match bias {
+            Some((bias, lb)) => {
+                let (b0, b1) = contiguous_range(lb, "the QKV bias")?;
+                if b0 % 8 != 0 {
+                    candle_core::bail!("the QKV bias must start on a 16-byte boundary");
+                }
+                Some(bias.as_cuda_slice::<T>()?.slice(b0..b1))
+            }
+            None => None,
+        };
+        if s0 % 8 != 0 {
+            candle_core::bail!("packed QKV must start on a 16-byte boundary (offset {s0})");
         }
         let src = qkv.as_cuda_slice::<T>()?.slice(s0..s1);
-        let bs = bias.as_cuda_slice::<T>()?.slice(b0..b1);
         let null = 0u64;
         let out = unsafe { dev.alloc::<T>(b * n * heads * super::fused::ATTENTION_HEAD_DIM)? };
         let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
@@ -162,17 +166,16 @@ pub(super) fn attention(
         let scale_log2 = (scale * std::f64::consts::LOG2_E) as f32;
         let mut builder = func.builder();
         builder.arg(&src);
-        if has_bias {
-            builder.arg(&bs);
-        } else {
-            builder.arg(&null);
-        }
+        match &bs {
+            Some(bs) => builder.arg(bs),
+            None => builder.arg(&null),
+        };
         builder.arg(&out);
         builder.arg(&n_arg);
         builder.arg(&h_arg);
         builder.arg(&scale_log2);
         // SAFETY: argument types and count match `attention_*` in fused.cu; `src` holds
-        // B·N·3·H·64 elements, the bias 3·H·64 and `out` B·N·H·64.
+        // B·N·3·H·64 elements, the bias (or null) 3·H·64 and `out` B·N·H·64.
         unsafe { builder.launch(cfg) }.w()?;
         Ok(CudaStorage::wrap_cuda_slice(out, dev))
     }
@@ -188,8 +191,8 @@ pub(super) fn attention(
         AttentionKernel::Wmma => ("attention_hd64_f16", "attention_hd64_bf16"),
     };
     match qkv.dtype() {
-        DType::F16 => run::<f16>(f16_name, qkv, l, bias, lb, has_bias, b, n, heads, scale),
-        DType::BF16 => run::<bf16>(bf16_name, qkv, l, bias, lb, has_bias, b, n, heads, scale),
+        DType::F16 => run::<f16>(f16_name, qkv, l, bias, b, n, heads, scale),
+        DType::BF16 => run::<bf16>(bf16_name, qkv, l, bias, b, n, heads, scale),
         other => candle_core::bail!("the fused attention kernel takes f16/bf16, not {other:?}"),
     }
 }

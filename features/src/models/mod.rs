@@ -7,6 +7,7 @@ mod dinov2;
 pub mod fused;
 #[cfg(feature = "cuda")]
 mod fused_cuda;
+mod fused_ops;
 mod linear;
 mod norm;
 mod projector;
