@@ -28,14 +28,7 @@ fn compress_keeps_key_features_and_results() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, spec) = demo_inputs(&tmp.path().join("demo"));
     let cache = tmp.path().join("cache");
-    ok(
-        bin()
-            .args(extract_args(&model, &spec, &cache))
-            .output()
-            .unwrap(),
-        "extract",
-    );
-    let before = entries(&cache);
+    let before = extract_into(&model, &spec, &cache, "extract");
     assert_eq!(before.len(), 2);
     // Untouched copies to compare against.
     let orig = tmp.path().join("orig");
@@ -122,14 +115,7 @@ fn compress_keeps_key_features_and_results() {
         "cache compress again",
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("already"));
-    ok(
-        bin()
-            .args(extract_args(&model, &spec, &cache))
-            .output()
-            .unwrap(),
-        "extract again",
-    );
-    for e in entries(&cache) {
+    for e in extract_into(&model, &spec, &cache, "extract again") {
         assert!(compression_of(&e.path).unwrap().is_some(), "re-extracted");
     }
 

@@ -43,14 +43,7 @@ fn killed_extraction_resumes_to_an_identical_entry() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, spec) = demo_inputs(&tmp.path().join("demo"));
     let reference = tmp.path().join("ref");
-    ok(
-        bin()
-            .args(extract_args(&model, &spec, &reference))
-            .output()
-            .unwrap(),
-        "reference extract",
-    );
-    let want = entries(&reference);
+    let want = extract_into(&model, &spec, &reference, "reference extract");
     assert_eq!(want.len(), 2);
 
     let cache = tmp.path().join("killed");

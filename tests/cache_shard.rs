@@ -14,14 +14,7 @@ fn shards_merge_lock_verify_import_gc() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, spec) = demo_inputs(&tmp.path().join("demo"));
     let single = tmp.path().join("single");
-    ok(
-        bin()
-            .args(extract_args(&model, &spec, &single))
-            .output()
-            .unwrap(),
-        "single extract",
-    );
-    let want = entries(&single);
+    let want = extract_into(&model, &spec, &single, "single extract");
 
     // Three shards, then merge each point's shard files.
     let sharded = tmp.path().join("sharded");

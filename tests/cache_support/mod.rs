@@ -62,6 +62,19 @@ pub fn extract_args(model: &str, spec: &str, cache: &Path) -> Vec<String> {
 }
 
 /// Finished entries under `cache`, by feature point.
+/// Runs `gapprobe extract` of the demo inputs into `cache` (must succeed) and returns the
+/// finished entries.
+pub fn extract_into(model: &str, spec: &str, cache: &Path, what: &str) -> Vec<CacheEntry> {
+    ok(
+        bin()
+            .args(extract_args(model, spec, cache))
+            .output()
+            .unwrap(),
+        what,
+    );
+    entries(cache)
+}
+
 pub fn entries(cache: &Path) -> Vec<CacheEntry> {
     let mut v = gapprobe_features::cache::FeatureCache::new(cache)
         .list()
