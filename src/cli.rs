@@ -25,14 +25,11 @@ pub struct CacheArg {
 
 impl CacheArg {
     pub fn open(&self) -> FeatureCache {
-        let root = self.cache.clone().unwrap_or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                .unwrap_or_else(|| PathBuf::from(".cache"))
-                .join("gapprobe")
-        });
-        FeatureCache::new(root)
+        FeatureCache::new(
+            self.cache
+                .clone()
+                .unwrap_or_else(FeatureCache::default_root),
+        )
     }
 }
 

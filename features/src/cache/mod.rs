@@ -158,6 +158,19 @@ impl FeatureCache {
         FeatureCache { root: root.into() }
     }
 
+    /// The root when none is given: `$GAPPROBE_CACHE`, else `$XDG_CACHE_HOME/gapprobe`, else
+    /// `~/.cache/gapprobe`.
+    pub fn default_root() -> PathBuf {
+        if let Some(root) = std::env::var_os("GAPPROBE_CACHE") {
+            return PathBuf::from(root);
+        }
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(|| PathBuf::from(".cache"))
+            .join("gapprobe")
+    }
+
     /// Where the entry for `prov` lives: `<root>/<dataset>/<model>/<feature point>-<key[..16]>.h5`.
     pub fn entry_path(&self, prov: &Provenance) -> PathBuf {
         let fp = prov

@@ -5,6 +5,7 @@
 //! converted again. Same tensors, same bytes: the fingerprint (and so the cache key of extracted
 //! features) equals that of the same weights shipped as safetensors.
 
+use crate::cache::FeatureCache;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use sha2::{Digest, Sha256};
@@ -12,15 +13,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tracing::info;
 
-/// Where converted checkpoints go: `$GAPPROBE_CACHE/converted`, else
-/// `$XDG_CACHE_HOME/gapprobe/converted`, else `~/.cache/gapprobe/converted`.
+/// Where converted checkpoints go: `converted/` under the default cache root
+/// ([`FeatureCache::default_root`]: `$GAPPROBE_CACHE`, else `~/.cache/gapprobe`).
 pub fn converted_root() -> PathBuf {
-    let base = std::env::var_os("GAPPROBE_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("gapprobe")))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/gapprobe")))
-        .unwrap_or_else(|| std::env::temp_dir().join("gapprobe"));
-    base.join("converted")
+    FeatureCache::default_root().join("converted")
 }
 
 fn key(bins: &[PathBuf]) -> Result<String> {
