@@ -7,7 +7,8 @@
 //! the first class's logit fixed at 0 (see [`param_cols`]).
 //!
 //! Precision: the two matmuls per iteration (`X·D` for the search direction and `Xᵀ·R` for the
-//! gradient) run in f32 on the device. Everything else is f64 on the host: the logits are kept as
+//! gradient) run in f32 on the device ([`DataMatrix`]: candle, or the `gemm` crate on the CPU),
+//! into buffers reused across iterations. Everything else is f64 on the host: the logits are kept as
 //! `Z + α·(X·D)` so the line search sees an exactly smooth `φ(α)` (f32 rounding would otherwise
 //! hide the tiny decreases needed to reach tol 1e-6), and the losses, softmax, regulariser and
 //! L-BFGS algebra are f64. The logits are recomputed from `θ` every [`REFRESH`] iterations.
@@ -19,6 +20,7 @@ use rayon::prelude::*;
 
 use crate::lbfgs::{minimize_line, LbfgsOptions, LbfgsResult, LineObjective};
 use crate::precond::{default_rank, Spectrum};
+use crate::products::DataMatrix;
 use std::sync::OnceLock;
 
 /// L-BFGS correction pairs kept (overridable with `GAPPROBE_LBFGS_HISTORY`).
@@ -38,8 +40,8 @@ pub fn param_cols(k: usize) -> usize {
 
 /// A training set uploaded once to a device, reusable across C values.
 pub struct CandleProblem {
-    xa: Tensor,
-    xa_t: Tensor,
+    data: DataMatrix,
+    device: Device,
     y: Vec<u32>,
     n: usize,
     d: usize,
@@ -53,22 +55,15 @@ impl CandleProblem {
     /// Upload `x` (`n × d`) and compact labels `y` in `0..k` to `device`.
     pub fn new(x: ArrayView2<f32>, y: &[u32], k: usize, device: &Device) -> Result<Self> {
         let (n, d) = x.dim();
-        let mut buf = Vec::with_capacity(n * (d + 1));
-        for row in x.outer_iter() {
-            buf.extend(row.iter().copied());
-            buf.push(1.0f32);
-        }
-        let xa = Tensor::from_vec(buf, (n, d + 1), device)?;
-        // A contiguous transpose makes the gradient matmul a plain GEMM on every backend.
-        let xa_t = xa.t()?.contiguous()?;
+        let data = DataMatrix::new(x, device)?;
         // GAPPROBE_PRECOND_RANK overrides the preconditioner rank (0 disables it), for experiments.
         let rank = std::env::var("GAPPROBE_PRECOND_RANK")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| default_rank(n, d));
         Ok(Self {
-            xa,
-            xa_t,
+            data,
+            device: device.clone(),
             y: y.to_vec(),
             n,
             d,
@@ -86,26 +81,10 @@ impl CandleProblem {
         self
     }
 
-    /// `X_aug · M` for a host `(d+1) × kp` matrix, back on the host in f64.
-    fn project(&self, m: &[f64]) -> Result<Vec<f64>> {
-        let m32: Vec<f32> = m.iter().map(|&v| v as f32).collect();
-        let t = Tensor::from_vec(m32, (self.d + 1, self.kp), self.xa.device())?;
-        let z: Vec<f32> = self.xa.matmul(&t)?.flatten_all()?.to_vec1()?;
-        Ok(z.into_iter().map(f64::from).collect())
-    }
-
-    /// `X_augᵀ · R` for a host `n × kp` residual matrix.
-    fn back(&self, r: &[f64]) -> Result<Vec<f64>> {
-        let r32: Vec<f32> = r.iter().map(|&v| v as f32).collect();
-        let t = Tensor::from_vec(r32, (self.n, self.kp), self.xa.device())?;
-        let g: Vec<f32> = self.xa_t.matmul(&t)?.flatten_all()?.to_vec1()?;
-        Ok(g.into_iter().map(f64::from).collect())
-    }
-
     fn spectrum(&self) -> Result<Option<&Spectrum>> {
         if self.spectrum.get().is_none() {
             let sp = if self.rank > 0 {
-                Spectrum::compute(&self.xa, &self.xa_t, self.rank, 0)?
+                Spectrum::compute(&self.data, self.rank, 0, &self.device)?
             } else {
                 None
             };
@@ -166,39 +145,51 @@ impl CandleProblem {
 
 /// Line-search state: base point, its logits, and the direction's logits. With a preconditioner
 /// the optimiser works on `U` (`θ = P·U`); `theta`, `dir`, `g_w` are in the original parameters.
+/// The `n × kp` and `(d+1) × kp` buffers are allocated once per solve.
 struct Line<'a> {
     p: &'a CandleProblem,
     pre: Option<(&'a Spectrum, &'a Tensor)>,
     c: f64,
     theta: Vec<f64>,
+    /// Base logits `X_aug·θ`, accumulated in f64.
     z: Vec<f64>,
-    zp: Vec<f64>,
+    /// Direction logits `X_aug·D` as the f32 product left them (also scratch for `z`).
+    zp: Vec<f32>,
+    /// Whether `zp` holds the current direction's logits.
+    has_dir: bool,
     dir: Vec<f64>,
     /// `[θ·θ, θ·d, d·d]` over the weights (not the intercept).
     reg: [f64; 3],
     accepted: usize,
-    /// Residuals `softmax − onehot` from the last line evaluation.
-    resid: Vec<f64>,
+    /// Residuals `softmax − onehot` from the last line evaluation (the gradient product's input).
+    resid: Vec<f32>,
+    /// Parameters in f32 for a product, or the gradient product's output.
+    par32: Vec<f32>,
     /// `(α, φ(α))` of the last line evaluation.
     last: Option<(f64, f64)>,
     g_w: Vec<f64>,
 }
 
 /// Loss of one row at logits `z + α·zp` (param columns; class 0 at logit 0 in the binomial case),
-/// its derivative in α, and the residual `softmax − onehot` in param columns (into `r`).
+/// its derivative in α, and the residual `softmax − onehot` in param columns (into `r`). Without
+/// a direction (`zp` empty) the logits are `z`.
 fn row_terms(
     z: &[f64],
-    zp: &[f64],
+    zp: &[f32],
     alpha: f64,
     y: usize,
     off: usize,
-    r: &mut [f64],
+    r: &mut [f32],
     buf: &mut [f64],
 ) -> (f64, f64) {
     let kp = z.len();
     buf[..off].iter_mut().for_each(|v| *v = 0.0);
-    for j in 0..kp {
-        buf[off + j] = z[j] + alpha * zp[j];
+    if zp.is_empty() {
+        buf[off..].copy_from_slice(z);
+    } else {
+        for j in 0..kp {
+            buf[off + j] = z[j] + alpha * f64::from(zp[j]);
+        }
     }
     let zy = buf[y];
     let m = buf.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -212,10 +203,19 @@ fn row_terms(
     let mut dphi = 0.0;
     for j in 0..kp {
         let pj = buf[off + j] * inv - if j + off == y { 1.0 } else { 0.0 };
-        r[j] = pj;
-        dphi += pj * zp[j];
+        r[j] = pj as f32;
+        if !zp.is_empty() {
+            dphi += pj * f64::from(zp[j]);
+        }
     }
     (loss, dphi)
+}
+
+/// `dst = src` as f32 (parallel over blocks).
+fn narrow(src: &[f64], dst: &mut [f32]) {
+    dst.par_chunks_mut(1 << 14)
+        .zip(src.par_chunks(1 << 14))
+        .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| *d = s as f32));
 }
 
 impl<'a> Line<'a> {
@@ -225,12 +225,14 @@ impl<'a> Line<'a> {
             pre,
             c,
             theta: Vec::new(),
-            z: Vec::new(),
-            zp: Vec::new(),
+            z: vec![0.0; p.n * p.kp],
+            zp: vec![0.0; p.n * p.kp],
+            has_dir: false,
             dir: Vec::new(),
             reg: [0.0; 3],
             accepted: 0,
             resid: vec![0.0; p.n * p.kp],
+            par32: vec![0.0; (p.d + 1) * p.kp],
             last: None,
             g_w: Vec::new(),
         }
@@ -243,11 +245,31 @@ impl<'a> Line<'a> {
         }
     }
 
+    /// `zp = X_aug · v` (f32 product of the f32-rounded `v`).
+    fn project_into_zp(&mut self, v: &[f64]) -> Result<()> {
+        narrow(v, &mut self.par32);
+        self.p.data.project(&self.par32, self.p.kp, &mut self.zp)
+    }
+
+    /// Recompute the base logits `z = X_aug · θ` (through the `zp` buffer).
+    fn refresh_logits(&mut self) -> Result<()> {
+        let theta = std::mem::take(&mut self.theta);
+        let out = self.project_into_zp(&theta);
+        self.theta = theta;
+        out?;
+        self.has_dir = false;
+        self.z
+            .par_chunks_mut(1 << 14)
+            .zip(self.zp.par_chunks(1 << 14))
+            .for_each(|(z, zp)| z.iter_mut().zip(zp).for_each(|(z, &v)| *z = f64::from(v)));
+        Ok(())
+    }
+
     /// Scaled `(φ(α), φ'(α))`; fills `self.resid` with the residuals at `α`.
     fn line_terms(&mut self, alpha: f64) -> (f64, f64) {
         let (kp, off, n) = (self.p.kp, self.p.k - self.p.kp, self.p.n);
-        let zero = vec![0.0; kp];
-        let (y, z, zp) = (&self.p.y, &self.z, &self.zp);
+        let (y, z) = (&self.p.y, &self.z);
+        let zp: &[f32] = if self.has_dir { &self.zp } else { &[] };
         // Per-chunk partial sums in a fixed order: deterministic whatever the thread count.
         let parts: Vec<(f64, f64)> = self
             .resid
@@ -259,7 +281,7 @@ impl<'a> Line<'a> {
                 for (li, i) in (ci * CHUNK..((ci + 1) * CHUNK).min(n)).enumerate() {
                     let zi = &z[i * kp..(i + 1) * kp];
                     let zpi = if zp.is_empty() {
-                        &zero[..]
+                        zp
                     } else {
                         &zp[i * kp..(i + 1) * kp]
                     };
@@ -291,22 +313,31 @@ impl<'a> Line<'a> {
     /// Gradient from `self.resid` (which must hold the base point's residuals); returns it in
     /// the optimiser's variables and keeps the original-parameter gradient in `g_w`.
     fn gradient(&mut self, f: f64) -> Result<(f64, Vec<f64>)> {
-        let mut g = self.p.back(&self.resid)?;
+        self.p.data.back(&self.resid, self.p.kp, &mut self.par32)?;
         let inv_n = 1.0 / self.p.n as f64;
+        let inv_cn = inv_n / self.c;
         let nw = self.p.d * self.p.kp;
-        for (i, gi) in g.iter_mut().enumerate() {
-            *gi *= inv_n;
-            if i < nw {
-                *gi += self.theta[i] / self.c * inv_n;
-            }
-        }
+        let g: Vec<f64> = self
+            .par32
+            .iter()
+            .zip(&self.theta)
+            .enumerate()
+            .map(|(i, (&gi, &ti))| {
+                let gi = f64::from(gi) * inv_n;
+                if i < nw {
+                    gi + ti * inv_cn
+                } else {
+                    gi
+                }
+            })
+            .collect();
         let gu = self.precondition(&g)?;
         self.g_w = g;
         Ok((f, gu))
     }
 
     fn at_base(&mut self) -> Result<(f64, Vec<f64>)> {
-        self.zp.clear();
+        self.has_dir = false;
         self.reg = [self.weights_dot(&self.theta, &self.theta), 0.0, 0.0];
         let (f, _) = self.line_terms(0.0);
         self.gradient(f)
@@ -316,13 +347,17 @@ impl<'a> Line<'a> {
 impl LineObjective for Line<'_> {
     fn eval(&mut self, x: &[f64]) -> Result<(f64, Vec<f64>)> {
         self.theta = self.precondition(x)?;
-        self.z = self.p.project(&self.theta)?;
+        self.refresh_logits()?;
         self.at_base()
     }
 
     fn set_direction(&mut self, d: &[f64]) -> Result<()> {
         self.dir = self.precondition(d)?;
-        self.zp = self.p.project(&self.dir)?;
+        let dir = std::mem::take(&mut self.dir);
+        let out = self.project_into_zp(&dir);
+        self.dir = dir;
+        out?;
+        self.has_dir = true;
         self.reg = [
             self.weights_dot(&self.theta, &self.theta),
             self.weights_dot(&self.theta, &self.dir),
@@ -342,18 +377,22 @@ impl LineObjective for Line<'_> {
             .for_each(|(t, d)| *t += alpha * d);
         self.accepted += 1;
         if self.accepted % REFRESH == 0 {
-            self.z = self.p.project(&self.theta)?;
+            self.refresh_logits()?;
             return self.at_base();
         }
         self.z
-            .iter_mut()
-            .zip(&self.zp)
-            .for_each(|(z, zp)| *z += alpha * zp);
+            .par_chunks_mut(1 << 14)
+            .zip(self.zp.par_chunks(1 << 14))
+            .for_each(|(z, zp)| {
+                z.iter_mut()
+                    .zip(zp)
+                    .for_each(|(z, &v)| *z += alpha * f64::from(v))
+            });
         match self.last {
             // The last line evaluation was at this step: its residuals are the base point's.
             Some((a, f)) if a == alpha => {
                 self.reg = [self.weights_dot(&self.theta, &self.theta), 0.0, 0.0];
-                self.zp.clear();
+                self.has_dir = false;
                 self.gradient(f)
             }
             _ => self.at_base(),

@@ -10,6 +10,7 @@ pub mod linfa_solver;
 pub mod logistic;
 pub mod metrics;
 pub mod precond;
+pub mod products;
 mod protocol;
 pub mod split;
 pub mod standardize;

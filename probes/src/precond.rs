@@ -8,6 +8,8 @@
 //! `σ = (1/k)(1 − 1/k)` approximates the softmax curvature at the start.
 
 use anyhow::Result;
+
+use crate::products::DataMatrix;
 use candle_core::{Device, Tensor};
 use ndarray::{Array1, Array2, Axis};
 use rand::{Rng, SeedableRng};
@@ -37,18 +39,20 @@ pub fn default_rank(n: usize, d: usize) -> usize {
     }
 }
 
-fn to_f64(t: &Tensor) -> Result<Array2<f64>> {
-    let (a, b) = t.dims2()?;
-    let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+fn to_f64(shape: (usize, usize), v: &[f32]) -> Result<Array2<f64>> {
     Ok(Array2::from_shape_vec(
-        (a, b),
-        v.into_iter().map(f64::from).collect(),
+        shape,
+        v.iter().map(|&x| f64::from(x)).collect(),
     )?)
 }
 
+/// Row-major f32 copy of `a`.
+fn to_f32(a: &Array2<f64>) -> Vec<f32> {
+    a.iter().map(|&x| x as f32).collect()
+}
+
 fn to_tensor(a: &Array2<f64>, dev: &Device) -> Result<Tensor> {
-    let v: Vec<f32> = a.iter().map(|&x| x as f32).collect();
-    Ok(Tensor::from_vec(v, a.dim(), dev)?)
+    Ok(Tensor::from_vec(to_f32(a), a.dim(), dev)?)
 }
 
 /// Lower Cholesky factor of an SPD matrix, with a small diagonal jitter if needed.
@@ -154,21 +158,25 @@ fn jacobi_eigh(mut a: Array2<f64>) -> (Array1<f64>, Array2<f64>) {
 }
 
 impl Spectrum {
-    /// Top-`r` eigenpairs of `xaᵀxa / n` (`xa`: `n × (d+1)`, `xa_t` its transpose), seeded.
+    /// Top-`r` eigenpairs of `X_augᵀX_aug / n`, seeded; `V` is kept on `dev` for [`Self::apply`].
     /// Returns `None` when the computed basis is not orthonormal to 1e-3 (degenerate data), in
     /// which case the solver runs unpreconditioned.
-    pub fn compute(xa: &Tensor, xa_t: &Tensor, r: usize, seed: u64) -> Result<Option<Self>> {
-        let (n, da) = xa.dims2()?;
-        let dev = xa.device();
+    pub fn compute(data: &DataMatrix, r: usize, seed: u64, dev: &Device) -> Result<Option<Self>> {
+        let (n, da) = (data.rows(), data.cols());
         let cols = (r + OVERSAMPLE).min(da).min(n);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1234);
         let omega = Array2::from_shape_fn((da, cols), |_| rng.gen::<f64>() - 0.5);
         let mut q = orthonormalize(omega);
+        let mut xq = vec![0f32; n * cols];
+        let mut xtxq = vec![0f32; da * cols];
         for _ in 0..POWER_ITERS + 1 {
-            let y = xa_t.matmul(&xa.matmul(&to_tensor(&q, dev)?)?)?;
-            q = orthonormalize(to_f64(&y)?);
+            data.project(&to_f32(&q), cols, &mut xq)?;
+            data.back(&xq, cols, &mut xtxq)?;
+            q = to_f64((da, cols), &xtxq)?;
+            q = orthonormalize(q);
         }
-        let t = to_f64(&xa.matmul(&to_tensor(&q, dev)?)?)?;
+        data.project(&to_f32(&q), cols, &mut xq)?;
+        let t = to_f64((n, cols), &xq)?;
         let b = t.t().dot(&t) / n as f64;
         let (vals, vecs) = jacobi_eigh(b);
         let mut order: Vec<usize> = (0..cols).collect();

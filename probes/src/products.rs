@@ -1,0 +1,193 @@
+//! The two matrix products a linear probe's solver spends its time in, `X_aug·M` and
+//! `X_augᵀ·R`, in f32, on the device the data were uploaded to.
+//!
+//! `X_aug` is the `n × (d+1)` training matrix with a trailing column of ones (so one product
+//! gives `X·W + b`). On the CPU the rows stay in a host buffer and the products run through the
+//! `gemm` crate (the kernels candle's CPU backend uses, here with their AVX-512 variants, chosen
+//! at run time) straight into buffers the caller reuses, so an L-BFGS iteration allocates
+//! nothing. On other devices both orientations live as candle tensors and the products go
+//! through candle.
+
+use anyhow::{ensure, Result};
+use candle_core::{Device, Tensor};
+use ndarray::ArrayView2;
+
+/// `X_aug` on a device, with its two products.
+pub struct DataMatrix {
+    n: usize,
+    cols: usize,
+    store: Store,
+}
+
+enum Store {
+    /// Row-major `n × (d+1)` host rows and their transpose (a contiguous copy: `gemm` reads a
+    /// transposed operand through strides markedly slower).
+    Host { x: Vec<f32>, xt: Vec<f32> },
+    /// `X_aug` and its contiguous transpose (a plain GEMM for either product on any backend).
+    Tensors { xa: Tensor, xa_t: Tensor },
+}
+
+impl DataMatrix {
+    /// `x` (`n × d`) with a column of ones appended, on `device`.
+    pub fn new(x: ArrayView2<f32>, device: &Device) -> Result<Self> {
+        let (n, d) = x.dim();
+        let mut buf = Vec::with_capacity(n * (d + 1));
+        for row in x.outer_iter() {
+            buf.extend(row.iter().copied());
+            buf.push(1.0f32);
+        }
+        let store = if device.is_cpu() {
+            let mut xt = vec![0f32; buf.len()];
+            for (i, row) in buf.chunks_exact(d + 1).enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    xt[j * n + i] = v;
+                }
+            }
+            Store::Host { x: buf, xt }
+        } else {
+            let xa = Tensor::from_vec(buf, (n, d + 1), device)?;
+            let xa_t = xa.t()?.contiguous()?;
+            Store::Tensors { xa, xa_t }
+        };
+        Ok(Self {
+            n,
+            cols: d + 1,
+            store,
+        })
+    }
+
+    /// Rows `n`.
+    pub fn rows(&self) -> usize {
+        self.n
+    }
+
+    /// Columns `d + 1` (features and the ones column).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// `out = X_aug · M`, with `M` row-major `(d+1) × k` and `out` row-major `n × k`.
+    pub fn project(&self, m: &[f32], k: usize, out: &mut [f32]) -> Result<()> {
+        ensure!(
+            m.len() == self.cols * k && out.len() == self.n * k,
+            "project: shape mismatch"
+        );
+        match &self.store {
+            // SAFETY: the sizes were checked above; the strides describe row-major matrices
+            // (`x`: n × cols, `m`: cols × k, `out`: n × k) inside those buffers.
+            Store::Host { x, .. } => unsafe {
+                host_gemm(
+                    (self.n, k, self.cols),
+                    out.as_mut_ptr(),
+                    (x.as_ptr(), 1, self.cols as isize),
+                    (m.as_ptr(), 1, k as isize),
+                )
+            },
+            Store::Tensors { xa, .. } => device_gemm(xa, m, (self.cols, k), out)?,
+        }
+        Ok(())
+    }
+
+    /// `out = X_augᵀ · R`, with `R` row-major `n × k` and `out` row-major `(d+1) × k`.
+    pub fn back(&self, r: &[f32], k: usize, out: &mut [f32]) -> Result<()> {
+        ensure!(
+            r.len() == self.n * k && out.len() == self.cols * k,
+            "back: shape mismatch"
+        );
+        match &self.store {
+            // SAFETY: as in `project`, with `xt` row-major `cols × n`.
+            Store::Host { xt, .. } => unsafe {
+                host_gemm(
+                    (self.cols, k, self.n),
+                    out.as_mut_ptr(),
+                    (xt.as_ptr(), 1, self.n as isize),
+                    (r.as_ptr(), 1, k as isize),
+                )
+            },
+            Store::Tensors { xa_t, .. } => device_gemm(xa_t, r, (self.n, k), out)?,
+        }
+        Ok(())
+    }
+}
+
+/// `dst (m × n, row-major) = lhs (m × k) · rhs (k × n)`, with `(ptr, column stride, row stride)`
+/// operands, on rayon's threads.
+///
+/// # Safety
+/// Every element the strides address must lie inside the operands' allocations, and `dst` must
+/// hold `m·n` elements that nothing else accesses during the call.
+unsafe fn host_gemm(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    (lhs, lhs_cs, lhs_rs): (*const f32, isize, isize),
+    (rhs, rhs_cs, rhs_rs): (*const f32, isize, isize),
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        n as isize,
+        false,
+        lhs,
+        lhs_cs,
+        lhs_rs,
+        rhs,
+        rhs_cs,
+        rhs_rs,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::Rayon(rayon::current_num_threads()),
+    );
+}
+
+/// `out = a · B` through candle, `B` uploaded from a host row-major `shape` buffer.
+fn device_gemm(a: &Tensor, b: &[f32], shape: (usize, usize), out: &mut [f32]) -> Result<()> {
+    let bt = Tensor::from_slice(b, shape, a.device())?;
+    let prod: Vec<f32> = a.matmul(&bt)?.flatten_all()?.to_vec1()?;
+    out.copy_from_slice(&prod);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    /// Both products against a naive f64 reference, with odd sizes that exercise the kernels'
+    /// edge tiles.
+    #[test]
+    fn host_products_match_naive_sums() {
+        let (n, d, k) = (37usize, 13usize, 5usize);
+        let x = Array2::from_shape_fn((n, d), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 11.0 - 0.4);
+        let dm = DataMatrix::new(x.view(), &Device::Cpu).unwrap();
+        let m: Vec<f32> = (0..(d + 1) * k)
+            .map(|i| (i % 5) as f32 * 0.3 - 0.6)
+            .collect();
+        let mut z = vec![0.0f32; n * k];
+        dm.project(&m, k, &mut z).unwrap();
+        let r: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 * 0.2 - 0.5).collect();
+        let mut g = vec![0.0f32; (d + 1) * k];
+        dm.back(&r, k, &mut g).unwrap();
+        let xa = |i: usize, j: usize| if j == d { 1.0 } else { x[[i, j]] as f64 };
+        for i in 0..n {
+            for c in 0..k {
+                let want: f64 = (0..=d).map(|j| xa(i, j) * m[j * k + c] as f64).sum();
+                assert!(
+                    (z[i * k + c] as f64 - want).abs() < 1e-5,
+                    "project ({i},{c})"
+                );
+            }
+        }
+        for j in 0..=d {
+            for c in 0..k {
+                let want: f64 = (0..n).map(|i| xa(i, j) * r[i * k + c] as f64).sum();
+                assert!((g[j * k + c] as f64 - want).abs() < 1e-4, "back ({j},{c})");
+            }
+        }
+    }
+}
