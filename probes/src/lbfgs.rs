@@ -1,5 +1,6 @@
 //! Limited-memory BFGS with the Moré–Thuente line search (a port of MINPACK-2 `dcsrch`/`dcstep`,
-//! the line search used by scipy's L-BFGS-B), on host `f64` vectors.
+//! the line search used by scipy's L-BFGS-B), on host `f64` vectors. The direction comes from the
+//! compact form of the inverse-Hessian approximation ([`crate::lbfgs_memory`]).
 //!
 //! The objective is a [`LineObjective`] (or a closure returning `(f, grad)`); it may evaluate on
 //! any device.
@@ -7,6 +8,7 @@
 //! `max |grad| <= gtol`, relative reduction `(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol`,
 //! or `max_iter` iterations.
 
+use crate::lbfgs_memory::Memory;
 use crate::linesearch::dcsrch;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
@@ -62,7 +64,7 @@ pub struct LbfgsResult {
     pub termination: Termination,
 }
 
-fn dot_serial(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn dot_serial(a: &[f64], b: &[f64]) -> f64 {
     let mut acc = [0.0f64; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f64 = ca
@@ -94,13 +96,6 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
         .map(|(x, y)| dot_serial(x, y))
         .collect();
     parts.iter().sum()
-}
-
-/// `y += a·x`, in parallel blocks for long vectors.
-fn axpy(a: f64, x: &[f64], y: &mut [f64]) {
-    y.par_chunks_mut(PAR_BLOCK)
-        .zip(x.par_chunks(PAR_BLOCK))
-        .for_each(|(yc, xc)| yc.iter_mut().zip(xc).for_each(|(yi, xi)| *yi += a * xi));
 }
 
 fn max_abs(a: &[f64]) -> f64 {
@@ -198,13 +193,10 @@ pub fn minimize_line<P: LineObjective>(
     if !f.is_finite() || g.iter().any(|v| !v.is_finite()) {
         bail!("objective or gradient is not finite at the starting point");
     }
-    let mut s_hist: Vec<Vec<f64>> = Vec::new();
-    let mut y_hist: Vec<Vec<f64>> = Vec::new();
-    let mut rho_hist: Vec<f64> = Vec::new();
+    let mut memory = Memory::new(opt.history);
     let mut termination = Termination::MaxIter;
     let mut n_iter = 0;
     let mut d = vec![0.0; n];
-    let mut alpha = vec![0.0; opt.history];
     if prob.stop_metric(&g) <= opt.gtol {
         return Ok(LbfgsResult {
             x,
@@ -216,33 +208,15 @@ pub fn minimize_line<P: LineObjective>(
         });
     }
     while n_iter < opt.max_iter {
-        // Two-loop recursion: d = -H g.
-        d.iter_mut().zip(&g).for_each(|(di, gi)| *di = -gi);
-        let k = s_hist.len();
-        for i in (0..k).rev() {
-            let a = rho_hist[i] * dot(&s_hist[i], &d);
-            alpha[i] = a;
-            axpy(-a, &y_hist[i], &mut d);
-        }
-        if k > 0 {
-            let gamma = dot(&s_hist[k - 1], &y_hist[k - 1]) / dot(&y_hist[k - 1], &y_hist[k - 1]);
-            d.iter_mut().for_each(|di| *di *= gamma);
-        }
-        for i in 0..k {
-            let b = rho_hist[i] * dot(&y_hist[i], &d);
-            let a = alpha[i];
-            axpy(a - b, &s_hist[i], &mut d);
-        }
+        memory.direction(&g, &mut d);
         let mut gd = dot(&g, &d);
         if !(gd < 0.0) {
             // Not a descent direction (numerical trouble): restart from steepest descent.
-            s_hist.clear();
-            y_hist.clear();
-            rho_hist.clear();
+            memory.clear();
             d.iter_mut().zip(&g).for_each(|(di, gi)| *di = -gi);
             gd = dot(&g, &d);
         }
-        let stp0 = if s_hist.is_empty() {
+        let stp0 = if memory.is_empty() {
             (1.0 / dot(&d, &d).sqrt()).min(1e10)
         } else {
             1.0
@@ -267,14 +241,7 @@ pub fn minimize_line<P: LineObjective>(
                 let sy = dot(&s, &y);
                 let yy = dot(&y, &y);
                 if sy > f64::EPSILON * yy && sy > 0.0 {
-                    if s_hist.len() == opt.history {
-                        s_hist.remove(0);
-                        y_hist.remove(0);
-                        rho_hist.remove(0);
-                    }
-                    s_hist.push(s);
-                    y_hist.push(y);
-                    rho_hist.push(1.0 / sy);
+                    memory.push(s, y, sy, yy);
                 }
                 let f_old = f;
                 g = g_new;
@@ -290,13 +257,11 @@ pub fn minimize_line<P: LineObjective>(
             }
             _ => {
                 // Line search failed: retry once from steepest descent, as L-BFGS-B does.
-                if s_hist.is_empty() {
+                if memory.is_empty() {
                     termination = Termination::LineSearch;
                     break;
                 }
-                s_hist.clear();
-                y_hist.clear();
-                rho_hist.clear();
+                memory.clear();
             }
         }
     }

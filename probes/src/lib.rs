@@ -5,6 +5,7 @@
 pub mod bootstrap;
 pub mod candle_solver;
 pub mod lbfgs;
+pub mod lbfgs_memory;
 pub mod linesearch;
 pub mod linfa_solver;
 pub mod logistic;
