@@ -7,20 +7,20 @@
 //! the first class's logit fixed at 0 (see [`param_cols`]).
 //!
 //! Precision: the two matmuls per iteration (`X·D` for the search direction and `Xᵀ·R` for the
-//! gradient) run in f32 on the device ([`DataMatrix`]: candle, or the `gemm` crate on the CPU),
+//! gradient) run in f32 on the device ([`DenseMatrix`]: candle, or the `gemm` crate on the CPU),
 //! into buffers reused across iterations. Everything else is f64 on the host: the logits are kept as
 //! `Z + α·(X·D)` so the line search sees an exactly smooth `φ(α)` (f32 rounding would otherwise
 //! hide the tiny decreases needed to reach tol 1e-6), and the losses, softmax, regulariser and
 //! L-BFGS algebra are f64. The logits are recomputed from `θ` every [`REFRESH`] iterations.
 
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
 use crate::lbfgs::{minimize_line, LbfgsOptions, LbfgsResult, LineObjective};
 use crate::precond::{default_rank, Spectrum};
-use crate::products::DataMatrix;
+use crate::products::DenseMatrix;
 use std::sync::OnceLock;
 
 /// L-BFGS correction pairs kept (overridable with `GAPPROBE_LBFGS_HISTORY`).
@@ -40,7 +40,7 @@ pub fn param_cols(k: usize) -> usize {
 
 /// A training set uploaded once to a device, reusable across C values.
 pub struct CandleProblem {
-    data: DataMatrix,
+    data: DenseMatrix,
     device: Device,
     y: Vec<u32>,
     n: usize,
@@ -55,7 +55,7 @@ impl CandleProblem {
     /// Upload `x` (`n × d`) and compact labels `y` in `0..k` to `device`.
     pub fn new(x: ArrayView2<f32>, y: &[u32], k: usize, device: &Device) -> Result<Self> {
         let (n, d) = x.dim();
-        let data = DataMatrix::new(x, device)?;
+        let data = DenseMatrix::augmented(x, device)?;
         // GAPPROBE_PRECOND_RANK overrides the preconditioner rank (0 disables it), for experiments.
         let rank = std::env::var("GAPPROBE_PRECOND_RANK")
             .ok()
@@ -118,8 +118,8 @@ impl CandleProblem {
         let pre = match self.spectrum()? {
             Some(sp) => {
                 let delta = sp.deltas(self.n, self.k, c);
-                let fwd = sp.factor(delta.iter().map(|d| d - 1.0))?;
-                let inv = sp.factor(delta.iter().map(|d| 1.0 / d - 1.0))?;
+                let fwd: Vec<f64> = delta.iter().map(|d| d - 1.0).collect();
+                let inv: Vec<f64> = delta.iter().map(|d| 1.0 / d - 1.0).collect();
                 Some((sp, fwd, inv))
             }
             None => None,
@@ -130,7 +130,7 @@ impl CandleProblem {
             }
             _ => theta0,
         };
-        let mut line = Line::new(self, c, pre.as_ref().map(|(sp, f, _)| (*sp, f)));
+        let mut line = Line::new(self, c, pre.as_ref().map(|(sp, f, _)| (*sp, &f[..])));
         let mut res = minimize_line(&mut line, u0, &opt).context("candle L-BFGS")?;
         res.x = line.theta;
         res.grad = line.g_w;
@@ -148,7 +148,7 @@ impl CandleProblem {
 /// The `n × kp` and `(d+1) × kp` buffers are allocated once per solve.
 struct Line<'a> {
     p: &'a CandleProblem,
-    pre: Option<(&'a Spectrum, &'a Tensor)>,
+    pre: Option<(&'a Spectrum, &'a [f64])>,
     c: f64,
     theta: Vec<f64>,
     /// Base logits `X_aug·θ`, accumulated in f64.
@@ -219,7 +219,7 @@ fn narrow(src: &[f64], dst: &mut [f32]) {
 }
 
 impl<'a> Line<'a> {
-    fn new(p: &'a CandleProblem, c: f64, pre: Option<(&'a Spectrum, &'a Tensor)>) -> Self {
+    fn new(p: &'a CandleProblem, c: f64, pre: Option<(&'a Spectrum, &'a [f64])>) -> Self {
         Self {
             p,
             pre,
@@ -248,7 +248,7 @@ impl<'a> Line<'a> {
     /// `zp = X_aug · v` (f32 product of the f32-rounded `v`).
     fn project_into_zp(&mut self, v: &[f64]) -> Result<()> {
         narrow(v, &mut self.par32);
-        self.p.data.project(&self.par32, self.p.kp, &mut self.zp)
+        self.p.data.mul(&self.par32, self.p.kp, &mut self.zp)
     }
 
     /// Recompute the base logits `z = X_aug · θ` (through the `zp` buffer).
@@ -313,7 +313,7 @@ impl<'a> Line<'a> {
     /// Gradient from `self.resid` (which must hold the base point's residuals); returns it in
     /// the optimiser's variables and keeps the original-parameter gradient in `g_w`.
     fn gradient(&mut self, f: f64) -> Result<(f64, Vec<f64>)> {
-        self.p.data.back(&self.resid, self.p.kp, &mut self.par32)?;
+        self.p.data.mul_t(&self.resid, self.p.kp, &mut self.par32)?;
         let inv_n = 1.0 / self.p.n as f64;
         let inv_cn = inv_n / self.c;
         let nw = self.p.d * self.p.kp;

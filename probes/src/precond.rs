@@ -9,8 +9,8 @@
 
 use anyhow::Result;
 
-use crate::products::DataMatrix;
-use candle_core::{Device, Tensor};
+use crate::products::DenseMatrix;
+use candle_core::Device;
 use ndarray::{Array1, Array2, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -22,9 +22,8 @@ const POWER_ITERS: usize = 2;
 
 /// Top eigenpairs of the (augmented) data covariance.
 pub struct Spectrum {
-    /// `(d+1) × r` eigenvectors (f32, on the device), and their transpose.
-    v: Tensor,
-    vt: Tensor,
+    /// `(d+1) × r` eigenvectors (f32, on the device).
+    v: DenseMatrix,
     /// Eigenvalues of `X_augᵀX_aug / n`, descending.
     pub lambda: Vec<f64>,
 }
@@ -49,10 +48,6 @@ fn to_f64(shape: (usize, usize), v: &[f32]) -> Result<Array2<f64>> {
 /// Row-major f32 copy of `a`.
 fn to_f32(a: &Array2<f64>) -> Vec<f32> {
     a.iter().map(|&x| x as f32).collect()
-}
-
-fn to_tensor(a: &Array2<f64>, dev: &Device) -> Result<Tensor> {
-    Ok(Tensor::from_vec(to_f32(a), a.dim(), dev)?)
 }
 
 /// Lower Cholesky factor of an SPD matrix, with a small diagonal jitter if needed.
@@ -161,7 +156,7 @@ impl Spectrum {
     /// Top-`r` eigenpairs of `X_augᵀX_aug / n`, seeded; `V` is kept on `dev` for [`Self::apply`].
     /// Returns `None` when the computed basis is not orthonormal to 1e-3 (degenerate data), in
     /// which case the solver runs unpreconditioned.
-    pub fn compute(data: &DataMatrix, r: usize, seed: u64, dev: &Device) -> Result<Option<Self>> {
+    pub fn compute(data: &DenseMatrix, r: usize, seed: u64, dev: &Device) -> Result<Option<Self>> {
         let (n, da) = (data.rows(), data.cols());
         let cols = (r + OVERSAMPLE).min(da).min(n);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1234);
@@ -170,12 +165,12 @@ impl Spectrum {
         let mut xq = vec![0f32; n * cols];
         let mut xtxq = vec![0f32; da * cols];
         for _ in 0..POWER_ITERS + 1 {
-            data.project(&to_f32(&q), cols, &mut xq)?;
-            data.back(&xq, cols, &mut xtxq)?;
+            data.mul(&to_f32(&q), cols, &mut xq)?;
+            data.mul_t(&xq, cols, &mut xtxq)?;
             q = to_f64((da, cols), &xtxq)?;
             q = orthonormalize(q);
         }
-        data.project(&to_f32(&q), cols, &mut xq)?;
+        data.mul(&to_f32(&q), cols, &mut xq)?;
         let t = to_f64((n, cols), &xq)?;
         let b = t.t().dot(&t) / n as f64;
         let (vals, vecs) = jacobi_eigh(b);
@@ -193,10 +188,8 @@ impl Spectrum {
             return Ok(None);
         }
         let lambda = order[..r].iter().map(|&i| vals[i].max(0.0)).collect();
-        let vt = to_tensor(&v.t().to_owned(), dev)?;
         Ok(Some(Self {
-            v: to_tensor(&v, dev)?,
-            vt,
+            v: DenseMatrix::from_row_major(to_f32(&v), da, r, dev)?,
             lambda,
         }))
     }
@@ -213,21 +206,19 @@ impl Spectrum {
             .collect()
     }
 
-    /// `M + V·diag(f)·Vᵀ·M` for a host `(d+1) × kp` matrix (the correction computed in f32).
-    pub fn apply(&self, m: &[f64], kp: usize, f: &Tensor) -> Result<Vec<f64>> {
-        let da = self.v.dims2()?.0;
+    /// `M + V·diag(f)·Vᵀ·M` for a host `(d+1) × kp` matrix (the correction computed in f32);
+    /// `f` holds one factor per eigenvector (see [`Self::deltas`]).
+    pub fn apply(&self, m: &[f64], kp: usize, f: &[f64]) -> Result<Vec<f64>> {
+        let (da, r) = (self.v.rows(), self.v.cols());
         let m32: Vec<f32> = m.iter().map(|&x| x as f32).collect();
-        let mt = Tensor::from_vec(m32, (da, kp), self.v.device())?;
-        let corr = self.v.matmul(&self.vt.matmul(&mt)?.broadcast_mul(f)?)?;
-        let corr: Vec<f32> = corr.flatten_all()?.to_vec1()?;
+        let mut t = vec![0f32; r * kp];
+        self.v.mul_t(&m32, kp, &mut t)?;
+        for (row, &fi) in t.chunks_exact_mut(kp).zip(f) {
+            row.iter_mut().for_each(|v| *v *= fi as f32);
+        }
+        let mut corr = vec![0f32; da * kp];
+        self.v.mul(&t, kp, &mut corr)?;
         Ok(m.iter().zip(corr).map(|(a, b)| a + b as f64).collect())
-    }
-
-    /// Factor tensor (`r × 1`) for [`Spectrum::apply`] from per-direction values.
-    pub fn factor(&self, vals: impl Iterator<Item = f64>) -> Result<Tensor> {
-        let v: Vec<f32> = vals.map(|x| x as f32).collect();
-        let r = v.len();
-        Ok(Tensor::from_vec(v, (r, 1), self.v.device())?)
     }
 }
 

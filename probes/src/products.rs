@@ -1,76 +1,90 @@
-//! The two matrix products a linear probe's solver spends its time in, `X_aug·M` and
-//! `X_augᵀ·R`, in f32, on the device the data were uploaded to.
+//! The matrix products a linear probe's solver spends its time in, `A·M` and `Aᵀ·R` for a fixed
+//! matrix `A`, in f32, on the device `A` was uploaded to.
 //!
-//! `X_aug` is the `n × (d+1)` training matrix with a trailing column of ones (so one product
-//! gives `X·W + b`). On the CPU the rows stay in a host buffer and the products run through the
-//! `gemm` crate (the kernels candle's CPU backend uses, here with their AVX-512 variants, chosen
-//! at run time) straight into buffers the caller reuses, so an L-BFGS iteration allocates
-//! nothing. On other devices both orientations live as candle tensors and the products go
-//! through candle.
+//! For the data, `A` is `X_aug`, the `n × (d+1)` training matrix with a trailing column of ones
+//! (so one product gives `X·W + b`); the preconditioner's basis is another. On the CPU the rows
+//! stay in host buffers and the products run through the `gemm` crate (the kernels candle's CPU
+//! backend uses, here with their AVX-512 variants, chosen at run time) straight into buffers the
+//! caller owns, so an L-BFGS iteration need not allocate. On other devices both orientations live
+//! as candle tensors and the products go through candle.
 
 use anyhow::{ensure, Result};
 use candle_core::{Device, Tensor};
 use ndarray::ArrayView2;
 
-/// `X_aug` on a device, with its two products.
-pub struct DataMatrix {
+/// A fixed `rows × cols` f32 matrix on a device, with its two products.
+pub struct DenseMatrix {
     n: usize,
     cols: usize,
     store: Store,
 }
 
 enum Store {
-    /// Row-major `n × (d+1)` host rows and their transpose (a contiguous copy: `gemm` reads a
-    /// transposed operand through strides markedly slower).
+    /// Row-major host rows and their transpose (a contiguous copy: `gemm` reads a transposed
+    /// operand through strides more slowly).
     Host { x: Vec<f32>, xt: Vec<f32> },
-    /// `X_aug` and its contiguous transpose (a plain GEMM for either product on any backend).
+    /// The matrix and its contiguous transpose (a plain GEMM for either product on any backend).
     Tensors { xa: Tensor, xa_t: Tensor },
 }
 
-impl DataMatrix {
-    /// `x` (`n × d`) with a column of ones appended, on `device`.
-    pub fn new(x: ArrayView2<f32>, device: &Device) -> Result<Self> {
+impl DenseMatrix {
+    /// `x` (`n × d`) with a column of ones appended (`X_aug`), on `device`.
+    pub fn augmented(x: ArrayView2<f32>, device: &Device) -> Result<Self> {
         let (n, d) = x.dim();
         let mut buf = Vec::with_capacity(n * (d + 1));
         for row in x.outer_iter() {
             buf.extend(row.iter().copied());
             buf.push(1.0f32);
         }
+        Self::from_row_major(buf, n, d + 1, device)
+    }
+
+    /// The row-major `rows × cols` matrix `buf`, on `device`.
+    pub fn from_row_major(
+        buf: Vec<f32>,
+        rows: usize,
+        cols: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        ensure!(
+            buf.len() == rows * cols,
+            "matrix buffer has the wrong length"
+        );
         let store = if device.is_cpu() {
             let mut xt = vec![0f32; buf.len()];
-            for (i, row) in buf.chunks_exact(d + 1).enumerate() {
+            for (i, row) in buf.chunks_exact(cols).enumerate() {
                 for (j, &v) in row.iter().enumerate() {
-                    xt[j * n + i] = v;
+                    xt[j * rows + i] = v;
                 }
             }
             Store::Host { x: buf, xt }
         } else {
-            let xa = Tensor::from_vec(buf, (n, d + 1), device)?;
+            let xa = Tensor::from_vec(buf, (rows, cols), device)?;
             let xa_t = xa.t()?.contiguous()?;
             Store::Tensors { xa, xa_t }
         };
         Ok(Self {
-            n,
-            cols: d + 1,
+            n: rows,
+            cols,
             store,
         })
     }
 
-    /// Rows `n`.
+    /// Rows.
     pub fn rows(&self) -> usize {
         self.n
     }
 
-    /// Columns `d + 1` (features and the ones column).
+    /// Columns.
     pub fn cols(&self) -> usize {
         self.cols
     }
 
-    /// `out = X_aug · M`, with `M` row-major `(d+1) × k` and `out` row-major `n × k`.
-    pub fn project(&self, m: &[f32], k: usize, out: &mut [f32]) -> Result<()> {
+    /// `out = A · M`, with `M` row-major `cols × k` and `out` row-major `rows × k`.
+    pub fn mul(&self, m: &[f32], k: usize, out: &mut [f32]) -> Result<()> {
         ensure!(
             m.len() == self.cols * k && out.len() == self.n * k,
-            "project: shape mismatch"
+            "A·M: shape mismatch"
         );
         match &self.store {
             // SAFETY: the sizes were checked above; the strides describe row-major matrices
@@ -88,14 +102,14 @@ impl DataMatrix {
         Ok(())
     }
 
-    /// `out = X_augᵀ · R`, with `R` row-major `n × k` and `out` row-major `(d+1) × k`.
-    pub fn back(&self, r: &[f32], k: usize, out: &mut [f32]) -> Result<()> {
+    /// `out = Aᵀ · R`, with `R` row-major `rows × k` and `out` row-major `cols × k`.
+    pub fn mul_t(&self, r: &[f32], k: usize, out: &mut [f32]) -> Result<()> {
         ensure!(
             r.len() == self.n * k && out.len() == self.cols * k,
-            "back: shape mismatch"
+            "Aᵀ·R: shape mismatch"
         );
         match &self.store {
-            // SAFETY: as in `project`, with `xt` row-major `cols × n`.
+            // SAFETY: as in `mul`, with `xt` row-major `cols × n`.
             Store::Host { xt, .. } => unsafe {
                 host_gemm(
                     (self.cols, k, self.n),
@@ -164,15 +178,15 @@ mod tests {
     fn host_products_match_naive_sums() {
         let (n, d, k) = (37usize, 13usize, 5usize);
         let x = Array2::from_shape_fn((n, d), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 11.0 - 0.4);
-        let dm = DataMatrix::new(x.view(), &Device::Cpu).unwrap();
+        let dm = DenseMatrix::augmented(x.view(), &Device::Cpu).unwrap();
         let m: Vec<f32> = (0..(d + 1) * k)
             .map(|i| (i % 5) as f32 * 0.3 - 0.6)
             .collect();
         let mut z = vec![0.0f32; n * k];
-        dm.project(&m, k, &mut z).unwrap();
+        dm.mul(&m, k, &mut z).unwrap();
         let r: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 * 0.2 - 0.5).collect();
         let mut g = vec![0.0f32; (d + 1) * k];
-        dm.back(&r, k, &mut g).unwrap();
+        dm.mul_t(&r, k, &mut g).unwrap();
         let xa = |i: usize, j: usize| if j == d { 1.0 } else { x[[i, j]] as f64 };
         for i in 0..n {
             for c in 0..k {
