@@ -319,7 +319,7 @@ impl<'a> Line<'a> {
         let nw = self.p.d * self.p.kp;
         let g: Vec<f64> = self
             .par32
-            .iter()
+            .par_iter()
             .zip(&self.theta)
             .enumerate()
             .map(|(i, (&gi, &ti))| {
@@ -372,7 +372,7 @@ impl LineObjective for Line<'_> {
 
     fn accept(&mut self, alpha: f64) -> Result<(f64, Vec<f64>)> {
         self.theta
-            .iter_mut()
+            .par_iter_mut()
             .zip(&self.dir)
             .for_each(|(t, d)| *t += alpha * d);
         self.accepted += 1;
@@ -400,6 +400,6 @@ impl LineObjective for Line<'_> {
     }
 
     fn stop_metric(&self, _g: &[f64]) -> f64 {
-        self.g_w.iter().fold(0.0f64, |m, v| m.max(v.abs()))
+        crate::lbfgs::max_abs(&self.g_w)
     }
 }

@@ -64,7 +64,7 @@ pub struct LbfgsResult {
     pub termination: Termination,
 }
 
-pub(crate) fn dot_serial(a: &[f64], b: &[f64]) -> f64 {
+fn dot_serial(a: &[f64], b: &[f64]) -> f64 {
     let mut acc = [0.0f64; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f64 = ca
@@ -98,8 +98,11 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     parts.iter().sum()
 }
 
-fn max_abs(a: &[f64]) -> f64 {
-    a.iter().fold(0.0f64, |m, v| m.max(v.abs()))
+/// Largest absolute component (parallel over blocks for long vectors).
+pub fn max_abs(a: &[f64]) -> f64 {
+    a.par_chunks(PAR_BLOCK)
+        .map(|c| c.iter().fold(0.0f64, |m, v| m.max(v.abs())))
+        .reduce(|| 0.0, f64::max)
 }
 
 /// An objective whose restriction to a line can be evaluated cheaply and consistently once the
@@ -235,13 +238,13 @@ pub fn minimize_line<P: LineObjective>(
             Some((stp, f_new)) if f_new.is_finite() && f_new <= f => {
                 n_iter += 1;
                 let (f_acc, g_new) = prob.accept(stp)?;
-                let s: Vec<f64> = d.iter().map(|di| stp * di).collect();
-                x.iter_mut().zip(&s).for_each(|(xi, si)| *xi += si);
-                let y: Vec<f64> = g_new.iter().zip(&g).map(|(a, b)| a - b).collect();
+                let s: Vec<f64> = d.par_iter().map(|di| stp * di).collect();
+                x.par_iter_mut().zip(&s).for_each(|(xi, si)| *xi += si);
+                let y: Vec<f64> = g_new.par_iter().zip(&g).map(|(a, b)| a - b).collect();
                 let sy = dot(&s, &y);
                 let yy = dot(&y, &y);
                 if sy > f64::EPSILON * yy && sy > 0.0 {
-                    memory.push(s, y, sy, yy);
+                    memory.push(&s, &y);
                 }
                 let f_old = f;
                 g = g_new;

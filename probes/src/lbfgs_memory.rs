@@ -2,8 +2,11 @@
 //! "Representations of quasi-Newton matrices", 1994, eq. 3.1), which gives the same direction
 //! as the two-loop recursion but reads the stored pairs twice per iteration instead of four
 //! times: one blocked pass for all the inner products, one for the linear combination. For a
-//! probe the pairs are `(d+1)·K` long (6.5 MB each at d = 4096, K = 200), so the recursion is
-//! bound by memory traffic, not arithmetic.
+//! probe the pairs are `(d+1)·K` long (3.3 MB each in f32 at d = 4096, K = 200), so the
+//! recursion is bound by memory traffic, not arithmetic; for the same reason the pairs are stored
+//! in f32 (all products accumulate in f64, from the stored values, so `R` and `YᵀY` are exactly
+//! those of the stored pairs; rounding them only perturbs the search direction, not the
+//! objective or the stopping test).
 //!
 //! With `S`, `Y` the stored pairs (oldest first), `R` the upper triangle of `SᵀY`, `D` its
 //! diagonal and `γ = sᵀy / yᵀy` of the newest pair:
@@ -18,12 +21,12 @@ const BLOCK: usize = 1 << 14;
 /// Stored correction pairs with their inner products.
 pub struct Memory {
     cap: usize,
-    s: VecDeque<Vec<f64>>,
-    y: VecDeque<Vec<f64>>,
+    s: VecDeque<Vec<f32>>,
+    y: VecDeque<Vec<f32>>,
     /// `sy[i][j] = s_iᵀy_j` for `i ≤ j`, and `yy[i][j] = y_iᵀy_j`, oldest pair first.
     sy: VecDeque<VecDeque<f64>>,
     yy: VecDeque<VecDeque<f64>>,
-    /// The newest pair's products with the older pairs are still to be computed.
+    /// The newest pair's products (with itself and the older pairs) are still to be computed.
     pending: bool,
 }
 
@@ -55,16 +58,18 @@ impl Memory {
         *self = Self::new(self.cap);
     }
 
-    /// Store the pair `(s, y)` with its products `sᵀy > 0` and `yᵀy`, dropping the oldest pair
-    /// when full.
-    pub fn push(&mut self, s: Vec<f64>, y: Vec<f64>, sy: f64, yy: f64) {
+    /// Store the pair `(s, y)` (rounded to f32; the caller has checked `sᵀy > 0`), dropping the
+    /// oldest pair when full.
+    pub fn push(&mut self, s: &[f64], y: &[f64]) {
         if self.pending {
             // Two pushes without a direction in between: settle the previous pair first.
             self.products(None);
         }
+        let (mut sb, mut yb) = (Vec::new(), Vec::new());
         if self.s.len() == self.cap {
-            self.s.pop_front();
-            self.y.pop_front();
+            // Reuse the evicted pair's buffers.
+            sb = self.s.pop_front().unwrap_or_default();
+            yb = self.y.pop_front().unwrap_or_default();
             self.sy.pop_front();
             self.yy.pop_front();
             self.sy.iter_mut().for_each(|r| {
@@ -74,26 +79,24 @@ impl Memory {
                 r.pop_front();
             });
         }
-        self.s.push_back(s);
-        self.y.push_back(y);
-        // Placeholders for the products with older pairs, filled by the next pass.
+        narrow_into(s, &mut sb);
+        narrow_into(y, &mut yb);
+        self.s.push_back(sb);
+        self.y.push_back(yb);
+        // Placeholders for the new pair's products, filled by the next pass.
         let k = self.s.len();
         self.sy.iter_mut().for_each(|r| r.push_back(0.0));
         self.yy.iter_mut().for_each(|r| r.push_back(0.0));
-        let mut row = VecDeque::from(vec![0.0; k]);
-        row[k - 1] = sy;
-        self.sy.push_back(row);
-        let mut row = VecDeque::from(vec![0.0; k]);
-        row[k - 1] = yy;
-        self.yy.push_back(row);
-        self.pending = k > 1;
+        self.sy.push_back(VecDeque::from(vec![0.0; k]));
+        self.yy.push_back(VecDeque::from(vec![0.0; k]));
+        self.pending = true;
     }
 
     /// One blocked pass over the pairs: `Sᵀg` and `Yᵀg` (when `g` is given), and the newest
     /// pair's products with the older ones when pending. Returns `(Sᵀg, Yᵀg)`.
     fn products(&mut self, g: Option<&[f64]>) -> (Vec<f64>, Vec<f64>) {
         let k = self.len();
-        let pending = self.pending && k > 1;
+        let pending = self.pending;
         let width = 4 * k;
         let n = self.s[0].len();
         let (s, y) = (&self.s, &self.y);
@@ -107,12 +110,12 @@ impl Memory {
                     let (si, yi) = (&s[i][r.clone()], &y[i][r.clone()]);
                     if let Some(g) = g {
                         let g = &g[r.clone()];
-                        acc[i] = crate::lbfgs::dot_serial(si, g);
-                        acc[k + i] = crate::lbfgs::dot_serial(yi, g);
+                        acc[i] = dot_mixed(si, g);
+                        acc[k + i] = dot_mixed(yi, g);
                     }
-                    if pending && i + 1 < k {
-                        acc[2 * k + i] = crate::lbfgs::dot_serial(si, y_new);
-                        acc[3 * k + i] = crate::lbfgs::dot_serial(yi, y_new);
+                    if pending {
+                        acc[2 * k + i] = dot32(si, y_new);
+                        acc[3 * k + i] = dot32(yi, y_new);
                     }
                 }
                 acc
@@ -123,7 +126,7 @@ impl Memory {
             tot.iter_mut().zip(p).for_each(|(t, v)| *t += v);
         }
         if pending {
-            for i in 0..k - 1 {
+            for i in 0..k {
                 self.sy[i][k - 1] = tot[2 * k + i];
                 self.yy[i][k - 1] = tot[3 * k + i];
                 self.yy[k - 1][i] = tot[3 * k + i];
@@ -172,12 +175,56 @@ impl Memory {
                 for i in 0..k {
                     let (ci, ei) = (-top[i], gamma * p[i]);
                     let (si, yi) = (&s[i][off..off + dc.len()], &y[i][off..off + dc.len()]);
-                    for ((di, sv), yv) in dc.iter_mut().zip(si).zip(yi) {
-                        *di += ci * sv + ei * yv;
+                    for ((di, &sv), &yv) in dc.iter_mut().zip(si).zip(yi) {
+                        *di += ci * f64::from(sv) + ei * f64::from(yv);
                     }
                 }
             });
     }
+}
+
+/// `dst = src` rounded to f32 (parallel over blocks), resizing `dst`.
+fn narrow_into(src: &[f64], dst: &mut Vec<f32>) {
+    dst.resize(src.len(), 0.0);
+    dst.par_chunks_mut(BLOCK)
+        .zip(src.par_chunks(BLOCK))
+        .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| *d = s as f32));
+}
+
+/// `aᵀb` accumulated in f64 (eight accumulators, so it vectorises).
+fn dot_mixed(a: &[f32], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, y)| f64::from(x) * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += f64::from(x[i]) * y[i];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// `aᵀb` of two f32 vectors, accumulated in f64.
+fn dot32(a: &[f32], b: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += f64::from(x[i]) * f64::from(y[i]);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 #[cfg(test)]
@@ -210,7 +257,8 @@ mod tests {
     }
 
     /// Pairs from a random SPD quadratic (so `sᵀy > 0`), more than the memory holds, with
-    /// vectors longer than one block: the compact form must give the two-loop direction.
+    /// vectors longer than one block: the compact form must give the two-loop direction of the
+    /// stored (f32-rounded) pairs.
     #[test]
     fn matches_the_two_loop_recursion() {
         let n = BLOCK * 2 + 123;
@@ -221,11 +269,10 @@ mod tests {
         for step in 0..7 {
             let s: Vec<f64> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let y: Vec<f64> = s.iter().zip(&diag).map(|(s, h)| s * h).collect();
-            let sy = s.iter().zip(&y).map(|(a, b)| a * b).sum();
-            let yy = y.iter().map(|v| v * v).sum();
-            mem.push(s.clone(), y.clone(), sy, yy);
-            hs.push(s);
-            hy.push(y);
+            mem.push(&s, &y);
+            let round = |v: &[f64]| v.iter().map(|&x| f64::from(x as f32)).collect::<Vec<_>>();
+            hs.push(round(&s));
+            hy.push(round(&y));
             if hs.len() > 4 {
                 hs.remove(0);
                 hy.remove(0);

@@ -14,6 +14,7 @@ use candle_core::Device;
 use ndarray::{Array1, Array2, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 /// Oversampling columns of the randomised range finder.
 const OVERSAMPLE: usize = 10;
@@ -210,7 +211,7 @@ impl Spectrum {
     /// `f` holds one factor per eigenvector (see [`Self::deltas`]).
     pub fn apply(&self, m: &[f64], kp: usize, f: &[f64]) -> Result<Vec<f64>> {
         let (da, r) = (self.v.rows(), self.v.cols());
-        let m32: Vec<f32> = m.iter().map(|&x| x as f32).collect();
+        let m32: Vec<f32> = m.par_iter().map(|&x| x as f32).collect();
         let mut t = vec![0f32; r * kp];
         self.v.mul_t(&m32, kp, &mut t)?;
         for (row, &fi) in t.chunks_exact_mut(kp).zip(f) {
@@ -218,7 +219,7 @@ impl Spectrum {
         }
         let mut corr = vec![0f32; da * kp];
         self.v.mul(&t, kp, &mut corr)?;
-        Ok(m.iter().zip(corr).map(|(a, b)| a + b as f64).collect())
+        Ok(m.par_iter().zip(corr).map(|(a, b)| a + b as f64).collect())
     }
 }
 
