@@ -22,6 +22,10 @@ TORCH_SECTIONS=${TORCH_SECTIONS:-encoder,pipeline}
 echo "== PyTorch anchor ($TORCH_SECTIONS) =="
 timeout ${TORCH_TIMEOUT:-300} python3 .device/torch_baseline.py --sections "$TORCH_SECTIONS" --probe-backends torch --dtypes "$DTYPES" \
   --batch-sizes "$BATCHES" --iters 10 --warmup 3 --num-jpegs "$E2E" --epochs 2 --out "$OUT" ${TORCH_EXTRA:-} 2>&1 | tee "$OUT/torch.log" | grep -E "^\[|ips|img/s|images/s" | tail -40
+if [ "${TORCH_BF16_ERR:-1}" = 1 ]; then
+  echo "== PyTorch's own bf16 error (yardstick for gapprobe's 'relative error ... vs f32' lines) =="
+  timeout 120 python3 tools/torch_bf16_error.py --anchor .device/torch_baseline.py 2>&1 | tail -1 | tee "$OUT/torch_bf16_error.txt"
+fi
 echo "== gapprobe bench =="
 OPS_FLAG=""; [ "${OPS:-1}" = 1 ] && OPS_FLAG="--ops"
 # Not quiet: extraction logs how long it waited for decoded images vs. the device's work.
