@@ -64,18 +64,19 @@ pub struct LbfgsResult {
     pub termination: Termination,
 }
 
-fn dot_serial(a: &[f64], b: &[f64]) -> f64 {
+/// `aᵀb` accumulated in f64 with eight accumulators (so it vectorises), for f32 or f64 operands.
+pub(crate) fn dot_serial<A: Copy + Into<f64>, B: Copy + Into<f64>>(a: &[A], b: &[B]) -> f64 {
     let mut acc = [0.0f64; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f64 = ca
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(&x, &y)| x.into() * y.into())
         .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
-            acc[i] += x[i] * y[i];
+            acc[i] += x[i].into() * y[i].into();
         }
     }
     acc.iter().sum::<f64>() + tail

@@ -12,6 +12,7 @@
 //! diagonal and `γ = sᵀy / yᵀy` of the newest pair:
 //! `H·g = γg + S·R⁻ᵀ((D + γYᵀY)·R⁻¹Sᵀg − γYᵀg) − γY·R⁻¹Sᵀg`.
 
+use crate::lbfgs::dot_serial;
 use rayon::prelude::*;
 use std::collections::VecDeque;
 
@@ -110,12 +111,12 @@ impl Memory {
                     let (si, yi) = (&s[i][r.clone()], &y[i][r.clone()]);
                     if let Some(g) = g {
                         let g = &g[r.clone()];
-                        acc[i] = dot_mixed(si, g);
-                        acc[k + i] = dot_mixed(yi, g);
+                        acc[i] = dot_serial(si, g);
+                        acc[k + i] = dot_serial(yi, g);
                     }
                     if pending {
-                        acc[2 * k + i] = dot32(si, y_new);
-                        acc[3 * k + i] = dot32(yi, y_new);
+                        acc[2 * k + i] = dot_serial(si, y_new);
+                        acc[3 * k + i] = dot_serial(yi, y_new);
                     }
                 }
                 acc
@@ -189,42 +190,6 @@ fn narrow_into(src: &[f64], dst: &mut Vec<f32>) {
     dst.par_chunks_mut(BLOCK)
         .zip(src.par_chunks(BLOCK))
         .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| *d = s as f32));
-}
-
-/// `aᵀb` accumulated in f64 (eight accumulators, so it vectorises).
-fn dot_mixed(a: &[f32], b: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(&x, y)| f64::from(x) * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += f64::from(x[i]) * y[i];
-        }
-    }
-    acc.iter().sum::<f64>() + tail
-}
-
-/// `aᵀb` of two f32 vectors, accumulated in f64.
-fn dot32(a: &[f32], b: &[f32]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(&x, &y)| f64::from(x) * f64::from(y))
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += f64::from(x[i]) * f64::from(y[i]);
-        }
-    }
-    acc.iter().sum::<f64>() + tail
 }
 
 #[cfg(test)]

@@ -82,43 +82,44 @@ impl DenseMatrix {
 
     /// `out = A · M`, with `M` row-major `cols × k` and `out` row-major `rows × k`.
     pub fn mul(&self, m: &[f32], k: usize, out: &mut [f32]) -> Result<()> {
-        ensure!(
-            m.len() == self.cols * k && out.len() == self.n * k,
-            "A·M: shape mismatch"
-        );
-        match &self.store {
-            // SAFETY: the sizes were checked above; the strides describe row-major matrices
-            // (`x`: n × cols, `m`: cols × k, `out`: n × k) inside those buffers.
-            Store::Host { x, .. } => unsafe {
-                host_gemm(
-                    (self.n, k, self.cols),
-                    out.as_mut_ptr(),
-                    (x.as_ptr(), 1, self.cols as isize),
-                    (m.as_ptr(), 1, k as isize),
-                )
-            },
-            Store::Tensors { xa, .. } => device_gemm(xa, m, (self.cols, k), out)?,
-        }
-        Ok(())
+        self.product(false, m, k, out)
     }
 
     /// `out = Aᵀ · R`, with `R` row-major `rows × k` and `out` row-major `cols × k`.
     pub fn mul_t(&self, r: &[f32], k: usize, out: &mut [f32]) -> Result<()> {
+        self.product(true, r, k, out)
+    }
+
+    /// `out = op(A) · B` with `op` the identity or the transpose.
+    fn product(&self, transposed: bool, b: &[f32], k: usize, out: &mut [f32]) -> Result<()> {
+        let (rows, inner) = if transposed {
+            (self.cols, self.n)
+        } else {
+            (self.n, self.cols)
+        };
         ensure!(
-            r.len() == self.n * k && out.len() == self.cols * k,
-            "Aᵀ·R: shape mismatch"
+            b.len() == inner * k && out.len() == rows * k,
+            "matrix product: operand of {} values or output of {} for a {rows}×{inner} by {inner}×{k} product",
+            b.len(),
+            out.len()
         );
         match &self.store {
-            // SAFETY: as in `mul`, with `xt` row-major `cols × n`.
-            Store::Host { xt, .. } => unsafe {
-                host_gemm(
-                    (self.cols, k, self.n),
-                    out.as_mut_ptr(),
-                    (xt.as_ptr(), 1, self.n as isize),
-                    (r.as_ptr(), 1, k as isize),
-                )
-            },
-            Store::Tensors { xa_t, .. } => device_gemm(xa_t, r, (self.n, k), out)?,
+            Store::Host { x, xt } => {
+                let a = if transposed { xt } else { x };
+                // SAFETY: the sizes were checked above; the strides describe row-major matrices
+                // (`a`: rows × inner, `b`: inner × k, `out`: rows × k) inside those buffers.
+                unsafe {
+                    host_gemm(
+                        (rows, k, inner),
+                        out.as_mut_ptr(),
+                        (a.as_ptr(), 1, inner as isize),
+                        (b.as_ptr(), 1, k as isize),
+                    )
+                }
+            }
+            Store::Tensors { xa, xa_t } => {
+                device_gemm(if transposed { xa_t } else { xa }, b, (inner, k), out)?
+            }
         }
         Ok(())
     }
