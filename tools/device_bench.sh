@@ -54,7 +54,10 @@ if [ -f .device/bench_probe.xz ]; then
   echo "== gapprobe probe solver (candle, CUDA) on the anchor's CUB-shaped data =="
   python3 -c 'import lzma,sys; sys.stdout.buffer.write(lzma.open(".device/bench_probe.xz").read())' > /tmp/bench_probe
   chmod +x /tmp/bench_probe
-  timeout 180 python3 tools/probe_bench.py --bin /tmp/bench_probe --skip-sklearn --device auto --repeat 2 \
+  # scikit-learn on 2 pinned cores in the same run (issue 7's ratio), when it is installed there.
+  SK="--skip-sklearn"
+  python3 -c 'import sklearn, threadpoolctl' 2>/dev/null && SK="--sklearn-cpus 0,1"
+  timeout 300 python3 tools/probe_bench.py --bin /tmp/bench_probe $SK --device auto --repeat 2 \
     --json "$OUT/probe_bench.json" 2>&1 | tee "$OUT/probe_bench.txt"
   grep -E "^\[probe\]|torch-cuda" "$OUT/torch.log" | tail -8
 fi

@@ -11,6 +11,8 @@ Usage (repository root; build the example first):
     cargo build --release -p gapprobe-probes --example bench_probe
     .tools/sk-venv/bin/python tools/probe_bench.py [--dims 1024,4096] [--tol 1e-6] [--C 1.0]
         [--solver candle] [--skip-sklearn] [--json out.json] [--n-train 5994 --n-test 5794 --classes 200]
+        [--sklearn-cpus 0,1]   # pin only scikit-learn (affinity + BLAS/OpenMP pools) to these CPUs,
+                               # e.g. on the GPU machine: the CUDA probe against sklearn on 2 cores
 """
 import argparse
 import json
@@ -70,6 +72,7 @@ def main():
     ap.add_argument("--bin", default="target/release/examples/bench_probe")
     ap.add_argument("--device", default="auto", help="bench_probe --device (auto|cpu)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--sklearn-cpus", default=None, help="comma-separated CPU ids for the sklearn fit only")
     args = ap.parse_args()
     import sklearn
     from sklearn.linear_model import LogisticRegression
@@ -109,18 +112,29 @@ def main():
               flush=True)
         if not args.skip_sklearn:
             clf = LogisticRegression(C=args.C, solver="lbfgs", tol=args.tol, max_iter=args.max_iter)
+            pinned = None
+            if args.sklearn_cpus:
+                from threadpoolctl import threadpool_limits
+                cpus = [int(c) for c in args.sklearn_cpus.split(",")]
+                saved = os.sched_getaffinity(0)
+                os.sched_setaffinity(0, cpus)
+                pinned = threadpool_limits(len(cpus))
             with warnings.catch_warnings(record=True) as wl:
                 warnings.simplefilter("always")
                 t0 = time.perf_counter()
                 clf.fit(Xtr, ytr)
                 fit_s = time.perf_counter() - t0
+            if pinned is not None:
+                pinned.restore_original_limits()
+                os.sched_setaffinity(0, saved)
             s = dict(fit_s=fit_s, n_iter=int(np.max(clf.n_iter_)), test_acc=float(clf.score(Xte, yte)),
+                     cpus=args.sklearn_cpus or f"all {os.cpu_count()}",
                      converged=not any("converge" in str(w.message).lower() for w in wl),
                      objective_f64=objective(clf.coef_, clf.intercept_, Xtr, ytr, args.C))
             row["sklearn"] = s
             row["speedup"] = s["fit_s"] / g["fit_s"]
             row["objective_rel_diff"] = (g["objective_f64"] - s["objective_f64"]) / s["objective_f64"]
-            print(f"d={d}: sklearn fit {s['fit_s']:.2f} s ({s['n_iter']} it, converged={s['converged']}), objective "
+            print(f"d={d}: sklearn (CPUs: {s['cpus']}) fit {s['fit_s']:.2f} s ({s['n_iter']} it, converged={s['converged']}), objective "
                   f"{s['objective_f64']:.6f}, test acc {s['test_acc']*100:.2f}%", flush=True)
             print(f"d={d}: speedup {row['speedup']:.1f}x; objective (gapprobe - sklearn)/sklearn = "
                   f"{row['objective_rel_diff']:+.2e}; acc diff {(g['test_acc'] - s['test_acc'])*100:+.2f} points", flush=True)
