@@ -11,7 +11,8 @@
 //! into buffers reused across iterations. Everything else is f64 on the host: the logits are kept as
 //! `Z + α·(X·D)` so the line search sees an exactly smooth `φ(α)` (f32 rounding would otherwise
 //! hide the tiny decreases needed to reach tol 1e-6), and the losses, softmax, regulariser and
-//! L-BFGS algebra are f64. The logits are recomputed from `θ` every [`REFRESH`] iterations.
+//! L-BFGS algebra are f64 (the L-BFGS pairs are stored in f32, see [`crate::lbfgs_memory`]). The
+//! logits are recomputed from `θ` every [`REFRESH`] iterations.
 
 use anyhow::{Context, Result};
 use candle_core::Device;
