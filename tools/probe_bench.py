@@ -11,6 +11,7 @@ Usage (repository root; build the example first):
     cargo build --release -p gapprobe-probes --example bench_probe
     .tools/sk-venv/bin/python tools/probe_bench.py [--dims 1024,4096] [--tol 1e-6] [--C 1.0]
         [--solver candle] [--skip-sklearn] [--json out.json] [--n-train 5994 --n-test 5794 --classes 200]
+        [--write-data DIR]     # only write the data to DIR/d1024, ... for `bench_probe DIR/d1024 ...`
         [--sklearn-cpus 0,1]   # pin only scikit-learn (affinity + BLAS/OpenMP pools) to these CPUs,
                                # e.g. on the GPU machine: the CUDA probe against sklearn on 2 cores
 """
@@ -49,6 +50,16 @@ def make_probe_data(n_train, n_test, n_classes, dim, seed=0, latent=64, sep=0.5,
     return ((Xtr - mu) / sd).astype(np.float32), ytr, ((Xte - mu) / sd).astype(np.float32), yte
 
 
+def write_data(folder, Xtr, ytr, Xte, yte, n_classes):
+    """The layout bench_probe reads: meta.json and little-endian row-major arrays."""
+    json.dump(dict(n_train=len(ytr), n_test=len(yte), d=Xtr.shape[1], n_classes=n_classes),
+              open(f"{folder}/meta.json", "w"))
+    Xtr.astype("<f4").tofile(f"{folder}/x_train.f32")
+    ytr.astype("<u4").tofile(f"{folder}/y_train.u32")
+    Xte.astype("<f4").tofile(f"{folder}/x_test.f32")
+    yte.astype("<u4").tofile(f"{folder}/y_test.u32")
+
+
 def objective(W, b, X, y, C):
     """Unscaled sklearn objective in float64: sum(CE) + 0.5*||W||^2/C. W is K x d."""
     Z = X.astype(np.float64) @ W.astype(np.float64).T + b.astype(np.float64)
@@ -73,6 +84,8 @@ def main():
     ap.add_argument("--device", default="auto", help="bench_probe --device (auto|cpu)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--sklearn-cpus", default=None, help="comma-separated CPU ids for the sklearn fit only")
+    ap.add_argument("--write-data", default=None, metavar="DIR",
+                    help="only write each d's data to DIR/d<d> (bench_probe's input) and exit")
     args = ap.parse_args()
     import sklearn
     from sklearn.linear_model import LogisticRegression
@@ -86,12 +99,14 @@ def main():
     for d in [int(v) for v in args.dims.split(",")]:
         Xtr, ytr, Xte, yte = make_probe_data(args.n_train, args.n_test, args.classes, d)
         row = dict(d=d, n_train=len(ytr), n_test=len(yte), classes=args.classes, C=args.C, tol=args.tol)
+        if args.write_data:
+            out_dir = os.path.join(args.write_data, f"d{d}")
+            os.makedirs(out_dir, exist_ok=True)
+            write_data(out_dir, Xtr, ytr, Xte, yte, args.classes)
+            print(f"d={d}: data written to {out_dir} (for bench_probe DIR ...)")
+            continue
         with tempfile.TemporaryDirectory() as tmp:
-            json.dump(dict(n_train=len(ytr), n_test=len(yte), d=d, n_classes=args.classes), open(f"{tmp}/meta.json", "w"))
-            Xtr.astype("<f4").tofile(f"{tmp}/x_train.f32")
-            ytr.astype("<u4").tofile(f"{tmp}/y_train.u32")
-            Xte.astype("<f4").tofile(f"{tmp}/x_test.f32")
-            yte.astype("<u4").tofile(f"{tmp}/y_test.u32")
+            write_data(tmp, Xtr, ytr, Xte, yte, args.classes)
             cmd = [args.bin, tmp, "--solver", args.solver, "--c", str(args.C), "--tol", str(args.tol),
                    "--max-iter", str(args.max_iter), "--repeat", str(args.repeat), "--device", args.device]
             t0 = time.perf_counter()
