@@ -11,7 +11,8 @@ use anyhow::Result;
 
 use crate::products::DenseMatrix;
 use candle_core::Device;
-use ndarray::{Array1, Array2, Axis};
+use nalgebra::{Cholesky, DMatrix, SymmetricEigen};
+use ndarray::{s, Array2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -51,35 +52,25 @@ fn to_f32(a: &Array2<f64>) -> Vec<f32> {
     a.iter().map(|&x| x as f32).collect()
 }
 
-/// Lower Cholesky factor of an SPD matrix, with a small diagonal jitter if needed.
-fn cholesky(g: &Array2<f64>) -> Array2<f64> {
-    let m = g.nrows();
+fn to_na(a: &Array2<f64>) -> DMatrix<f64> {
+    DMatrix::from_fn(a.nrows(), a.ncols(), |i, j| a[[i, j]])
+}
+
+fn from_na(m: &DMatrix<f64>) -> Array2<f64> {
+    Array2::from_shape_fn((m.nrows(), m.ncols()), |(i, j)| m[(i, j)])
+}
+
+/// Lower Cholesky factor of an SPD matrix (nalgebra), with a growing diagonal jitter if needed.
+fn cholesky(g: &Array2<f64>) -> DMatrix<f64> {
     let tr: f64 = g.diag().sum();
     let mut jitter = 0.0;
     loop {
-        let mut l = Array2::<f64>::zeros((m, m));
-        let mut ok = true;
-        'outer: for j in 0..m {
-            let mut s = g[[j, j]] + jitter;
-            for p in 0..j {
-                s -= l[[j, p]] * l[[j, p]];
-            }
-            if s <= 0.0 {
-                ok = false;
-                break 'outer;
-            }
-            let ljj = s.sqrt();
-            l[[j, j]] = ljj;
-            for i in j + 1..m {
-                let mut s = g[[i, j]];
-                for p in 0..j {
-                    s -= l[[i, p]] * l[[j, p]];
-                }
-                l[[i, j]] = s / ljj;
-            }
+        let mut m = to_na(g);
+        for i in 0..m.nrows() {
+            m[(i, i)] += jitter;
         }
-        if ok {
-            return l;
+        if let Some(c) = Cholesky::new(m) {
+            return c.l();
         }
         jitter = if jitter == 0.0 {
             1e-12 * tr.max(1e-300)
@@ -89,68 +80,29 @@ fn cholesky(g: &Array2<f64>) -> Array2<f64> {
     }
 }
 
-/// Orthonormalise the columns of `y` (Cholesky-QR, twice).
+/// Orthonormalise the columns of `y` (Cholesky-QR, twice): `Q = Y·L⁻ᵀ` with `LLᵀ = YᵀY`.
 fn orthonormalize(mut y: Array2<f64>) -> Array2<f64> {
     for _ in 0..2 {
         let l = cholesky(&y.t().dot(&y));
-        // Solve Q·Lᵀ = Y row by row (forward substitution).
         let m = l.nrows();
-        for mut row in y.axis_iter_mut(Axis(0)) {
-            for j in 0..m {
-                let mut s = row[j];
-                for p in 0..j {
-                    s -= row[p] * l[[j, p]];
-                }
-                row[j] = s / l[[j, j]];
-            }
-        }
+        let linv = l
+            .solve_lower_triangular(&DMatrix::identity(m, m))
+            .expect("a Cholesky factor has a nonzero diagonal");
+        y = y.dot(&from_na(&linv.transpose()));
     }
     y
 }
 
-/// Eigen-decomposition of a small symmetric matrix by cyclic Jacobi: (values, vectors as columns).
-fn jacobi_eigh(mut a: Array2<f64>) -> (Array1<f64>, Array2<f64>) {
-    let m = a.nrows();
-    let mut v = Array2::<f64>::eye(m);
-    for _sweep in 0..50 {
-        let off: f64 = (0..m)
-            .flat_map(|i| (0..m).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[[i, j]].powi(2))
-            .sum();
-        let total: f64 = a.iter().map(|x| x * x).sum();
-        if off <= 1e-30 * total.max(1e-300) {
-            break;
-        }
-        for p in 0..m {
-            for q in p + 1..m {
-                let apq = a[[p, q]];
-                if apq.abs() < 1e-300 {
-                    continue;
-                }
-                let theta = (a[[q, q]] - a[[p, p]]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..m {
-                    let (akp, akq) = (a[[k, p]], a[[k, q]]);
-                    a[[k, p]] = c * akp - s * akq;
-                    a[[k, q]] = s * akp + c * akq;
-                }
-                for k in 0..m {
-                    let (apk, aqk) = (a[[p, k]], a[[q, k]]);
-                    a[[p, k]] = c * apk - s * aqk;
-                    a[[q, k]] = s * apk + c * aqk;
-                }
-                for k in 0..m {
-                    let (vkp, vkq) = (v[[k, p]], v[[k, q]]);
-                    v[[k, p]] = c * vkp - s * vkq;
-                    v[[k, q]] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
-    (a.diag().to_owned(), v)
+/// Eigenpairs of a small symmetric matrix (nalgebra), eigenvalues descending, vectors as columns.
+fn eigh_descending(a: &Array2<f64>) -> (Vec<f64>, Array2<f64>) {
+    let e = SymmetricEigen::new(to_na(a));
+    let mut order: Vec<usize> = (0..e.eigenvalues.len()).collect();
+    order.sort_by(|&i, &j| e.eigenvalues[j].total_cmp(&e.eigenvalues[i]));
+    let vals = order.iter().map(|&i| e.eigenvalues[i]).collect();
+    let vecs = Array2::from_shape_fn((a.nrows(), order.len()), |(i, j)| {
+        e.eigenvectors[(i, order[j])]
+    });
+    (vals, vecs)
 }
 
 impl Spectrum {
@@ -174,12 +126,9 @@ impl Spectrum {
         data.mul(&to_f32(&q), cols, &mut xq)?;
         let t = to_f64((n, cols), &xq)?;
         let b = t.t().dot(&t) / n as f64;
-        let (vals, vecs) = jacobi_eigh(b);
-        let mut order: Vec<usize> = (0..cols).collect();
-        order.sort_by(|&i, &j| vals[j].partial_cmp(&vals[i]).unwrap());
+        let (vals, vecs) = eigh_descending(&b);
         let r = r.min(cols);
-        let e = vecs.select(Axis(1), &order[..r]);
-        let v = q.dot(&e);
+        let v = q.dot(&vecs.slice(s![.., ..r]));
         let gram = v.t().dot(&v);
         let err = (&gram - &Array2::<f64>::eye(gram.nrows()))
             .iter()
@@ -188,7 +137,7 @@ impl Spectrum {
             tracing::debug!(err, "preconditioner basis not orthonormal: disabled");
             return Ok(None);
         }
-        let lambda = order[..r].iter().map(|&i| vals[i].max(0.0)).collect();
+        let lambda = vals[..r].iter().map(|&l| l.max(0.0)).collect();
         Ok(Some(Self {
             v: DenseMatrix::from_row_major(to_f32(&v), da, r, dev)?,
             lambda,
@@ -228,15 +177,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn jacobi_matches_known_eigenvalues() {
+    fn eigenpairs_come_in_descending_order() {
         let a = ndarray::array![[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 5.0]];
-        let (vals, vecs) = jacobi_eigh(a.clone());
-        let mut s = vals.to_vec();
-        s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        assert!(
-            (s[0] - 1.0).abs() < 1e-12 && (s[1] - 3.0).abs() < 1e-12 && (s[2] - 5.0).abs() < 1e-12
-        );
-        let recon = vecs.dot(&Array2::from_diag(&vals)).dot(&vecs.t());
+        let (vals, vecs) = eigh_descending(&a);
+        for (got, want) in vals.iter().zip([5.0, 3.0, 1.0]) {
+            assert!((got - want).abs() < 1e-12, "{vals:?}");
+        }
+        let recon = vecs
+            .dot(&Array2::from_diag(&ndarray::Array1::from(vals)))
+            .dot(&vecs.t());
         assert!((&recon - &a).iter().all(|x| x.abs() < 1e-12));
     }
 
