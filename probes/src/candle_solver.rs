@@ -311,6 +311,23 @@ impl<'a> Line<'a> {
         crate::lbfgs::dot(&a[..nw], &b[..nw])
     }
 
+    /// `[θ·θ, θ·d, d·d]` over the weights, in one pass.
+    fn weights_dots(&self) -> [f64; 3] {
+        let nw = self.p.d * self.p.kp;
+        let parts: Vec<[f64; 3]> = self.theta[..nw]
+            .par_chunks(1 << 14)
+            .zip(self.dir[..nw].par_chunks(1 << 14))
+            .map(|(t, d)| {
+                t.iter().zip(d).fold([0.0; 3], |[a, b, c], (&t, &d)| {
+                    [a + t * t, b + t * d, c + d * d]
+                })
+            })
+            .collect();
+        parts
+            .iter()
+            .fold([0.0; 3], |[a, b, c], p| [a + p[0], b + p[1], c + p[2]])
+    }
+
     /// Gradient from `self.resid` (which must hold the base point's residuals); returns it in
     /// the optimiser's variables and keeps the original-parameter gradient in `g_w`.
     fn gradient(&mut self, f: f64) -> Result<(f64, Vec<f64>)> {
@@ -359,11 +376,7 @@ impl LineObjective for Line<'_> {
         self.dir = dir;
         out?;
         self.has_dir = true;
-        self.reg = [
-            self.weights_dot(&self.theta, &self.theta),
-            self.weights_dot(&self.theta, &self.dir),
-            self.weights_dot(&self.dir, &self.dir),
-        ];
+        self.reg = self.weights_dots();
         Ok(())
     }
 
@@ -392,7 +405,9 @@ impl LineObjective for Line<'_> {
         match self.last {
             // The last line evaluation was at this step: its residuals are the base point's.
             Some((a, f)) if a == alpha => {
-                self.reg = [self.weights_dot(&self.theta, &self.theta), 0.0, 0.0];
+                // ‖θ + αd‖² from the line's products (θ·θ is recomputed at the next direction).
+                let [ww, wd, dd] = self.reg;
+                self.reg = [ww + alpha * (2.0 * wd + alpha * dd), 0.0, 0.0];
                 self.has_dir = false;
                 self.gradient(f)
             }

@@ -106,6 +106,43 @@ pub fn max_abs(a: &[f64]) -> f64 {
         .reduce(|| 0.0, f64::max)
 }
 
+/// The accepted step in one pass: `s = stp·d`, `x += s`, `y = g_new − g`, and `(sᵀy, yᵀy)`
+/// (block partial sums added in order, so deterministic whatever the thread count).
+fn step_pair(
+    stp: f64,
+    d: &[f64],
+    x: &mut [f64],
+    g_new: &[f64],
+    g: &[f64],
+) -> (Vec<f64>, Vec<f64>, f64, f64) {
+    let n = d.len();
+    let (mut s, mut y) = (vec![0.0; n], vec![0.0; n]);
+    let parts: Vec<(f64, f64)> = s
+        .par_chunks_mut(PAR_BLOCK)
+        .zip(y.par_chunks_mut(PAR_BLOCK))
+        .zip(x.par_chunks_mut(PAR_BLOCK))
+        .enumerate()
+        .map(|(b, ((sc, yc), xc))| {
+            let off = b * PAR_BLOCK;
+            let (mut sy, mut yy) = (0.0, 0.0);
+            for i in 0..sc.len() {
+                let si = stp * d[off + i];
+                let yi = g_new[off + i] - g[off + i];
+                sc[i] = si;
+                yc[i] = yi;
+                xc[i] += si;
+                sy += si * yi;
+                yy += yi * yi;
+            }
+            (sy, yy)
+        })
+        .collect();
+    let (sy, yy) = parts
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (p, q)| (a + p, b + q));
+    (s, y, sy, yy)
+}
+
 /// An objective whose restriction to a line can be evaluated cheaply and consistently once the
 /// direction is known (for a linear model: from the logits `X·w` and `X·d`).
 pub trait LineObjective {
@@ -239,11 +276,7 @@ pub fn minimize_line<P: LineObjective>(
             Some((stp, f_new)) if f_new.is_finite() && f_new <= f => {
                 n_iter += 1;
                 let (f_acc, g_new) = prob.accept(stp)?;
-                let s: Vec<f64> = d.par_iter().map(|di| stp * di).collect();
-                x.par_iter_mut().zip(&s).for_each(|(xi, si)| *xi += si);
-                let y: Vec<f64> = g_new.par_iter().zip(&g).map(|(a, b)| a - b).collect();
-                let sy = dot(&s, &y);
-                let yy = dot(&y, &y);
+                let (s, y, sy, yy) = step_pair(stp, &d, &mut x, &g_new, &g);
                 if sy > f64::EPSILON * yy && sy > 0.0 {
                     memory.push(&s, &y);
                 }
