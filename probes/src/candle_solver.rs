@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use crate::lbfgs::{minimize_line, LbfgsOptions, LbfgsResult, LineObjective};
 use crate::precond::{default_rank, Spectrum};
-use crate::products::DenseMatrix;
+use crate::products::{narrow, DenseMatrix};
 use std::sync::OnceLock;
 
 /// L-BFGS correction pairs kept (overridable with `GAPPROBE_LBFGS_HISTORY`).
@@ -212,12 +212,8 @@ fn row_terms(
     (loss, dphi)
 }
 
-/// `dst = src` as f32 (parallel over blocks).
-fn narrow(src: &[f64], dst: &mut [f32]) {
-    dst.par_chunks_mut(1 << 14)
-        .zip(src.par_chunks(1 << 14))
-        .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| *d = s as f32));
-}
+/// Block length of the parallel passes over `n × kp` buffers.
+const BLOCK: usize = 1 << 14;
 
 impl<'a> Line<'a> {
     fn new(p: &'a CandleProblem, c: f64, pre: Option<(&'a Spectrum, &'a [f64])>) -> Self {
@@ -246,22 +242,19 @@ impl<'a> Line<'a> {
         }
     }
 
-    /// `zp = X_aug · v` (f32 product of the f32-rounded `v`).
-    fn project_into_zp(&mut self, v: &[f64]) -> Result<()> {
-        narrow(v, &mut self.par32);
-        self.p.data.mul(&self.par32, self.p.kp, &mut self.zp)
+    /// `zp = X_aug · v` (f32 product of the f32-rounded `v`, staged in `par32`).
+    fn project(p: &CandleProblem, v: &[f64], par32: &mut [f32], zp: &mut [f32]) -> Result<()> {
+        narrow(v, par32);
+        p.data.mul(par32, p.kp, zp)
     }
 
     /// Recompute the base logits `z = X_aug · θ` (through the `zp` buffer).
     fn refresh_logits(&mut self) -> Result<()> {
-        let theta = std::mem::take(&mut self.theta);
-        let out = self.project_into_zp(&theta);
-        self.theta = theta;
-        out?;
+        Self::project(self.p, &self.theta, &mut self.par32, &mut self.zp)?;
         self.has_dir = false;
         self.z
-            .par_chunks_mut(1 << 14)
-            .zip(self.zp.par_chunks(1 << 14))
+            .par_chunks_mut(BLOCK)
+            .zip(self.zp.par_chunks(BLOCK))
             .for_each(|(z, zp)| z.iter_mut().zip(zp).for_each(|(z, &v)| *z = f64::from(v)));
         Ok(())
     }
@@ -315,8 +308,8 @@ impl<'a> Line<'a> {
     fn weights_dots(&self) -> [f64; 3] {
         let nw = self.p.d * self.p.kp;
         let parts: Vec<[f64; 3]> = self.theta[..nw]
-            .par_chunks(1 << 14)
-            .zip(self.dir[..nw].par_chunks(1 << 14))
+            .par_chunks(BLOCK)
+            .zip(self.dir[..nw].par_chunks(BLOCK))
             .map(|(t, d)| {
                 t.iter().zip(d).fold([0.0; 3], |[a, b, c], (&t, &d)| {
                     [a + t * t, b + t * d, c + d * d]
@@ -371,10 +364,7 @@ impl LineObjective for Line<'_> {
 
     fn set_direction(&mut self, d: &[f64]) -> Result<()> {
         self.dir = self.precondition(d)?;
-        let dir = std::mem::take(&mut self.dir);
-        let out = self.project_into_zp(&dir);
-        self.dir = dir;
-        out?;
+        Self::project(self.p, &self.dir, &mut self.par32, &mut self.zp)?;
         self.has_dir = true;
         self.reg = self.weights_dots();
         Ok(())
@@ -395,8 +385,8 @@ impl LineObjective for Line<'_> {
             return self.at_base();
         }
         self.z
-            .par_chunks_mut(1 << 14)
-            .zip(self.zp.par_chunks(1 << 14))
+            .par_chunks_mut(BLOCK)
+            .zip(self.zp.par_chunks(BLOCK))
             .for_each(|(z, zp)| {
                 z.iter_mut()
                     .zip(zp)

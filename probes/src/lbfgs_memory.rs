@@ -13,6 +13,7 @@
 //! `H·g = γg + S·R⁻ᵀ((D + γYᵀY)·R⁻¹Sᵀg − γYᵀg) − γY·R⁻¹Sᵀg`.
 
 use crate::lbfgs::dot_serial;
+use crate::products::narrow;
 use rayon::prelude::*;
 use std::collections::VecDeque;
 
@@ -184,12 +185,10 @@ impl Memory {
     }
 }
 
-/// `dst = src` rounded to f32 (parallel over blocks), resizing `dst`.
+/// `dst = src` rounded to f32, resizing `dst`.
 fn narrow_into(src: &[f64], dst: &mut Vec<f32>) {
     dst.resize(src.len(), 0.0);
-    dst.par_chunks_mut(BLOCK)
-        .zip(src.par_chunks(BLOCK))
-        .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| *d = s as f32));
+    narrow(src, dst);
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use anyhow::Result;
 
-use crate::products::DenseMatrix;
+use crate::products::{narrow, DenseMatrix};
 use candle_core::Device;
 use nalgebra::{Cholesky, DMatrix, SymmetricEigen};
 use ndarray::{s, Array2};
@@ -160,7 +160,8 @@ impl Spectrum {
     /// `f` holds one factor per eigenvector (see [`Self::deltas`]).
     pub fn apply(&self, m: &[f64], kp: usize, f: &[f64]) -> Result<Vec<f64>> {
         let (da, r) = (self.v.rows(), self.v.cols());
-        let m32: Vec<f32> = m.par_iter().map(|&x| x as f32).collect();
+        let mut m32 = vec![0f32; m.len()];
+        narrow(m, &mut m32);
         let mut t = vec![0f32; r * kp];
         self.v.mul_t(&m32, kp, &mut t)?;
         for (row, &fi) in t.chunks_exact_mut(kp).zip(f) {

@@ -11,10 +11,11 @@
 use anyhow::{ensure, Result};
 use candle_core::{Device, Tensor};
 use ndarray::ArrayView2;
+use rayon::prelude::*;
 
 /// A fixed `rows × cols` f32 matrix on a device, with its two products.
 pub struct DenseMatrix {
-    n: usize,
+    rows: usize,
     cols: usize,
     store: Store,
 }
@@ -63,16 +64,12 @@ impl DenseMatrix {
             let xa_t = xa.t()?.contiguous()?;
             Store::Tensors { xa, xa_t }
         };
-        Ok(Self {
-            n: rows,
-            cols,
-            store,
-        })
+        Ok(Self { rows, cols, store })
     }
 
     /// Rows.
     pub fn rows(&self) -> usize {
-        self.n
+        self.rows
     }
 
     /// Columns.
@@ -93,9 +90,9 @@ impl DenseMatrix {
     /// `out = op(A) · B` with `op` the identity or the transpose.
     fn product(&self, transposed: bool, b: &[f32], k: usize, out: &mut [f32]) -> Result<()> {
         let (rows, inner) = if transposed {
-            (self.cols, self.n)
+            (self.cols, self.rows)
         } else {
-            (self.n, self.cols)
+            (self.rows, self.cols)
         };
         ensure!(
             b.len() == inner * k && out.len() == rows * k,
@@ -123,6 +120,14 @@ impl DenseMatrix {
         }
         Ok(())
     }
+}
+
+/// `dst = src` rounded to f32 (parallel over blocks): the f32 operand of a product.
+pub fn narrow(src: &[f64], dst: &mut [f32]) {
+    const BLOCK: usize = 1 << 14;
+    dst.par_chunks_mut(BLOCK)
+        .zip(src.par_chunks(BLOCK))
+        .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| *d = s as f32));
 }
 
 /// `dst (m × n, row-major) = lhs (m × k) · rhs (k × n)`, with `(ptr, column stride, row stride)`
