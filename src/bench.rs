@@ -352,6 +352,14 @@ fn check_kernels(device: &Device) -> Result<()> {
             &got,
             &fused::bias_residual(&x, &b, &r)?,
         )?;
+        // 8-bit planes through a level table (the model input): the CPU reference is exact.
+        let planes = Tensor::rand(0f32, 256.0, (2, 3, 336, 336), &cpu)?
+            .floor()?
+            .to_dtype(DType::U8)?;
+        let levels = Tensor::randn(0f32, 1.0, 768, &cpu)?;
+        let got = fused::planes_to_input(&on(&planes)?, &on(&levels)?, dtype)?;
+        let want = fused::planes_to_input(&planes, &levels, dtype)?;
+        report("planes input", dtype, &got, &want)?;
         let w = Tensor::randn(0f32, 1.0, 1024, &cpu)?.to_dtype(dtype)?;
         let shifted = (&x * 3.0)?.affine(1.0, 2.0)?;
         let got = fused::layer_norm(&on(&shifted)?, &on(&w)?, &on(&b)?, 1e-5)?;
@@ -375,11 +383,7 @@ fn check_kernels(device: &Device) -> Result<()> {
             for bias in [None, Some(&qb)] {
                 let want = fused::attention_packed(&qkv, bias, 16, 0.125)?;
                 let bias_dev = bias.map(|_| &qb_dev);
-                for kernel in [
-                    fused::AttentionKernel::Mma,
-                    fused::AttentionKernel::Mma8,
-                    fused::AttentionKernel::Wmma,
-                ] {
+                for kernel in fused::AttentionKernel::ALL {
                     let got =
                         fused::attention_packed_with(&on(&qkv)?, bias_dev, 16, 0.125, kernel)?;
                     let what = if bias.is_some() {

@@ -61,8 +61,10 @@ pub fn profile(
             layer.push(ms);
         }
     };
-    use fused::AttentionKernel::{Mma as mma, Mma8 as mma8, Wmma as wmma};
-    // The model adds the q|k|v bias in its own pass; `with_bias` times the in-kernel variant.
+    use fused::AttentionKernel::{
+        Flash as fa, Flash128 as fa128, Mma as mma, Mma8 as mma8, Wmma as wmma,
+    };
+    // The mma kernels get the q|k|v bias from its own pass; the fa kernels fold it in.
     let attention = |kernel, with_bias: bool| -> Result<Tensor> {
         let bias = with_bias.then_some(&b_3d);
         Ok(fused::attention_packed_with(
@@ -97,6 +99,8 @@ pub fn profile(
             att("attention+bias in-kernel (mma)", mma, true, false)?;
             att("attention (mma, 8 warps)", mma8, false, false)?;
             att("attention (wmma)", wmma, false, false)?;
+            att("attention+bias folded (fa)", fa, true, false)?;
+            att("attention+bias folded (fa128)", fa128, true, false)?;
         }
     }
     add(

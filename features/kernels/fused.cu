@@ -9,7 +9,9 @@
 //                key tiles). Two versions: `attention_mma_*` keeps scores, probabilities and the
 //                output in registers (mma.sync m16n8k16, the PTX ISA's documented fragment
 //                layouts, as FlashAttention-2 does); `attention_hd64_*` is the first, simpler one
-//                (WMMA products, softmax through shared memory), kept as a cross-check.
+//                (WMMA products, softmax through shared memory), kept as a cross-check;
+//                `attention_fa_*` is `attention_mma_*` with cp.async double-buffered K/V tiles,
+//                ldmatrix fragments and the q|k|v bias folded in (no bias pass before it).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
@@ -495,6 +497,238 @@ ATTENTION_MMA(__half, 8, attention_mma8_f16)
 ATTENTION_MMA(__nv_bfloat16, 8, attention_mma8_bf16)
 
 // ---------------------------------------------------------------------------------------------
+// Attention "fa": the mma.sync kernel above with FlashAttention-2's memory habits.
+//   - K/V tiles are double-buffered in shared memory by cp.async: the next tile streams in while
+//     this one is multiplied (the kernel above stalls on every tile's global loads).
+//   - B fragments come from ldmatrix (.trans for V): one instruction per four registers, where the
+//     kernel above issues two 32-bit (K) or four 16-bit (V) shared loads per mma.
+//   - The q|k|v bias needs no pass of its own and never touches the tiles: Q's is added in
+//     registers; K's is dropped, since q·b_k is the same for every key of a query and softmax
+//     cancels it; V's is added to the output, since each row of P sums to 1.
+// 4 warps, 16 queries each; key tiles of 64; 36 KiB of static shared memory.
+constexpr int FA_WARPS = 4;
+constexpr int FA_THREADS = 32 * FA_WARPS;
+constexpr int FA_BQ = 16 * FA_WARPS;
+constexpr int FA_BK = 64;
+
+__device__ __forceinline__ unsigned smem_u32(const void *p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+// 16 bytes global -> shared, asynchronously; zero-fills instead of reading when !valid.
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// Four 8x8 16-bit matrices; lanes 8i..8i+7 give the row addresses of matrix i. Lane l receives
+// (row l/4, cols 2(l%4), 2(l%4)+1) of each, or with .trans (rows 2(l%4), 2(l%4)+1; col l/4).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+
+// Starts copying FA_BK rows x 64 elements (rows at or past `valid` zero-filled) into `dst`.
+template <typename T>
+__device__ __forceinline__ void fa_load_tile(T *dst, const T *src, long long stride, int valid,
+                                             int tid) {
+#pragma unroll
+  for (int i = 0; i < FA_BK * (HD / 8) / FA_THREADS; ++i) {
+    const int idx = tid + i * FA_THREADS;
+    const int r = idx / (HD / 8), c = (idx % (HD / 8)) * 8;
+    const bool ok = r < valid;
+    cp_async16(dst + r * LDT + c, src + (long long)(ok ? r : 0) * stride + c, ok);
+  }
+}
+
+template <typename T>
+__device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qkv_bias,
+                             T *__restrict__ out, int n, int heads, float scale_log2) {
+  __shared__ __align__(128) T ks[2][FA_BK * LDT];
+  __shared__ __align__(128) T vs[2][FA_BK * LDT];
+  const int tid = threadIdx.x;
+  const int warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int lrow = lane % 8, lmat = lane / 8;  // ldmatrix: row within, and which, 8x8 matrix
+  const int b = blockIdx.y / heads, h = blockIdx.y % heads;
+  const long long row_stride = 3LL * heads * HD;
+  const T *base = qkv + (long long)b * n * row_stride + h * HD;
+  const T *kg = base + heads * HD;
+  const T *vg = base + 2 * heads * HD;
+  const int q0 = blockIdx.x * FA_BQ + warp * 16;
+  const T zero = from_f<T>(0.0f);
+  const int tiles = (n + FA_BK - 1) / FA_BK;
+
+  // The first tile's copy starts before Q is read.
+  fa_load_tile<T>(ks[0], kg, row_stride, n, tid);
+  fa_load_tile<T>(vs[0], vg, row_stride, n, tid);
+  cp_async_commit();
+
+  // Q as A fragments, straight from global memory (rows past the end are zero), plus Q's bias.
+  uint32_t qa[HD / 16][4];
+  {
+    const bool v0 = q0 + g < n, v1 = q0 + g + 8 < n;
+    const T *r0 = base + (long long)(q0 + g) * row_stride;
+    const T *r1 = base + (long long)(q0 + g + 8) * row_stride;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      const int c = kk * 16 + 2 * t;
+      qa[kk][0] = v0 ? ld32(r0 + c) : 0u;
+      qa[kk][1] = v1 ? ld32(r1 + c) : 0u;
+      qa[kk][2] = v0 ? ld32(r0 + c + 8) : 0u;
+      qa[kk][3] = v1 ? ld32(r1 + c + 8) : 0u;
+      if (qkv_bias) {
+        const T *qb = qkv_bias + h * HD + c;
+        if (v0) qa[kk][0] = add_bias2<T>(qa[kk][0], qb);
+        if (v1) qa[kk][1] = add_bias2<T>(qa[kk][1], qb);
+        if (v0) qa[kk][2] = add_bias2<T>(qa[kk][2], qb + 8);
+        if (v1) qa[kk][3] = add_bias2<T>(qa[kk][3], qb + 8);
+      }
+    }
+  }
+
+  float o[HD / 8][4];
+#pragma unroll
+  for (int j = 0; j < HD / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY;  // running max of rows g and g+8
+  float l0 = 0.0f, l1 = 0.0f;            // running sums
+
+  for (int it = 0; it < tiles; ++it) {
+    const int cur = it & 1;
+    const int k0 = it * FA_BK;
+    if (it + 1 < tiles) {  // the next tile streams into the other buffer during this one's work
+      const int k1 = k0 + FA_BK;
+      fa_load_tile<T>(ks[cur ^ 1], kg + (long long)k1 * row_stride, row_stride, n - k1, tid);
+      fa_load_tile<T>(vs[cur ^ 1], vg + (long long)k1 * row_stride, row_stride, n - k1, tid);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const T *kt = ks[cur];
+    const T *vt = vs[cur];
+
+    // S = Q K^T: 8 blocks of 8 keys; one ldmatrix.x4 gives the B fragments of two k-steps.
+    float s[FA_BK / 8][4];
+#pragma unroll
+    for (int nb = 0; nb < FA_BK / 8; ++nb) {
+      s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0f;
+#pragma unroll
+      for (int kp = 0; kp < HD / 32; ++kp) {
+        uint32_t kf[4];
+        ldmatrix_x4(kf, kt + (nb * 8 + lrow) * LDT + kp * 32 + lmat * 8);
+        mma16816(s[nb], qa[2 * kp], kf[0], kf[1], zero);
+        mma16816(s[nb], qa[2 * kp + 1], kf[2], kf[3], zero);
+      }
+    }
+
+    // Online softmax in base 2; the 4 lanes of a group share rows g and g+8.
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nb = 0; nb < FA_BK / 8; ++nb) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int col = k0 + nb * 8 + 2 * t + (i & 1);
+        float v = col < n ? s[nb][i] * scale_log2 : -INFINITY;
+        s[nb][i] = v;
+        if (i < 2) mx0 = fmaxf(mx0, v);
+        else mx1 = fmaxf(mx1, v);
+      }
+    }
+#pragma unroll
+    for (int off = 1; off < 4; off *= 2) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, off));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, off));
+    }
+    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);  // finite: key k0 is valid
+    const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);  // 0 on the first tile
+    float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+    for (int nb = 0; nb < FA_BK / 8; ++nb) {
+      s[nb][0] = exp2f(s[nb][0] - n0);
+      s[nb][1] = exp2f(s[nb][1] - n0);
+      s[nb][2] = exp2f(s[nb][2] - n1);
+      s[nb][3] = exp2f(s[nb][3] - n1);
+      sum0 += s[nb][0] + s[nb][1];
+      sum1 += s[nb][2] + s[nb][3];
+    }
+#pragma unroll
+    for (int off = 1; off < 4; off *= 2) {
+      sum0 += __shfl_xor_sync(0xffffffff, sum0, off);
+      sum1 += __shfl_xor_sync(0xffffffff, sum1, off);
+    }
+    l0 = l0 * a0 + sum0;
+    l1 = l1 * a1 + sum1;
+    m0 = n0;
+    m1 = n1;
+#pragma unroll
+    for (int j = 0; j < HD / 8; ++j) {
+      o[j][0] *= a0;
+      o[j][1] *= a0;
+      o[j][2] *= a1;
+      o[j][3] *= a1;
+    }
+
+    // O += P V: P's C blocks (2kk, 2kk+1) form the A fragment of keys 16kk..16kk+15; one
+    // ldmatrix.x4.trans gives the B fragments of two 8-wide output blocks.
+#pragma unroll
+    for (int kk = 0; kk < FA_BK / 16; ++kk) {
+      const uint32_t pa[4] = {pack2(s[2 * kk][0], s[2 * kk][1], zero),
+                              pack2(s[2 * kk][2], s[2 * kk][3], zero),
+                              pack2(s[2 * kk + 1][0], s[2 * kk + 1][1], zero),
+                              pack2(s[2 * kk + 1][2], s[2 * kk + 1][3], zero)};
+#pragma unroll
+      for (int jp = 0; jp < HD / 16; ++jp) {
+        uint32_t vf[4];
+        ldmatrix_x4_trans(vf, vt + (kk * 16 + (lmat & 1) * 8 + lrow) * LDT + (2 * jp + (lmat >> 1)) * 8);
+        mma16816(o[2 * jp], pa, vf[0], vf[1], zero);
+        mma16816(o[2 * jp + 1], pa, vf[2], vf[3], zero);
+      }
+    }
+    __syncthreads();  // this buffer is refilled by the next iteration's copy
+  }
+
+  const long long out_stride = (long long)heads * HD;
+  const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
+  const T *vb = qkv_bias ? qkv_bias + (2 * heads + h) * HD : nullptr;
+  T *o0 = out + ((long long)b * n + q0 + g) * out_stride + h * HD + 2 * t;
+  T *o1 = o0 + 8 * out_stride;
+#pragma unroll
+  for (int j = 0; j < HD / 8; ++j) {
+    const float c0 = vb ? to_f(vb[j * 8 + 2 * t]) : 0.0f;
+    const float c1 = vb ? to_f(vb[j * 8 + 2 * t + 1]) : 0.0f;
+    if (q0 + g < n)
+      *reinterpret_cast<uint32_t *>(o0 + j * 8) =
+          pack2(o[j][0] * inv0 + c0, o[j][1] * inv0 + c1, zero);
+    if (q0 + g + 8 < n)
+      *reinterpret_cast<uint32_t *>(o1 + j * 8) =
+          pack2(o[j][2] * inv1 + c0, o[j][3] * inv1 + c1, zero);
+  }
+}
+
+// MINB > 1 asks ptxas for at most 65536 / (MINB * 128) registers (4: 128, a few bytes of spill;
+// 1: 132, one block fewer per SM). Both are built; GAPPROBE_ATTENTION=fa128 picks the first.
+#define ATTENTION_FA(T, MINB, NAME)                                                              \
+  extern "C" __global__ void __launch_bounds__(FA_THREADS, MINB)                                  \
+      NAME(const T *qkv, const T *bias, T *out, int n, int heads, float scale_log2) {            \
+    attention_fa<T>(qkv, bias, out, n, heads, scale_log2);                                       \
+  }
+ATTENTION_FA(__half, 1, attention_fa_f16)
+ATTENTION_FA(__nv_bfloat16, 1, attention_fa_bf16)
+ATTENTION_FA(__half, 4, attention_fa128_f16)
+ATTENTION_FA(__nv_bfloat16, 4, attention_fa128_bf16)
+
+// ---------------------------------------------------------------------------------------------
 // LayerNorm over rows of `cols` (a multiple of 16 bytes' worth), one warp per row: mean, then the
 // centred variance, then the output, reading the row three times (the last two from cache).
 // y = (x - mean) / sqrt(var + eps) * w + b, in f32, rounded once.
@@ -556,3 +790,35 @@ __device__ void layer_norm_rows(const T *__restrict__ x, const T *__restrict__ w
 LAYER_NORM(float, layer_norm_f32)
 LAYER_NORM(__half, layer_norm_f16)
 LAYER_NORM(__nv_bfloat16, layer_norm_bf16)
+
+// ---------------------------------------------------------------------------------------------
+// Model input from 8-bit planes [B, 3, plane]: y[i] = levels[256 * channel(i) + x[i]], the
+// preprocessing's exact level table (PreprocessConfig::level_table), in one pass: 4 elements per
+// thread (plane a multiple of 4, so a quad never straddles two channels). Replaces widening to
+// u32, a broadcast offset add, a gather and a narrowing pass.
+template <typename T>
+__device__ void planes_input(const uint8_t *__restrict__ x, const float *__restrict__ levels,
+                             T *__restrict__ y, size_t quads, unsigned plane_quads) {
+  __shared__ float lv[768];
+  for (int i = threadIdx.x; i < 768; i += blockDim.x) lv[i] = levels[i];
+  __syncthreads();
+  const size_t stride = (size_t)blockDim.x * gridDim.x;
+  for (size_t q = (size_t)blockIdx.x * blockDim.x + threadIdx.x; q < quads; q += stride) {
+    const float *l = lv + 256 * (unsigned)((q / plane_quads) % 3);
+    const uchar4 v = reinterpret_cast<const uchar4 *>(x)[q];
+    T *o = y + 4 * q;
+    o[0] = from_f<T>(l[v.x]);
+    o[1] = from_f<T>(l[v.y]);
+    o[2] = from_f<T>(l[v.z]);
+    o[3] = from_f<T>(l[v.w]);
+  }
+}
+
+#define PLANES_INPUT(T, NAME)                                                                    \
+  extern "C" __global__ void NAME(const uint8_t *x, const float *levels, T *y,                   \
+                                  unsigned long long quads, unsigned plane_quads) {              \
+    planes_input<T>(x, levels, y, quads, plane_quads);                                           \
+  }
+PLANES_INPUT(float, planes_input_f32)
+PLANES_INPUT(__half, planes_input_f16)
+PLANES_INPUT(__nv_bfloat16, planes_input_bf16)

@@ -3,7 +3,7 @@
 
 use crate::batching::{self, BatchSize};
 use crate::featurepoint::FeaturePoint;
-use crate::models::VisionLanguageModel;
+use crate::models::{fused, VisionLanguageModel};
 use crate::preprocess::{load_rgb, PreprocessConfig};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -112,7 +112,6 @@ pub fn extract_batches(
         // 8-bit planes cross to the device; the level table turns them into model inputs there.
         let (tx, rx) = sync_channel::<Result<Vec<u8>>>(2);
         let levels = Tensor::from_vec(pre.level_table(), 3 * 256, &opts.device)?;
-        let channel_offsets = Tensor::from_vec(vec![0u32, 256, 512], (1, 3, 1, 1), &opts.device)?;
         scope.spawn(move || {
             for chunk in paths.chunks(batch) {
                 let pixels: Result<Vec<Vec<u8>>> = chunk
@@ -143,8 +142,7 @@ pub fn extract_batches(
             let feats = (|| -> Result<Vec<ArrayD<f32>>> {
                 let shape = (n, 3, h as usize, w as usize);
                 let pixels = Tensor::from_vec(pixels?, shape, &opts.device)?;
-                let pixels =
-                    planes_to_input(&pixels, &levels, &channel_offsets)?.to_dtype(opts.dtype)?;
+                let pixels = fused::planes_to_input(&pixels, &levels, opts.dtype)?;
                 let states = model.vision.hidden_states(&pixels, &layers)?;
                 FORWARD_PASSES.fetch_add(1, Ordering::Relaxed);
                 let mut feats = Vec::with_capacity(points.len());
@@ -176,16 +174,6 @@ pub fn extract_batches(
     })
 }
 
-/// Model input [B, 3, H, W] f32 from 8-bit planes [B, 3, H, W] by the level table of
-/// [`PreprocessConfig::level_table`] (`offsets` = [0, 256, 512] as [1, 3, 1, 1] u32).
-fn planes_to_input(planes: &Tensor, levels: &Tensor, offsets: &Tensor) -> Result<Tensor> {
-    let index = planes
-        .to_dtype(DType::U32)?
-        .broadcast_add(offsets)?
-        .flatten_all()?;
-    Ok(levels.index_select(&index, 0)?.reshape(planes.shape())?)
-}
-
 /// Selects and pools the tokens of one feature point from its hidden state (see
 /// [`VisionLanguageModel::read_point`]: token layout per encoder family, CLS checks).
 fn read_point(model: &VisionLanguageModel, point: &FeaturePoint, state: &Tensor) -> Result<Tensor> {
@@ -213,9 +201,14 @@ mod tests {
         )
         .unwrap();
         let levels = Tensor::from_vec(pre.level_table(), 768, &dev).unwrap();
-        let offsets = Tensor::from_vec(vec![0u32, 256, 512], (1, 3, 1, 1), &dev).unwrap();
-        let got = planes_to_input(&planes, &levels, &offsets).unwrap();
+        let want = pre.apply(&img).unwrap();
+        let got = fused::planes_to_input(&planes, &levels, DType::F32).unwrap();
         let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
-        assert_eq!(got, pre.apply(&img).unwrap());
+        assert_eq!(got, want);
+        // In bf16: the same values, rounded once.
+        let got = fused::planes_to_input(&planes, &levels, DType::BF16).unwrap();
+        let got: Vec<half::bf16> = got.flatten_all().unwrap().to_vec1().unwrap();
+        let rounded: Vec<half::bf16> = want.iter().map(|&v| half::bf16::from_f32(v)).collect();
+        assert_eq!(got, rounded);
     }
 }

@@ -147,6 +147,13 @@ fn every_feature_point_matches_transformers_with_fused_ops() {
     check_feature_points(true);
 }
 
+/// The same with the attention kernel that folds the q|k|v bias in (`GAPPROBE_ATTENTION=fa`): the
+/// projection skips its bias pass and hands the bias to the attention op.
+#[test]
+fn every_feature_point_matches_transformers_with_bias_folding_attention() {
+    fused::with_attention_kernel(fused::AttentionKernel::Flash, || check_feature_points(true));
+}
+
 fn check_feature_points(fused_ops: bool) {
     let m = manifest();
     let mut worst_overall = 0f32;

@@ -8,7 +8,7 @@
 //! Whether a model uses them is decided when it is built: on CUDA by default, never on the CPU
 //! unless asked (`GAPPROBE_KERNELS=on|off`, or [`with_mode`] for one thread).
 
-use super::fused_ops::{BiasAct, LayerNormOp, PackedAttention};
+use super::fused_ops::{BiasAct, LayerNormOp, PackedAttention, PlanesInput};
 use super::Act;
 use candle_core::{DType, Device, Result, Tensor};
 use std::cell::Cell;
@@ -23,6 +23,17 @@ pub const ATTENTION_HEAD_DIM: usize = 64;
 
 thread_local! {
     static MODE: Cell<Option<bool>> = const { Cell::new(None) };
+    static KERNEL: Cell<Option<AttentionKernel>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with models built on this thread using attention `kernel`, whatever
+/// `GAPPROBE_ATTENTION` says (the CPU reference ignores the kernel, but not how the model feeds
+/// it: the bias-folding kernels get the q|k|v bias handed over).
+pub fn with_attention_kernel<R>(kernel: AttentionKernel, f: impl FnOnce() -> R) -> R {
+    let prev = KERNEL.with(|k| k.replace(Some(kernel)));
+    let r = f();
+    KERNEL.with(|k| k.set(prev));
+    r
 }
 
 /// Runs `f` with the fused ops forced on or off for models built on this thread.
@@ -89,20 +100,48 @@ pub enum AttentionKernel {
     Mma8,
     /// The first version: WMMA products, softmax through shared memory (`GAPPROBE_ATTENTION=wmma`).
     Wmma,
+    /// [`AttentionKernel::Mma`] with cp.async double-buffered K/V tiles, ldmatrix fragments and the
+    /// q|k|v bias folded in (Q's in registers, K's dropped, V's on the output), so the projection
+    /// needs no bias pass (`GAPPROBE_ATTENTION=fa`).
+    Flash,
+    /// [`AttentionKernel::Flash`] held to 128 registers for 4 blocks per SM
+    /// (`GAPPROBE_ATTENTION=fa128`).
+    Flash128,
 }
 
-/// Environment variable choosing the attention kernel: `mma` (default), `mma8` or `wmma`.
+/// Environment variable choosing the attention kernel: `mma` (default), `mma8`, `wmma`, `fa` or
+/// `fa128`.
 pub const ATTENTION_ENV: &str = "GAPPROBE_ATTENTION";
 
 impl AttentionKernel {
-    /// The kernel chosen by `GAPPROBE_ATTENTION`.
+    /// The kernel chosen by [`with_attention_kernel`], else by `GAPPROBE_ATTENTION`.
     pub fn from_env() -> Self {
+        if let Some(k) = KERNEL.with(|k| k.get()) {
+            return k;
+        }
         match std::env::var(ATTENTION_ENV).ok().as_deref() {
             Some("wmma") => AttentionKernel::Wmma,
             Some("mma8") => AttentionKernel::Mma8,
+            Some("fa") => AttentionKernel::Flash,
+            Some("fa128") => AttentionKernel::Flash128,
             _ => AttentionKernel::Mma,
         }
     }
+
+    /// Whether the kernel takes the q|k|v bias at no cost, so the projection should skip its
+    /// own bias pass and hand the bias over.
+    pub fn folds_bias(self) -> bool {
+        matches!(self, AttentionKernel::Flash | AttentionKernel::Flash128)
+    }
+
+    /// Every kernel, for checks and A/B timings.
+    pub const ALL: [AttentionKernel; 5] = [
+        AttentionKernel::Mma,
+        AttentionKernel::Mma8,
+        AttentionKernel::Wmma,
+        AttentionKernel::Flash,
+        AttentionKernel::Flash128,
+    ];
 }
 
 /// Multi-head attention `softmax(Q Kᵀ · scale) V` from a packed projection `qkv` [B, N, 3·H·hd]
@@ -153,6 +192,15 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
         &bias.contiguous()?,
         &LayerNormOp { eps: eps as f32 },
     )
+}
+
+/// Model input in `dtype` from 8-bit planes [B, 3, H, W] (u8) by a level table of 3·256 f32
+/// values (`PreprocessConfig::level_table`: the exact rescale-and-normalise of each level), in one
+/// pass on CUDA.
+pub fn planes_to_input(planes: &Tensor, levels: &Tensor, dtype: DType) -> Result<Tensor> {
+    planes
+        .contiguous()?
+        .apply_op2_no_bwd(&levels.contiguous()?, &PlanesInput { dtype })
 }
 
 #[cfg(test)]
@@ -244,6 +292,27 @@ pub(crate) mod tests {
         let got = attention_packed(&qkv, Some(&bias), 2, 0.3).unwrap();
         let want = attention_packed(&qkv.broadcast_add(&bias).unwrap(), None, 2, 0.3).unwrap();
         assert!(max_abs_diff(&got, &want) < 1e-6);
+    }
+
+    /// The identity the fa kernels' bias folding rests on: the key bias changes no probability
+    /// (softmax cancels `q·b_k`, the same for every key), and the value bias adds to the output
+    /// unchanged (each row of probabilities sums to 1).
+    #[test]
+    fn key_bias_cancels_and_value_bias_passes_through() {
+        let dev = Device::Cpu;
+        let (h, hd) = (2, 8);
+        let qkv = Tensor::randn(0f32, 1.0, (2, 5, 3 * h * hd), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 3 * h * hd, &dev).unwrap();
+        let want = attention_packed(&qkv, Some(&bias), h, 0.3).unwrap();
+        let zeros = Tensor::zeros(h * hd, DType::F32, &dev).unwrap();
+        let q_only =
+            Tensor::cat(&[&bias.narrow(0, 0, h * hd).unwrap(), &zeros, &zeros], 0).unwrap();
+        let v_bias = bias.narrow(0, 2 * h * hd, h * hd).unwrap();
+        let got = attention_packed(&qkv, Some(&q_only), h, 0.3)
+            .unwrap()
+            .broadcast_add(&v_bias)
+            .unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-5);
     }
 
     /// The reference LayerNorm equals candle-nn's.

@@ -189,6 +189,8 @@ pub(super) fn attention(
         AttentionKernel::Mma => ("attention_mma_f16", "attention_mma_bf16"),
         AttentionKernel::Mma8 => ("attention_mma8_f16", "attention_mma8_bf16"),
         AttentionKernel::Wmma => ("attention_hd64_f16", "attention_hd64_bf16"),
+        AttentionKernel::Flash => ("attention_fa_f16", "attention_fa_bf16"),
+        AttentionKernel::Flash128 => ("attention_fa128_f16", "attention_fa128_bf16"),
     };
     match qkv.dtype() {
         DType::F16 => run::<f16>(f16_name, qkv, l, bias, b, n, heads, scale),
@@ -262,5 +264,61 @@ pub(super) fn layer_norm(
         DType::F16 => run::<f16>("layer_norm_f16", x, lx, w, lw, b, lb, cols, eps),
         DType::BF16 => run::<bf16>("layer_norm_bf16", x, lx, w, lw, b, lb, cols, eps),
         other => candle_core::bail!("fused layer norm supports f32/f16/bf16, not {other:?}"),
+    }
+}
+
+/// Model input [B, 3, plane] in `T` from 8-bit planes and a level table of 3·256 f32 values.
+pub(super) fn planes_input(
+    x: &CudaStorage,
+    lx: &Layout,
+    levels: &CudaStorage,
+    ll: &Layout,
+    plane: usize,
+    dtype: DType,
+) -> Result<CudaStorage> {
+    fn run<T: CudaDType + DeviceRepr>(
+        name: &str,
+        x: &CudaStorage,
+        lx: &Layout,
+        levels: &CudaStorage,
+        ll: &Layout,
+        plane: usize,
+    ) -> Result<CudaStorage> {
+        let dev: CudaDevice = x.device().clone();
+        let (x0, x1) = contiguous_range(lx, "the 8-bit planes")?;
+        let (l0, l1) = contiguous_range(ll, "the level table")?;
+        let numel = x1 - x0;
+        if !plane.is_multiple_of(4) || !x0.is_multiple_of(4) || !numel.is_multiple_of(4) {
+            candle_core::bail!(
+                "the planes kernel needs planes of a multiple of 4 pixels ({plane})"
+            );
+        }
+        let xs = x.as_cuda_slice::<u8>()?.slice(x0..x1);
+        let ls = levels.as_cuda_slice::<f32>()?.slice(l0..l1);
+        let out = unsafe { dev.alloc::<T>(numel)? };
+        let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        let quads = numel / 4;
+        let cfg = LaunchConfig {
+            grid_dim: (quads.div_ceil(256).clamp(1, 1 << 16) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (quads_arg, plane_arg) = (quads as u64, (plane / 4) as u32);
+        let mut builder = func.builder();
+        builder.arg(&xs);
+        builder.arg(&ls);
+        builder.arg(&out);
+        builder.arg(&quads_arg);
+        builder.arg(&plane_arg);
+        // SAFETY: argument types and count match `planes_input_*` in fused.cu; x and out hold
+        // `numel` elements, the level table 768.
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(out, dev))
+    }
+    match dtype {
+        DType::F32 => run::<f32>("planes_input_f32", x, lx, levels, ll, plane),
+        DType::F16 => run::<f16>("planes_input_f16", x, lx, levels, ll, plane),
+        DType::BF16 => run::<bf16>("planes_input_bf16", x, lx, levels, ll, plane),
+        other => candle_core::bail!("model input in f32/f16/bf16, not {other:?}"),
     }
 }

@@ -78,6 +78,16 @@ impl FusedLinear {
         y.reshape(out)
     }
 
+    /// `x Wᵀ` and the bias left to add, for a consumer that adds it more cheaply itself (the
+    /// fused attention kernels). Unfused, the bias is added here and none is returned.
+    pub fn forward_unbiased(&self, x: &Tensor) -> Result<(Tensor, Option<&Tensor>)> {
+        if self.fused {
+            Ok((self.gemm(x)?, self.plain.bias()))
+        } else {
+            Ok((self.plain.forward(x)?, None))
+        }
+    }
+
     /// `act(x Wᵀ + b)`.
     pub fn forward_act(&self, x: &Tensor, act: Option<Act>) -> Result<Tensor> {
         match (self.fused, self.plain.bias()) {
@@ -134,6 +144,15 @@ mod tests {
         }
         let a = on.forward_residual(&x, &r).unwrap();
         assert!(max_abs_diff(&a, &off.forward_residual(&x, &r).unwrap()) < 1e-5);
+        // Unbiased: fused hands the bias over, unfused adds it itself.
+        let (y, bias) = on.forward_unbiased(&x).unwrap();
+        let y = y
+            .broadcast_add(bias.expect("fused hands the bias over"))
+            .unwrap();
+        let (z, none) = off.forward_unbiased(&x).unwrap();
+        assert!(none.is_none());
+        assert!(max_abs_diff(&y, &z) < 1e-5);
+        assert!(max_abs_diff(&y, &off.forward_act(&x, None).unwrap()) < 1e-5);
     }
 
     /// Folding an output scale into the weights equals scaling the outputs.
