@@ -139,6 +139,25 @@ pub fn profile(
         time_ms(device, iters, || Ok(h.broadcast_add(&b_f)?))?,
         false,
     );
+    // Once per batch, before the layers: the 8-bit planes' upload and their conversion to the
+    // model input (the end-to-end path's extra work over the encoder-only figure).
+    let planes = vec![128u8; batch * 3 * 336 * 336];
+    let upload = time_ms(device, iters, || {
+        Ok(Tensor::from_slice(&planes, (batch, 3, 336, 336), device)?)
+    })?;
+    println!(
+        "{:<10} {:<28} {:>9.3}",
+        "batch", "upload 8-bit planes", upload
+    );
+    let on_device = Tensor::from_slice(&planes, (batch, 3, 336, 336), device)?;
+    let levels = Tensor::zeros(768, DType::F32, device)?;
+    let input = time_ms(device, iters, || {
+        Ok(fused::planes_to_input(&on_device, &levels, dtype)?)
+    })?;
+    println!(
+        "{:<10} {:<28} {:>9.3}",
+        "batch", "planes → model input", input
+    );
     let per_layer: f64 = layer.iter().sum();
     println!("{:<10} {:<28} {:>9.3}", "sum", "per layer", per_layer);
     println!(

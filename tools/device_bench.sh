@@ -31,11 +31,15 @@ OPS_FLAG=""; [ "${OPS:-1}" = 1 ] && OPS_FLAG="--ops"
 # Not quiet: extraction logs how long it waited for decoded images vs. the device's work.
 timeout 240 /tmp/gapprobe bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 10 --warmup 3 \
   --e2e-images "$E2E" --e2e-batch 256 $OPS_FLAG 2>&1 | tee "$OUT/gapprobe_bench.txt"
-if [ "${AB_ATTENTION:-1}" = 1 ]; then
-  echo "== gapprobe bench, 8-warp attention blocks (GAPPROBE_ATTENTION=mma8): A/B for the 4-warp default =="
-  GAPPROBE_ATTENTION=mma8 timeout 120 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes 256 --iters 10 --warmup 3 \
-    2>&1 | grep -E "^(encoder|check)" | tee "$OUT/gapprobe_bench_mma8.txt"
-fi
+# Other attention kernels (GAPPROBE_ATTENTION), each a variant row of the ratio table: the first
+# of ATTENTION_E2E also end to end. `mma8` is the 8-warp A/B of the default.
+for k in ${ATTENTION_VARIANTS:-fa fa128}; do
+  E2E_FLAGS=""
+  case " ${ATTENTION_E2E:-fa} " in *" $k "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac
+  echo "== gapprobe bench, GAPPROBE_ATTENTION=$k =="
+  GAPPROBE_ATTENTION=$k timeout 150 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes 256 --iters 10 --warmup 3 \
+    $E2E_FLAGS 2>&1 | grep -E "^(encoder|e2e-jpeg|check)|rror" | tee "$OUT/gapprobe_bench_$k.txt"
+done
 if [ "${SMOKE_EXTRACT:-1}" = 1 ]; then
   echo "== extract on CUDA with --batch-size auto (the demo's model and images) =="
   timeout 120 /tmp/gapprobe -q demo --out /tmp/gp-demo > /dev/null 2>&1
