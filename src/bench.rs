@@ -352,6 +352,18 @@ fn check_kernels(device: &Device) -> Result<()> {
             &got,
             &fused::bias_residual(&x, &b, &r)?,
         )?;
+        if dtype != DType::F32 {
+            // Around an f32 residual stream (GAPPROBE_RESIDUAL=f32): 16-bit layer output plus
+            // f32 residual into f32, and the LayerNorm from the f32 stream into 16 bits.
+            let wide = Tensor::randn(0f32, 1.0, (3, 577, 1024), &cpu)?;
+            let got = fused::bias_residual(&on(&x)?, &on(&b)?, &on(&wide)?)?;
+            let want = fused::bias_residual(&x, &b, &wide)?;
+            report("bias+residual (f32 stream)", dtype, &got, &want)?;
+            let w = Tensor::randn(0f32, 1.0, 1024, &cpu)?.to_dtype(dtype)?;
+            let got = fused::layer_norm(&on(&wide)?, &on(&w)?, &on(&b)?, 1e-5)?;
+            let want = fused::layer_norm(&wide, &w, &b, 1e-5)?;
+            report("layer norm (from the f32 stream)", dtype, &got, &want)?;
+        }
         // 8-bit planes through a level table (the model input): the CPU reference is exact.
         let planes = Tensor::rand(0f32, 256.0, (2, 3, 336, 336), &cpu)?
             .floor()?

@@ -114,6 +114,22 @@ pub fn profile(
             2.0 * time_ms(device, iters, || Ok(fused::bias_residual(&x, &b_d, &x)?))?,
             true,
         );
+        if dtype != DType::F32 {
+            // The f32 residual stream's versions (GAPPROBE_RESIDUAL=f32) of the stream's passes.
+            let wide = x.to_dtype(DType::F32)?;
+            add(
+                "bias+residual f32 stream (×2)",
+                2.0 * time_ms(device, iters, || Ok(fused::bias_residual(&x, &b_d, &wide)?))?,
+                false,
+            );
+            add(
+                "layer_norm from f32 stream (×2)",
+                2.0 * time_ms(device, iters, || {
+                    Ok(fused::layer_norm(&wide, &ln_w, &b_d, 1e-5)?)
+                })?,
+                false,
+            );
+        }
     }
     add(
         "gemm fc1 1024→4096",

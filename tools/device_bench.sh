@@ -24,21 +24,23 @@ timeout ${TORCH_TIMEOUT:-300} python3 .device/torch_baseline.py --sections "$TOR
   --batch-sizes "$BATCHES" --iters 10 --warmup 3 --num-jpegs "$E2E" --epochs 2 --out "$OUT" ${TORCH_EXTRA:-} 2>&1 | tee "$OUT/torch.log" | grep -E "^\[|ips|img/s|images/s" | tail -40
 if [ "${TORCH_BF16_ERR:-1}" = 1 ]; then
   echo "== PyTorch's own bf16 error (yardstick for gapprobe's 'relative error ... vs f32' lines) =="
-  timeout 120 python3 tools/torch_bf16_error.py --anchor .device/torch_baseline.py 2>&1 | tail -1 | tee "$OUT/torch_bf16_error.txt"
+  timeout 150 python3 tools/torch_bf16_error.py --anchor .device/torch_baseline.py --f32-residual 2>&1 | tail -2 | tee "$OUT/torch_bf16_error.txt"
 fi
 echo "== gapprobe bench =="
 OPS_FLAG=""; [ "${OPS:-1}" = 1 ] && OPS_FLAG="--ops"
 # Not quiet: extraction logs how long it waited for decoded images vs. the device's work.
 timeout 240 /tmp/gapprobe bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 10 --warmup 3 \
   --e2e-images "$E2E" --e2e-batch 256 $OPS_FLAG 2>&1 | tee "$OUT/gapprobe_bench.txt"
-# Other attention kernels (GAPPROBE_ATTENTION), each a variant row of the ratio table: the first
-# of ATTENTION_E2E also end to end. `mma8` is the 8-warp A/B of the default.
-for k in ${ATTENTION_VARIANTS:-fa fa128}; do
+# Variants of the default build, NAME:VAR=VALUE[,VAR=VALUE]: each a row of the ratio table
+# (gapprobe_bench_NAME.txt); those in E2E_VARIANTS also end to end. `mma8:GAPPROBE_ATTENTION=mma8`
+# is the 8-warp A/B of the default attention kernel.
+for v in ${VARIANTS:-fa:GAPPROBE_ATTENTION=fa fa128:GAPPROBE_ATTENTION=fa128 fa_f32stream:GAPPROBE_ATTENTION=fa,GAPPROBE_RESIDUAL=f32}; do
+  name=${v%%:*}
   E2E_FLAGS=""
-  case " ${ATTENTION_E2E:-fa} " in *" $k "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac
-  echo "== gapprobe bench, GAPPROBE_ATTENTION=$k =="
-  GAPPROBE_ATTENTION=$k timeout 150 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes 256 --iters 10 --warmup 3 \
-    $E2E_FLAGS 2>&1 | grep -E "^(encoder|e2e-jpeg|check)|rror" | tee "$OUT/gapprobe_bench_$k.txt"
+  case " ${E2E_VARIANTS:-fa} " in *" $name "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac
+  echo "== gapprobe bench, variant $name (${v#*:}) =="
+  env $(echo "${v#*:}" | tr , ' ') timeout 150 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes 256 \
+    --iters 10 --warmup 3 $E2E_FLAGS 2>&1 | grep -E "^(encoder|e2e-jpeg|check)|rror" | tee "$OUT/gapprobe_bench_$name.txt"
 done
 if [ "${SMOKE_EXTRACT:-1}" = 1 ]; then
   echo "== extract on CUDA with --batch-size auto (the demo's model and images) =="

@@ -52,10 +52,11 @@ __device__ __forceinline__ float activate(float v, int act) {
   }
 }
 
-// y[i] = act(x[i] + bias[i % cols]) + residual[i]; bias and residual may be null.
-template <typename T>
+// y[i] = act(x[i] + bias[i % cols]) + residual[i]; bias and residual may be null. The residual
+// and the output may be wider than x (R = float: a float32 residual stream around 16-bit layers).
+template <typename T, typename R>
 __device__ void bias_act(const T *__restrict__ x, const T *__restrict__ bias,
-                         const T *__restrict__ residual, T *__restrict__ y, size_t numel,
+                         const R *__restrict__ residual, R *__restrict__ y, size_t numel,
                          unsigned cols, int act) {
   size_t stride = (size_t)blockDim.x * gridDim.x;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += stride) {
@@ -63,59 +64,80 @@ __device__ void bias_act(const T *__restrict__ x, const T *__restrict__ bias,
     if (bias) v += to_f(bias[i % cols]);
     v = activate(v, act);
     if (residual) v += to_f(residual[i]);
-    y[i] = from_f<T>(v);
+    y[i] = from_f<R>(v);
   }
 }
 
-#define BIAS_ACT(T, NAME)                                                                        \
-  extern "C" __global__ void NAME(const T *x, const T *bias, const T *residual, T *y,             \
+#define BIAS_ACT(T, R, NAME)                                                                     \
+  extern "C" __global__ void NAME(const T *x, const T *bias, const R *residual, R *y,             \
                                   size_t numel, unsigned cols, int act) {                         \
-    bias_act<T>(x, bias, residual, y, numel, cols, act);                                         \
+    bias_act<T, R>(x, bias, residual, y, numel, cols, act);                                      \
   }
-BIAS_ACT(float, bias_act_f32)
-BIAS_ACT(__half, bias_act_f16)
-BIAS_ACT(__nv_bfloat16, bias_act_bf16)
+BIAS_ACT(float, float, bias_act_f32)
+BIAS_ACT(__half, __half, bias_act_f16)
+BIAS_ACT(__nv_bfloat16, __nv_bfloat16, bias_act_bf16)
+BIAS_ACT(__half, float, bias_act_f16_f32)
+BIAS_ACT(__nv_bfloat16, float, bias_act_bf16_f32)
 
-// The same with 16-byte vectors, a block per row (grid-stride), no 64-bit division: for rows
-// whose width is a multiple of the vector and buffers on 16-byte boundaries (the launcher checks).
-template <typename T>
+// Eight consecutive elements to/from f32 registers: one 16-byte access for 16-bit types, two for
+// f32 (p on a 16-byte boundary).
+template <typename T> __device__ __forceinline__ void load8(const T *p, float (&f)[8]) {
+  const uint4 v = *reinterpret_cast<const uint4 *>(p);
+  const T *e = reinterpret_cast<const T *>(&v);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) f[k] = to_f(e[k]);
+}
+__device__ __forceinline__ void load8(const float *p, float (&f)[8]) {
+  const float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
+  f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
+template <typename T> __device__ __forceinline__ void store8(T *p, const float (&f)[8]) {
+  uint4 v;
+  T *e = reinterpret_cast<T *>(&v);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) e[k] = from_f<T>(f[k]);
+  *reinterpret_cast<uint4 *>(p) = v;
+}
+__device__ __forceinline__ void store8(float *p, const float (&f)[8]) {
+  reinterpret_cast<float4 *>(p)[0] = make_float4(f[0], f[1], f[2], f[3]);
+  reinterpret_cast<float4 *>(p)[1] = make_float4(f[4], f[5], f[6], f[7]);
+}
+
+// The same eight elements at a time, a block per row (grid-stride), no 64-bit division: for rows
+// whose width is a multiple of 8 and buffers on 16-byte boundaries (the launcher checks).
+template <typename T, typename R>
 __device__ void bias_act_rows(const T *__restrict__ x, const T *__restrict__ bias,
-                              const T *__restrict__ residual, T *__restrict__ y, unsigned rows,
+                              const R *__restrict__ residual, R *__restrict__ y, unsigned rows,
                               unsigned cols, int act) {
-  constexpr int VEC = 16 / sizeof(T);
-  const unsigned vcols = cols / VEC;
+  const unsigned vcols = cols / 8;
   for (unsigned r = blockIdx.x; r < rows; r += gridDim.x) {
     const size_t base = (size_t)r * cols;
     for (unsigned v = threadIdx.x; v < vcols; v += blockDim.x) {
-      const size_t at = base + (size_t)v * VEC;
-      uint4 xv = *reinterpret_cast<const uint4 *>(x + at);
-      uint4 bv = *reinterpret_cast<const uint4 *>(bias + (size_t)v * VEC);
-      uint4 rv = make_uint4(0, 0, 0, 0);
-      if (residual) rv = *reinterpret_cast<const uint4 *>(residual + at);
-      const T *xe = reinterpret_cast<const T *>(&xv);
-      const T *be = reinterpret_cast<const T *>(&bv);
-      const T *re = reinterpret_cast<const T *>(&rv);
-      uint4 ov;
-      T *oe = reinterpret_cast<T *>(&ov);
+      const size_t at = base + (size_t)v * 8;
+      float xf[8], bf[8], rf[8];
+      load8(x + at, xf);
+      load8(bias + (size_t)v * 8, bf);
+      if (residual) load8(residual + at, rf);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        float t = activate(to_f(xe[k]) + to_f(be[k]), act);
-        if (residual) t += to_f(re[k]);
-        oe[k] = from_f<T>(t);
+      for (int k = 0; k < 8; ++k) {
+        xf[k] = activate(xf[k] + bf[k], act);
+        if (residual) xf[k] += rf[k];
       }
-      *reinterpret_cast<uint4 *>(y + at) = ov;
+      store8(y + at, xf);
     }
   }
 }
 
-#define BIAS_ACT_ROWS(T, NAME)                                                                   \
-  extern "C" __global__ void NAME(const T *x, const T *bias, const T *residual, T *y,             \
+#define BIAS_ACT_ROWS(T, R, NAME)                                                                \
+  extern "C" __global__ void NAME(const T *x, const T *bias, const R *residual, R *y,             \
                                   unsigned rows, unsigned cols, int act) {                        \
-    bias_act_rows<T>(x, bias, residual, y, rows, cols, act);                                     \
+    bias_act_rows<T, R>(x, bias, residual, y, rows, cols, act);                                  \
   }
-BIAS_ACT_ROWS(float, bias_act_rows_f32)
-BIAS_ACT_ROWS(__half, bias_act_rows_f16)
-BIAS_ACT_ROWS(__nv_bfloat16, bias_act_rows_bf16)
+BIAS_ACT_ROWS(float, float, bias_act_rows_f32)
+BIAS_ACT_ROWS(__half, __half, bias_act_rows_f16)
+BIAS_ACT_ROWS(__nv_bfloat16, __nv_bfloat16, bias_act_rows_bf16)
+BIAS_ACT_ROWS(__half, float, bias_act_rows_f16_f32)
+BIAS_ACT_ROWS(__nv_bfloat16, float, bias_act_rows_bf16_f32)
 
 // ---------------------------------------------------------------------------------------------
 // Attention, head dimension 64.
@@ -729,36 +751,36 @@ ATTENTION_FA(__half, 4, attention_fa128_f16)
 ATTENTION_FA(__nv_bfloat16, 4, attention_fa128_bf16)
 
 // ---------------------------------------------------------------------------------------------
-// LayerNorm over rows of `cols` (a multiple of 16 bytes' worth), one warp per row: mean, then the
-// centred variance, then the output, reading the row three times (the last two from cache).
-// y = (x - mean) / sqrt(var + eps) * w + b, in f32, rounded once.
-template <typename T>
-__device__ void layer_norm_rows(const T *__restrict__ x, const T *__restrict__ w,
+// LayerNorm over rows of `cols` (a multiple of 8), one warp per row: mean, then the centred
+// variance, then the output, reading the row three times (the last two from cache).
+// y = (x - mean) / sqrt(var + eps) * w + b, in f32, rounded once. The input may be wider than
+// the output (X = float: a float32 residual stream feeding 16-bit layers).
+template <typename X, typename T>
+__device__ void layer_norm_rows(const X *__restrict__ x, const T *__restrict__ w,
                                 const T *__restrict__ b, T *__restrict__ y, unsigned rows,
                                 unsigned cols, float eps) {
-  constexpr int VEC = 16 / sizeof(T);
   const int lane = threadIdx.x % 32;
   const unsigned warps = blockDim.x / 32;
-  const unsigned vcols = cols / VEC;
+  const unsigned vcols = cols / 8;
   for (unsigned r = blockIdx.x * warps + threadIdx.x / 32; r < rows; r += gridDim.x * warps) {
-    const T *xr = x + (size_t)r * cols;
+    const X *xr = x + (size_t)r * cols;
     float sum = 0.0f;
     for (unsigned v = lane; v < vcols; v += 32) {
-      uint4 xv = *reinterpret_cast<const uint4 *>(xr + v * VEC);
-      const T *e = reinterpret_cast<const T *>(&xv);
+      float e[8];
+      load8(xr + v * 8, e);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) sum += to_f(e[k]);
+      for (int k = 0; k < 8; ++k) sum += e[k];
     }
 #pragma unroll
     for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffff, sum, off);
     const float mean = sum / cols;
     float sq = 0.0f;
     for (unsigned v = lane; v < vcols; v += 32) {
-      uint4 xv = *reinterpret_cast<const uint4 *>(xr + v * VEC);
-      const T *e = reinterpret_cast<const T *>(&xv);
+      float e[8];
+      load8(xr + v * 8, e);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        float d = to_f(e[k]) - mean;
+      for (int k = 0; k < 8; ++k) {
+        float d = e[k] - mean;
         sq += d * d;
       }
     }
@@ -767,29 +789,27 @@ __device__ void layer_norm_rows(const T *__restrict__ x, const T *__restrict__ w
     const float rstd = rsqrtf(sq / cols + eps);
     T *yr = y + (size_t)r * cols;
     for (unsigned v = lane; v < vcols; v += 32) {
-      uint4 xv = *reinterpret_cast<const uint4 *>(xr + v * VEC);
-      uint4 wv = *reinterpret_cast<const uint4 *>(w + v * VEC);
-      uint4 bv = *reinterpret_cast<const uint4 *>(b + v * VEC);
-      const T *xe = reinterpret_cast<const T *>(&xv);
-      const T *we = reinterpret_cast<const T *>(&wv);
-      const T *be = reinterpret_cast<const T *>(&bv);
-      uint4 ov;
-      T *oe = reinterpret_cast<T *>(&ov);
+      float e[8], we[8], be[8];
+      load8(xr + v * 8, e);
+      load8(w + v * 8, we);
+      load8(b + v * 8, be);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) oe[k] = from_f<T>((to_f(xe[k]) - mean) * rstd * to_f(we[k]) + to_f(be[k]));
-      *reinterpret_cast<uint4 *>(yr + v * VEC) = ov;
+      for (int k = 0; k < 8; ++k) e[k] = (e[k] - mean) * rstd * we[k] + be[k];
+      store8(yr + v * 8, e);
     }
   }
 }
 
-#define LAYER_NORM(T, NAME)                                                                      \
-  extern "C" __global__ void NAME(const T *x, const T *w, const T *b, T *y, unsigned rows,        \
+#define LAYER_NORM(X, T, NAME)                                                                   \
+  extern "C" __global__ void NAME(const X *x, const T *w, const T *b, T *y, unsigned rows,        \
                                   unsigned cols, float eps) {                                     \
-    layer_norm_rows<T>(x, w, b, y, rows, cols, eps);                                             \
+    layer_norm_rows<X, T>(x, w, b, y, rows, cols, eps);                                          \
   }
-LAYER_NORM(float, layer_norm_f32)
-LAYER_NORM(__half, layer_norm_f16)
-LAYER_NORM(__nv_bfloat16, layer_norm_bf16)
+LAYER_NORM(float, float, layer_norm_f32)
+LAYER_NORM(__half, __half, layer_norm_f16)
+LAYER_NORM(__nv_bfloat16, __nv_bfloat16, layer_norm_bf16)
+LAYER_NORM(float, __half, layer_norm_f32_f16)
+LAYER_NORM(float, __nv_bfloat16, layer_norm_f32_bf16)
 
 // ---------------------------------------------------------------------------------------------
 // Model input from 8-bit planes [B, 3, plane]: y[i] = levels[256 * channel(i) + x[i]], the

@@ -272,6 +272,7 @@ impl EncoderLayer {
 /// reads the last layer's weights.
 pub struct ClipVisionModel {
     embeddings: Embeddings,
+    /// In the residual stream's dtype ([`super::fused::residual_dtype`]): the stream starts here.
     pre_layernorm: LayerNorm,
     layers: Vec<EncoderLayer>,
     cfg: ClipVisionConfig,
@@ -281,7 +282,8 @@ impl ClipVisionModel {
     /// Builds the tower from `vb` rooted at the `vision_model` prefix, loading layers `1..=max_layer`.
     pub fn new(vb: VarBuilder, cfg: &ClipVisionConfig, max_layer: usize) -> Result<Self> {
         let embeddings = Embeddings::new(vb.pp("embeddings"), cfg)?;
-        let pre_layernorm = layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("pre_layrnorm"))?;
+        let pre_layernorm = layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("pre_layrnorm"))?
+            .to_dtype(fused::residual_dtype(vb.device(), vb.dtype()))?;
         let layers = (0..max_layer.min(cfg.num_hidden_layers))
             .map(|i| EncoderLayer::new(vb.pp(format!("encoder.layers.{i}")), cfg))
             .collect::<Result<_>>()?;
@@ -301,9 +303,11 @@ impl ClipVisionModel {
     /// Runs the tower on normalised pixels [B, C, H, W] and returns `hidden_states[i]` for each
     /// requested (resolved, non-negative) index, in request order. Each is [B, 1 + T, D].
     pub fn hidden_states(&self, pixels: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
+        // The embeddings widened to the stream's dtype first, so its first value is not rounded.
+        let stream = self.pre_layernorm.dtype();
         let x = self
             .pre_layernorm
-            .forward(&self.embeddings.forward(pixels)?)?;
+            .forward(&self.embeddings.forward(pixels)?.to_dtype(stream)?)?;
         collect_states(x, &self.layers, wanted, EncoderLayer::forward)
     }
 }

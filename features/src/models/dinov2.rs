@@ -131,6 +131,8 @@ pub struct Dinov2Model {
     dtype: DType,
     /// Add the position table with the fused kernel (see [`super::fused::add_table`]).
     fused: bool,
+    /// The residual stream's dtype ([`super::fused::residual_dtype`]).
+    stream: DType,
 }
 
 impl Dinov2Model {
@@ -177,6 +179,7 @@ impl Dinov2Model {
             device: vb.device().clone(),
             dtype: vb.dtype(),
             fused: super::fused::enabled_for(vb.device()),
+            stream: super::fused::residual_dtype(vb.device(), vb.dtype()),
         })
     }
 
@@ -229,7 +232,12 @@ impl Dinov2Model {
             }
             None => x,
         };
-        collect_states(x, &self.layers, wanted, Layer::forward)
+        collect_states(
+            x.to_dtype(self.stream)?,
+            &self.layers,
+            wanted,
+            Layer::forward,
+        )
     }
 }
 

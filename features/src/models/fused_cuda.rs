@@ -18,7 +18,8 @@ fn contiguous_range(l: &Layout, what: &str) -> Result<(usize, usize)> {
     })
 }
 
-/// `y = act(x + bias) (+ residual)` over rows of `cols` elements.
+/// `y = act(x + bias) (+ residual)` over rows of `cols` elements. The residual (and then the
+/// output) may be f32 around 16-bit `x` and `bias`: a float32 residual stream.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn bias_act(
     x: &CudaStorage,
@@ -30,8 +31,8 @@ pub(super) fn bias_act(
     act: i32,
 ) -> Result<CudaStorage> {
     #[allow(clippy::too_many_arguments)]
-    fn run<T: CudaDType + DeviceRepr>(
-        dtype: &str,
+    fn run<T: CudaDType + DeviceRepr, R: CudaDType + DeviceRepr>(
+        names: &str,
         x: &CudaStorage,
         lx: &Layout,
         bias: &CudaStorage,
@@ -46,27 +47,25 @@ pub(super) fn bias_act(
         let xs = x.as_cuda_slice::<T>()?.slice(x0..x1);
         let bs = bias.as_cuda_slice::<T>()?.slice(b0..b1);
         let numel = x1 - x0;
-        let out = unsafe { dev.alloc::<T>(numel)? };
+        let out = unsafe { dev.alloc::<R>(numel)? };
         let (res, r0) = match residual {
             Some((r, lr)) => {
                 let (r0, r1) = contiguous_range(lr, "the residual")?;
-                (Some(r.as_cuda_slice::<T>()?.slice(r0..r1)), r0)
+                (Some(r.as_cuda_slice::<R>()?.slice(r0..r1)), r0)
             }
             None => (None, 0),
         };
-        // The vector kernel needs rows of whole 16-byte vectors starting on 16-byte boundaries
+        // The vector kernel takes rows of whole 8-element groups starting on 16-byte boundaries
         // (allocations are aligned, so the offsets decide).
-        let vec = 16 / std::mem::size_of::<T>();
         let rows = numel / cols.max(1);
-        let vectorised =
-            cols.is_multiple_of(vec) && [x0, b0, r0].iter().all(|o| o.is_multiple_of(vec));
+        let vectorised = cols.is_multiple_of(8) && [x0, b0, r0].iter().all(|o| o.is_multiple_of(8));
         let (kernel, cfg) = if vectorised {
             let cfg = LaunchConfig {
                 grid_dim: (rows.clamp(1, 1 << 16) as u32, 1, 1),
                 block_dim: (128, 1, 1),
                 shared_mem_bytes: 0,
             };
-            (format!("bias_act_rows_{dtype}"), cfg)
+            (format!("bias_act_rows_{names}"), cfg)
         } else {
             let threads = 256u32;
             let blocks = numel.div_ceil(threads as usize).clamp(1, 1 << 20) as u32;
@@ -75,7 +74,7 @@ pub(super) fn bias_act(
                 block_dim: (threads, 1, 1),
                 shared_mem_bytes: 0,
             };
-            (format!("bias_act_{dtype}"), cfg)
+            (format!("bias_act_{names}"), cfg)
         };
         let func = dev.get_or_load_custom_func(&kernel, MODULE, PTX)?;
         let (numel_arg, rows_arg, cols_arg) = (numel as u64, rows as u32, cols as u32);
@@ -100,11 +99,26 @@ pub(super) fn bias_act(
         unsafe { b.launch(cfg) }.w()?;
         Ok(CudaStorage::wrap_cuda_slice(out, dev))
     }
-    match x.dtype() {
-        DType::F32 => run::<f32>("f32", x, lx, bias, lb, residual, cols, act),
-        DType::F16 => run::<f16>("f16", x, lx, bias, lb, residual, cols, act),
-        DType::BF16 => run::<bf16>("bf16", x, lx, bias, lb, residual, cols, act),
-        other => candle_core::bail!("fused bias+activation supports f32/f16/bf16, not {other:?}"),
+    let wide = residual.map(|(r, _)| r.dtype());
+    match (x.dtype(), wide) {
+        (DType::F32, None | Some(DType::F32)) => {
+            run::<f32, f32>("f32", x, lx, bias, lb, residual, cols, act)
+        }
+        (DType::F16, None | Some(DType::F16)) => {
+            run::<f16, f16>("f16", x, lx, bias, lb, residual, cols, act)
+        }
+        (DType::BF16, None | Some(DType::BF16)) => {
+            run::<bf16, bf16>("bf16", x, lx, bias, lb, residual, cols, act)
+        }
+        (DType::F16, Some(DType::F32)) => {
+            run::<f16, f32>("f16_f32", x, lx, bias, lb, residual, cols, act)
+        }
+        (DType::BF16, Some(DType::F32)) => {
+            run::<bf16, f32>("bf16_f32", x, lx, bias, lb, residual, cols, act)
+        }
+        (x, r) => candle_core::bail!(
+            "fused bias+activation takes f32/f16/bf16 (with an f32 residual), not {x:?} with {r:?}"
+        ),
     }
 }
 
@@ -199,7 +213,8 @@ pub(super) fn attention(
     }
 }
 
-/// LayerNorm over rows of `cols`; one warp per row (vectorised: `cols` a multiple of 16 bytes).
+/// LayerNorm over rows of `cols` (a multiple of 8); one warp per row. The input may be f32 around
+/// a 16-bit weight, bias and output (a float32 residual stream feeding 16-bit layers).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn layer_norm(
     x: &CudaStorage,
@@ -212,7 +227,7 @@ pub(super) fn layer_norm(
     eps: f32,
 ) -> Result<CudaStorage> {
     #[allow(clippy::too_many_arguments)]
-    fn run<T: CudaDType + DeviceRepr>(
+    fn run<X: CudaDType + DeviceRepr, T: CudaDType + DeviceRepr>(
         name: &str,
         x: &CudaStorage,
         lx: &Layout,
@@ -227,13 +242,12 @@ pub(super) fn layer_norm(
         let (x0, x1) = contiguous_range(lx, "the layer norm input")?;
         let (w0, w1) = contiguous_range(lw, "the layer norm weight")?;
         let (b0, b1) = contiguous_range(lb, "the layer norm bias")?;
-        let vec = 16 / std::mem::size_of::<T>();
-        if !cols.is_multiple_of(vec) || [x0, w0, b0].iter().any(|o| !o.is_multiple_of(vec)) {
+        if !cols.is_multiple_of(8) || [x0, w0, b0].iter().any(|o| !o.is_multiple_of(8)) {
             candle_core::bail!(
-                "fused layer norm needs rows of whole 16-byte vectors (width {cols})"
+                "fused layer norm needs rows of whole 8-element groups (width {cols})"
             );
         }
-        let xs = x.as_cuda_slice::<T>()?.slice(x0..x1);
+        let xs = x.as_cuda_slice::<X>()?.slice(x0..x1);
         let ws = w.as_cuda_slice::<T>()?.slice(w0..w1);
         let bs = b.as_cuda_slice::<T>()?.slice(b0..b1);
         let numel = x1 - x0;
@@ -259,11 +273,25 @@ pub(super) fn layer_norm(
         unsafe { builder.launch(cfg) }.w()?;
         Ok(CudaStorage::wrap_cuda_slice(out, dev))
     }
-    match x.dtype() {
-        DType::F32 => run::<f32>("layer_norm_f32", x, lx, w, lw, b, lb, cols, eps),
-        DType::F16 => run::<f16>("layer_norm_f16", x, lx, w, lw, b, lb, cols, eps),
-        DType::BF16 => run::<bf16>("layer_norm_bf16", x, lx, w, lw, b, lb, cols, eps),
-        other => candle_core::bail!("fused layer norm supports f32/f16/bf16, not {other:?}"),
+    match (x.dtype(), w.dtype()) {
+        (DType::F32, DType::F32) => {
+            run::<f32, f32>("layer_norm_f32", x, lx, w, lw, b, lb, cols, eps)
+        }
+        (DType::F16, DType::F16) => {
+            run::<f16, f16>("layer_norm_f16", x, lx, w, lw, b, lb, cols, eps)
+        }
+        (DType::BF16, DType::BF16) => {
+            run::<bf16, bf16>("layer_norm_bf16", x, lx, w, lw, b, lb, cols, eps)
+        }
+        (DType::F32, DType::F16) => {
+            run::<f32, f16>("layer_norm_f32_f16", x, lx, w, lw, b, lb, cols, eps)
+        }
+        (DType::F32, DType::BF16) => {
+            run::<f32, bf16>("layer_norm_f32_bf16", x, lx, w, lw, b, lb, cols, eps)
+        }
+        (x, w) => {
+            candle_core::bail!("fused layer norm takes f32/f16/bf16 (from f32), not {x:?} to {w:?}")
+        }
     }
 }
 

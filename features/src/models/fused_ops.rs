@@ -71,7 +71,15 @@ fn from_f32(v: Vec<f32>, dtype: DType) -> Result<CpuStorage> {
     })
 }
 
-/// `act(x + bias)`, or as a three-input op `x + bias + residual`.
+/// Checks that `wide` is `narrow` itself or f32 (a float32 residual stream around 16-bit layers).
+fn wide_enough(wide: DType, narrow: DType, what: &str) -> Result<()> {
+    if wide != narrow && wide != DType::F32 {
+        candle_core::bail!("the {what} is {wide:?}: expected {narrow:?} or f32");
+    }
+    Ok(())
+}
+
+/// `act(x + bias)`, or as a three-input op `x + bias + residual` (in the residual's dtype).
 pub(super) struct BiasAct {
     pub(super) act: Option<Act>,
 }
@@ -156,9 +164,11 @@ impl candle_core::CustomOp3 for BiasAct {
                 l1.dims()
             );
         }
+        wide_enough(s3.dtype(), s1.dtype(), "residual")?;
         let r = to_f32(s3, l3)?;
         let y = self.reference(to_f32(s1, l1)?, &to_f32(s2, l2)?, Some(&r));
-        Ok((from_f32(y, s1.dtype())?, l1.shape().clone()))
+        // The residual stream's dtype: f32 around 16-bit layers when asked for.
+        Ok((from_f32(y, s3.dtype())?, l1.shape().clone()))
     }
 
     #[cfg(feature = "cuda")]
@@ -362,6 +372,7 @@ impl candle_core::CustomOp3 for LayerNormOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let cols = Self::check(l1, l2, l3)?.max(1);
+        wide_enough(s1.dtype(), s2.dtype(), "layer norm input")?;
         let (w, b) = (to_f32(s2, l2)?, to_f32(s3, l3)?);
         let mut y = to_f32(s1, l1)?;
         y.par_chunks_mut(cols).for_each(|row| {
@@ -372,7 +383,8 @@ impl candle_core::CustomOp3 for LayerNormOp {
                 *v = (*v - mean) * rstd * w[c] + b[c];
             }
         });
-        Ok((from_f32(y, s1.dtype())?, l1.shape().clone()))
+        // The output takes the weight's dtype: a float32 stream in, 16-bit layer input out.
+        Ok((from_f32(y, s2.dtype())?, l1.shape().clone()))
     }
 
     #[cfg(feature = "cuda")]

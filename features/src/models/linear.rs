@@ -8,7 +8,7 @@
 
 use super::fused;
 use super::Act;
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// A Linear layer (`y = x Wᵀ + b`) with optional fused activation or residual add.
@@ -61,6 +61,11 @@ impl FusedLinear {
         self.fused
     }
 
+    /// The weights' dtype (what the layer computes in).
+    pub fn dtype(&self) -> DType {
+        self.plain.weight().dtype()
+    }
+
     /// Output width.
     pub fn out_dim(&self) -> usize {
         self.plain.weight().dims()[0]
@@ -102,11 +107,11 @@ impl FusedLinear {
         }
     }
 
-    /// `x Wᵀ + b + residual`.
+    /// `x Wᵀ + b + residual`, in the residual's dtype (f32 around 16-bit layers when asked).
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         match (self.fused, self.plain.bias()) {
             (true, Some(b)) => fused::bias_residual(&self.gemm(x)?, b, residual),
-            _ => self.plain.forward(x)? + residual,
+            _ => self.plain.forward(x)?.to_dtype(residual.dtype())? + residual,
         }
     }
 }

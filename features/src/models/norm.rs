@@ -2,7 +2,7 @@
 //! ~6× slower than memory bandwidth allows at [147712, 1024] on an H200) and candle's elsewhere.
 
 use super::fused;
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// A LayerNorm with weight and bias, as transformers' `nn.LayerNorm`.
@@ -26,11 +26,36 @@ pub fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<FusedLayerNor
     })
 }
 
+impl FusedLayerNorm {
+    /// The weight's dtype (the output's).
+    pub fn dtype(&self) -> DType {
+        self.plain.weight().dtype()
+    }
+
+    /// The same norm with its weight and bias in `dtype` (its output takes their dtype).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        let bias = self.plain.bias().map(|b| b.to_dtype(dtype)).transpose()?;
+        let weight = self.plain.weight().to_dtype(dtype)?;
+        let plain = match bias {
+            Some(b) => candle_nn::LayerNorm::new(weight, b, self.eps),
+            None => candle_nn::LayerNorm::new_no_bias(weight, self.eps),
+        };
+        Ok(Self {
+            plain,
+            eps: self.eps,
+            fused: self.fused,
+        })
+    }
+}
+
 impl Module for FusedLayerNorm {
+    /// Normalises `x` into the weight's dtype (`x` may be a wider f32 residual stream).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match (self.fused, self.plain.bias()) {
             (true, Some(b)) => fused::layer_norm(x, self.plain.weight(), b, self.eps),
-            _ => self.plain.forward(x),
+            _ => self
+                .plain
+                .forward(&x.to_dtype(self.plain.weight().dtype())?),
         }
     }
 }

@@ -81,6 +81,8 @@ impl Projector {
 
 impl Module for Projector {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // Hidden states from an f32 residual stream enter in the projector's own dtype.
+        let x = &x.to_dtype(self.first.dtype())?;
         match &self.second {
             Some(second) => second.forward(&self.first.forward_act(x, Some(self.act))?),
             None => self.first.forward(x),

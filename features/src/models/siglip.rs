@@ -5,7 +5,7 @@
 
 use super::clip::{collect_states, EncoderLayer};
 use super::Act;
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +51,8 @@ pub struct SiglipVisionModel {
     cfg: SiglipVisionConfig,
     /// Add the position table with the fused kernel (see [`super::fused::add_table`]).
     fused: bool,
+    /// The residual stream's dtype ([`super::fused::residual_dtype`]).
+    stream: DType,
 }
 
 impl SiglipVisionModel {
@@ -90,6 +92,7 @@ impl SiglipVisionModel {
             layers,
             cfg: cfg.clone(),
             fused: super::fused::enabled_for(vb.device()),
+            stream: super::fused::residual_dtype(vb.device(), vb.dtype()),
         })
     }
 
@@ -105,7 +108,7 @@ impl SiglipVisionModel {
             .forward(pixels)?
             .flatten_from(2)?
             .transpose(1, 2)?;
-        let x = super::fused::add_table(&x, &self.position, self.fused)?;
+        let x = super::fused::add_table(&x, &self.position, self.fused)?.to_dtype(self.stream)?;
         collect_states(x, &self.layers, wanted, EncoderLayer::forward)
     }
 }
