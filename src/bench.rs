@@ -289,6 +289,7 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
                 batch_size: BatchSize::Fixed(opts.e2e_batch),
                 device: device.clone(),
                 dtype,
+                ..Default::default()
             };
             let bar = ui.bar(paths.len() as u64, "bench e2e");
             // Warm-up pass over one batch, then the timed pass over all images.

@@ -83,6 +83,11 @@ A second run reuses the cache and performs no forward pass."
         /// f32, bf16 or f16.
         #[arg(long, default_value = "f32")]
         dtype: String,
+        /// Keep the residual stream (the hidden states between layers) in f32 around bf16/f16
+        /// layers: about halves the bf16 error at layer −2, for twice the stream's memory traffic.
+        /// Part of the cache key. Also: GAPPROBE_RESIDUAL=f32.
+        #[arg(long)]
+        f32_residual: bool,
         /// Images per forward pass, or `auto`: from free GPU memory (at most 256), 32 on the CPU.
         /// An out-of-memory error names the size that fits.
         #[arg(long, default_value = "auto")]

@@ -39,6 +39,9 @@ pub struct ModelSection {
     pub device: String,
     #[serde(default = "default_dtype")]
     pub dtype: String,
+    /// Keep the residual stream in f32 around bf16/f16 layers (`extract --f32-residual`).
+    #[serde(default)]
+    pub f32_residual: bool,
     /// Images per forward pass, or "auto" (the default): from free GPU memory, 32 on the CPU.
     #[serde(default)]
     pub batch_size: BatchSize,

@@ -114,6 +114,7 @@ fn run(cli: Cli) -> Result<()> {
             cache,
             device,
             dtype,
+            f32_residual,
             batch_size,
             shard,
             storage_dtype,
@@ -133,6 +134,7 @@ fn run(cli: Cli) -> Result<()> {
                 batch_size,
                 device: device::parse_device(&device)?,
                 dtype: device::parse_dtype(&dtype)?,
+                f32_residual,
             };
             device::check_dtype_on(&opts.device, opts.dtype)?;
             let mut summary = pipeline::RunSummary::default();

@@ -30,6 +30,9 @@ pub struct ExtractOptions {
     pub batch_size: BatchSize,
     pub device: Device,
     pub dtype: DType,
+    /// Keep the residual stream in f32 around bf16/f16 layers (see
+    /// [`crate::models::fused::RESIDUAL_ENV`], which also turns it on).
+    pub f32_residual: bool,
 }
 
 impl Default for ExtractOptions {
@@ -38,6 +41,7 @@ impl Default for ExtractOptions {
             batch_size: BatchSize::Fixed(32),
             device: Device::Cpu,
             dtype: DType::F32,
+            f32_residual: false,
         }
     }
 }

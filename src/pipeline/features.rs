@@ -11,7 +11,7 @@ use gapprobe_features::cache::{
 };
 use gapprobe_features::datasets::{Dataset, LabelLevel, Sample, Split};
 use gapprobe_features::extract::{extract_batches, ExtractOptions};
-use gapprobe_features::models::{Checkpoint, VisionLanguageModel};
+use gapprobe_features::models::{fused, Checkpoint, VisionLanguageModel};
 use gapprobe_features::FeaturePoint;
 use std::path::PathBuf;
 use tracing::info;
@@ -56,8 +56,24 @@ pub fn ensure_features_with(
         .map(|p| source::point_layer(&ck, p))
         .max()
         .unwrap_or(0);
-    let model = VisionLanguageModel::load(&ck, max_layer, &opts.device, opts.dtype)
-        .with_context(|| format!("loading model '{model_id}'"))?;
+    let load = || VisionLanguageModel::load(&ck, max_layer, &opts.device, opts.dtype);
+    let model = if opts.f32_residual {
+        fused::with_f32_residual(true, load)
+    } else {
+        load()
+    }
+    .with_context(|| format!("loading model '{model_id}'"))?;
+    if opts.f32_residual && model.vision.stream_dtype() == opts.dtype {
+        tracing::warn!(
+            "--f32-residual has no effect here: it applies to bf16/f16 with the fused ops \
+             (on CUDA by default; GAPPROBE_KERNELS=on elsewhere)"
+        );
+    }
+    // An f32 residual stream changes the numbers, so it is part of the compute dtype (and key).
+    let compute_dtype = match model.vision.stream_dtype() {
+        s if s != opts.dtype => format!("{}+{}-residual", dtype_name(opts.dtype), dtype_name(s)),
+        _ => dtype_name(opts.dtype),
+    };
     // Refuse impossible requests (a CLS point on SigLIP, a layer past the end) before any image.
     for p in points {
         model
@@ -80,7 +96,7 @@ pub fn ensure_features_with(
             config_hash: config.clone(),
             preprocess: serde_json::to_string(&preprocess).expect("serialises"),
             feature_point: p.to_string(),
-            compute_dtype: format!("{:?}", opts.dtype).to_lowercase(),
+            compute_dtype: compute_dtype.clone(),
             storage_dtype: copts.storage.to_string(),
             device: format!("{:?}", opts.device).to_lowercase(),
             gapprobe_version: gapprobe_features::VERSION.into(),
@@ -268,4 +284,9 @@ pub fn ensure_features_with(
         .into_iter()
         .map(|e| e.expect("every point resolved"))
         .collect())
+}
+
+/// `f32`, `bf16`, `f16`: a dtype as the cache's provenance spells it.
+fn dtype_name(dtype: candle_core::DType) -> String {
+    format!("{dtype:?}").to_lowercase()
 }

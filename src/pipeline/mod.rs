@@ -57,6 +57,7 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
         batch_size: exp.model.batch_size,
         device: parse_device(&exp.model.device)?,
         dtype: parse_dtype(&exp.model.dtype)?,
+        f32_residual: exp.model.f32_residual,
     };
     crate::device::check_dtype_on(&opts.device, opts.dtype)?;
     let mut summary = RunSummary::default();

@@ -295,6 +295,11 @@ impl ClipVisionModel {
         })
     }
 
+    /// The residual stream's dtype (where its pre-LayerNorm writes).
+    pub fn stream_dtype(&self) -> candle_core::DType {
+        self.pre_layernorm.dtype()
+    }
+
     /// The configuration this tower was built from.
     pub fn config(&self) -> &ClipVisionConfig {
         &self.cfg

@@ -183,6 +183,11 @@ impl Dinov2Model {
         })
     }
 
+    /// The residual stream's dtype.
+    pub fn stream_dtype(&self) -> DType {
+        self.stream
+    }
+
     /// The configuration this model was built from.
     pub fn config(&self) -> &Dinov2Config {
         &self.cfg

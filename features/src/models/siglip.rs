@@ -96,6 +96,11 @@ impl SiglipVisionModel {
         })
     }
 
+    /// The residual stream's dtype.
+    pub fn stream_dtype(&self) -> DType {
+        self.stream
+    }
+
     /// The configuration this tower was built from.
     pub fn config(&self) -> &SiglipVisionConfig {
         &self.cfg

@@ -71,6 +71,16 @@ impl From<Dinov2Model> for VisionTower {
 }
 
 impl VisionTower {
+    /// The residual stream's dtype: the model's, or f32 around 16-bit layers
+    /// ([`super::fused::residual_dtype`]).
+    pub fn stream_dtype(&self) -> candle_core::DType {
+        match self {
+            VisionTower::Clip(m) => m.stream_dtype(),
+            VisionTower::Siglip(m) => m.stream_dtype(),
+            VisionTower::Dinov2(m) => m.stream_dtype(),
+        }
+    }
+
     /// Depth and token layout.
     pub fn config(&self) -> TowerInfo {
         match self {

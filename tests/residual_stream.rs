@@ -1,0 +1,71 @@
+//! `extract --f32-residual`: an f32 residual stream around 16-bit layers is its own cache entry
+//! (the compute dtype says so), lands closer to the f32 features, and is a no-op where it cannot
+//! apply. f16 on the CPU through the fused ops' references (GAPPROBE_KERNELS=on).
+
+mod cache_support;
+use cache_support::*;
+use gapprobe_features::cache::{CacheEntry, FeatureCache};
+
+fn extract(model: &str, spec: &str, cache: &std::path::Path, extra: &[&str]) -> Vec<CacheEntry> {
+    let mut a = extract_args(model, spec, cache);
+    a.extend(extra.iter().map(|s| s.to_string()));
+    ok(
+        bin()
+            .env("GAPPROBE_KERNELS", "on")
+            .args(&a)
+            .output()
+            .unwrap(),
+        &format!("extract {extra:?}"),
+    );
+    entries(cache)
+}
+
+/// Relative distance ‖a − b‖ / ‖b‖ of two entries' train features.
+fn distance(a: &CacheEntry, b: &CacheEntry) -> f64 {
+    let split = a.splits().unwrap()[0];
+    let (x, y) = (a.read_split(split).unwrap(), b.read_split(split).unwrap());
+    let (mut d, mut n) = (0f64, 0f64);
+    for (p, q) in x.features.iter().zip(y.features.iter()) {
+        d += ((p - q) as f64).powi(2);
+        n += (*q as f64).powi(2);
+    }
+    (d / n).sqrt()
+}
+
+#[test]
+fn f32_residual_is_its_own_entry_and_closer_to_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, spec) = demo_inputs(dir.path());
+    let (c32, c16, cwide) = (
+        dir.path().join("f32"),
+        dir.path().join("f16"),
+        dir.path().join("wide"),
+    );
+    let full = extract(&model, &spec, &c32, &["--dtype", "f32"]);
+    let half = extract(&model, &spec, &c16, &["--dtype", "f16"]);
+    let wide = extract(&model, &spec, &cwide, &["--dtype", "f16", "--f32-residual"]);
+    assert_eq!(wide.len(), 2);
+    for ((f, h), w) in full.iter().zip(&half).zip(&wide) {
+        assert_eq!(h.provenance.compute_dtype, "f16");
+        assert_eq!(w.provenance.compute_dtype, "f16+f32-residual");
+        assert_ne!(h.key, w.key, "the stream's dtype must be part of the key");
+        let (eh, ew) = (distance(h, f), distance(w, f));
+        assert!(
+            ew <= eh,
+            "{}: f32 stream {ew:.2e} vs f16 stream {eh:.2e}",
+            w.provenance.feature_point
+        );
+        assert!(
+            eh < 1e-2,
+            "{}: f16 features {eh:.2e} from f32",
+            h.provenance.feature_point
+        );
+    }
+    // Where it cannot apply (f32), the flag changes nothing: the same entries are reused.
+    let again = extract(&model, &spec, &c32, &["--dtype", "f32", "--f32-residual"]);
+    assert_eq!(
+        again.iter().map(|e| &e.key).collect::<Vec<_>>(),
+        full.iter().map(|e| &e.key).collect::<Vec<_>>()
+    );
+    assert_eq!(FeatureCache::new(&c32).list().unwrap().len(), 2);
+}
