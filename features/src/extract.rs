@@ -114,11 +114,15 @@ pub fn extract_batches(
 
     std::thread::scope(|scope| -> Result<()> {
         // 8-bit planes cross to the device; the level table turns them into model inputs there.
-        let (tx, rx) = sync_channel::<Result<Vec<u8>>>(2);
+        // The decoding thread also uploads them: candle's CUDA device issues work on each host
+        // thread's own default stream, so the copy overlaps the previous batch's compute on this
+        // thread's stream. It waits for its copy to land before handing the tensor over.
+        let (tx, rx) = sync_channel::<Result<Tensor>>(2);
         let levels = Tensor::from_vec(pre.level_table(), 3 * 256, &opts.device)?;
+        let device = &opts.device;
         scope.spawn(move || {
             for chunk in paths.chunks(batch) {
-                let pixels: Result<Vec<Vec<u8>>> = chunk
+                let pixels = chunk
                     .par_iter()
                     .map(|p| {
                         load_rgb(p).and_then(|img| {
@@ -126,8 +130,14 @@ pub fn extract_batches(
                                 .with_context(|| format!("preprocessing {}", p.display()))
                         })
                     })
-                    .collect();
-                if tx.send(pixels.map(|v| v.concat())).is_err() {
+                    .collect::<Result<Vec<Vec<u8>>>>()
+                    .and_then(|v| {
+                        let shape = (chunk.len(), 3, h as usize, w as usize);
+                        let t = Tensor::from_vec(v.concat(), shape, device)?;
+                        device.synchronize()?;
+                        Ok(t)
+                    });
+                if tx.send(pixels).is_err() {
                     return;
                 }
             }
@@ -144,9 +154,7 @@ pub fn extract_batches(
             waited += t1 - t0;
             let n = chunk.len();
             let feats = (|| -> Result<Vec<ArrayD<f32>>> {
-                let shape = (n, 3, h as usize, w as usize);
-                let pixels = Tensor::from_vec(pixels?, shape, &opts.device)?;
-                let pixels = fused::planes_to_input(&pixels, &levels, opts.dtype)?;
+                let pixels = fused::planes_to_input(&pixels?, &levels, opts.dtype)?;
                 let states = model.vision.hidden_states(&pixels, &layers)?;
                 FORWARD_PASSES.fetch_add(1, Ordering::Relaxed);
                 let mut feats = Vec::with_capacity(points.len());
@@ -169,8 +177,8 @@ pub fn extract_batches(
             progress.inc(n as u64);
         }
         info!(
-            "extracted {row0} images in batches of {batch}: {:.2} s waiting for decoded images, \
-             {:.2} s uploading, computing and reading back",
+            "extracted {row0} images in batches of {batch}: {:.2} s waiting for decoded and \
+             uploaded images, {:.2} s computing and reading back",
             waited.as_secs_f64(),
             computed.as_secs_f64()
         );
