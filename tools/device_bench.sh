@@ -34,7 +34,7 @@ timeout 240 /tmp/gapprobe bench --device cuda --dtypes "$DTYPES" --batch-sizes "
 # Variants of the default build, NAME:VAR=VALUE[,VAR=VALUE]: each a row of the ratio table
 # (gapprobe_bench_NAME.txt); those in E2E_VARIANTS also end to end. `mma8:GAPPROBE_ATTENTION=mma8`
 # is the 8-warp A/B of the default attention kernel.
-for v in ${VARIANTS:-fa:GAPPROBE_ATTENTION=fa fa128:GAPPROBE_ATTENTION=fa128 fa_f32stream:GAPPROBE_ATTENTION=fa,GAPPROBE_RESIDUAL=f32}; do
+for v in ${VARIANTS:-fa:GAPPROBE_ATTENTION=fa fa128:GAPPROBE_ATTENTION=fa128 fa8:GAPPROBE_ATTENTION=fa8 fa_f32stream:GAPPROBE_ATTENTION=fa,GAPPROBE_RESIDUAL=f32}; do
   name=${v%%:*}
   E2E_FLAGS=""
   case " ${E2E_VARIANTS:-fa} " in *" $name "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac

@@ -527,10 +527,8 @@ ATTENTION_MMA(__nv_bfloat16, 8, attention_mma8_bf16)
 //   - The q|k|v bias needs no pass of its own and never touches the tiles: Q's is added in
 //     registers; K's is dropped, since q·b_k is the same for every key of a query and softmax
 //     cancels it; V's is added to the output, since each row of P sums to 1.
-// 4 warps, 16 queries each; key tiles of 64; 36 KiB of static shared memory.
-constexpr int FA_WARPS = 4;
-constexpr int FA_THREADS = 32 * FA_WARPS;
-constexpr int FA_BQ = 16 * FA_WARPS;
+// W warps of 16 queries each (4: `attention_fa*`, 8: `attention_fa8_*`, which reads each K/V
+// tile once for twice the queries); key tiles of 64; 36 KiB of static shared memory.
 constexpr int FA_BK = 64;
 
 __device__ __forceinline__ unsigned smem_u32(const void *p) {
@@ -560,19 +558,19 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void *
 }
 
 // Starts copying FA_BK rows x 64 elements (rows at or past `valid` zero-filled) into `dst`.
-template <typename T>
+template <typename T, int THREADS>
 __device__ __forceinline__ void fa_load_tile(T *dst, const T *src, long long stride, int valid,
                                              int tid) {
 #pragma unroll
-  for (int i = 0; i < FA_BK * (HD / 8) / FA_THREADS; ++i) {
-    const int idx = tid + i * FA_THREADS;
+  for (int i = 0; i < FA_BK * (HD / 8) / THREADS; ++i) {
+    const int idx = tid + i * THREADS;
     const int r = idx / (HD / 8), c = (idx % (HD / 8)) * 8;
     const bool ok = r < valid;
     cp_async16(dst + r * LDT + c, src + (long long)(ok ? r : 0) * stride + c, ok);
   }
 }
 
-template <typename T>
+template <typename T, int W>
 __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qkv_bias,
                              T *__restrict__ out, int n, int heads, float scale_log2) {
   __shared__ __align__(128) T ks[2][FA_BK * LDT];
@@ -586,13 +584,13 @@ __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qk
   const T *base = qkv + (long long)b * n * row_stride + h * HD;
   const T *kg = base + heads * HD;
   const T *vg = base + 2 * heads * HD;
-  const int q0 = blockIdx.x * FA_BQ + warp * 16;
+  const int q0 = blockIdx.x * (16 * W) + warp * 16;
   const T zero = from_f<T>(0.0f);
   const int tiles = (n + FA_BK - 1) / FA_BK;
 
   // The first tile's copy starts before Q is read.
-  fa_load_tile<T>(ks[0], kg, row_stride, n, tid);
-  fa_load_tile<T>(vs[0], vg, row_stride, n, tid);
+  fa_load_tile<T, 32 * W>(ks[0], kg, row_stride, n, tid);
+  fa_load_tile<T, 32 * W>(vs[0], vg, row_stride, n, tid);
   cp_async_commit();
 
   // Q as A fragments, straight from global memory (rows past the end are zero), plus Q's bias.
@@ -629,8 +627,8 @@ __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qk
     const int k0 = it * FA_BK;
     if (it + 1 < tiles) {  // the next tile streams into the other buffer during this one's work
       const int k1 = k0 + FA_BK;
-      fa_load_tile<T>(ks[cur ^ 1], kg + (long long)k1 * row_stride, row_stride, n - k1, tid);
-      fa_load_tile<T>(vs[cur ^ 1], vg + (long long)k1 * row_stride, row_stride, n - k1, tid);
+      fa_load_tile<T, 32 * W>(ks[cur ^ 1], kg + (long long)k1 * row_stride, row_stride, n - k1, tid);
+      fa_load_tile<T, 32 * W>(vs[cur ^ 1], vg + (long long)k1 * row_stride, row_stride, n - k1, tid);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -654,33 +652,38 @@ __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qk
       }
     }
 
-    // Online softmax in base 2; the 4 lanes of a group share rows g and g+8.
+    // Online softmax in base 2 on the raw scores (the scale folded into the exponent, as
+    // FlashAttention-2 does); keys past the end, only in the last tile, are masked out. The 4 lanes
+    // of a group share rows g and g+8.
+    if (k0 + FA_BK > n) {
+#pragma unroll
+      for (int nb = 0; nb < FA_BK / 8; ++nb) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          if (k0 + nb * 8 + 2 * t + (i & 1) >= n) s[nb][i] = -INFINITY;
+      }
+    }
     float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
     for (int nb = 0; nb < FA_BK / 8; ++nb) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int col = k0 + nb * 8 + 2 * t + (i & 1);
-        float v = col < n ? s[nb][i] * scale_log2 : -INFINITY;
-        s[nb][i] = v;
-        if (i < 2) mx0 = fmaxf(mx0, v);
-        else mx1 = fmaxf(mx1, v);
-      }
+      mx0 = fmaxf(mx0, fmaxf(s[nb][0], s[nb][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[nb][2], s[nb][3]));
     }
 #pragma unroll
     for (int off = 1; off < 4; off *= 2) {
       mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, off));
       mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, off));
     }
-    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);  // finite: key k0 is valid
+    // Running maxima in scaled units; finite, since key k0 is valid (scale_log2 > 0).
+    const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
     const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);  // 0 on the first tile
     float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
     for (int nb = 0; nb < FA_BK / 8; ++nb) {
-      s[nb][0] = exp2f(s[nb][0] - n0);
-      s[nb][1] = exp2f(s[nb][1] - n0);
-      s[nb][2] = exp2f(s[nb][2] - n1);
-      s[nb][3] = exp2f(s[nb][3] - n1);
+      s[nb][0] = exp2f(fmaf(s[nb][0], scale_log2, -n0));
+      s[nb][1] = exp2f(fmaf(s[nb][1], scale_log2, -n0));
+      s[nb][2] = exp2f(fmaf(s[nb][2], scale_log2, -n1));
+      s[nb][3] = exp2f(fmaf(s[nb][3], scale_log2, -n1));
       sum0 += s[nb][0] + s[nb][1];
       sum1 += s[nb][2] + s[nb][3];
     }
@@ -738,17 +741,20 @@ __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qk
   }
 }
 
-// MINB > 1 asks ptxas for at most 65536 / (MINB * 128) registers (4: 128, a few bytes of spill;
-// 1: 132, one block fewer per SM). Both are built; GAPPROBE_ATTENTION=fa128 picks the first.
-#define ATTENTION_FA(T, MINB, NAME)                                                              \
-  extern "C" __global__ void __launch_bounds__(FA_THREADS, MINB)                                  \
+// MINB asks ptxas for MINB blocks per SM, so at most 65536 / (MINB * 32 * W) registers. ptxas
+// for sm_90: fa (4 warps, 3 blocks) 166 registers, no spill; fa128 (4 warps, 4 blocks) 128 and
+// 28 bytes of spill; fa8 (8 warps, 2 blocks) 128 and 20 bytes of spill; without a minimum, 187.
+#define ATTENTION_FA(T, W, MINB, NAME)                                                           \
+  extern "C" __global__ void __launch_bounds__(32 * W, MINB)                                      \
       NAME(const T *qkv, const T *bias, T *out, int n, int heads, float scale_log2) {            \
-    attention_fa<T>(qkv, bias, out, n, heads, scale_log2);                                       \
+    attention_fa<T, W>(qkv, bias, out, n, heads, scale_log2);                                    \
   }
-ATTENTION_FA(__half, 1, attention_fa_f16)
-ATTENTION_FA(__nv_bfloat16, 1, attention_fa_bf16)
-ATTENTION_FA(__half, 4, attention_fa128_f16)
-ATTENTION_FA(__nv_bfloat16, 4, attention_fa128_bf16)
+ATTENTION_FA(__half, 4, 3, attention_fa_f16)
+ATTENTION_FA(__nv_bfloat16, 4, 3, attention_fa_bf16)
+ATTENTION_FA(__half, 4, 4, attention_fa128_f16)
+ATTENTION_FA(__nv_bfloat16, 4, 4, attention_fa128_bf16)
+ATTENTION_FA(__half, 8, 2, attention_fa8_f16)
+ATTENTION_FA(__nv_bfloat16, 8, 2, attention_fa8_bf16)
 
 // ---------------------------------------------------------------------------------------------
 // LayerNorm over rows of `cols` (a multiple of 8), one warp per row: mean, then the centred

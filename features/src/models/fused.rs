@@ -137,10 +137,13 @@ pub enum AttentionKernel {
     /// [`AttentionKernel::Flash`] held to 128 registers for 4 blocks per SM
     /// (`GAPPROBE_ATTENTION=fa128`).
     Flash128,
+    /// [`AttentionKernel::Flash`] with 8 warps (128 queries) per block: each K/V tile read once
+    /// for twice the queries (`GAPPROBE_ATTENTION=fa8`).
+    Flash8,
 }
 
-/// Environment variable choosing the attention kernel: `mma` (default), `mma8`, `wmma`, `fa` or
-/// `fa128`.
+/// Environment variable choosing the attention kernel: `mma` (default), `mma8`, `wmma`, `fa`,
+/// `fa128` or `fa8`.
 pub const ATTENTION_ENV: &str = "GAPPROBE_ATTENTION";
 
 impl AttentionKernel {
@@ -154,6 +157,7 @@ impl AttentionKernel {
             Some("mma8") => AttentionKernel::Mma8,
             Some("fa") => AttentionKernel::Flash,
             Some("fa128") => AttentionKernel::Flash128,
+            Some("fa8") => AttentionKernel::Flash8,
             _ => AttentionKernel::Mma,
         }
     }
@@ -161,16 +165,20 @@ impl AttentionKernel {
     /// Whether the kernel takes the q|k|v bias at no cost, so the projection should skip its
     /// own bias pass and hand the bias over.
     pub fn folds_bias(self) -> bool {
-        matches!(self, AttentionKernel::Flash | AttentionKernel::Flash128)
+        matches!(
+            self,
+            AttentionKernel::Flash | AttentionKernel::Flash128 | AttentionKernel::Flash8
+        )
     }
 
     /// Every kernel, for checks and A/B timings.
-    pub const ALL: [AttentionKernel; 5] = [
+    pub const ALL: [AttentionKernel; 6] = [
         AttentionKernel::Mma,
         AttentionKernel::Mma8,
         AttentionKernel::Wmma,
         AttentionKernel::Flash,
         AttentionKernel::Flash128,
+        AttentionKernel::Flash8,
     ];
 }
 

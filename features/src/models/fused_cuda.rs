@@ -165,8 +165,8 @@ pub(super) fn attention(
         let null = 0u64;
         let out = unsafe { dev.alloc::<T>(b * n * heads * super::fused::ATTENTION_HEAD_DIM)? };
         let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
-        // Warps of 16 queries each: attention_mma8_* has 8, the others 4.
-        let warps = if name.starts_with("attention_mma8") {
+        // Warps of 16 queries each: attention_mma8_* and attention_fa8_* have 8, the others 4.
+        let warps = if name.starts_with("attention_mma8") || name.starts_with("attention_fa8") {
             8
         } else {
             4
@@ -205,6 +205,7 @@ pub(super) fn attention(
         AttentionKernel::Wmma => ("attention_hd64_f16", "attention_hd64_bf16"),
         AttentionKernel::Flash => ("attention_fa_f16", "attention_fa_bf16"),
         AttentionKernel::Flash128 => ("attention_fa128_f16", "attention_fa128_bf16"),
+        AttentionKernel::Flash8 => ("attention_fa8_f16", "attention_fa8_bf16"),
     };
     match qkv.dtype() {
         DType::F16 => run::<f16>(f16_name, qkv, l, bias, b, n, heads, scale),
