@@ -363,6 +363,67 @@ __device__ __forceinline__ uint32_t add_bias2(uint32_t v, const T *bias) {
   return pack2(to_f(e[0]) + to_f(bias[0]), to_f(e[1]) + to_f(bias[1]), e[0]);
 }
 
+// This warp's 16 query rows (r0 = its row g, and r0 + 8) of one head as mma A fragments, straight
+// from global memory; rows at or past n are zero. `qb` (the head's 64 query-bias values, or
+// null) is added in f32 and rounded once, as the bias pass would.
+template <typename T>
+__device__ __forceinline__ void load_q_fragments(uint32_t (&qa)[HD / 16][4], const T *base,
+                                                 long long row_stride, int r0, int n, int t,
+                                                 const T *qb) {
+  const bool v0 = r0 < n, v1 = r0 + 8 < n;
+  const T *p0 = base + (long long)r0 * row_stride;
+  const T *p1 = base + (long long)(r0 + 8) * row_stride;
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+    const int c = kk * 16 + 2 * t;
+    qa[kk][0] = v0 ? ld32(p0 + c) : 0u;
+    qa[kk][1] = v1 ? ld32(p1 + c) : 0u;
+    qa[kk][2] = v0 ? ld32(p0 + c + 8) : 0u;
+    qa[kk][3] = v1 ? ld32(p1 + c + 8) : 0u;
+    if (qb) {
+      if (v0) qa[kk][0] = add_bias2<T>(qa[kk][0], qb + c);
+      if (v1) qa[kk][1] = add_bias2<T>(qa[kk][1], qb + c);
+      if (v0) qa[kk][2] = add_bias2<T>(qa[kk][2], qb + c + 8);
+      if (v1) qa[kk][3] = add_bias2<T>(qa[kk][3], qb + c + 8);
+    }
+  }
+}
+
+// The online softmax's bookkeeping once a tile's probabilities are computed against the new
+// maxima n0, n1 (rows g and g+8), with this lane's partial row sums: the sums completed across
+// the 4 lanes of a group, the running sums rescaled by a0, a1, the maxima moved on, and the
+// output rescaled.
+__device__ __forceinline__ void online_softmax_step(float sum0, float sum1, float n0, float n1,
+                                                    float a0, float a1, float &m0, float &m1,
+                                                    float &l0, float &l1, float (&o)[HD / 8][4]) {
+#pragma unroll
+  for (int off = 1; off < 4; off *= 2) {
+    sum0 += __shfl_xor_sync(0xffffffff, sum0, off);
+    sum1 += __shfl_xor_sync(0xffffffff, sum1, off);
+  }
+  l0 = l0 * a0 + sum0;
+  l1 = l1 * a1 + sum1;
+  m0 = n0;
+  m1 = n1;
+#pragma unroll
+  for (int j = 0; j < HD / 8; ++j) {
+    o[j][0] *= a0;
+    o[j][1] *= a0;
+    o[j][2] *= a1;
+    o[j][3] *= a1;
+  }
+}
+
+// P's C blocks (2kk, 2kk+1) as the A fragment of keys 16kk..16kk+15 for the P V product.
+template <int NB, typename T>
+__device__ __forceinline__ void p_fragment(uint32_t (&pa)[4], const float (&s)[NB][4], int kk,
+                                           T zero) {
+  pa[0] = pack2(s[2 * kk][0], s[2 * kk][1], zero);
+  pa[1] = pack2(s[2 * kk][2], s[2 * kk][3], zero);
+  pa[2] = pack2(s[2 * kk + 1][0], s[2 * kk + 1][1], zero);
+  pa[3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3], zero);
+}
+
 template <typename T, int MMA_WARPS>
 __device__ void attention_mma(const T *__restrict__ qkv, const T *__restrict__ qkv_bias,
                               T *__restrict__ out, int n, int heads, float scale_log2) {
@@ -380,28 +441,9 @@ __device__ void attention_mma(const T *__restrict__ qkv, const T *__restrict__ q
   const int q0 = blockIdx.x * MMA_BQ + warp * 16;
   const T zero = from_f<T>(0.0f);
 
-  // Q as A fragments, straight from global memory (rows past the end are zero).
+  // Q as A fragments, straight from global memory (rows past the end are zero), plus Q's bias.
   uint32_t qa[HD / 16][4];
-  {
-    const bool v0 = q0 + g < n, v1 = q0 + g + 8 < n;
-    const T *r0 = base + (long long)(q0 + g) * row_stride;
-    const T *r1 = base + (long long)(q0 + g + 8) * row_stride;
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-      const int c = kk * 16 + 2 * t;
-      qa[kk][0] = v0 ? ld32(r0 + c) : 0u;
-      qa[kk][1] = v1 ? ld32(r1 + c) : 0u;
-      qa[kk][2] = v0 ? ld32(r0 + c + 8) : 0u;
-      qa[kk][3] = v1 ? ld32(r1 + c + 8) : 0u;
-      if (qkv_bias) {
-        const T *qb = qkv_bias + h * HD + c;
-        if (v0) qa[kk][0] = add_bias2<T>(qa[kk][0], qb);
-        if (v1) qa[kk][1] = add_bias2<T>(qa[kk][1], qb);
-        if (v0) qa[kk][2] = add_bias2<T>(qa[kk][2], qb + 8);
-        if (v1) qa[kk][3] = add_bias2<T>(qa[kk][3], qb + 8);
-      }
-    }
-  }
+  load_q_fragments<T>(qa, base, row_stride, q0 + g, n, t, qkv_bias ? qkv_bias + h * HD : nullptr);
   const T *kb = qkv_bias ? qkv_bias + (heads + h) * HD : nullptr;
   const T *vb = qkv_bias ? qkv_bias + (2 * heads + h) * HD : nullptr;
 
@@ -459,30 +501,13 @@ __device__ void attention_mma(const T *__restrict__ qkv, const T *__restrict__ q
       sum0 += s[nb][0] + s[nb][1];
       sum1 += s[nb][2] + s[nb][3];
     }
-#pragma unroll
-    for (int off = 1; off < 4; off *= 2) {
-      sum0 += __shfl_xor_sync(0xffffffff, sum0, off);
-      sum1 += __shfl_xor_sync(0xffffffff, sum1, off);
-    }
-    l0 = l0 * a0 + sum0;
-    l1 = l1 * a1 + sum1;
-    m0 = n0;
-    m1 = n1;
-#pragma unroll
-    for (int j = 0; j < HD / 8; ++j) {
-      o[j][0] *= a0;
-      o[j][1] *= a0;
-      o[j][2] *= a1;
-      o[j][3] *= a1;
-    }
+    online_softmax_step(sum0, sum1, n0, n1, a0, a1, m0, m1, l0, l1, o);
 
     // O += P V: P's C blocks (2kk, 2kk+1) form the A fragment of keys 16kk..16kk+15.
 #pragma unroll
     for (int kk = 0; kk < MMA_BK / 16; ++kk) {
-      const uint32_t pa[4] = {pack2(s[2 * kk][0], s[2 * kk][1], zero),
-                              pack2(s[2 * kk][2], s[2 * kk][3], zero),
-                              pack2(s[2 * kk + 1][0], s[2 * kk + 1][1], zero),
-                              pack2(s[2 * kk + 1][2], s[2 * kk + 1][3], zero)};
+      uint32_t pa[4];
+      p_fragment(pa, s, kk, zero);
       const int key = kk * 16 + 2 * t;
 #pragma unroll
       for (int j = 0; j < HD / 8; ++j) {
@@ -595,26 +620,7 @@ __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qk
 
   // Q as A fragments, straight from global memory (rows past the end are zero), plus Q's bias.
   uint32_t qa[HD / 16][4];
-  {
-    const bool v0 = q0 + g < n, v1 = q0 + g + 8 < n;
-    const T *r0 = base + (long long)(q0 + g) * row_stride;
-    const T *r1 = base + (long long)(q0 + g + 8) * row_stride;
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-      const int c = kk * 16 + 2 * t;
-      qa[kk][0] = v0 ? ld32(r0 + c) : 0u;
-      qa[kk][1] = v1 ? ld32(r1 + c) : 0u;
-      qa[kk][2] = v0 ? ld32(r0 + c + 8) : 0u;
-      qa[kk][3] = v1 ? ld32(r1 + c + 8) : 0u;
-      if (qkv_bias) {
-        const T *qb = qkv_bias + h * HD + c;
-        if (v0) qa[kk][0] = add_bias2<T>(qa[kk][0], qb);
-        if (v1) qa[kk][1] = add_bias2<T>(qa[kk][1], qb);
-        if (v0) qa[kk][2] = add_bias2<T>(qa[kk][2], qb + 8);
-        if (v1) qa[kk][3] = add_bias2<T>(qa[kk][3], qb + 8);
-      }
-    }
-  }
+  load_q_fragments<T>(qa, base, row_stride, q0 + g, n, t, qkv_bias ? qkv_bias + h * HD : nullptr);
 
   float o[HD / 8][4];
 #pragma unroll
@@ -687,31 +693,14 @@ __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qk
       sum0 += s[nb][0] + s[nb][1];
       sum1 += s[nb][2] + s[nb][3];
     }
-#pragma unroll
-    for (int off = 1; off < 4; off *= 2) {
-      sum0 += __shfl_xor_sync(0xffffffff, sum0, off);
-      sum1 += __shfl_xor_sync(0xffffffff, sum1, off);
-    }
-    l0 = l0 * a0 + sum0;
-    l1 = l1 * a1 + sum1;
-    m0 = n0;
-    m1 = n1;
-#pragma unroll
-    for (int j = 0; j < HD / 8; ++j) {
-      o[j][0] *= a0;
-      o[j][1] *= a0;
-      o[j][2] *= a1;
-      o[j][3] *= a1;
-    }
+    online_softmax_step(sum0, sum1, n0, n1, a0, a1, m0, m1, l0, l1, o);
 
     // O += P V: P's C blocks (2kk, 2kk+1) form the A fragment of keys 16kk..16kk+15; one
     // ldmatrix.x4.trans gives the B fragments of two 8-wide output blocks.
 #pragma unroll
     for (int kk = 0; kk < FA_BK / 16; ++kk) {
-      const uint32_t pa[4] = {pack2(s[2 * kk][0], s[2 * kk][1], zero),
-                              pack2(s[2 * kk][2], s[2 * kk][3], zero),
-                              pack2(s[2 * kk + 1][0], s[2 * kk + 1][1], zero),
-                              pack2(s[2 * kk + 1][2], s[2 * kk + 1][3], zero)};
+      uint32_t pa[4];
+      p_fragment(pa, s, kk, zero);
 #pragma unroll
       for (int jp = 0; jp < HD / 16; ++jp) {
         uint32_t vf[4];
@@ -742,8 +731,8 @@ __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qk
 }
 
 // MINB asks ptxas for MINB blocks per SM, so at most 65536 / (MINB * 32 * W) registers. ptxas
-// for sm_90: fa (4 warps, 3 blocks) 166 registers, no spill; fa128 (4 warps, 4 blocks) 128 and
-// 28 bytes of spill; fa8 (8 warps, 2 blocks) 128 and 20 bytes of spill; without a minimum, 187.
+// for sm_90: fa (4 warps, 3 blocks) 165 registers, no spill; fa128 (4 warps, 4 blocks) 128 and
+// 48 bytes of spill; fa8 (8 warps, 2 blocks) 128 and 48 bytes of spill; without a minimum, 187.
 #define ATTENTION_FA(T, W, MINB, NAME)                                                           \
   extern "C" __global__ void __launch_bounds__(32 * W, MINB)                                      \
       NAME(const T *qkv, const T *bias, T *out, int n, int heads, float scale_log2) {            \
