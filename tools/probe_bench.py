@@ -125,6 +125,12 @@ def main():
         print(f"d={d}: gapprobe/{args.solver} on {g['device']} (threads {g['threads']}) fit {g['fit_s']:.2f} s ({g['n_iter']} it, {g['n_eval']} evals, "
               f"converged={g['converged']}), objective {g['objective_f64']:.6f}, test acc {g['test_acc']*100:.2f}%",
               flush=True)
+        best = min(runs, key=lambda r: r["fit_s"])
+        if "profile" in best:
+            p = best["profile"]
+            print(f"d={d}: gapprobe time breakdown of the best fit: products {p['products_s']:.2f} s "
+                  f"({p['n_products']} calls, transfers included), loss passes {p['loss_s']:.2f} s, "
+                  f"preconditioner {p['precondition_s']:.2f} s, rest {p['rest_s']:.2f} s", flush=True)
         if not args.skip_sklearn:
             clf = LogisticRegression(C=args.C, solver="lbfgs", tol=args.tol, max_iter=args.max_iter)
             pinned = None

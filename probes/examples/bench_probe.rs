@@ -3,6 +3,8 @@
 //! `bench_probe DIR [--solver candle|linfa] [--c 1.0] [--tol 1e-6] [--max-iter 1000] [--repeat 1]
 //!  [--device auto|cpu] [--protocol]` (auto: CUDA when built with the `cuda` feature and a GPU is
 //! present). `--protocol` times a whole `run_probe` (default C grid, refinement, refit) instead.
+//! Each line carries the candle solver's time breakdown (`profile`: products with their
+//! transfers, loss passes, preconditioner, rest).
 //!
 //! DIR holds `meta.json` (`n_train`, `n_test`, `d`, `n_classes`), `x_train.f32`, `y_train.u32`,
 //! `x_test.f32`, `y_test.u32` (little-endian, row-major). Prints one JSON line per repeat and
@@ -91,9 +93,11 @@ fn main() -> Result<()> {
         solver,
     };
     for rep in 0..repeat {
+        gapprobe_probes::profile::take();
         let t0 = Instant::now();
         let m = est.fit_warm(&device, x.view(), &y, k, None)?;
         let fit_s = t0.elapsed().as_secs_f64();
+        let times = gapprobe_probes::profile::take();
         let pred = m.predict(xt.view());
         let acc = pred.iter().zip(&yt).filter(|(p, t)| p == t).count() as f64 / nt as f64;
         println!(
@@ -104,6 +108,11 @@ fn main() -> Result<()> {
                 "fit_s": fit_s, "n_iter": m.n_iter, "n_eval": m.n_eval, "converged": m.converged(),
                 "objective": m.objective(), "test_acc": acc,
                 "threads": rayon::current_num_threads(),
+                "profile": serde_json::json!({
+                    "products_s": times.products_s, "n_products": times.n_products,
+                    "loss_s": times.loss_s, "precondition_s": times.precondition_s,
+                    "rest_s": times.rest_s(),
+                }),
             })
         );
         if rep + 1 == repeat {

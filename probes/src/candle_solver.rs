@@ -22,6 +22,7 @@ use rayon::prelude::*;
 use crate::lbfgs::{minimize_line, LbfgsOptions, LbfgsResult, LineObjective};
 use crate::precond::{default_rank, Spectrum};
 use crate::products::{narrow, DenseMatrix};
+use crate::profile::{timed, Part};
 use std::sync::OnceLock;
 
 /// L-BFGS correction pairs kept (overridable with `GAPPROBE_LBFGS_HISTORY`).
@@ -85,7 +86,9 @@ impl CandleProblem {
     fn spectrum(&self) -> Result<Option<&Spectrum>> {
         if self.spectrum.get().is_none() {
             let sp = if self.rank > 0 {
-                Spectrum::compute(&self.data, self.rank, 0, &self.device)?
+                timed(Part::Precondition, || {
+                    Spectrum::compute(&self.data, self.rank, 0, &self.device)
+                })?
             } else {
                 None
             };
@@ -97,6 +100,16 @@ impl CandleProblem {
     /// Minimise the scaled objective `(Σ CE + ½‖W‖²/C) / n` from `init` (compact `θ`) or zeros.
     /// The returned `x` and `grad` are in the original parameters.
     pub fn solve(
+        &self,
+        c: f64,
+        tol: f64,
+        max_iter: usize,
+        init: Option<Vec<f64>>,
+    ) -> Result<LbfgsResult> {
+        timed(Part::Total, || self.solve_untimed(c, tol, max_iter, init))
+    }
+
+    fn solve_untimed(
         &self,
         c: f64,
         tol: f64,
@@ -237,7 +250,7 @@ impl<'a> Line<'a> {
 
     fn precondition(&self, m: &[f64]) -> Result<Vec<f64>> {
         match self.pre {
-            Some((sp, f)) => sp.apply(m, self.p.kp, f),
+            Some((sp, f)) => timed(Part::Precondition, || sp.apply(m, self.p.kp, f)),
             None => Ok(m.to_vec()),
         }
     }
@@ -245,7 +258,7 @@ impl<'a> Line<'a> {
     /// `zp = X_aug · v` (f32 product of the f32-rounded `v`, staged in `par32`).
     fn project(p: &CandleProblem, v: &[f64], par32: &mut [f32], zp: &mut [f32]) -> Result<()> {
         narrow(v, par32);
-        p.data.mul(par32, p.kp, zp)
+        timed(Part::Products, || p.data.mul(par32, p.kp, zp))
     }
 
     /// Recompute the base logits `z = X_aug · θ` (through the `zp` buffer).
@@ -261,6 +274,10 @@ impl<'a> Line<'a> {
 
     /// Scaled `(φ(α), φ'(α))`; fills `self.resid` with the residuals at `α`.
     fn line_terms(&mut self, alpha: f64) -> (f64, f64) {
+        timed(Part::Loss, || self.line_terms_untimed(alpha))
+    }
+
+    fn line_terms_untimed(&mut self, alpha: f64) -> (f64, f64) {
         let (kp, off, n) = (self.p.kp, self.p.k - self.p.kp, self.p.n);
         let (y, z) = (&self.p.y, &self.z);
         let zp: &[f32] = if self.has_dir { &self.zp } else { &[] };
@@ -324,7 +341,9 @@ impl<'a> Line<'a> {
     /// Gradient from `self.resid` (which must hold the base point's residuals); returns it in
     /// the optimiser's variables and keeps the original-parameter gradient in `g_w`.
     fn gradient(&mut self, f: f64) -> Result<(f64, Vec<f64>)> {
-        self.p.data.mul_t(&self.resid, self.p.kp, &mut self.par32)?;
+        timed(Part::Products, || {
+            self.p.data.mul_t(&self.resid, self.p.kp, &mut self.par32)
+        })?;
         let inv_n = 1.0 / self.p.n as f64;
         let inv_cn = inv_n / self.c;
         let nw = self.p.d * self.p.kp;

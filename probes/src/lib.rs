@@ -12,6 +12,7 @@ pub mod logistic;
 pub mod metrics;
 pub mod precond;
 pub mod products;
+pub mod profile;
 mod protocol;
 pub mod split;
 pub mod standardize;
