@@ -236,9 +236,27 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
 /// values (`PreprocessConfig::level_table`: the exact rescale-and-normalise of each level), in one
 /// pass on CUDA.
 pub fn planes_to_input(planes: &Tensor, levels: &Tensor, dtype: DType) -> Result<Tensor> {
+    let (_, _, h, w) = planes.dims4()?;
+    if planes.device().is_cuda() && !(h * w).is_multiple_of(4) {
+        // The kernel reads four pixels at a time: odd-sized crops take candle's ops.
+        return planes_to_input_composite(planes, levels, dtype);
+    }
     planes
         .contiguous()?
         .apply_op2_no_bwd(&levels.contiguous()?, &PlanesInput { dtype })
+}
+
+/// [`planes_to_input`] from candle's ops: widen, add each channel's table offset, gather.
+fn planes_to_input_composite(planes: &Tensor, levels: &Tensor, dtype: DType) -> Result<Tensor> {
+    let offsets = Tensor::new(&[0u32, 256, 512], planes.device())?.reshape((1, 3, 1, 1))?;
+    let index = planes
+        .to_dtype(DType::U32)?
+        .broadcast_add(&offsets)?
+        .flatten_all()?;
+    levels
+        .index_select(&index, 0)?
+        .reshape(planes.shape())?
+        .to_dtype(dtype)
 }
 
 #[cfg(test)]
@@ -351,6 +369,25 @@ pub(crate) mod tests {
             .broadcast_add(&v_bias)
             .unwrap();
         assert!(max_abs_diff(&got, &want) < 1e-5);
+    }
+
+    /// The planes op and its composite fallback (odd-sized crops on CUDA) agree exactly.
+    #[test]
+    fn planes_op_equals_composite_ops() {
+        let dev = Device::Cpu;
+        let planes = Tensor::rand(0f32, 256.0, (2, 3, 5, 7), &dev)
+            .unwrap()
+            .floor()
+            .unwrap()
+            .to_dtype(DType::U8)
+            .unwrap();
+        let levels = Tensor::randn(0f32, 1.0, 768, &dev).unwrap();
+        for dtype in [DType::F32, DType::BF16] {
+            let a = planes_to_input(&planes, &levels, dtype).unwrap();
+            let b = planes_to_input_composite(&planes, &levels, dtype).unwrap();
+            assert_eq!(a.dtype(), dtype);
+            assert_eq!(max_abs_diff(&a, &b), 0.0);
+        }
     }
 
     /// The reference LayerNorm equals candle-nn's.
