@@ -15,8 +15,9 @@ use candle_nn::VarBuilder;
 use gapprobe_features::batching::BatchSize;
 use gapprobe_features::extract::{extract, ExtractOptions};
 use gapprobe_features::models::{
-    clip_tower_tensors, fused, mlp2x_projector_tensors, Act, ClipVisionConfig, ClipVisionModel,
-    Fill, Projector, ProjectorConfig, ProjectorKind, ProjectorLayout, VisionLanguageModel,
+    clip_tower_tensors, fused, mlp2x_projector_tensors, planes, Act, ClipVisionConfig,
+    ClipVisionModel, Fill, Projector, ProjectorConfig, ProjectorKind, ProjectorLayout,
+    VisionLanguageModel,
 };
 use gapprobe_features::preprocess::PreprocessConfig;
 use gapprobe_features::FeaturePoint;
@@ -370,8 +371,8 @@ fn check_kernels(device: &Device) -> Result<()> {
             .floor()?
             .to_dtype(DType::U8)?;
         let levels = Tensor::randn(0f32, 1.0, 768, &cpu)?;
-        let got = fused::planes_to_input(&on(&planes)?, &on(&levels)?, dtype)?;
-        let want = fused::planes_to_input(&planes, &levels, dtype)?;
+        let got = planes::planes_to_input(&on(&planes)?, &on(&levels)?, dtype)?;
+        let want = planes::planes_to_input(&planes, &levels, dtype)?;
         report("planes input", dtype, &got, &want)?;
         let w = Tensor::randn(0f32, 1.0, 1024, &cpu)?.to_dtype(dtype)?;
         let shifted = (&x * 3.0)?.affine(1.0, 2.0)?;

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
-use gapprobe_features::models::{fused, Act};
+use gapprobe_features::models::{fused, planes, Act};
 use std::time::Instant;
 
 /// Median milliseconds of `iters` runs of `f` after one warm-up.
@@ -169,7 +169,7 @@ pub fn profile(
     let on_device = Tensor::from_slice(&planes, (batch, 3, 336, 336), device)?;
     let levels = Tensor::zeros(768, DType::F32, device)?;
     let input = time_ms(device, iters, || {
-        Ok(fused::planes_to_input(&on_device, &levels, dtype)?)
+        Ok(planes::planes_to_input(&on_device, &levels, dtype)?)
     })?;
     println!(
         "{:<10} {:<28} {:>9.3}",

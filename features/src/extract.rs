@@ -3,7 +3,7 @@
 
 use crate::batching::{self, BatchSize};
 use crate::featurepoint::FeaturePoint;
-use crate::models::{fused, VisionLanguageModel};
+use crate::models::{planes, VisionLanguageModel};
 use crate::preprocess::{load_rgb, PreprocessConfig};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -154,7 +154,7 @@ pub fn extract_batches(
             waited += t1 - t0;
             let n = chunk.len();
             let feats = (|| -> Result<Vec<ArrayD<f32>>> {
-                let pixels = fused::planes_to_input(&pixels?, &levels, opts.dtype)?;
+                let pixels = planes::planes_to_input(&pixels?, &levels, opts.dtype)?;
                 let states = model.vision.hidden_states(&pixels, &layers)?;
                 FORWARD_PASSES.fetch_add(1, Ordering::Relaxed);
                 let mut feats = Vec::with_capacity(points.len());
@@ -214,11 +214,11 @@ mod tests {
         .unwrap();
         let levels = Tensor::from_vec(pre.level_table(), 768, &dev).unwrap();
         let want = pre.apply(&img).unwrap();
-        let got = fused::planes_to_input(&planes, &levels, DType::F32).unwrap();
+        let got = planes::planes_to_input(&planes, &levels, DType::F32).unwrap();
         let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(got, want);
         // In bf16: the same values, rounded once.
-        let got = fused::planes_to_input(&planes, &levels, DType::BF16).unwrap();
+        let got = planes::planes_to_input(&planes, &levels, DType::BF16).unwrap();
         let got: Vec<half::bf16> = got.flatten_all().unwrap().to_vec1().unwrap();
         let rounded: Vec<half::bf16> = want.iter().map(|&v| half::bf16::from_f32(v)).collect();
         assert_eq!(got, rounded);

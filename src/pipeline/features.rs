@@ -71,8 +71,8 @@ pub fn ensure_features_with(
     }
     // An f32 residual stream changes the numbers, so it is part of the compute dtype (and key).
     let compute_dtype = match model.vision.stream_dtype() {
-        s if s != opts.dtype => format!("{}+{}-residual", dtype_name(opts.dtype), dtype_name(s)),
-        _ => dtype_name(opts.dtype),
+        s if s != opts.dtype => format!("{}+{}-residual", opts.dtype.as_str(), s.as_str()),
+        _ => opts.dtype.as_str().to_string(),
     };
     // Refuse impossible requests (a CLS point on SigLIP, a layer past the end) before any image.
     for p in points {
@@ -284,9 +284,4 @@ pub fn ensure_features_with(
         .into_iter()
         .map(|e| e.expect("every point resolved"))
         .collect())
-}
-
-/// `f32`, `bf16`, `f16`: a dtype as the cache's provenance spells it.
-fn dtype_name(dtype: candle_core::DType) -> String {
-    format!("{dtype:?}").to_lowercase()
 }

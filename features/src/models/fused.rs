@@ -8,7 +8,7 @@
 //! Whether a model uses them is decided when it is built: on CUDA by default, never on the CPU
 //! unless asked (`GAPPROBE_KERNELS=on|off`, or [`with_mode`] for one thread).
 
-use super::fused_ops::{BiasAct, LayerNormOp, PackedAttention, PlanesInput};
+use super::fused_ops::{BiasAct, LayerNormOp, PackedAttention};
 use super::Act;
 use candle_core::{DType, Device, Result, Tensor};
 use std::cell::Cell;
@@ -33,13 +33,22 @@ thread_local! {
     static F32_RESIDUAL: Cell<Option<bool>> = const { Cell::new(None) };
 }
 
+/// Runs `f` with `cell` (one of the thread-local overrides above) set to `value`, then restores it.
+fn with_override<T: Copy + 'static, R>(
+    cell: &'static std::thread::LocalKey<Cell<Option<T>>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    let prev = cell.with(|c| c.replace(Some(value)));
+    let r = f();
+    cell.with(|c| c.set(prev));
+    r
+}
+
 /// Runs `f` with models built on this thread keeping (or not) an f32 residual stream, whatever
 /// `GAPPROBE_RESIDUAL` says.
 pub fn with_f32_residual<R>(on: bool, f: impl FnOnce() -> R) -> R {
-    let prev = F32_RESIDUAL.with(|m| m.replace(Some(on)));
-    let r = f();
-    F32_RESIDUAL.with(|m| m.set(prev));
-    r
+    with_override(&F32_RESIDUAL, on, f)
 }
 
 /// The residual stream's dtype for a model built now that computes in `dtype` on `device`: f32
@@ -60,18 +69,12 @@ pub fn residual_dtype(device: &Device, dtype: DType) -> DType {
 /// `GAPPROBE_ATTENTION` says (the CPU reference ignores the kernel, but not how the model feeds
 /// it: the bias-folding kernels get the q|k|v bias handed over).
 pub fn with_attention_kernel<R>(kernel: AttentionKernel, f: impl FnOnce() -> R) -> R {
-    let prev = KERNEL.with(|k| k.replace(Some(kernel)));
-    let r = f();
-    KERNEL.with(|k| k.set(prev));
-    r
+    with_override(&KERNEL, kernel, f)
 }
 
 /// Runs `f` with the fused ops forced on or off for models built on this thread.
 pub fn with_mode<R>(on: bool, f: impl FnOnce() -> R) -> R {
-    let prev = MODE.with(|m| m.replace(Some(on)));
-    let r = f();
-    MODE.with(|m| m.set(prev));
-    r
+    with_override(&MODE, on, f)
 }
 
 /// Whether models built now for `device` use the fused ops.
@@ -171,6 +174,14 @@ impl AttentionKernel {
         )
     }
 
+    /// Warps per block, 16 queries each.
+    pub fn warps(self) -> usize {
+        match self {
+            AttentionKernel::Mma8 | AttentionKernel::Flash8 => 8,
+            _ => 4,
+        }
+    }
+
     /// Every kernel, for checks and A/B timings.
     pub const ALL: [AttentionKernel; 6] = [
         AttentionKernel::Mma,
@@ -230,33 +241,6 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
         &bias.contiguous()?,
         &LayerNormOp { eps: eps as f32 },
     )
-}
-
-/// Model input in `dtype` from 8-bit planes [B, 3, H, W] (u8) by a level table of 3·256 f32
-/// values (`PreprocessConfig::level_table`: the exact rescale-and-normalise of each level), in one
-/// pass on CUDA.
-pub fn planes_to_input(planes: &Tensor, levels: &Tensor, dtype: DType) -> Result<Tensor> {
-    let (_, _, h, w) = planes.dims4()?;
-    if planes.device().is_cuda() && !(h * w).is_multiple_of(4) {
-        // The kernel reads four pixels at a time: odd-sized crops take candle's ops.
-        return planes_to_input_composite(planes, levels, dtype);
-    }
-    planes
-        .contiguous()?
-        .apply_op2_no_bwd(&levels.contiguous()?, &PlanesInput { dtype })
-}
-
-/// [`planes_to_input`] from candle's ops: widen, add each channel's table offset, gather.
-fn planes_to_input_composite(planes: &Tensor, levels: &Tensor, dtype: DType) -> Result<Tensor> {
-    let offsets = Tensor::new(&[0u32, 256, 512], planes.device())?.reshape((1, 3, 1, 1))?;
-    let index = planes
-        .to_dtype(DType::U32)?
-        .broadcast_add(&offsets)?
-        .flatten_all()?;
-    levels
-        .index_select(&index, 0)?
-        .reshape(planes.shape())?
-        .to_dtype(dtype)
 }
 
 #[cfg(test)]
@@ -369,25 +353,6 @@ pub(crate) mod tests {
             .broadcast_add(&v_bias)
             .unwrap();
         assert!(max_abs_diff(&got, &want) < 1e-5);
-    }
-
-    /// The planes op and its composite fallback (odd-sized crops on CUDA) agree exactly.
-    #[test]
-    fn planes_op_equals_composite_ops() {
-        let dev = Device::Cpu;
-        let planes = Tensor::rand(0f32, 256.0, (2, 3, 5, 7), &dev)
-            .unwrap()
-            .floor()
-            .unwrap()
-            .to_dtype(DType::U8)
-            .unwrap();
-        let levels = Tensor::randn(0f32, 1.0, 768, &dev).unwrap();
-        for dtype in [DType::F32, DType::BF16] {
-            let a = planes_to_input(&planes, &levels, dtype).unwrap();
-            let b = planes_to_input_composite(&planes, &levels, dtype).unwrap();
-            assert_eq!(a.dtype(), dtype);
-            assert_eq!(max_abs_diff(&a, &b), 0.0);
-        }
     }
 
     /// The reference LayerNorm equals candle-nn's.

@@ -138,6 +138,7 @@ pub(super) fn attention(
     #[allow(clippy::too_many_arguments)]
     fn run<T: CudaDType + DeviceRepr>(
         name: &str,
+        warps: usize,
         qkv: &CudaStorage,
         l: &Layout,
         bias: Option<(&CudaStorage, &Layout)>,
@@ -165,12 +166,7 @@ pub(super) fn attention(
         let null = 0u64;
         let out = unsafe { dev.alloc::<T>(b * n * heads * super::fused::ATTENTION_HEAD_DIM)? };
         let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
-        // Warps of 16 queries each: attention_mma8_* and attention_fa8_* have 8, the others 4.
-        let warps = if name.starts_with("attention_mma8") || name.starts_with("attention_fa8") {
-            8
-        } else {
-            4
-        };
+        // Warps of 16 queries each ([`AttentionKernel::warps`]).
         let cfg = LaunchConfig {
             grid_dim: (n.div_ceil(16 * warps) as u32, (b * heads) as u32, 1),
             block_dim: (32 * warps as u32, 1, 1),
@@ -208,8 +204,8 @@ pub(super) fn attention(
         AttentionKernel::Flash8 => ("attention_fa8_f16", "attention_fa8_bf16"),
     };
     match qkv.dtype() {
-        DType::F16 => run::<f16>(f16_name, qkv, l, bias, b, n, heads, scale),
-        DType::BF16 => run::<bf16>(bf16_name, qkv, l, bias, b, n, heads, scale),
+        DType::F16 => run::<f16>(f16_name, kernel.warps(), qkv, l, bias, b, n, heads, scale),
+        DType::BF16 => run::<bf16>(bf16_name, kernel.warps(), qkv, l, bias, b, n, heads, scale),
         other => candle_core::bail!("the fused attention kernel takes f16/bf16, not {other:?}"),
     }
 }

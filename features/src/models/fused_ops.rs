@@ -62,7 +62,7 @@ fn to_f32(s: &CpuStorage, l: &Layout) -> Result<Vec<f32>> {
 }
 
 /// Narrows f32 results back to `dtype` (round to nearest even, as the kernels do).
-fn from_f32(v: Vec<f32>, dtype: DType) -> Result<CpuStorage> {
+pub(super) fn from_f32(v: Vec<f32>, dtype: DType) -> Result<CpuStorage> {
     Ok(match dtype {
         DType::F32 => CpuStorage::F32(v),
         DType::BF16 => CpuStorage::BF16(v.into_iter().map(bf16::from_f32).collect()),
@@ -399,71 +399,6 @@ impl candle_core::CustomOp3 for LayerNormOp {
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let cols = Self::check(l1, l2, l3)?;
         let y = super::fused_cuda::layer_norm(s1, l1, s2, l2, s3, l3, cols, self.eps)?;
-        Ok((y, l1.shape().clone()))
-    }
-}
-
-/// Model input from 8-bit planes [B, 3, H, W] (u8) and the preprocessing's level table (3·256
-/// f32 values, one row per channel), in `dtype`.
-pub(super) struct PlanesInput {
-    pub(super) dtype: DType,
-}
-
-impl PlanesInput {
-    /// Pixels per plane (H·W), after checking the shapes.
-    fn check(planes: &Layout, levels: &Layout) -> Result<usize> {
-        let dims = planes.dims();
-        if dims.len() != 4 || dims[1] != 3 {
-            candle_core::bail!("8-bit planes must be [B, 3, H, W], got {dims:?}");
-        }
-        if levels.dims() != [768] {
-            candle_core::bail!(
-                "the level table has shape {:?}, expected [768]",
-                levels.dims()
-            );
-        }
-        Ok(dims[2] * dims[3])
-    }
-}
-
-impl candle_core::CustomOp2 for PlanesInput {
-    fn name(&self) -> &'static str {
-        "gapprobe-planes-input"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let plane = Self::check(l1, l2)?.max(1);
-        let (CpuStorage::U8(x), CpuStorage::F32(levels)) = (s1, s2) else {
-            candle_core::bail!("planes input takes u8 planes and an f32 level table");
-        };
-        let (x0, x1) = l1
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("8-bit planes must be contiguous".into()))?;
-        let l0 = l2.start_offset();
-        let y: Vec<f32> = x[x0..x1]
-            .par_iter()
-            .enumerate()
-            .map(|(i, &v)| levels[l0 + 256 * ((i / plane) % 3) + v as usize])
-            .collect();
-        Ok((from_f32(y, self.dtype)?, l1.shape().clone()))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let plane = Self::check(l1, l2)?;
-        let y = super::fused_cuda::planes_input(s1, l1, s2, l2, plane, self.dtype)?;
         Ok((y, l1.shape().clone()))
     }
 }

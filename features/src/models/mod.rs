@@ -10,6 +10,7 @@ mod fused_cuda;
 mod fused_ops;
 mod linear;
 mod norm;
+pub mod planes;
 mod projector;
 mod random;
 mod read;
