@@ -65,5 +65,8 @@ if [ -f .device/bench_probe.xz ]; then
   python3 -c 'import sklearn, threadpoolctl' 2>/dev/null && SK="--sklearn-cpus 0,1"
   timeout 300 python3 tools/probe_bench.py --bin /tmp/bench_probe $SK --device auto --repeat 2 \
     --json "$OUT/probe_bench.json" 2>&1 | tee "$OUT/probe_bench.txt"
+  echo "== the same with the solver's state on the host (GAPPROBE_PROBE_RESIDENT=0: the previous CUDA path) =="
+  GAPPROBE_PROBE_RESIDENT=0 timeout 200 python3 tools/probe_bench.py --bin /tmp/bench_probe --skip-sklearn \
+    --device auto --repeat 2 --json "$OUT/probe_bench_host.json" 2>&1 | tee -a "$OUT/probe_bench.txt"
   grep -E "^\[probe\]|torch-cuda" "$OUT/torch.log" | tail -8
 fi

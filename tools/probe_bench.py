@@ -122,7 +122,8 @@ def main():
         g["process_wall_s"] = wall
         g["objective_f64"] = objective(W, b, Xtr, ytr, args.C)
         row["gapprobe"] = g
-        print(f"d={d}: gapprobe/{args.solver} on {g['device']} (threads {g['threads']}) fit {g['fit_s']:.2f} s ({g['n_iter']} it, {g['n_eval']} evals, "
+        state = {True: ", state on the device", False: ", state on the host"}.get(g.get("resident"), "")
+        print(f"d={d}: gapprobe/{args.solver} on {g['device']}{state} (threads {g['threads']}) fit {g['fit_s']:.2f} s ({g['n_iter']} it, {g['n_eval']} evals, "
               f"converged={g['converged']}), objective {g['objective_f64']:.6f}, test acc {g['test_acc']*100:.2f}%",
               flush=True)
         best = min(runs, key=lambda r: r["fit_s"])

@@ -104,6 +104,7 @@ fn main() -> Result<()> {
             "{}",
             serde_json::json!({
                 "solver": solver.to_string(), "device": format!("{device:?}"), "repeat": rep,
+                "resident": gapprobe_probes::candle_solver::resident_default(&device),
                 "n_train": n, "d": d, "n_classes": k, "c": c, "tol": tol,
                 "fit_s": fit_s, "n_iter": m.n_iter, "n_eval": m.n_eval, "converged": m.converged(),
                 "objective": m.objective(), "test_acc": acc,

@@ -15,7 +15,7 @@
 //! logits are recomputed from `θ` every [`REFRESH`] iterations.
 
 use anyhow::{Context, Result};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
@@ -40,17 +40,29 @@ pub fn param_cols(k: usize) -> usize {
     }
 }
 
+/// Whether a solve on `device` keeps its whole state there ([`crate::resident`]): on every
+/// device but the CPU, unless `GAPPROBE_PROBE_RESIDENT=1|0` says otherwise.
+pub fn resident_default(device: &Device) -> bool {
+    match std::env::var("GAPPROBE_PROBE_RESIDENT").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => !device.is_cpu(),
+    }
+}
+
 /// A training set uploaded once to a device, reusable across C values.
 pub struct CandleProblem {
     data: DenseMatrix,
     device: Device,
-    y: Vec<u32>,
-    n: usize,
-    d: usize,
-    k: usize,
-    kp: usize,
+    pub(crate) y: Vec<u32>,
+    pub(crate) n: usize,
+    pub(crate) d: usize,
+    pub(crate) k: usize,
+    pub(crate) kp: usize,
     spectrum: OnceLock<Option<Spectrum>>,
     rank: usize,
+    resident: bool,
+    tensors: OnceLock<(Tensor, Tensor)>,
 }
 
 impl CandleProblem {
@@ -63,6 +75,7 @@ impl CandleProblem {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| default_rank(n, d));
+        let resident = resident_default(device);
         Ok(Self {
             data,
             device: device.clone(),
@@ -73,7 +86,16 @@ impl CandleProblem {
             kp: param_cols(k),
             spectrum: OnceLock::new(),
             rank,
+            resident,
+            tensors: OnceLock::new(),
         })
+    }
+
+    /// Keep the solver's whole state on the device ([`crate::resident`]; the default on CUDA)
+    /// or only the products (the host path with its preconditioner; the default on the CPU).
+    pub fn with_resident(mut self, resident: bool) -> Self {
+        self.resident = resident;
+        self
     }
 
     /// Use a preconditioner of rank `r` (0 disables it); the default is [`default_rank`].
@@ -129,6 +151,14 @@ impl CandleProblem {
             history,
             ..Default::default()
         };
+        if self.resident {
+            if self.tensors.get().is_none() {
+                let _ = self.tensors.set(self.data.tensors(&self.device)?);
+            }
+            let (xa, xa_t) = self.tensors.get().context("device tensors")?;
+            return crate::resident::solve(self, (xa, xa_t), c, Some(theta0), &opt)
+                .context("candle L-BFGS (device-resident)");
+        }
         let pre = match self.spectrum()? {
             Some(sp) => {
                 let delta = sp.deltas(self.n, self.k, c);

@@ -25,11 +25,80 @@ pub struct Memory {
     cap: usize,
     s: VecDeque<Vec<f32>>,
     y: VecDeque<Vec<f32>>,
-    /// `sy[i][j] = s_iᵀy_j` for `i ≤ j`, and `yy[i][j] = y_iᵀy_j`, oldest pair first.
-    sy: VecDeque<VecDeque<f64>>,
-    yy: VecDeque<VecDeque<f64>>,
+    gram: PairGram,
     /// The newest pair's products (with itself and the older pairs) are still to be computed.
     pending: bool,
+}
+
+/// The inner products of stored pairs (oldest first) and the compact form's small algebra, apart
+/// from where the pairs live: shared by the host [`Memory`] and the device-resident solver.
+#[derive(Default)]
+pub(crate) struct PairGram {
+    /// `sy[i][j] = s_iᵀy_j` for `i ≤ j`, and `yy[i][j] = y_iᵀy_j`.
+    sy: VecDeque<VecDeque<f64>>,
+    yy: VecDeque<VecDeque<f64>>,
+}
+
+impl PairGram {
+    /// Number of pairs.
+    pub(crate) fn len(&self) -> usize {
+        self.sy.len()
+    }
+
+    /// Forget the oldest pair.
+    pub(crate) fn pop_oldest(&mut self) {
+        self.sy.pop_front();
+        self.yy.pop_front();
+        self.sy.iter_mut().for_each(|r| {
+            r.pop_front();
+        });
+        self.yy.iter_mut().for_each(|r| {
+            r.pop_front();
+        });
+    }
+
+    /// Add the newest pair from `s_iᵀy_new` and `y_iᵀy_new` over all pairs, itself last.
+    pub(crate) fn push(&mut self, s_dot_ynew: &[f64], y_dot_ynew: &[f64]) {
+        let k = self.len() + 1;
+        debug_assert!(s_dot_ynew.len() == k && y_dot_ynew.len() == k);
+        for i in 0..k - 1 {
+            self.sy[i].push_back(s_dot_ynew[i]);
+            self.yy[i].push_back(y_dot_ynew[i]);
+        }
+        let mut sy = VecDeque::from(vec![0.0; k]);
+        sy[k - 1] = s_dot_ynew[k - 1];
+        self.sy.push_back(sy);
+        self.yy.push_back(y_dot_ynew.iter().copied().collect());
+    }
+
+    /// The direction's coefficients from `a = Sᵀg` and `b = Yᵀg`: `(γ, c_s, c_y)` with
+    /// `−H·g = −γg + Σ c_s[i]·s_i + Σ c_y[i]·y_i`.
+    pub(crate) fn coefficients(&self, a: &[f64], b: &[f64]) -> (f64, Vec<f64>, Vec<f64>) {
+        let k = self.len();
+        let r = |i: usize, j: usize| self.sy[i][j];
+        let gamma = r(k - 1, k - 1) / self.yy[k - 1][k - 1];
+        // p = R⁻¹·Sᵀg (R upper triangular).
+        let mut p = vec![0.0; k];
+        for i in (0..k).rev() {
+            let t: f64 = (i + 1..k).map(|j| r(i, j) * p[j]).sum();
+            p[i] = (a[i] - t) / r(i, i);
+        }
+        // w = (D + γYᵀY)·p − γYᵀg, then top = R⁻ᵀ·w.
+        let w: Vec<f64> = (0..k)
+            .map(|i| {
+                let yyp: f64 = (0..k).map(|j| self.yy[i][j] * p[j]).sum();
+                r(i, i) * p[i] + gamma * yyp - gamma * b[i]
+            })
+            .collect();
+        let mut top = vec![0.0; k];
+        for i in 0..k {
+            let t: f64 = (0..i).map(|j| r(j, i) * top[j]).sum();
+            top[i] = (w[i] - t) / r(i, i);
+        }
+        // −H·g = −γg − S·top + γY·p.
+        let cy = p.iter().map(|v| gamma * v).collect();
+        (gamma, top.iter().map(|v| -v).collect(), cy)
+    }
 }
 
 impl Memory {
@@ -39,8 +108,7 @@ impl Memory {
             cap: cap.max(1),
             s: VecDeque::new(),
             y: VecDeque::new(),
-            sy: VecDeque::new(),
-            yy: VecDeque::new(),
+            gram: PairGram::default(),
             pending: false,
         }
     }
@@ -72,25 +140,13 @@ impl Memory {
             // Reuse the evicted pair's buffers.
             sb = self.s.pop_front().unwrap_or_default();
             yb = self.y.pop_front().unwrap_or_default();
-            self.sy.pop_front();
-            self.yy.pop_front();
-            self.sy.iter_mut().for_each(|r| {
-                r.pop_front();
-            });
-            self.yy.iter_mut().for_each(|r| {
-                r.pop_front();
-            });
+            self.gram.pop_oldest();
         }
         narrow_into(s, &mut sb);
         narrow_into(y, &mut yb);
         self.s.push_back(sb);
         self.y.push_back(yb);
-        // Placeholders for the new pair's products, filled by the next pass.
-        let k = self.s.len();
-        self.sy.iter_mut().for_each(|r| r.push_back(0.0));
-        self.yy.iter_mut().for_each(|r| r.push_back(0.0));
-        self.sy.push_back(VecDeque::from(vec![0.0; k]));
-        self.yy.push_back(VecDeque::from(vec![0.0; k]));
+        // The new pair's products come with the next pass.
         self.pending = true;
     }
 
@@ -128,11 +184,7 @@ impl Memory {
             tot.iter_mut().zip(p).for_each(|(t, v)| *t += v);
         }
         if pending {
-            for i in 0..k {
-                self.sy[i][k - 1] = tot[2 * k + i];
-                self.yy[i][k - 1] = tot[3 * k + i];
-                self.yy[k - 1][i] = tot[3 * k + i];
-            }
+            self.gram.push(&tot[2 * k..3 * k], &tot[3 * k..4 * k]);
             self.pending = false;
         }
         (tot[..k].to_vec(), tot[k..2 * k].to_vec())
@@ -146,27 +198,8 @@ impl Memory {
             return;
         }
         let (a, b) = self.products(Some(g));
-        let r = |i: usize, j: usize| self.sy[i][j];
-        let gamma = r(k - 1, k - 1) / self.yy[k - 1][k - 1];
-        // p = R⁻¹·Sᵀg (R upper triangular).
-        let mut p = vec![0.0; k];
-        for i in (0..k).rev() {
-            let t: f64 = (i + 1..k).map(|j| r(i, j) * p[j]).sum();
-            p[i] = (a[i] - t) / r(i, i);
-        }
-        // w = (D + γYᵀY)·p − γYᵀg, then top = R⁻ᵀ·w.
-        let w: Vec<f64> = (0..k)
-            .map(|i| {
-                let yyp: f64 = (0..k).map(|j| self.yy[i][j] * p[j]).sum();
-                r(i, i) * p[i] + gamma * yyp - gamma * b[i]
-            })
-            .collect();
-        let mut top = vec![0.0; k];
-        for i in 0..k {
-            let t: f64 = (0..i).map(|j| r(j, i) * top[j]).sum();
-            top[i] = (w[i] - t) / r(i, i);
-        }
-        // d = −γg − S·top + γY·p, in one pass.
+        let (gamma, cs, cy) = self.gram.coefficients(&a, &b);
+        // d = −γg + S·c_s + Y·c_y, in one pass.
         let (s, y) = (&self.s, &self.y);
         d.par_chunks_mut(BLOCK)
             .zip(g.par_chunks(BLOCK))
@@ -175,7 +208,7 @@ impl Memory {
                 let off = bi * BLOCK;
                 dc.iter_mut().zip(gc).for_each(|(di, gi)| *di = -gamma * gi);
                 for i in 0..k {
-                    let (ci, ei) = (-top[i], gamma * p[i]);
+                    let (ci, ei) = (cs[i], cy[i]);
                     let (si, yi) = (&s[i][off..off + dc.len()], &y[i][off..off + dc.len()]);
                     for ((di, &sv), &yv) in dc.iter_mut().zip(si).zip(yi) {
                         *di += ci * f64::from(sv) + ei * f64::from(yv);

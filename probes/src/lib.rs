@@ -14,6 +14,7 @@ pub mod precond;
 pub mod products;
 pub mod profile;
 mod protocol;
+mod resident;
 pub mod split;
 pub mod standardize;
 pub mod sweep;

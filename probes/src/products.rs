@@ -77,6 +77,21 @@ impl DenseMatrix {
         self.cols
     }
 
+    /// The matrix and its transpose as contiguous f32 tensors on `device` (shared when they
+    /// already live there, else uploaded from the host copies).
+    pub fn tensors(&self, device: &Device) -> Result<(Tensor, Tensor)> {
+        Ok(match &self.store {
+            Store::Tensors { xa, xa_t } if xa.device().same_device(device) => {
+                (xa.clone(), xa_t.clone())
+            }
+            Store::Tensors { xa, xa_t } => (xa.to_device(device)?, xa_t.to_device(device)?),
+            Store::Host { x, xt } => (
+                Tensor::from_slice(x, (self.rows, self.cols), device)?,
+                Tensor::from_slice(xt, (self.cols, self.rows), device)?,
+            ),
+        })
+    }
+
     /// `out = A · M`, with `M` row-major `cols × k` and `out` row-major `rows × k`.
     pub fn mul(&self, m: &[f32], k: usize, out: &mut [f32]) -> Result<()> {
         self.product(false, m, k, out)

@@ -1,0 +1,437 @@
+//! The candle solver with everything on the device: parameters, gradient, logits, the L-BFGS
+//! pairs and the line's loss passes stay candle tensors, and only scalars cross to the host (the
+//! line search's `φ(α)` and `φ'(α)`, a few inner products per iteration, the compact form's
+//! `2m` coefficients). The default on CUDA, where the host path's per-iteration transfers and
+//! host passes over `n × K` and `(d+1) × K` buffers cost more than the GPU's products
+//! (`GAPPROBE_PROBE_RESIDENT=1|0` overrides the choice, for benchmarks and tests).
+//!
+//! The numerics are the host path's ([`crate::candle_solver`]): the two products per iteration
+//! in f32, logits kept in f64 as `Z + α·(X·D)` and recomputed every [`REFRESH`] steps, losses,
+//! softmax, vectors and pairs in f64, the same Moré–Thuente line search ([`dcsrch`]) and the same
+//! compact-form direction ([`PairGram`]). It runs without the host path's preconditioner: on a GPU
+//! an iteration costs little, so the preconditioner's basis would not pay for the iterations it
+//! saves (PyTorch's L-BFGS probe, unpreconditioned, is the yardstick there).
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::VecDeque;
+
+use crate::candle_solver::{CandleProblem, REFRESH};
+use crate::lbfgs::{LbfgsOptions, LbfgsResult, Termination};
+use crate::lbfgs_memory::PairGram;
+use crate::linesearch::dcsrch;
+use crate::profile::{timed, Part};
+
+/// The problem's tensors for one solve: data in both orientations (f32), one-hot labels over all
+/// `k` classes and the weight-row mask (f64).
+struct Data<'a> {
+    p: &'a CandleProblem,
+    xa: &'a Tensor,
+    xa_t: &'a Tensor,
+    onehot: Tensor,
+    wmask: Tensor,
+    c: f64,
+}
+
+/// Cross-entropy sum, its derivative along the direction, and the residuals `softmax − onehot`
+/// (param columns) at logits `z + α·zd`.
+struct Terms {
+    ce: f64,
+    dce: f64,
+    resid: Tensor,
+}
+
+/// Downloads 0-d f64 tensors in one transfer.
+fn fetch(ts: &[Tensor]) -> Result<Vec<f64>> {
+    Ok(Tensor::stack(ts, 0)?.to_vec1::<f64>()?)
+}
+
+/// Sum of a matrix's entries, by rows first: candle's CUDA reductions give each output one
+/// block, so a one-stage sum over a million entries would run on a single SM.
+fn total(t: &Tensor) -> Result<Tensor> {
+    Ok(t.sum(1)?.sum_all()?)
+}
+
+fn dot(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    total(&(a * b)?)
+}
+
+/// Largest absolute entry of a matrix (by rows first, as [`total`]).
+fn max_abs(t: &Tensor) -> Result<Tensor> {
+    Ok(t.abs()?.max(1)?.max_all()?)
+}
+
+impl Data<'_> {
+    fn device(&self) -> &Device {
+        self.xa.device()
+    }
+
+    /// `X_aug·v` (f32 product of the f32-rounded `v`), widened to f64.
+    fn logits(&self, v: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .xa
+            .matmul(&v.to_dtype(DType::F32)?)?
+            .to_dtype(DType::F64)?)
+    }
+
+    fn terms(&self, z: &Tensor, zd: Option<(&Tensor, f64)>) -> Result<Terms> {
+        let (n, kp, k) = (self.p.n, self.p.kp, self.p.k);
+        let l = match zd {
+            Some((zd, alpha)) => (z + zd.affine(alpha, 0.0)?)?,
+            None => z.clone(),
+        };
+        // Binomial: class 0's logit is fixed at 0.
+        let lf = if kp < k {
+            Tensor::cat(&[Tensor::zeros((n, 1), DType::F64, self.device())?, l], 1)?
+        } else {
+            l
+        };
+        let m = lf.max_keepdim(1)?;
+        let e = lf.broadcast_sub(&m)?.exp()?;
+        let s = e.sum_keepdim(1)?;
+        let lse = (m + s.log()?)?.sum_all()?;
+        let picked = dot(&lf, &self.onehot)?;
+        let resid = (e.broadcast_div(&s)? - &self.onehot)?.narrow(1, k - kp, kp)?;
+        let dce = match zd {
+            Some((zd, _)) => dot(&resid, zd)?,
+            None => Tensor::new(0f64, self.device())?,
+        };
+        let v = fetch(&[(lse - picked)?, dce])?;
+        Ok(Terms {
+            ce: v[0],
+            dce: v[1],
+            resid,
+        })
+    }
+
+    /// Scaled gradient `(Xᵀ·R + W/C) / n` (intercept unpenalised).
+    fn gradient(&self, resid: &Tensor, theta: &Tensor) -> Result<Tensor> {
+        let inv_n = 1.0 / self.p.n as f64;
+        let data = self
+            .xa_t
+            .matmul(&resid.to_dtype(DType::F32)?)?
+            .to_dtype(DType::F64)?
+            .affine(inv_n, 0.0)?;
+        let reg = theta
+            .broadcast_mul(&self.wmask)?
+            .affine(inv_n / self.c, 0.0)?;
+        Ok((data + reg)?)
+    }
+
+    /// `‖W‖²` over the weight rows.
+    fn weights_sq(&self, theta: &Tensor) -> Result<Tensor> {
+        dot(&theta.broadcast_mul(&self.wmask)?, theta)
+    }
+
+    /// Scaled objective from the cross-entropy sum and `‖W‖²`.
+    fn scaled(&self, ce: f64, ww: f64) -> f64 {
+        (ce + 0.5 * ww / self.c) / self.p.n as f64
+    }
+}
+
+/// The L-BFGS pairs on the device: `S` in rows `0..cap` and `Y` in rows `cap..2·cap` of one
+/// buffer, written in place, with their inner products on the host.
+struct DeviceMemory {
+    cap: usize,
+    pairs: Tensor,
+    /// Slots in use, oldest pair first.
+    order: VecDeque<usize>,
+    gram: PairGram,
+    /// The newest pair's products are still to be computed.
+    pending: bool,
+}
+
+impl DeviceMemory {
+    fn new(cap: usize, len: usize, device: &Device) -> Result<Self> {
+        let cap = cap.max(1);
+        Ok(Self {
+            cap,
+            pairs: Tensor::zeros((2 * cap, len), DType::F64, device)?,
+            order: VecDeque::new(),
+            gram: PairGram::default(),
+            pending: false,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.order.clear();
+        self.gram = PairGram::default();
+        self.pending = false;
+    }
+
+    fn push(&mut self, s: &Tensor, y: &Tensor) -> Result<()> {
+        if self.pending {
+            self.products(None)?;
+        }
+        let slot = if self.order.len() == self.cap {
+            self.gram.pop_oldest();
+            self.order.pop_front().unwrap_or(0)
+        } else {
+            self.order.len()
+        };
+        let len = self.pairs.dim(1)?;
+        self.pairs.slice_set(&s.reshape((1, len))?, 0, slot)?;
+        self.pairs
+            .slice_set(&y.reshape((1, len))?, 0, self.cap + slot)?;
+        self.order.push_back(slot);
+        self.pending = true;
+        Ok(())
+    }
+
+    /// `(Sᵀg, Yᵀg)` in pair order when `g` is given, and the pending pair's products, from one
+    /// product with the whole buffer.
+    fn products(&mut self, g: Option<&Tensor>) -> Result<(Vec<f64>, Vec<f64>)> {
+        let len = self.pairs.dim(1)?;
+        let mut cols = Vec::new();
+        if let Some(g) = g {
+            cols.push(g.reshape((len, 1))?);
+        }
+        let newest = *self.order.back().context("no pairs")?;
+        if self.pending {
+            cols.push(self.pairs.narrow(0, self.cap + newest, 1)?.t()?);
+        }
+        let w = cols.len();
+        let prod: Vec<f64> = self
+            .pairs
+            .matmul(&Tensor::cat(&cols, 1)?)?
+            .flatten_all()?
+            .to_vec1()?;
+        let at = |row: usize, col: usize| prod[row * w + col];
+        let pick = |col: usize, off: usize| -> Vec<f64> {
+            self.order.iter().map(|&s| at(off + s, col)).collect()
+        };
+        let (a, b) = match g {
+            Some(_) => (pick(0, 0), pick(0, self.cap)),
+            None => (Vec::new(), Vec::new()),
+        };
+        if self.pending {
+            let (sy, yy) = (pick(w - 1, 0), pick(w - 1, self.cap));
+            self.gram.push(&sy, &yy);
+            self.pending = false;
+        }
+        Ok((a, b))
+    }
+
+    /// `−H·g`.
+    fn direction(&mut self, g: &Tensor) -> Result<Tensor> {
+        if self.is_empty() {
+            return Ok(g.neg()?);
+        }
+        let (a, b) = self.products(Some(g))?;
+        let (gamma, cs, cy) = self.gram.coefficients(&a, &b);
+        let mut coef = vec![0f64; 2 * self.cap];
+        for (i, &slot) in self.order.iter().enumerate() {
+            coef[slot] = cs[i];
+            coef[self.cap + slot] = cy[i];
+        }
+        let coef = Tensor::from_vec(coef, (1, 2 * self.cap), g.device())?;
+        let combo = coef.matmul(&self.pairs)?.reshape(g.shape())?;
+        Ok((combo - g.affine(gamma, 0.0)?)?)
+    }
+}
+
+/// Minimise the scaled objective of `p` at `c` from `init` (or zeros) with `xa`/`xa_t` the
+/// augmented data on the device; `x` and `grad` of the result are downloaded at the end.
+pub(crate) fn solve(
+    p: &CandleProblem,
+    (xa, xa_t): (&Tensor, &Tensor),
+    c: f64,
+    init: Option<Vec<f64>>,
+    opt: &LbfgsOptions,
+) -> Result<LbfgsResult> {
+    let device = xa.device();
+    let (n, d, k, kp) = (p.n, p.d, p.k, p.kp);
+    let mut onehot = vec![0f64; n * k];
+    for (i, &yi) in p.y.iter().enumerate() {
+        onehot[i * k + yi as usize] = 1.0;
+    }
+    let mut wmask = vec![1f64; d + 1];
+    wmask[d] = 0.0;
+    let data = Data {
+        p,
+        xa,
+        xa_t,
+        onehot: Tensor::from_vec(onehot, (n, k), device)?,
+        wmask: Tensor::from_vec(wmask, (d + 1, 1), device)?,
+        c,
+    };
+    let theta0 = init.unwrap_or_else(|| vec![0.0; (d + 1) * kp]);
+    let mut theta = Tensor::from_vec(theta0, (d + 1, kp), device)?;
+
+    // The base point: its logits, objective and gradient.
+    let base = |theta: &Tensor| -> Result<(Tensor, f64, Tensor)> {
+        let z = data.logits(theta)?;
+        let t = timed(Part::Loss, || data.terms(&z, None))?;
+        let ww = fetch(&[data.weights_sq(theta)?])?[0];
+        let g = data.gradient(&t.resid, theta)?;
+        Ok((z, data.scaled(t.ce, ww), g))
+    };
+    let (mut z, mut f, mut g) = base(&theta)?;
+    let mut n_eval = 1;
+    let gmax = fetch(&[max_abs(&g)?])?[0];
+    if !f.is_finite() || !gmax.is_finite() {
+        bail!("objective or gradient is not finite at the starting point");
+    }
+    let mut memory = DeviceMemory::new(opt.history, (d + 1) * kp, device)?;
+    let (mut n_iter, mut accepted) = (0, 0);
+    let mut termination = if gmax <= opt.gtol {
+        Termination::Gradient
+    } else {
+        Termination::MaxIter
+    };
+    while termination == Termination::MaxIter && n_iter < opt.max_iter {
+        let mut dir = memory.direction(&g)?;
+        let wd = |dir: &Tensor| -> Result<Vec<f64>> {
+            let tw = theta.broadcast_mul(&data.wmask)?;
+            fetch(&[
+                dot(&g, dir)?,
+                dot(dir, dir)?,
+                dot(&tw, &theta)?,
+                dot(&tw, dir)?,
+                data.weights_sq(dir)?,
+            ])
+        };
+        let mut dots = wd(&dir)?;
+        if !(dots[0] < 0.0) {
+            // Not a descent direction (numerical trouble): restart from steepest descent.
+            memory.clear();
+            dir = g.neg()?;
+            dots = wd(&dir)?;
+        }
+        let [gd, dd_all, ww, wdir, dd] = dots[..] else {
+            unreachable!()
+        };
+        let stp0 = if memory.is_empty() {
+            (1.0 / dd_all.sqrt()).min(1e10)
+        } else {
+            1.0
+        };
+        let zd = data.logits(&dir)?;
+        let mut last: Option<(f64, f64, Tensor)> = None;
+        let mut phi = |alpha: f64| -> Result<(f64, f64)> {
+            let t = timed(Part::Loss, || data.terms(&z, Some((&zd, alpha))))?;
+            let reg = 0.5 * (ww + 2.0 * alpha * wdir + alpha * alpha * dd) / c;
+            let dreg = (wdir + alpha * dd) / c;
+            let out = ((t.ce + reg) / n as f64, (t.dce + dreg) / n as f64);
+            last = Some((alpha, out.0, t.resid));
+            Ok(out)
+        };
+        let mut evals = 0;
+        let ls = dcsrch(
+            &mut |a| {
+                evals += 1;
+                phi(a)
+            },
+            f,
+            gd,
+            stp0,
+            1e-3,
+            0.9,
+            0.1,
+            0.0,
+            1e10,
+            opt.max_ls,
+        )?;
+        n_eval += evals;
+        match ls {
+            Some((stp, f_new)) if f_new.is_finite() && f_new <= f => {
+                n_iter += 1;
+                accepted += 1;
+                let step = dir.affine(stp, 0.0)?;
+                theta = (&theta + &step)?;
+                let (f_acc, g_new) = match last {
+                    Some((a, fa, resid)) if a == stp && accepted % REFRESH != 0 => {
+                        z = (&z + zd.affine(stp, 0.0)?)?;
+                        (fa, data.gradient(&resid, &theta)?)
+                    }
+                    _ => {
+                        let (z_new, fa, g_new) = base(&theta)?;
+                        z = z_new;
+                        (fa, g_new)
+                    }
+                };
+                let y = (&g_new - &g)?;
+                let v = fetch(&[dot(&step, &y)?, dot(&y, &y)?, max_abs(&g_new)?])?;
+                let (sy, yy, gmax) = (v[0], v[1], v[2]);
+                if sy > f64::EPSILON * yy && sy > 0.0 {
+                    memory.push(&step, &y)?;
+                }
+                let f_old = f;
+                g = g_new;
+                f = f_acc;
+                if gmax <= opt.gtol {
+                    termination = Termination::Gradient;
+                } else if (f_old - f_new) / f_old.abs().max(f_new.abs()).max(1.0) <= opt.ftol {
+                    termination = Termination::Objective;
+                }
+            }
+            _ => {
+                // Line search failed: retry once from steepest descent, as L-BFGS-B does.
+                if memory.is_empty() {
+                    termination = Termination::LineSearch;
+                }
+                memory.clear();
+            }
+        }
+    }
+    Ok(LbfgsResult {
+        x: theta.flatten_all()?.to_vec1()?,
+        f,
+        grad: g.flatten_all()?.to_vec1()?,
+        n_iter,
+        n_eval,
+        termination,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lbfgs_memory::Memory;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// The device memory's ring of slots must give the host memory's direction (oldest-first
+    /// pairs) through more pushes than it holds; the host stores its pairs in f32, hence the
+    /// tolerance.
+    #[test]
+    fn device_memory_matches_the_host_memory() {
+        let (rows, cols, cap) = (37usize, 5usize, 3usize);
+        let len = rows * cols;
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let diag: Vec<f64> = (0..len).map(|_| rng.gen_range(0.1..10.0)).collect();
+        let dev = Device::Cpu;
+        let mut host = Memory::new(cap);
+        let mut device = DeviceMemory::new(cap, len, &dev).unwrap();
+        let tensor = |v: &[f64]| Tensor::from_slice(v, (rows, cols), &dev).unwrap();
+        for step in 0..8 {
+            let s: Vec<f64> = (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let y: Vec<f64> = s.iter().zip(&diag).map(|(s, h)| s * h).collect();
+            host.push(&s, &y);
+            device.push(&tensor(&s), &tensor(&y)).unwrap();
+            let g: Vec<f64> = (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let mut want = vec![0.0; len];
+            host.direction(&g, &mut want);
+            let got: Vec<f64> = device
+                .direction(&tensor(&g))
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= 1e-5 * scale,
+                "step {step}: error {err:e} of {scale:e}"
+            );
+        }
+    }
+}
