@@ -15,9 +15,9 @@ use candle_nn::VarBuilder;
 use gapprobe_features::batching::BatchSize;
 use gapprobe_features::extract::{extract, ExtractOptions};
 use gapprobe_features::models::{
-    clip_tower_tensors, fused, mlp2x_projector_tensors, planes, Act, ClipVisionConfig,
-    ClipVisionModel, Fill, Projector, ProjectorConfig, ProjectorKind, ProjectorLayout,
-    VisionLanguageModel,
+    clip_tower_tensors, fused, gemm_epilogue, mlp2x_projector_tensors, planes, Act,
+    ClipVisionConfig, ClipVisionModel, Fill, Projector, ProjectorConfig, ProjectorKind,
+    ProjectorLayout, VisionLanguageModel,
 };
 use gapprobe_features::preprocess::PreprocessConfig;
 use gapprobe_features::FeaturePoint;
@@ -365,6 +365,22 @@ fn check_kernels(device: &Device) -> Result<()> {
             let got = fused::layer_norm(&on(&wide)?, &on(&w)?, &on(&b)?, 1e-5)?;
             let want = fused::layer_norm(&wide, &w, &b, 1e-5)?;
             report("layer norm (from the f32 stream)", dtype, &got, &want)?;
+        }
+        // A Linear with its bias and residual in the GEMM's epilogue (GAPPROBE_GEMM_EPILOGUE=1).
+        let wl = Tensor::randn(0f32, 0.05, (1024, 1024), &cpu)?.to_dtype(dtype)?;
+        for residual in [None, Some(&r)] {
+            let got = gemm_epilogue::linear(
+                &on(&x)?,
+                &on(&wl)?,
+                &on(&b)?,
+                residual.map(on).transpose()?.as_ref(),
+            )?;
+            let want = gemm_epilogue::linear(&x, &wl, &b, residual)?;
+            let what = match residual {
+                Some(_) => "GEMM+bias+residual epilogue",
+                None => "GEMM+bias epilogue",
+            };
+            report(what, dtype, &got, &want)?;
         }
         // 8-bit planes through a level table (the model input): the CPU reference is exact.
         let planes = Tensor::rand(0f32, 256.0, (2, 3, 336, 336), &cpu)?

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
-use gapprobe_features::models::{fused, planes, Act};
+use gapprobe_features::models::{fused, gemm_epilogue, planes, Act};
 use std::time::Instant;
 
 /// Median milliseconds of `iters` runs of `f` after one warm-up.
@@ -131,6 +131,30 @@ pub fn profile(
                 false,
             );
         }
+    }
+    if fused_on {
+        // The same Linear layers with the bias (and residual) in the GEMM's epilogue
+        // (GAPPROBE_GEMM_EPILOGUE=1): compare with the GEMM plus its pass above and below.
+        let lt = |w: &Tensor, b: &Tensor, input: &Tensor, res: Option<&Tensor>| {
+            time_ms(device, iters, || {
+                Ok(gemm_epilogue::linear(input, w, b, res)?)
+            })
+        };
+        add(
+            "epilogue: q|k|v + bias",
+            lt(&w_qkv, &b_3d, &x, None)?,
+            false,
+        );
+        add(
+            "epilogue: out + bias+res",
+            lt(&w_out, &b_d, &x, Some(&x))?,
+            false,
+        );
+        add(
+            "epilogue: fc2 + bias+res",
+            lt(&w_fc2, &b_d, &h, Some(&x))?,
+            false,
+        );
     }
     add(
         "gemm fc1 1024→4096",

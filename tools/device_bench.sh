@@ -34,10 +34,13 @@ timeout 240 /tmp/gapprobe bench --device cuda --dtypes "$DTYPES" --batch-sizes "
 # Variants of the default build, NAME:VAR=VALUE[,VAR=VALUE]: each a row of the ratio table
 # (gapprobe_bench_NAME.txt); those in E2E_VARIANTS also end to end. `mma8:GAPPROBE_ATTENTION=mma8`
 # is the 8-warp A/B of the default attention kernel.
-for v in ${VARIANTS:-fa:GAPPROBE_ATTENTION=fa fa128:GAPPROBE_ATTENTION=fa128 fa8:GAPPROBE_ATTENTION=fa8 fa_f32stream:GAPPROBE_ATTENTION=fa,GAPPROBE_RESIDUAL=f32}; do
+# The fa128/fa8 kernels are timed per op by `--ops` above and checked there; add them here as
+# `fa128:GAPPROBE_ATTENTION=fa128` for whole-model rows. `_lt`: biases and residual adds in the
+# GEMMs' cuBLASLt epilogue (GAPPROBE_GEMM_EPILOGUE=1).
+for v in ${VARIANTS:-fa:GAPPROBE_ATTENTION=fa fa_lt:GAPPROBE_ATTENTION=fa,GAPPROBE_GEMM_EPILOGUE=1 mma_lt:GAPPROBE_GEMM_EPILOGUE=1 fa_f32stream:GAPPROBE_ATTENTION=fa,GAPPROBE_RESIDUAL=f32}; do
   name=${v%%:*}
   E2E_FLAGS=""
-  case " ${E2E_VARIANTS:-fa} " in *" $name "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac
+  case " ${E2E_VARIANTS:-fa fa_lt} " in *" $name "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac
   echo "== gapprobe bench, variant $name (${v#*:}) =="
   env $(echo "${v#*:}" | tr , ' ') timeout 150 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes 256 \
     --iters 10 --warmup 3 $E2E_FLAGS 2>&1 | grep -E "^(encoder|e2e-jpeg|check)|rror" | tee "$OUT/gapprobe_bench_$name.txt"

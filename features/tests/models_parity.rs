@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use gapprobe_features::featurepoint::FeaturePoint;
-use gapprobe_features::models::{fused, Checkpoint, Family, VisionLanguageModel};
+use gapprobe_features::models::{fused, gemm_epilogue, Checkpoint, Family, VisionLanguageModel};
 use gapprobe_features::preprocess::load_rgb;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -152,6 +152,13 @@ fn every_feature_point_matches_transformers_with_fused_ops() {
 #[test]
 fn every_feature_point_matches_transformers_with_bias_folding_attention() {
     fused::with_attention_kernel(fused::AttentionKernel::Flash, || check_feature_points(true));
+}
+
+/// Biases and residual adds in the GEMMs' epilogue (`GAPPROBE_GEMM_EPILOGUE=1`): the op's CPU
+/// reference, wired into every family's Linear layers, against transformers.
+#[test]
+fn every_feature_point_matches_transformers_with_gemm_epilogues() {
+    gemm_epilogue::with_epilogue(true, || check_feature_points(true));
 }
 
 fn check_feature_points(fused_ops: bool) {

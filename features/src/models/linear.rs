@@ -6,8 +6,8 @@
 //! goes through a single `act(y + b) (+ residual)` kernel; otherwise candle's Linear and
 //! composite ops run, as on the CPU.
 
-use super::fused;
 use super::Act;
+use super::{fused, gemm_epilogue};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -16,6 +16,8 @@ use candle_nn::VarBuilder;
 pub struct FusedLinear {
     plain: candle_nn::Linear,
     fused: bool,
+    /// Bias (and residual) adds in the GEMM's epilogue ([`super::gemm_epilogue`]).
+    epilogue: bool,
 }
 
 /// Loads `weight` [out, in] and `bias` [out] under `vb`, like `candle_nn::linear`.
@@ -44,7 +46,12 @@ pub fn stack(layers: &[candle_nn::Linear], fused: bool) -> Result<FusedLinear> {
 impl FusedLinear {
     /// Wraps a candle Linear; `fused` selects the fused path.
     pub fn new(plain: candle_nn::Linear, fused: bool) -> Self {
-        Self { plain, fused }
+        let epilogue = fused && gemm_epilogue::enabled_for(plain.weight().device());
+        Self {
+            plain,
+            fused,
+            epilogue,
+        }
     }
 
     /// The same layer followed by an elementwise scale of its outputs (`s ⊙ (x Wᵀ + b)`), folded
@@ -59,6 +66,12 @@ impl FusedLinear {
     /// Whether the fused path runs.
     pub fn is_fused(&self) -> bool {
         self.fused
+    }
+
+    /// Whether the bias (and residual) adds run in the GEMM's epilogue.
+    #[cfg(test)]
+    pub fn uses_epilogue(&self) -> bool {
+        self.epilogue
     }
 
     /// The weights' dtype (what the layer computes in).
@@ -96,6 +109,9 @@ impl FusedLinear {
     /// `act(x Wᵀ + b)`.
     pub fn forward_act(&self, x: &Tensor, act: Option<Act>) -> Result<Tensor> {
         match (self.fused, self.plain.bias()) {
+            (true, Some(b)) if self.epilogue && act.is_none() => {
+                gemm_epilogue::linear(x, self.plain.weight(), b, None)
+            }
             (true, Some(b)) => fused::bias_act(&self.gemm(x)?, b, act),
             _ => {
                 let y = self.plain.forward(x)?;
@@ -110,6 +126,9 @@ impl FusedLinear {
     /// `x Wᵀ + b + residual`, in the residual's dtype (f32 around 16-bit layers when asked).
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         match (self.fused, self.plain.bias()) {
+            (true, Some(b)) if self.epilogue && residual.dtype() == self.dtype() => {
+                gemm_epilogue::linear(x, self.plain.weight(), b, Some(residual))
+            }
             (true, Some(b)) => fused::bias_residual(&self.gemm(x)?, b, residual),
             _ => self.plain.forward(x)?.to_dtype(residual.dtype())? + residual,
         }
@@ -158,6 +177,47 @@ mod tests {
         assert!(none.is_none());
         assert!(max_abs_diff(&y, &z) < 1e-5);
         assert!(max_abs_diff(&y, &off.forward_act(&x, None).unwrap()) < 1e-5);
+    }
+
+    /// Built with the epilogue asked for, the layer takes it (fused ops on) and computes the same
+    /// outputs; the activation keeps the separate pass, an f32 residual around a 16-bit layer
+    /// the fused residual kernel.
+    #[test]
+    fn epilogue_linear_equals_plain_linear() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (5, 11), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 5, &dev).unwrap();
+        let plain = candle_nn::Linear::new(w, Some(b));
+        let build = |on| {
+            fused::with_mode(true, || {
+                gemm_epilogue::with_epilogue(on, || FusedLinear::new(plain.clone(), true))
+            })
+        };
+        let (lt, off) = (build(true), build(false));
+        assert!(lt.uses_epilogue() && !off.uses_epilogue());
+        assert!(!fused::with_mode(false, || gemm_epilogue::with_epilogue(
+            true,
+            || { FusedLinear::new(plain.clone(), false).uses_epilogue() }
+        )));
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 11), &dev).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (2, 3, 5), &dev).unwrap();
+        for act in [None, Some(Act::QuickGelu)] {
+            let a = lt.forward_act(&x, act).unwrap();
+            assert!(max_abs_diff(&a, &off.forward_act(&x, act).unwrap()) < 1e-5);
+        }
+        let a = lt.forward_residual(&x, &r).unwrap();
+        assert!(max_abs_diff(&a, &off.forward_residual(&x, &r).unwrap()) < 1e-5);
+        let h = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
+        let lt16 = fused::with_mode(true, || {
+            gemm_epilogue::with_epilogue(true, || {
+                FusedLinear::new(
+                    candle_nn::Linear::new(h(plain.weight()), plain.bias().map(h)),
+                    true,
+                )
+            })
+        });
+        let wide = lt16.forward_residual(&h(&x), &r).unwrap();
+        assert_eq!(wide.dtype(), DType::F32);
     }
 
     /// Folding an output scale into the weights equals scaling the outputs.

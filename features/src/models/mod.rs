@@ -8,7 +8,10 @@ pub mod fused;
 #[cfg(feature = "cuda")]
 mod fused_cuda;
 mod fused_ops;
+pub mod gemm_epilogue;
 mod linear;
+#[cfg(feature = "cuda")]
+mod lt_cuda;
 mod norm;
 pub mod planes;
 mod projector;
