@@ -120,7 +120,6 @@ pub(super) fn linear(
         residual: Option<(&CudaStorage, &Layout)>,
         (rows, inp, out): (usize, usize, usize),
     ) -> Result<CudaStorage> {
-        use candle_core::backend::BackendStorage;
         let dev: CudaDevice = x.device().clone();
         let stream = dev.cuda_stream();
         let (x0, x1) = contiguous(xl, "the input")?;
@@ -139,7 +138,7 @@ pub(super) fn linear(
         let mut d = unsafe { dev.alloc::<T>(rows * out)? };
         let handle = handle(&dev)?;
         use sys::cublasLtMatmulDescAttributes_t as A;
-        let desc = Descriptors {
+        let mut desc = Descriptors {
             desc: lt(result::create_matmul_desc(
                 sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 sys::cudaDataType_t::CUDA_R_32F,
@@ -147,7 +146,6 @@ pub(super) fn linear(
             layouts: Vec::new(),
             pref: lt(result::create_matmul_pref())?,
         };
-        let mut desc = desc;
         // cublasOperation_t values: CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 (32-bit).
         let (trans, no_trans) = (1i32, 0i32);
         set_desc(desc.desc, A::CUBLASLT_MATMUL_DESC_TRANSA, &trans)?;
@@ -165,29 +163,7 @@ pub(super) fn linear(
                 data_type, r as u64, c as u64, ld as i64,
             ))?);
         }
-        let ws_size = WORKSPACE;
-        // SAFETY: the attribute is a usize byte count.
-        unsafe {
-            lt(result::set_matmul_pref_attribute(
-                desc.pref,
-                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                &ws_size as *const usize as *const c_void,
-                std::mem::size_of::<usize>(),
-            ))?;
-        }
         let (la, lb, lc) = (desc.layouts[0], desc.layouts[1], desc.layouts[2]);
-        // SAFETY: the descriptors are live; the layouts describe the buffers below.
-        let heuristic = unsafe {
-            lt(result::get_matmul_algo_heuristic(
-                handle.handle,
-                desc.desc,
-                la,
-                lb,
-                lc,
-                lc,
-                desc.pref,
-            ))?
-        };
         let (alpha, beta) = (1f32, if rs.is_some() { 1f32 } else { 0f32 });
         {
             let (a_ptr, _a_rec) = ws.device_ptr(&stream);
@@ -197,6 +173,46 @@ pub(super) fn linear(
             let r_ptr = rs.as_ref().map(|r| r.device_ptr(&stream));
             // β = 0: C is not read, and D stands in for it.
             let c_ptr = r_ptr.as_ref().map_or(d_ptr, |(p, _)| *p);
+            // The heuristic assumes 256-byte aligned operands unless told otherwise; a view's
+            // offset can leave less, so it is told each pointer's actual alignment.
+            use sys::cublasLtMatmulPreferenceAttributes_t as P;
+            let align = |p: u64| (1u32 << p.trailing_zeros().min(8)).max(1);
+            let prefs = [
+                (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align(a_ptr)),
+                (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align(x_ptr)),
+                (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align(c_ptr)),
+                (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align(d_ptr)),
+            ];
+            let ws_size = WORKSPACE as u64;
+            // SAFETY: the workspace size is a uint64 byte count, the alignments uint32 values.
+            unsafe {
+                lt(result::set_matmul_pref_attribute(
+                    desc.pref,
+                    P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                    &ws_size as *const u64 as *const c_void,
+                    std::mem::size_of::<u64>(),
+                ))?;
+                for (attr, v) in &prefs {
+                    lt(result::set_matmul_pref_attribute(
+                        desc.pref,
+                        *attr,
+                        v as *const u32 as *const c_void,
+                        std::mem::size_of::<u32>(),
+                    ))?;
+                }
+            }
+            // SAFETY: the descriptors are live; the layouts describe the buffers below.
+            let heuristic = unsafe {
+                lt(result::get_matmul_algo_heuristic(
+                    handle.handle,
+                    desc.desc,
+                    la,
+                    lb,
+                    lc,
+                    lc,
+                    desc.pref,
+                ))?
+            };
             // SAFETY: every pointer addresses a live buffer of the size its layout describes, on
             // candle's stream; the output is a fresh allocation distinct from every input.
             unsafe {
