@@ -26,11 +26,30 @@ if [ "${TORCH_BF16_ERR:-1}" = 1 ]; then
   echo "== PyTorch's own bf16 error (yardstick for gapprobe's 'relative error ... vs f32' lines) =="
   timeout 150 python3 tools/torch_bf16_error.py --anchor .device/torch_baseline.py --f32-residual 2>&1 | tail -2 | tee "$OUT/torch_bf16_error.txt"
 fi
+# Probe solver on the GPU (issue 7), when the `cuda` bench_probe example was carried; run right
+# after the default bench, so that a call cut short by its time limit still has both issues' figures.
+probe_section() {
+  if [ -f .device/bench_probe.xz ]; then
+    echo "== gapprobe probe solver (candle, CUDA) on the anchor's CUB-shaped data =="
+    python3 -c 'import lzma,sys; sys.stdout.buffer.write(lzma.open(".device/bench_probe.xz").read())' > /tmp/bench_probe
+    chmod +x /tmp/bench_probe
+    # scikit-learn on 2 pinned cores in the same run (issue 7's ratio), when it is installed there.
+    SK="--skip-sklearn"
+    python3 -c 'import sklearn, threadpoolctl' 2>/dev/null && SK="--sklearn-cpus 0,1"
+    timeout 300 python3 tools/probe_bench.py --bin /tmp/bench_probe $SK --device auto --repeat 2 \
+      --json "$OUT/probe_bench.json" 2>&1 | tee "$OUT/probe_bench.txt"
+    echo "== the same with the solver's state on the host (GAPPROBE_PROBE_RESIDENT=0: the previous CUDA path) =="
+    GAPPROBE_PROBE_RESIDENT=0 timeout 200 python3 tools/probe_bench.py --bin /tmp/bench_probe --skip-sklearn \
+      --device auto --repeat 1 --json "$OUT/probe_bench_host.json" 2>&1 | tee -a "$OUT/probe_bench.txt"
+    grep -E "^\[probe\]|torch-cuda" "$OUT/torch.log" | tail -8
+  fi
+}
 echo "== gapprobe bench =="
 OPS_FLAG=""; [ "${OPS:-1}" = 1 ] && OPS_FLAG="--ops"
 # Not quiet: extraction logs how long it waited for decoded images vs. the device's work.
 timeout 240 /tmp/gapprobe bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 10 --warmup 3 \
   --e2e-images "$E2E" --e2e-batch 256 $OPS_FLAG 2>&1 | tee "$OUT/gapprobe_bench.txt"
+probe_section
 # Variants of the default build, NAME:VAR=VALUE[,VAR=VALUE]: each a row of the ratio table
 # (gapprobe_bench_NAME.txt); those in E2E_VARIANTS also end to end. `mma8:GAPPROBE_ATTENTION=mma8`
 # is the 8-warp A/B of the default attention kernel.
@@ -58,18 +77,3 @@ if [ "${AB_OFF:-0}" = 1 ]; then
     2>&1 | tee "$OUT/gapprobe_bench_kernels_off.txt"
 fi
 python3 tools/ratio_table.py "$OUT" | tee "$OUT/ratios.md"
-# Probe solver on the GPU (issue 7), when the `cuda` bench_probe example was carried.
-if [ -f .device/bench_probe.xz ]; then
-  echo "== gapprobe probe solver (candle, CUDA) on the anchor's CUB-shaped data =="
-  python3 -c 'import lzma,sys; sys.stdout.buffer.write(lzma.open(".device/bench_probe.xz").read())' > /tmp/bench_probe
-  chmod +x /tmp/bench_probe
-  # scikit-learn on 2 pinned cores in the same run (issue 7's ratio), when it is installed there.
-  SK="--skip-sklearn"
-  python3 -c 'import sklearn, threadpoolctl' 2>/dev/null && SK="--sklearn-cpus 0,1"
-  timeout 300 python3 tools/probe_bench.py --bin /tmp/bench_probe $SK --device auto --repeat 2 \
-    --json "$OUT/probe_bench.json" 2>&1 | tee "$OUT/probe_bench.txt"
-  echo "== the same with the solver's state on the host (GAPPROBE_PROBE_RESIDENT=0: the previous CUDA path) =="
-  GAPPROBE_PROBE_RESIDENT=0 timeout 200 python3 tools/probe_bench.py --bin /tmp/bench_probe --skip-sklearn \
-    --device auto --repeat 2 --json "$OUT/probe_bench_host.json" 2>&1 | tee -a "$OUT/probe_bench.txt"
-  grep -E "^\[probe\]|torch-cuda" "$OUT/torch.log" | tail -8
-fi
