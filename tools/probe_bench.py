@@ -127,7 +127,11 @@ def main():
               f"converged={g['converged']}), objective {g['objective_f64']:.6f}, test acc {g['test_acc']*100:.2f}%",
               flush=True)
         best = min(runs, key=lambda r: r["fit_s"])
-        if "profile" in best:
+        if "profile" in best and best.get("resident"):
+            p = best["profile"]
+            print(f"d={d}: gapprobe time breakdown of the best fit (state on the device: the loss passes wait "
+                  f"for the queued GPU work): loss passes {p['loss_s']:.2f} s, rest {p['rest_s']:.2f} s", flush=True)
+        elif "profile" in best:
             p = best["profile"]
             print(f"d={d}: gapprobe time breakdown of the best fit: products {p['products_s']:.2f} s "
                   f"({p['n_products']} calls, transfers included), loss passes {p['loss_s']:.2f} s, "
