@@ -92,7 +92,7 @@ impl CandleProblem {
     }
 
     /// Keep the solver's whole state on the device ([`crate::resident`]; the default on CUDA)
-    /// or only the products (the host path with its preconditioner; the default on the CPU).
+    /// or only the products (the host path; the default on the CPU).
     pub fn with_resident(mut self, resident: bool) -> Self {
         self.resident = resident;
         self
@@ -156,7 +156,8 @@ impl CandleProblem {
                 let _ = self.tensors.set(self.data.tensors(&self.device)?);
             }
             let (xa, xa_t) = self.tensors.get().context("device tensors")?;
-            return crate::resident::solve(self, (xa, xa_t), c, Some(theta0), &opt)
+            let spectrum = self.spectrum()?;
+            return crate::resident::solve(self, (xa, xa_t), spectrum, c, Some(theta0), &opt)
                 .context("candle L-BFGS (device-resident)");
         }
         let pre = match self.spectrum()? {

@@ -144,6 +144,11 @@ impl Spectrum {
         }))
     }
 
+    /// The basis `V` (`(d+1) × r`, f32) as a tensor on `device`.
+    pub(crate) fn basis(&self, device: &Device) -> Result<candle_core::Tensor> {
+        Ok(self.v.tensors(device)?.0)
+    }
+
     /// Scale factors `δ` for the preconditioner at inverse regularisation `c`.
     pub fn deltas(&self, n: usize, k: usize, c: f64) -> Vec<f64> {
         let kf = k.max(2) as f64;
