@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use gapprobe_features::batching::BatchSize;
-use gapprobe_features::extract::{extract, ExtractOptions};
+use gapprobe_features::extract::{decode_planes, extract, ExtractOptions};
 use gapprobe_features::models::{
     clip_tower_tensors, fused, gemm_epilogue, mlp2x_projector_tensors, planes, Act,
     ClipVisionConfig, ClipVisionModel, Fill, Projector, ProjectorConfig, ProjectorKind,
@@ -53,6 +53,13 @@ pub struct BenchOptions {
     /// Also time the encoder layer's operations one by one (at the first batch size and dtype).
     #[arg(long)]
     pub ops: bool,
+    /// Also time decoding and preprocessing alone (the end-to-end path's CPU side) over this many
+    /// JPEGs, on all of rayon's threads (0 skips it).
+    #[arg(long, default_value_t = 0)]
+    pub preprocess_images: usize,
+    /// Only the preprocessing measurement (no model is built).
+    #[arg(long, requires = "preprocess_images")]
+    pub preprocess_only: bool,
 }
 
 /// Architecture of a preset: (tower config, projector dims d→h→o, hidden state read).
@@ -190,6 +197,16 @@ fn forward(model: &VisionLanguageModel, pixels: &Tensor) -> Result<Tensor> {
 /// Runs the benchmark and prints one line per measurement plus a summary table.
 pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
     let (cfg, proj) = preset(&opts.preset)?;
+    if opts.preprocess_images > 0 {
+        preprocess_rate(
+            opts.preprocess_images,
+            opts.e2e_batch,
+            cfg.image_size as u32,
+        )?;
+        if opts.preprocess_only {
+            return Ok(());
+        }
+    }
     let device = parse_device(&opts.device)?;
     let layers = cfg.num_hidden_layers - 1; // hidden_states[-2]
     let gflop = flops_per_image(&cfg, layers, proj) / 1e9;
@@ -429,6 +446,33 @@ fn check_kernels(device: &Device) -> Result<()> {
     Ok(())
 }
 
+/// Decoding and preprocessing alone, as `extract` does it (batches of `batch`, each decoded on
+/// all of rayon's threads into one buffer): images/s overall and per thread.
+fn preprocess_rate(n: usize, batch: usize, image_size: u32) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("gapprobe-bench-pre-{}", std::process::id()));
+    let paths = write_jpegs(&dir, n)?;
+    let pre = PreprocessConfig::clip(image_size);
+    decode_planes(&paths[..batch.min(n)], &pre)?;
+    let t0 = Instant::now();
+    for chunk in paths.chunks(batch.max(1)) {
+        decode_planes(chunk, &pre)?;
+    }
+    let s = t0.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&dir).ok();
+    let threads = rayon::current_num_threads();
+    let ips = n as f64 / s;
+    println!(
+        "{:<10} {:>6} images in {:.2} s: {:.1} images/s on {threads} threads ({:.1} per thread), \
+         decode + resize + crop to 8-bit planes",
+        "preprocess",
+        n,
+        s,
+        ips,
+        ips / threads as f64
+    );
+    Ok(())
+}
+
 /// Writes `n` CUB-sized (500×375) JPEGs with smooth colour fields and noise.
 fn write_jpegs(dir: &std::path::Path, n: usize) -> Result<Vec<PathBuf>> {
     use rayon::prelude::*;
@@ -476,6 +520,8 @@ mod tests {
             e2e_images: 4,
             e2e_batch: 2,
             ops: false,
+            preprocess_images: 3,
+            preprocess_only: false,
         };
         run(&opts, &Ui { quiet: true }).unwrap();
     }

@@ -48,7 +48,7 @@ echo "== gapprobe bench =="
 OPS_FLAG=""; [ "${OPS:-1}" = 1 ] && OPS_FLAG="--ops"
 # Not quiet: extraction logs how long it waited for decoded images vs. the device's work.
 timeout 240 /tmp/gapprobe bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 10 --warmup 3 \
-  --e2e-images "$E2E" --e2e-batch 256 $OPS_FLAG 2>&1 | tee "$OUT/gapprobe_bench.txt"
+  --e2e-images "$E2E" --e2e-batch 256 --preprocess-images "$E2E" $OPS_FLAG 2>&1 | tee "$OUT/gapprobe_bench.txt"
 probe_section
 # Variants of the default build, NAME:VAR=VALUE[,VAR=VALUE]: each a row of the ratio table
 # (gapprobe_bench_NAME.txt); those in E2E_VARIANTS also end to end. `mma8:GAPPROBE_ATTENTION=mma8`

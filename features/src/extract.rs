@@ -122,21 +122,12 @@ pub fn extract_batches(
         let device = &opts.device;
         scope.spawn(move || {
             for chunk in paths.chunks(batch) {
-                let pixels = chunk
-                    .par_iter()
-                    .map(|p| {
-                        load_rgb(p).and_then(|img| {
-                            pre.apply_u8(&img)
-                                .with_context(|| format!("preprocessing {}", p.display()))
-                        })
-                    })
-                    .collect::<Result<Vec<Vec<u8>>>>()
-                    .and_then(|v| {
-                        let shape = (chunk.len(), 3, h as usize, w as usize);
-                        let t = Tensor::from_vec(v.concat(), shape, device)?;
-                        device.synchronize()?;
-                        Ok(t)
-                    });
+                let pixels = decode_planes(chunk, pre).and_then(|v| {
+                    let shape = (chunk.len(), 3, h as usize, w as usize);
+                    let t = Tensor::from_vec(v, shape, device)?;
+                    device.synchronize()?;
+                    Ok(t)
+                });
                 if tx.send(pixels).is_err() {
                     return;
                 }
@@ -188,6 +179,33 @@ pub fn extract_batches(
 
 /// Selects and pools the tokens of one feature point from its hidden state (see
 /// [`VisionLanguageModel::read_point`]: token layout per encoder family, CLS checks).
+/// Decodes and preprocesses `paths` on rayon's threads into one buffer of CHW 8-bit planes,
+/// image after image (each thread writes its images' slices: no concatenation pass after).
+pub fn decode_planes(paths: &[PathBuf], pre: &PreprocessConfig) -> Result<Vec<u8>> {
+    let (h, w) = pre.output_size();
+    let per_image = 3 * h as usize * w as usize;
+    let mut out = vec![0u8; paths.len() * per_image];
+    out.par_chunks_mut(per_image)
+        .zip(paths.par_iter())
+        .try_for_each(|(dst, p)| -> Result<()> {
+            let planes = load_rgb(p).and_then(|img| {
+                pre.apply_u8(&img)
+                    .with_context(|| format!("preprocessing {}", p.display()))
+            })?;
+            if planes.len() != dst.len() {
+                bail!(
+                    "{}: preprocessing gave {} values, expected {}",
+                    p.display(),
+                    planes.len(),
+                    dst.len()
+                );
+            }
+            dst.copy_from_slice(&planes);
+            Ok(())
+        })?;
+    Ok(out)
+}
+
 fn read_point(model: &VisionLanguageModel, point: &FeaturePoint, state: &Tensor) -> Result<Tensor> {
     model.read_point(point, state)
 }
