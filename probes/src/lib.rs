@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 pub mod candle_solver;
+mod device_memory;
 pub mod lbfgs;
 pub mod lbfgs_memory;
 pub mod linesearch;
