@@ -23,6 +23,7 @@ use crate::lbfgs::{minimize_line, LbfgsOptions, LbfgsResult, LineObjective};
 use crate::precond::{default_rank, Spectrum};
 use crate::products::{narrow, DenseMatrix};
 use crate::profile::{timed, Part};
+use crate::row_softmax::row_terms;
 use std::sync::OnceLock;
 
 /// L-BFGS correction pairs kept (overridable with `GAPPROBE_LBFGS_HISTORY`).
@@ -213,47 +214,6 @@ struct Line<'a> {
     /// `(α, φ(α))` of the last line evaluation.
     last: Option<(f64, f64)>,
     g_w: Vec<f64>,
-}
-
-/// Loss of one row at logits `z + α·zp` (param columns; class 0 at logit 0 in the binomial case),
-/// its derivative in α, and the residual `softmax − onehot` in param columns (into `r`). Without
-/// a direction (`zp` empty) the logits are `z`.
-fn row_terms(
-    z: &[f64],
-    zp: &[f32],
-    alpha: f64,
-    y: usize,
-    off: usize,
-    r: &mut [f32],
-    buf: &mut [f64],
-) -> (f64, f64) {
-    let kp = z.len();
-    buf[..off].iter_mut().for_each(|v| *v = 0.0);
-    if zp.is_empty() {
-        buf[off..].copy_from_slice(z);
-    } else {
-        for j in 0..kp {
-            buf[off + j] = z[j] + alpha * f64::from(zp[j]);
-        }
-    }
-    let zy = buf[y];
-    let m = buf.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let mut s = 0.0;
-    for v in buf.iter_mut() {
-        *v = (*v - m).exp();
-        s += *v;
-    }
-    let loss = m + s.ln() - zy;
-    let inv = 1.0 / s;
-    let mut dphi = 0.0;
-    for j in 0..kp {
-        let pj = buf[off + j] * inv - if j + off == y { 1.0 } else { 0.0 };
-        r[j] = pj as f32;
-        if !zp.is_empty() {
-            dphi += pj * f64::from(zp[j]);
-        }
-    }
-    (loss, dphi)
 }
 
 /// Block length of the parallel passes over `n × kp` buffers.

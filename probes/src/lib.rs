@@ -16,6 +16,7 @@ pub mod products;
 pub mod profile;
 mod protocol;
 mod resident;
+mod row_softmax;
 pub mod split;
 pub mod standardize;
 pub mod sweep;
