@@ -65,6 +65,7 @@ pub struct LbfgsResult {
 }
 
 /// `aᵀb` accumulated in f64 with eight accumulators (so it vectorises), for f32 or f64 operands.
+#[inline]
 pub(crate) fn dot_serial<A: Copy + Into<f64>, B: Copy + Into<f64>>(a: &[A], b: &[B]) -> f64 {
     let mut acc = [0.0f64; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));

@@ -8,6 +8,8 @@
 //! Taylor polynomial (truncation below 2e-16 on `|r| ≤ ln2/2`); below −708 it returns
 //! `exp(−708)`, which no sum that also holds the row maximum's `1` can see.
 
+use crate::lbfgs::dot_serial;
+
 const LOG2E: f64 = std::f64::consts::LOG2_E;
 const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
 const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
@@ -106,20 +108,7 @@ fn body<const FMA: bool>(
     probs.iter_mut().for_each(|p| *p *= inv);
     let mut dphi = 0.0;
     if !zp.is_empty() {
-        let mut acc = [0.0f64; 8];
-        let (pc, dc) = (probs.chunks_exact(8), zp.chunks_exact(8));
-        let tail: f64 = pc
-            .remainder()
-            .iter()
-            .zip(dc.remainder())
-            .map(|(&p, &d)| p * f64::from(d))
-            .sum();
-        for (p, d) in pc.zip(dc) {
-            for i in 0..8 {
-                acc[i] += p[i] * f64::from(d[i]);
-            }
-        }
-        dphi = acc.iter().sum::<f64>() + tail;
+        dphi = dot_serial(probs, zp);
         if y >= off {
             dphi -= f64::from(zp[y - off]);
         }
