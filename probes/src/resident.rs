@@ -92,16 +92,16 @@ impl Data<'_> {
         let lse = (m + s.log()?)?.sum_all()?;
         let picked = dot(&lf, &self.onehot)?;
         let resid = (e.broadcast_div(&s)? - &self.onehot)?.narrow(1, k - kp, kp)?;
-        let dce = match zd {
-            Some((zd, _)) => dot(&resid, zd)?,
-            None => Tensor::new(0f64, self.device())?,
+        let ce = (lse - picked)?;
+        // Without a direction there is no derivative to fetch.
+        let (ce, dce) = match zd {
+            Some((zd, _)) => {
+                let v = fetch(&[ce, dot(&resid, zd)?])?;
+                (v[0], v[1])
+            }
+            None => (fetch(&[ce])?[0], 0.0),
         };
-        let v = fetch(&[(lse - picked)?, dce])?;
-        Ok(Terms {
-            ce: v[0],
-            dce: v[1],
-            resid,
-        })
+        Ok(Terms { ce, dce, resid })
     }
 
     /// Scaled gradient `(Xᵀ·R + W/C) / n` (intercept unpenalised).

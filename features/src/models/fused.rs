@@ -34,7 +34,7 @@ thread_local! {
 }
 
 /// Runs `f` with `cell` (one of the thread-local overrides above) set to `value`, then restores it.
-fn with_override<T: Copy + 'static, R>(
+pub(super) fn with_override<T: Copy + 'static, R>(
     cell: &'static std::thread::LocalKey<Cell<Option<T>>>,
     value: T,
     f: impl FnOnce() -> R,

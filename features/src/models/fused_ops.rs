@@ -49,7 +49,7 @@ fn round_as(v: f32, dtype: DType) -> f32 {
 }
 
 /// Widens any supported storage to f32 (the reference path's working type).
-fn to_f32(s: &CpuStorage, l: &Layout) -> Result<Vec<f32>> {
+pub(super) fn to_f32(s: &CpuStorage, l: &Layout) -> Result<Vec<f32>> {
     let (a, b) = l
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg("fused op input must be contiguous".into()))?;

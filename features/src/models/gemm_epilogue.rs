@@ -21,10 +21,7 @@ thread_local! {
 /// Runs `f` with models built on this thread using (or not) the GEMM epilogue, whatever
 /// [`EPILOGUE_ENV`] says.
 pub fn with_epilogue<R>(on: bool, f: impl FnOnce() -> R) -> R {
-    let prev = EPILOGUE.with(|c| c.replace(Some(on)));
-    let r = f();
-    EPILOGUE.with(|c| c.set(prev));
-    r
+    super::fused::with_override(&EPILOGUE, on, f)
 }
 
 /// Whether models built now for `device` add biases and residuals in the GEMMs' epilogues.
@@ -86,17 +83,9 @@ impl LinearEpilogue {
     }
 }
 
+/// A contiguous f32/bf16/f16 input as an f32 CPU tensor.
 fn cpu_tensor(s: &CpuStorage, l: &Layout) -> Result<Tensor> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("linear op input must be contiguous".into()))?;
-    let t = match s {
-        CpuStorage::F32(v) => Tensor::from_slice(&v[a..b], l.shape(), &Device::Cpu)?,
-        CpuStorage::BF16(v) => Tensor::from_slice(&v[a..b], l.shape(), &Device::Cpu)?,
-        CpuStorage::F16(v) => Tensor::from_slice(&v[a..b], l.shape(), &Device::Cpu)?,
-        other => candle_core::bail!("linear op supports f32/bf16/f16, not {:?}", other.dtype()),
-    };
-    t.to_dtype(DType::F32)
+    Tensor::from_vec(super::fused_ops::to_f32(s, l)?, l.shape(), &Device::Cpu)
 }
 
 impl candle_core::CustomOp3 for LinearEpilogue {
