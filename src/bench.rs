@@ -296,6 +296,16 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
                 Err(e) => println!("{:<10} {:<6} {:>6} failed: {e:#}", "encoder", dtype_name, b),
             }
         }
+        if let Some(bytes) = gapprobe_features::cuda_pool::reserved_bytes(&device)? {
+            println!(
+                "{:<10} {:<6} the memory pool holds {:.2} GiB after the last batch's \
+                 synchronisation (freed memory kept between batches: {})",
+                "pool",
+                dtype_name,
+                bytes as f64 / (1u64 << 30) as f64,
+                gapprobe_features::cuda_pool::retain_enabled()
+            );
+        }
         if opts.e2e_images > 0 {
             let dir =
                 std::env::temp_dir().join(format!("gapprobe-bench-jpegs-{}", std::process::id()));

@@ -16,7 +16,14 @@ pub fn parse_device(s: &str) -> Result<Device> {
             if !cfg!(feature = "cuda") {
                 bail!("device '{s}': this gapprobe was built without CUDA; rebuild with `cargo build --release --features cuda`");
             }
-            Ok(Device::new_cuda(ordinal)?)
+            let device = Device::new_cuda(ordinal)?;
+            // Keep freed activations in the pool between batches (see `cuda_pool`).
+            let kept = gapprobe_features::cuda_pool::retain_freed_memory(&device)?;
+            tracing::debug!(
+                kept,
+                "CUDA memory pool keeps freed memory across synchronisations"
+            );
+            Ok(device)
         }
         _ => bail!("unknown device '{s}': expected cpu, cuda or cuda:N"),
     }

@@ -41,6 +41,9 @@ probe_section() {
     echo "== the same with the solver's state on the host (GAPPROBE_PROBE_RESIDENT=0: the previous CUDA path) =="
     GAPPROBE_PROBE_RESIDENT=0 timeout 200 python3 tools/probe_bench.py --bin /tmp/bench_probe --skip-sklearn \
       --device auto --repeat 1 --json "$OUT/probe_bench_host.json" 2>&1 | tee -a "$OUT/probe_bench.txt"
+    echo "== resident again, with CUDA's default memory pool (GAPPROBE_POOL_RETAIN=0: freed memory released at each sync) =="
+    GAPPROBE_POOL_RETAIN=0 timeout 120 python3 tools/probe_bench.py --bin /tmp/bench_probe --skip-sklearn \
+      --device auto --repeat 1 --json "$OUT/probe_bench_nokeep.json" 2>&1 | tee -a "$OUT/probe_bench.txt"
     grep -E "^\[probe\]|torch-cuda" "$OUT/torch.log" | tail -8
   fi
 }
@@ -55,14 +58,15 @@ probe_section
 # is the 8-warp A/B of the default attention kernel.
 # The fa128/fa8 kernels are timed per op by `--ops` above and checked there; add them here as
 # `fa128:GAPPROBE_ATTENTION=fa128` for whole-model rows. `_lt`: biases and residual adds in the
-# GEMMs' cuBLASLt epilogue (GAPPROBE_GEMM_EPILOGUE=1).
-for v in ${VARIANTS:-fa:GAPPROBE_ATTENTION=fa fa_lt:GAPPROBE_ATTENTION=fa,GAPPROBE_GEMM_EPILOGUE=1 mma_lt:GAPPROBE_GEMM_EPILOGUE=1 fa_f32stream:GAPPROBE_ATTENTION=fa,GAPPROBE_RESIDUAL=f32}; do
+# GEMMs' cuBLASLt epilogue (GAPPROBE_GEMM_EPILOGUE=1). `nokeep`: CUDA's default memory pool,
+# which returns freed memory to the driver at every synchronisation (the A/B of features/src/cuda_pool.rs).
+for v in ${VARIANTS:-nokeep:GAPPROBE_POOL_RETAIN=0 fa:GAPPROBE_ATTENTION=fa fa_lt:GAPPROBE_ATTENTION=fa,GAPPROBE_GEMM_EPILOGUE=1 mma_lt:GAPPROBE_GEMM_EPILOGUE=1 fa_f32stream:GAPPROBE_ATTENTION=fa,GAPPROBE_RESIDUAL=f32}; do
   name=${v%%:*}
   E2E_FLAGS=""
-  case " ${E2E_VARIANTS:-fa fa_lt} " in *" $name "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac
+  case " ${E2E_VARIANTS:-nokeep fa fa_lt} " in *" $name "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac
   echo "== gapprobe bench, variant $name (${v#*:}) =="
   env $(echo "${v#*:}" | tr , ' ') timeout 150 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes 256 \
-    --iters 10 --warmup 3 $E2E_FLAGS 2>&1 | grep -E "^(encoder|e2e-jpeg|check)|rror" | tee "$OUT/gapprobe_bench_$name.txt"
+    --iters 10 --warmup 3 $E2E_FLAGS 2>&1 | grep -E "^(encoder|e2e-jpeg|check|pool)|rror" | tee "$OUT/gapprobe_bench_$name.txt"
 done
 if [ "${SMOKE_EXTRACT:-1}" = 1 ]; then
   echo "== extract on CUDA with --batch-size auto (the demo's model and images) =="

@@ -107,8 +107,13 @@ pub fn bytes_per_image(
     ((elems * s + pixels) * 1.25) as u64
 }
 
-/// Free and total memory of a CUDA device in bytes; `None` on the CPU.
+/// Free and total memory of a CUDA device in bytes; `None` on the CPU. Waits for the device and
+/// first hands the memory its pool keeps unused back to the driver ([`crate::cuda_pool::trim`]),
+/// so the free figure counts it.
 pub fn device_memory(device: &Device) -> Option<(u64, u64)> {
+    if let Err(e) = crate::cuda_pool::trim(device) {
+        tracing::debug!("trimming the CUDA memory pool failed: {e:#}");
+    }
     match device {
         #[cfg(feature = "cuda")]
         Device::Cuda(d) => d
@@ -143,10 +148,12 @@ pub fn resolve(
     device: &Device,
     dtype: DType,
 ) -> usize {
-    match (batch, device_memory(device)) {
-        (BatchSize::Fixed(n), _) => n,
-        (BatchSize::Auto, None) => CPU_BATCH,
-        (BatchSize::Auto, Some((free, _))) => {
+    if let BatchSize::Fixed(n) = batch {
+        return n;
+    }
+    match device_memory(device) {
+        None => CPU_BATCH,
+        Some((free, _)) => {
             let per = bytes_per_image(model, size, device, dtype);
             let n = fitting_batch(free, per);
             tracing::info!(

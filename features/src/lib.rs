@@ -7,6 +7,7 @@
 
 pub mod batching;
 pub mod cache;
+pub mod cuda_pool;
 pub mod datasets;
 pub mod extract;
 pub mod featurepoint;

@@ -100,15 +100,47 @@ pub fn find_non_finite(x: ArrayView2<f32>) -> Option<(usize, usize)> {
 }
 
 /// The device the candle solver uses by default: CUDA device 0 when built with the `cuda`
-/// feature and a GPU is present, otherwise the CPU.
+/// feature and a GPU is present, otherwise the CPU. On CUDA the device's default memory pool
+/// keeps freed memory across synchronisations (unless `GAPPROBE_POOL_RETAIN=0`): the resident
+/// solver synchronises at every scalar it reads, and CUDA's default would hand its temporaries
+/// back to the driver and map them again each time.
 pub fn default_device() -> Device {
     #[cfg(feature = "cuda")]
     {
         if let Ok(d) = Device::new_cuda(0) {
+            if std::env::var("GAPPROBE_POOL_RETAIN").map_or(true, |v| v.trim() != "0") {
+                if let Err(e) = keep_freed_memory(&d) {
+                    tracing::debug!("CUDA memory pool left at its default: {e:#}");
+                }
+            }
             return d;
         }
     }
     Device::Cpu
+}
+
+/// Raises the release threshold of the device's default memory pool to the maximum.
+#[cfg(feature = "cuda")]
+fn keep_freed_memory(device: &Device) -> Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let Device::Cuda(d) = device else {
+        return Ok(());
+    };
+    let dev = d.cuda_stream().context().cu_device();
+    let mut threshold = u64::MAX;
+    // SAFETY: the default pool belongs to the driver and is never destroyed; the attribute's
+    // value type is cuuint64_t.
+    unsafe {
+        let mut pool = std::mem::MaybeUninit::uninit();
+        sys::cuDeviceGetDefaultMemPool(pool.as_mut_ptr(), dev).result()?;
+        sys::cuMemPoolSetAttribute(
+            pool.assume_init(),
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+        .result()?;
+    }
+    Ok(())
 }
 
 impl LogisticRegression {
