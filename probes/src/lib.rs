@@ -1,6 +1,6 @@
 //! Linear probes on feature arrays: standardisation, multinomial L2 logistic regression with
 //! scikit-learn's objective (candle L-BFGS or linfa-logistic), C sweeps on a validation split,
-//! and metrics with a bootstrap interval. Knows nothing of images or files.
+//! metrics with a bootstrap interval, and representation similarity (CKA, mutual k-NN). Knows nothing of images or files.
 
 pub mod bootstrap;
 pub mod candle_solver;
@@ -15,6 +15,7 @@ pub mod precond;
 pub mod products;
 pub mod profile;
 mod protocol;
+pub mod representation;
 mod resident;
 mod row_softmax;
 pub mod split;
@@ -24,6 +25,7 @@ pub mod sweep;
 pub use lbfgs::Termination;
 pub use logistic::{default_device, objective, FittedLogistic, LogisticRegression};
 pub use protocol::run_probe;
+pub use representation::{similarity, Similarity};
 pub use standardize::Standardizer;
 
 use serde::Serialize;
