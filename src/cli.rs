@@ -129,6 +129,34 @@ A second run reuses the cache and performs no forward pass."
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// Representation similarity of two cache entries: linear CKA, debiased CKA and mutual
+    /// k-NN alignment (how much a projection changed the features' geometry).
+    #[command(
+        after_help = "Example:\n  gapprobe compare 3f2a9c1e 77b0d412 --split test --k 10 --json similarity.json\n\nENTRY is a cache file or a key prefix from `gapprobe cache ls`. Both entries must hold pooled [N, D] features of the same dataset; rows are matched by image id."
+    )]
+    Compare {
+        /// First cache entry (file path or key prefix), e.g. a vision layer.
+        a: String,
+        /// Second cache entry, e.g. the projector's output.
+        b: String,
+        #[command(flatten)]
+        cache: CacheArg,
+        /// Split to compare: train, val or test.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Neighbours per sample for mutual k-NN.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Compare at most this many rows, a seeded random subset (mutual k-NN costs O(N²·D)).
+        #[arg(long, default_value_t = 10_000)]
+        max_rows: usize,
+        /// Seed of that subset.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also write the result as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Render report.md and the modality-gap figure from a results.csv.
     #[command(
         after_help = "Example:\n  gapprobe report --results results/results.csv --out results/"

@@ -69,6 +69,7 @@ pub fn prepare(opts: &DemoOptions) -> Result<Experiment> {
             levels: vec![],
         }],
         probe: ProbeSection { bootstrap: 500, ..Default::default() },
+        similarity: Default::default(),
         notes: vec![
             "This is the offline demo. The encoder and projector have random weights (seeded): they demonstrate the pipeline, \
              not a model, and the gap shown says nothing about any real VLM."

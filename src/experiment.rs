@@ -24,6 +24,8 @@ pub struct Experiment {
     pub datasets: Vec<DatasetSection>,
     #[serde(default)]
     pub probe: ProbeSection,
+    #[serde(default)]
+    pub similarity: SimilaritySection,
     /// Caveats printed at the top of the report.
     #[serde(default)]
     pub notes: Vec<String>,
@@ -142,6 +144,58 @@ impl ProbeSection {
     }
 }
 
+/// Representation similarity (linear CKA, debiased CKA, mutual k-NN) between every pair of a
+/// dataset's pooled feature points, in report.md and similarity.csv.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimilaritySection {
+    /// Compute it (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Split compared: train, val or test.
+    #[serde(default = "default_similarity_split")]
+    pub split: String,
+    /// Neighbours per image for mutual k-NN.
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// At most this many images (a seeded random subset): mutual k-NN costs O(N²·D).
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_similarity_split() -> String {
+    "test".into()
+}
+fn default_k() -> usize {
+    10
+}
+fn default_max_rows() -> usize {
+    10_000
+}
+
+impl Default for SimilaritySection {
+    fn default() -> Self {
+        toml::from_str("").expect("all similarity fields have defaults")
+    }
+}
+
+impl SimilaritySection {
+    /// The comparison settings these describe.
+    pub fn to_options(&self) -> Result<crate::pipeline::CompareOptions> {
+        if self.k == 0 || self.max_rows < 2 {
+            bail!("similarity.k must be at least 1 and similarity.max_rows at least 2");
+        }
+        Ok(crate::pipeline::CompareOptions {
+            split: self.split.parse().context("similarity.split")?,
+            k: self.k,
+            max_rows: self.max_rows,
+            seed: self.seed,
+        })
+    }
+}
+
 impl DatasetSection {
     /// Parsed spec, feature points and levels, with errors that name the bad value.
     pub fn parse(&self) -> Result<(DatasetSpec, Vec<FeaturePoint>, Vec<LabelLevel>)> {
@@ -214,6 +268,7 @@ impl Experiment {
             d.parse()?;
         }
         self.probe.to_config()?;
+        self.similarity.to_options()?;
         crate::device::parse_device(&self.model.device)?;
         crate::device::parse_dtype(&self.model.dtype)?;
         if let Some(l) = self.model.compress {
@@ -254,6 +309,12 @@ mod tests {
             exp.probe.to_config().unwrap().c_grid,
             ProbeConfig::default().c_grid
         );
+        let sim = exp.similarity.to_options().unwrap();
+        assert!(exp.similarity.enabled);
+        assert_eq!(
+            (sim.split.as_str(), sim.k, sim.max_rows),
+            ("test", 10, 10_000)
+        );
         let bad = r#"
             name = "t"
             output = "o"
@@ -265,6 +326,26 @@ mod tests {
             feature_points = ["projector.mean"]
         "#;
         assert!(toml::from_str::<Experiment>(bad).is_err());
+    }
+
+    #[test]
+    fn similarity_settings_are_checked_before_any_work() {
+        let exp = |section: &str| -> Result<Experiment> {
+            let exp: Experiment = toml::from_str(&format!(
+                "name = \"t\"\noutput = \"o\"\n[model]\nid = \"m\"\n[[datasets]]\n\
+                 spec = \"manifest:/d/m.csv\"\nfeature_points = [\"projector.mean\"]\n\
+                 [similarity]\n{section}"
+            ))?;
+            exp.validate()?;
+            Ok(exp)
+        };
+        let e = exp("split = \"train\"\nk = 5\nmax_rows = 2000\nenabled = false").unwrap();
+        assert!(!e.similarity.enabled);
+        assert_eq!(e.similarity.to_options().unwrap().k, 5);
+        let err = exp("split = \"tset\"").unwrap_err();
+        assert!(format!("{err:#}").contains("similarity.split"), "{err:#}");
+        assert!(exp("k = 0").is_err());
+        assert!(exp("neighbours = 3").is_err(), "unknown fields are refused");
     }
 
     #[test]

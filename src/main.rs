@@ -198,6 +198,33 @@ fn run(cli: Cli) -> Result<()> {
                 out.join("results.csv").display()
             );
         }
+        Command::Compare {
+            a,
+            b,
+            cache,
+            split,
+            k,
+            max_rows,
+            seed,
+            json,
+        } => {
+            let cache = cache.open();
+            let opts = pipeline::CompareOptions {
+                split: split.parse()?,
+                k,
+                max_rows,
+                seed,
+            };
+            let (a, b) = (cache_cmd::find(&cache, &a)?, cache_cmd::find(&cache, &b)?);
+            let spinner = ui.spinner("comparing representations");
+            let cmp = pipeline::compare_entries(&a, &b, &opts)?;
+            spinner.finish_and_clear();
+            print_comparison(&cmp);
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&cmp)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
         Command::Report {
             results,
             out,
@@ -205,14 +232,24 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let rows = gapprobe_reports::read_results_csv(&results)?;
             let model = rows.first().map(|r| r.model.clone()).unwrap_or_default();
+            // A similarity.csv beside the results (from `gapprobe run`) comes into the report too.
+            let similarity_csv = results.with_file_name("similarity.csv");
+            let similarity = if similarity_csv.is_file() {
+                gapprobe_reports::read_similarity_csv(&similarity_csv)?
+            } else {
+                Vec::new()
+            };
             pipeline::write_report(
                 &out,
-                &title,
-                &model,
-                &[],
-                &rows,
-                &serde_json::Value::Null,
-                &command_line(),
+                &pipeline::ReportInput {
+                    title: &title,
+                    model: &model,
+                    notes: &[],
+                    rows: &rows,
+                    similarity: &similarity,
+                    details: None,
+                    command: &command_line(),
+                },
             )?;
             println!("report: {}", out.join("report.md").display());
         }
@@ -283,4 +320,25 @@ fn run(cli: Cli) -> Result<()> {
         )?,
     }
     Ok(())
+}
+
+/// The `compare` command's table.
+fn print_comparison(c: &pipeline::Comparison) {
+    let s = &c.similarity;
+    println!(
+        "dataset         {} ({} split, {} rows compared)",
+        c.dataset, c.split, s.n
+    );
+    for (side, model, point, key) in [
+        ("a", &c.model_a, &c.feature_point_a, &c.cache_key_a),
+        ("b", &c.model_b, &c.feature_point_b, &c.cache_key_b),
+    ] {
+        println!(
+            "{side}               {point}  ({model}, key {})",
+            &key[..key.len().min(8)]
+        );
+    }
+    println!("linear CKA      {:.4}", s.linear_cka);
+    println!("debiased CKA    {:.4}", s.debiased_cka);
+    println!("mutual k-NN@{:<3} {:.4}", s.k, s.mutual_knn);
 }

@@ -130,6 +130,84 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
     ]);
     assert!(String::from_utf8_lossy(&info.stdout).contains("weights_fingerprint"));
 
+    // Representation similarity: every pair of the three pooled points, in similarity.csv and
+    // report.md, and the `compare` command on any two entries.
+    let sims = gapprobe_reports::read_similarity_csv(&out.join("similarity.csv")).unwrap();
+    assert_eq!(sims.len(), 3, "{sims:?}");
+    for s in &sims {
+        assert_eq!((s.n, s.k, s.split.as_str()), (24 * 10, 10, "test"), "{s:?}");
+        assert!(
+            (0.0..=1.0).contains(&s.linear_cka) && (0.0..=1.0).contains(&s.mutual_knn),
+            "{s:?}"
+        );
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## Representation similarity"), "{report}");
+    let cache = out.join("cache");
+    let cache = cache.to_str().unwrap();
+    let key_of = |point: &str| {
+        rows.iter()
+            .find(|r| r.feature_point == point)
+            .map(|r| r.cache_key.clone())
+            .unwrap()
+    };
+    let (pre, post) = (
+        key_of("vision.layer[-2].patch.mean"),
+        key_of("projector.mean"),
+    );
+    let same = gapprobe(&["compare", &pre, &pre, "--cache", cache]);
+    let same = String::from_utf8_lossy(&same.stdout);
+    assert!(
+        same.contains("linear CKA      1.0000") && same.contains("mutual k-NN@10  1.0000"),
+        "an entry compared with itself must score 1: {same}"
+    );
+    let json = tmp.path().join("similarity.json");
+    gapprobe(&[
+        "compare",
+        &pre,
+        &post,
+        "--cache",
+        cache,
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let row = sims
+        .iter()
+        .find(|s| s.cache_key_a == pre && s.cache_key_b == post)
+        .expect("pre vs post row");
+    assert_eq!(v["n"].as_u64(), Some(240));
+    for field in ["linear_cka", "debiased_cka", "mutual_knn"] {
+        let csv = match field {
+            "linear_cka" => row.linear_cka,
+            "debiased_cka" => row.debiased_cka,
+            _ => row.mutual_knn,
+        };
+        assert!(
+            (v[field].as_f64().unwrap() - csv).abs() < 1e-12,
+            "{field}: compare {} vs similarity.csv {csv}",
+            v[field]
+        );
+    }
+
+    // `report` re-renders from results.csv in place: results.json (the probes' details) and the
+    // similarity table survive.
+    let details = std::fs::read_to_string(out.join("results.json")).unwrap();
+    gapprobe(&[
+        "report",
+        "--results",
+        out.join("results.csv").to_str().unwrap(),
+        "--out",
+        out_s,
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("results.json")).unwrap(),
+        details
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## Representation similarity"), "{report}");
+
     // `run` on the experiment the demo wrote reproduces it from the cache.
     let run = gapprobe(&["-q", "run", out.join("experiment.toml").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&run.stdout).contains("0 forward passes"));

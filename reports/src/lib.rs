@@ -1,16 +1,18 @@
 //! gapprobe-reports: probe scores → figures and tables.
 //!
-//! Knows nothing of models or images: it takes [`ResultRow`]s and writes `results.csv`
-//! ([`write_results_csv`]), the modality-gap figure as PNG and SVG ([`modality_gap_figure`]) and a
+//! Knows nothing of models or images: it takes [`ResultRow`]s (and [`SimilarityRow`]s) and writes
+//! `results.csv` ([`write_results_csv`]; `similarity.csv`, [`write_similarity_csv`]), the modality-gap figure as PNG and SVG ([`modality_gap_figure`]) and a
 //! markdown report ([`markdown_report`]). Text is drawn with an embedded DejaVu Sans, so no
 //! system fonts or fontconfig are needed.
 
 mod figure;
 mod markdown;
+mod similarity_table;
 mod table;
 
 pub use figure::{modality_gap_figure, FigureOptions};
 pub use markdown::{markdown_report, ReportContext};
+pub use similarity_table::{read_similarity_csv, write_similarity_csv};
 pub use table::{read_results_csv, write_results_csv};
 
 use serde::{Deserialize, Serialize};
@@ -37,4 +39,28 @@ pub struct ResultRow {
     pub solver: String,
     /// Key of the cache entry the features came from.
     pub cache_key: String,
+}
+
+/// Representation similarity of two feature points of one dataset (same images, one split).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimilarityRow {
+    pub dataset: String,
+    pub model: String,
+    pub feature_point_a: String,
+    /// `pre-projection` or `post-projection`.
+    pub stage_a: String,
+    pub feature_point_b: String,
+    pub stage_b: String,
+    pub split: String,
+    /// Rows compared.
+    pub n: u64,
+    /// Linear CKA (Kornblith et al. 2019).
+    pub linear_cka: f64,
+    /// Debiased linear CKA (unbiased HSIC).
+    pub debiased_cka: f64,
+    /// Mutual k-NN alignment (Huh et al. 2024) with `k` neighbours.
+    pub mutual_knn: f64,
+    pub k: u64,
+    pub cache_key_a: String,
+    pub cache_key_b: String,
 }

@@ -1,7 +1,7 @@
 //! `report.md`: what was measured, the figure, the table, the pre − post gap per level, and how
 //! to reproduce it.
 
-use crate::ResultRow;
+use crate::{ResultRow, SimilarityRow};
 use std::fmt::Write;
 
 /// Free-form facts the report states alongside the numbers.
@@ -16,6 +16,8 @@ pub struct ReportContext {
     pub figure: String,
     /// Command that reproduces the report.
     pub command: String,
+    /// Representation similarity between feature points (a section when not empty).
+    pub similarity: Vec<SimilarityRow>,
 }
 
 /// A regularisation constant in 3 significant digits.
@@ -88,12 +90,49 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
             );
         }
     }
+    similarity_section(&mut s, &ctx.similarity);
     let _ = writeln!(s, "\n## Provenance\n");
     let _ = writeln!(s, "Each row of `results.csv` carries the key of the cache entry its features came from; `gapprobe cache info <key>` prints everything that produced them.\n");
     if !ctx.command.is_empty() {
         let _ = writeln!(s, "Reproduce with:\n\n```sh\n{}\n```", ctx.command);
     }
     s
+}
+
+/// The representation-similarity table, if there are rows.
+fn similarity_section(s: &mut String, rows: &[SimilarityRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n## Representation similarity\n");
+    let _ = writeln!(
+        s,
+        "How alike the features of two feature points are on the same images, whatever their \
+         widths: linear CKA (Kornblith et al. 2019) and its debiased form (1 = the same geometry up \
+         to rotation and scale), and mutual k-NN alignment (Huh et al. 2024: the fraction of each \
+         image's k nearest neighbours, by cosine similarity, that both feature points share). \
+         `similarity.csv` has the rows.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| dataset | split | a | b | linear CKA | debiased CKA | mutual k-NN | k | n |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | `{}` | `{}` | {:.3} | {:.3} | {:.3} | {} | {} |",
+            r.dataset,
+            r.split,
+            r.feature_point_a,
+            r.feature_point_b,
+            r.linear_cka,
+            r.debiased_cka,
+            r.mutual_knn,
+            r.k,
+            r.n
+        );
+    }
 }
 
 /// (dataset, level, best pre top-1, best post top-1) for every group that has both stages.
@@ -157,5 +196,33 @@ mod tests {
         );
         assert!(md.contains("| d | fine | 70.0 | 40.0 | +30.0 |"), "{md}");
         assert!(md.contains("> **Note.** random"));
+        assert!(!md.contains("Representation similarity"));
+        let sim = SimilarityRow {
+            dataset: "d".into(),
+            model: "m".into(),
+            feature_point_a: "a".into(),
+            stage_a: "pre-projection".into(),
+            feature_point_b: "p".into(),
+            stage_b: "post-projection".into(),
+            split: "test".into(),
+            n: 480,
+            linear_cka: 0.98826,
+            debiased_cka: 0.9882,
+            mutual_knn: 0.8858,
+            k: 10,
+            cache_key_a: "ka".into(),
+            cache_key_b: "kp".into(),
+        };
+        let md = markdown_report(
+            &rows,
+            &ReportContext {
+                similarity: vec![sim],
+                ..Default::default()
+            },
+        );
+        assert!(
+            md.contains("| d | test | `a` | `p` | 0.988 | 0.988 | 0.886 | 10 | 480 |"),
+            "{md}"
+        );
     }
 }

@@ -1,16 +1,19 @@
 //! Orchestration: dataset + model → cached features → probes → report. The only place that wires
 //! gapprobe-features, gapprobe-probes and gapprobe-reports together.
 //!
-//! [`features`] fills the cache, [`probing`] turns entries into scores, [`report`] writes files;
+//! [`features`] fills the cache, [`probing`] turns entries into scores, [`similarity`] compares
+//! two entries' representations, [`report`] writes files;
 //! [`run_experiment`] runs all three for an experiment TOML.
 
 mod features;
 mod probing;
 mod report;
+mod similarity;
 
 pub use features::{ensure_features_with, CacheOptions};
 pub use probing::{probe_entry, result_row};
-pub use report::write_report;
+pub use report::{write_report, ReportInput};
+pub use similarity::{compare_entries, compare_pairs, CompareOptions, Comparison};
 
 use crate::device::{parse_device, parse_dtype};
 use crate::experiment::Experiment;
@@ -63,6 +66,8 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
     let mut summary = RunSummary::default();
     let mut rows = Vec::new();
     let mut details = Vec::new();
+    let mut similarity_rows = Vec::new();
+    let similarity_opts = exp.similarity.to_options()?;
     let mut notes = exp.notes.clone();
     for section in &exp.datasets {
         let (spec, points, levels) = section.parse()?;
@@ -93,6 +98,7 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
             ui,
             &mut summary,
         )?;
+        let mut pooled = Vec::new();
         for entry in &entries {
             if !entry
                 .provenance
@@ -106,6 +112,7 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
                 );
                 continue;
             }
+            pooled.push(entry);
             for (level, report) in probe_entry(entry, &levels, &cfg, ui)? {
                 rows.push(result_row(entry, level, &report, &cfg)?);
                 details.push(serde_json::json!({
@@ -114,15 +121,22 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
                 }));
             }
         }
+        if exp.similarity.enabled {
+            similarity_rows.extend(compare_pairs(&pooled, &similarity_opts, ui)?);
+        }
     }
+    let details = serde_json::Value::Array(details);
     write_report(
         &exp.output,
-        &exp.name,
-        &exp.model.id,
-        &notes,
-        &rows,
-        &serde_json::Value::Array(details),
-        command,
+        &ReportInput {
+            title: &exp.name,
+            model: &exp.model.id,
+            notes: &notes,
+            rows: &rows,
+            similarity: &similarity_rows,
+            details: Some(&details),
+            command,
+        },
     )?;
     summary.forward_passes = forward_passes() - start_passes;
     summary.results = rows.len();

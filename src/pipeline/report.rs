@@ -1,45 +1,60 @@
-//! Writing results.csv, results.json, the figure and report.md.
+//! Writing results.csv, results.json, similarity.csv, the figure and report.md.
 
 use anyhow::{Context, Result};
-use gapprobe_reports::ResultRow;
+use gapprobe_reports::{ResultRow, SimilarityRow};
 use std::path::Path;
 
-/// Writes results.csv, results.json, the figure and report.md into `out`.
-pub fn write_report(
-    out: &Path,
-    title: &str,
-    model: &str,
-    notes: &[String],
-    rows: &[ResultRow],
-    details: &serde_json::Value,
-    command: &str,
-) -> Result<()> {
+/// What a report is made from.
+pub struct ReportInput<'a> {
+    pub title: &'a str,
+    /// Model id or path the features came from.
+    pub model: &'a str,
+    /// Caveats shown at the top of report.md.
+    pub notes: &'a [String],
+    pub rows: &'a [ResultRow],
+    /// Representation similarity between feature points (similarity.csv when not empty).
+    pub similarity: &'a [SimilarityRow],
+    /// Written to results.json when given; `None` leaves an existing results.json alone (the
+    /// `report` command re-renders from results.csv and has no per-probe details).
+    pub details: Option<&'a serde_json::Value>,
+    /// Command that reproduces the report.
+    pub command: &'a str,
+}
+
+/// Writes results.csv, results.json, similarity.csv, the figure and report.md into `out`.
+pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    gapprobe_reports::write_results_csv(rows, &out.join("results.csv"))?;
-    std::fs::write(
-        out.join("results.json"),
-        serde_json::to_string_pretty(details)?,
-    )?;
+    gapprobe_reports::write_results_csv(input.rows, &out.join("results.csv"))?;
+    if let Some(details) = input.details {
+        std::fs::write(
+            out.join("results.json"),
+            serde_json::to_string_pretty(details)?,
+        )?;
+    }
+    if !input.similarity.is_empty() {
+        gapprobe_reports::write_similarity_csv(input.similarity, &out.join("similarity.csv"))?;
+    }
     let fig = gapprobe_reports::FigureOptions {
-        title: title.to_string(),
+        title: input.title.to_string(),
         ..Default::default()
     };
     gapprobe_reports::modality_gap_figure(
-        rows,
+        input.rows,
         &out.join("modality_gap.png"),
         &out.join("modality_gap.svg"),
         &fig,
     )?;
     let ctx = gapprobe_reports::ReportContext {
-        title: title.into(),
-        model: model.into(),
-        notes: notes.to_vec(),
+        title: input.title.into(),
+        model: input.model.into(),
+        notes: input.notes.to_vec(),
         figure: "modality_gap.png".into(),
-        command: command.into(),
+        command: input.command.into(),
+        similarity: input.similarity.to_vec(),
     };
     std::fs::write(
         out.join("report.md"),
-        gapprobe_reports::markdown_report(rows, &ctx),
+        gapprobe_reports::markdown_report(input.rows, &ctx),
     )?;
     Ok(())
 }

@@ -1,0 +1,151 @@
+//! `similarity.csv`: one row per pair of feature points compared on a dataset, written and read
+//! with polars.
+
+use crate::SimilarityRow;
+use anyhow::{Context, Result};
+use polars::prelude::{
+    Column, CsvReadOptions, CsvWriter, DataFrame, DataType, SerReader, SerWriter,
+};
+use std::path::Path;
+
+const TEXT: [&str; 9] = [
+    "dataset",
+    "model",
+    "feature_point_a",
+    "stage_a",
+    "feature_point_b",
+    "stage_b",
+    "split",
+    "cache_key_a",
+    "cache_key_b",
+];
+const NUMBERS: [&str; 5] = ["n", "linear_cka", "debiased_cka", "mutual_knn", "k"];
+
+fn text_fields(r: &SimilarityRow) -> [&str; 9] {
+    [
+        &r.dataset,
+        &r.model,
+        &r.feature_point_a,
+        &r.stage_a,
+        &r.feature_point_b,
+        &r.stage_b,
+        &r.split,
+        &r.cache_key_a,
+        &r.cache_key_b,
+    ]
+}
+
+fn number_fields(r: &SimilarityRow) -> [f64; 5] {
+    [
+        r.n as f64,
+        r.linear_cka,
+        r.debiased_cka,
+        r.mutual_knn,
+        r.k as f64,
+    ]
+}
+
+/// Writes `rows` as CSV with a header.
+pub fn write_similarity_csv(rows: &[SimilarityRow], path: &Path) -> Result<()> {
+    let mut columns = Vec::new();
+    for (i, name) in TEXT.iter().enumerate() {
+        let values: Vec<String> = rows.iter().map(|r| text_fields(r)[i].to_string()).collect();
+        columns.push(Column::new((*name).into(), values));
+    }
+    for (i, name) in NUMBERS.iter().enumerate() {
+        let values: Vec<f64> = rows.iter().map(|r| number_fields(r)[i]).collect();
+        let column = Column::new((*name).into(), values);
+        columns.push(if matches!(*name, "n" | "k") {
+            column.cast(&DataType::UInt64)?
+        } else {
+            column
+        });
+    }
+    let mut df = DataFrame::new(rows.len(), columns)?;
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    CsvWriter::new(&mut file)
+        .include_header(true)
+        .finish(&mut df)?;
+    Ok(())
+}
+
+/// Reads a `similarity.csv` written by [`write_similarity_csv`].
+pub fn read_similarity_csv(path: &Path) -> Result<Vec<SimilarityRow>> {
+    let df = CsvReadOptions::default()
+        .with_has_header(true)
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+        .and_then(|r| r.finish())
+        .with_context(|| format!("reading {}", path.display()))?;
+    let column = |c: &str, dtype: &DataType| {
+        df.column(c)
+            .with_context(|| format!("{}: no column {c}", path.display()))?
+            .cast(dtype)
+            .with_context(|| format!("{}: column {c}", path.display()))
+    };
+    let mut text = Vec::new();
+    for c in TEXT {
+        let col = column(c, &DataType::String)?;
+        let values: Vec<String> = col
+            .str()?
+            .iter()
+            .map(|v| v.unwrap_or("").to_string())
+            .collect();
+        text.push(values);
+    }
+    let mut numbers = Vec::new();
+    for c in NUMBERS {
+        let col = column(c, &DataType::Float64)?;
+        let values: Vec<f64> = col.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+        numbers.push(values);
+    }
+    Ok((0..df.height())
+        .map(|i| SimilarityRow {
+            dataset: text[0][i].clone(),
+            model: text[1][i].clone(),
+            feature_point_a: text[2][i].clone(),
+            stage_a: text[3][i].clone(),
+            feature_point_b: text[4][i].clone(),
+            stage_b: text[5][i].clone(),
+            split: text[6][i].clone(),
+            cache_key_a: text[7][i].clone(),
+            cache_key_b: text[8][i].clone(),
+            n: numbers[0][i] as u64,
+            linear_cka: numbers[1][i],
+            debiased_cka: numbers[2][i],
+            mutual_knn: numbers[3][i],
+            k: numbers[4][i] as u64,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_round_trips() {
+        let row = SimilarityRow {
+            dataset: "demo".into(),
+            model: "m, with comma".into(),
+            feature_point_a: "vision.layer[-2].patch.mean".into(),
+            stage_a: "pre-projection".into(),
+            feature_point_b: "projector.mean".into(),
+            stage_b: "post-projection".into(),
+            split: "test".into(),
+            n: 480,
+            linear_cka: 0.988_256_830_990_758_1,
+            debiased_cka: -0.003,
+            mutual_knn: 0.885_833_333_333_333_4,
+            k: 10,
+            cache_key_a: "abc".into(),
+            cache_key_b: "def".into(),
+        };
+        let path =
+            std::env::temp_dir().join(format!("gapprobe-similarity-{}.csv", std::process::id()));
+        write_similarity_csv(std::slice::from_ref(&row), &path).unwrap();
+        let back = read_similarity_csv(&path).unwrap();
+        std::fs::remove_file(&path).ok();
+        assert_eq!(back, vec![row]);
+    }
+}
