@@ -71,9 +71,10 @@ fn ckas(x: ArrayView2<f32>, y: ArrayView2<f32>) -> Result<(f64, f64)> {
             c.name
         );
     }
-    let xy = xs.cross_squared_norm(&ys)?;
-    let xx = xs.cross_squared_norm(&xs)?;
-    let yy = ys.cross_squared_norm(&ys)?;
+    let (xm, ym) = (xs.matrix()?, ys.matrix()?);
+    let xy = cross_squared_norm(&xm, &ys)?;
+    let xx = cross_squared_norm(&xm, &xs)?;
+    let yy = cross_squared_norm(&ym, &ys)?;
     let biased = xy / (xx.sqrt() * yy.sqrt());
     let debiased_xy = debias(xy, &xs, &ys);
     let debiased_xx = debias(xx, &xs, &xs);
@@ -142,14 +143,18 @@ impl Centred {
         }
     }
 
-    /// `‖selfᵀ·other‖²_F`, the product in f32 and the sum of squares in f64.
-    fn cross_squared_norm(&self, other: &Centred) -> Result<f64> {
-        let a =
-            DenseMatrix::from_row_major(self.values.clone(), self.rows, self.cols, &Device::Cpu)?;
-        let mut out = vec![0f32; self.cols * other.cols];
-        a.mul_t(&other.values, other.cols, &mut out)?;
-        Ok(out.par_iter().map(|&v| (v as f64) * (v as f64)).sum())
+    /// The centred features as the products' operand.
+    fn matrix(&self) -> Result<DenseMatrix> {
+        DenseMatrix::from_row_major(self.values.clone(), self.rows, self.cols, &Device::Cpu)
     }
+}
+
+/// `‖Aᵀ·B‖²_F` for `a` the operand of some centred `A`: the product in f32, the sum of squares
+/// in f64.
+fn cross_squared_norm(a: &DenseMatrix, b: &Centred) -> Result<f64> {
+    let mut out = vec![0f32; a.cols() * b.cols];
+    a.mul_t(&b.values, b.cols, &mut out)?;
+    Ok(out.par_iter().map(|&v| (v as f64) * (v as f64)).sum())
 }
 
 /// Rows compared per block of the similarity matrix in [`mutual_knn`].
