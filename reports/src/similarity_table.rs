@@ -1,11 +1,10 @@
 //! `similarity.csv`: one row per pair of feature points compared on a dataset, written and read
 //! with polars.
 
+use crate::table::{number_column, read_csv, text_column, write_csv};
 use crate::SimilarityRow;
-use anyhow::{Context, Result};
-use polars::prelude::{
-    Column, CsvReadOptions, CsvWriter, DataFrame, DataType, SerReader, SerWriter,
-};
+use anyhow::Result;
+use polars::prelude::{Column, DataFrame, DataType};
 use std::path::Path;
 
 const TEXT: [&str; 9] = [
@@ -61,44 +60,20 @@ pub fn write_similarity_csv(rows: &[SimilarityRow], path: &Path) -> Result<()> {
             column
         });
     }
-    let mut df = DataFrame::new(rows.len(), columns)?;
-    let mut file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    CsvWriter::new(&mut file)
-        .include_header(true)
-        .finish(&mut df)?;
-    Ok(())
+    write_csv(&mut DataFrame::new(rows.len(), columns)?, path)
 }
 
 /// Reads a `similarity.csv` written by [`write_similarity_csv`].
 pub fn read_similarity_csv(path: &Path) -> Result<Vec<SimilarityRow>> {
-    let df = CsvReadOptions::default()
-        .with_has_header(true)
-        .try_into_reader_with_file_path(Some(path.to_path_buf()))
-        .and_then(|r| r.finish())
-        .with_context(|| format!("reading {}", path.display()))?;
-    let column = |c: &str, dtype: &DataType| {
-        df.column(c)
-            .with_context(|| format!("{}: no column {c}", path.display()))?
-            .cast(dtype)
-            .with_context(|| format!("{}: column {c}", path.display()))
-    };
-    let mut text = Vec::new();
-    for c in TEXT {
-        let col = column(c, &DataType::String)?;
-        let values: Vec<String> = col
-            .str()?
-            .iter()
-            .map(|v| v.unwrap_or("").to_string())
-            .collect();
-        text.push(values);
-    }
-    let mut numbers = Vec::new();
-    for c in NUMBERS {
-        let col = column(c, &DataType::Float64)?;
-        let values: Vec<f64> = col.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
-        numbers.push(values);
-    }
+    let df = read_csv(path)?;
+    let text = TEXT
+        .iter()
+        .map(|c| text_column(&df, path, c))
+        .collect::<Result<Vec<_>>>()?;
+    let numbers = NUMBERS
+        .iter()
+        .map(|c| number_column(&df, path, c))
+        .collect::<Result<Vec<_>>>()?;
     Ok((0..df.height())
         .map(|i| SimilarityRow {
             dataset: text[0][i].clone(),

@@ -1,4 +1,5 @@
-//! `results.csv`: one row per dataset × feature point × level, written and read with polars.
+//! `results.csv`: one row per dataset × feature point × level, written and read with polars; the
+//! CSV helpers `similarity.csv` shares.
 
 use crate::ResultRow;
 use anyhow::{Context, Result};
@@ -37,40 +38,53 @@ fn frame(rows: &[ResultRow]) -> Result<DataFrame> {
 
 /// Writes `rows` as CSV with a header.
 pub fn write_results_csv(rows: &[ResultRow], path: &Path) -> Result<()> {
-    let mut df = frame(rows)?;
+    write_csv(&mut frame(rows)?, path)
+}
+
+/// Writes `df` as CSV with a header.
+pub(crate) fn write_csv(df: &mut DataFrame, path: &Path) -> Result<()> {
     let mut file =
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    CsvWriter::new(&mut file)
-        .include_header(true)
-        .finish(&mut df)?;
+    CsvWriter::new(&mut file).include_header(true).finish(df)?;
     Ok(())
+}
+
+/// Reads a CSV with a header.
+pub(crate) fn read_csv(path: &Path) -> Result<DataFrame> {
+    CsvReadOptions::default()
+        .with_has_header(true)
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+        .and_then(|r| r.finish())
+        .with_context(|| format!("reading {}", path.display()))
+}
+
+/// Column `c` of `df` (read from `path`) as text; missing values become "".
+pub(crate) fn text_column(df: &DataFrame, path: &Path, c: &str) -> Result<Vec<String>> {
+    let col = df
+        .column(c)
+        .with_context(|| format!("{}: no column {c}", path.display()))?
+        .cast(&DataType::String)?;
+    Ok(col
+        .str()?
+        .iter()
+        .map(|v| v.unwrap_or("").to_string())
+        .collect())
+}
+
+/// Column `c` of `df` (read from `path`) as numbers; missing values become NaN.
+pub(crate) fn number_column(df: &DataFrame, path: &Path, c: &str) -> Result<Vec<f64>> {
+    let col = df
+        .column(c)
+        .with_context(|| format!("{}: no column {c}", path.display()))?
+        .cast(&DataType::Float64)?;
+    Ok(col.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
 
 /// Reads a `results.csv` written by [`write_results_csv`].
 pub fn read_results_csv(path: &Path) -> Result<Vec<ResultRow>> {
-    let df = CsvReadOptions::default()
-        .with_has_header(true)
-        .try_into_reader_with_file_path(Some(path.to_path_buf()))
-        .and_then(|r| r.finish())
-        .with_context(|| format!("reading {}", path.display()))?;
-    let text = |c: &str| -> Result<Vec<String>> {
-        let col = df
-            .column(c)
-            .with_context(|| format!("{}: no column {c}", path.display()))?;
-        let col = col.cast(&DataType::String)?;
-        Ok(col
-            .str()?
-            .iter()
-            .map(|v| v.unwrap_or("").to_string())
-            .collect())
-    };
-    let num = |c: &str| -> Result<Vec<f64>> {
-        let col = df
-            .column(c)
-            .with_context(|| format!("{}: no column {c}", path.display()))?;
-        let col = col.cast(&DataType::Float64)?;
-        Ok(col.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
-    };
+    let df = read_csv(path)?;
+    let text = |c: &str| text_column(&df, path, c);
+    let num = |c: &str| number_column(&df, path, c);
     let (ds, model, fp, stage, level, solver, key) = (
         text("dataset")?,
         text("model")?,
