@@ -132,13 +132,13 @@ A second run reuses the cache and performs no forward pass."
     /// Representation similarity of two cache entries: linear CKA, debiased CKA and mutual
     /// k-NN alignment (how much a projection changed the features' geometry).
     #[command(
-        after_help = "Example:\n  gapprobe compare 3f2a9c1e 77b0d412 --split test --k 10 --json similarity.json\n\nENTRY is a cache file or a key prefix from `gapprobe cache ls`. Both entries must hold pooled [N, D] features of the same dataset; rows are matched by image id."
+        after_help = "Example:\n  gapprobe compare 3f2a9c1e 77b0d412 --split test --k 10 --json similarity.json\n\nENTRY is a cache file or a key prefix from `gapprobe cache ls`; every pair of the entries is compared. They must hold pooled [N, D] features of the same dataset; rows are matched by image id."
     )]
     Compare {
-        /// First cache entry (file path or key prefix), e.g. a vision layer.
-        a: String,
-        /// Second cache entry, e.g. the projector's output.
-        b: String,
+        /// Two or more cache entries (file paths or key prefixes), e.g. a vision layer and the
+        /// projector's output.
+        #[arg(required = true, num_args = 2..)]
+        entries: Vec<String>,
         #[command(flatten)]
         cache: CacheArg,
         /// Split to compare: train, val or test.
@@ -153,7 +153,7 @@ A second run reuses the cache and performs no forward pass."
         /// Seed of that subset.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Also write the result as JSON to this file.
+        /// Also write the comparisons as a JSON array to this file.
         #[arg(long)]
         json: Option<PathBuf>,
     },

@@ -199,8 +199,7 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Compare {
-            a,
-            b,
+            entries,
             cache,
             split,
             k,
@@ -215,13 +214,15 @@ fn run(cli: Cli) -> Result<()> {
                 max_rows,
                 seed,
             };
-            let (a, b) = (cache_cmd::find(&cache, &a)?, cache_cmd::find(&cache, &b)?);
-            let spinner = ui.spinner("comparing representations");
-            let cmp = pipeline::compare_entries(&a, &b, &opts)?;
-            spinner.finish_and_clear();
-            print_comparison(&cmp);
+            let entries = entries
+                .iter()
+                .map(|e| cache_cmd::find(&cache, e))
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<_> = entries.iter().collect();
+            let comparisons = pipeline::compare_pairs(&refs, &opts, &ui)?;
+            print_comparisons(&entries, &comparisons);
             if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&cmp)?)
+                std::fs::write(&path, serde_json::to_string_pretty(&comparisons)?)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
         }
@@ -322,23 +323,48 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// The `compare` command's table.
-fn print_comparison(c: &pipeline::Comparison) {
-    let s = &c.similarity;
-    println!(
-        "dataset         {} ({} split, {} rows compared)",
-        c.dataset, c.split, s.n
-    );
-    for (side, model, point, key) in [
-        ("a", &c.model_a, &c.feature_point_a, &c.cache_key_a),
-        ("b", &c.model_b, &c.feature_point_b, &c.cache_key_b),
-    ] {
+/// The `compare` command's table: the entries, numbered, then one line per pair.
+fn print_comparisons(
+    entries: &[gapprobe_features::cache::CacheEntry],
+    comparisons: &[pipeline::Comparison],
+) {
+    let Some(first) = comparisons.first() else {
+        return;
+    };
+    println!("{} ({} split)", first.dataset, first.split);
+    let width = entries
+        .iter()
+        .map(|e| e.provenance.feature_point.len())
+        .max()
+        .unwrap_or(0);
+    for (i, e) in entries.iter().enumerate() {
         println!(
-            "{side}               {point}  ({model}, key {})",
-            &key[..key.len().min(8)]
+            "  {:>2}  {:<width$}  {}  key {}",
+            i + 1,
+            e.provenance.feature_point,
+            e.provenance.model_id,
+            &e.key[..e.key.len().min(8)]
         );
     }
-    println!("linear CKA      {:.4}", s.linear_cka);
-    println!("debiased CKA    {:.4}", s.debiased_cka);
-    println!("mutual k-NN@{:<3} {:.4}", s.k, s.mutual_knn);
+    // compare_pairs' order: (1, 2), (1, 3), …, (2, 3), …
+    let pairs = (1..=entries.len()).flat_map(|i| (i + 1..=entries.len()).map(move |j| (i, j)));
+    println!(
+        "{:>7} {:>7} {:>11} {:>13} {:>15}",
+        "pair",
+        "rows",
+        "linear CKA",
+        "debiased CKA",
+        format!("mutual k-NN@{}", first.similarity.k)
+    );
+    for (c, (i, j)) in comparisons.iter().zip(pairs) {
+        let s = &c.similarity;
+        println!(
+            "{:>7} {:>7} {:>11.4} {:>13.4} {:>15.4}",
+            format!("{i}-{j}"),
+            s.n,
+            s.linear_cka,
+            s.debiased_cka,
+            s.mutual_knn
+        );
+    }
 }

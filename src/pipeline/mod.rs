@@ -13,7 +13,7 @@ mod similarity;
 pub use features::{ensure_features_with, CacheOptions};
 pub use probing::{probe_entry, result_row};
 pub use report::{write_report, ReportInput};
-pub use similarity::{compare_entries, compare_pairs, CompareOptions, Comparison};
+pub use similarity::{compare_pairs, similarity_row, CompareOptions, Comparison};
 
 use crate::device::{parse_device, parse_dtype};
 use crate::experiment::Experiment;
@@ -122,7 +122,9 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
             }
         }
         if exp.similarity.enabled {
-            similarity_rows.extend(compare_pairs(&pooled, &similarity_opts, ui)?);
+            for c in compare_pairs(&pooled, &similarity_opts, ui)? {
+                similarity_rows.push(similarity_row(c)?);
+            }
         }
     }
     let details = serde_json::Value::Array(details);

@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::HashMap;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Settings of a comparison.
 #[derive(Debug, Clone, Serialize)]
@@ -110,12 +110,12 @@ pub fn compare_entries(
     })
 }
 
-/// Every pair `(a, b)` of `entries` (in order, `a` first) compared, as report rows.
+/// Every pair `(a, b)` of `entries` (in order, `a` first) compared.
 pub fn compare_pairs(
     entries: &[&CacheEntry],
     opts: &CompareOptions,
     ui: &Ui,
-) -> Result<Vec<SimilarityRow>> {
+) -> Result<Vec<Comparison>> {
     let mut rows = Vec::new();
     for (i, a) in entries.iter().enumerate() {
         for b in &entries[i + 1..] {
@@ -125,7 +125,7 @@ pub fn compare_pairs(
             ));
             let c = compare_entries(a, b, opts)?;
             spinner.finish_and_clear();
-            info!(
+            debug!(
                 "{} vs {}: linear CKA {:.3}, mutual k-NN@{} {:.3}",
                 c.feature_point_a,
                 c.feature_point_b,
@@ -133,7 +133,7 @@ pub fn compare_pairs(
                 c.similarity.k,
                 c.similarity.mutual_knn
             );
-            rows.push(similarity_row(c)?);
+            rows.push(c);
         }
     }
     Ok(rows)
