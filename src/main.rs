@@ -188,6 +188,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             gapprobe_reports::write_results_csv(&rows, &out.join("results.csv"))?;
+            gapprobe_reports::write_results_parquet(&rows, &out.join("results.parquet"))?;
             std::fs::write(
                 out.join("results.json"),
                 serde_json::to_string_pretty(&details)?,

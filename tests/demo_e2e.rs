@@ -42,6 +42,9 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         "modality_gap.svg",
         "results.csv",
         "results.json",
+        "results.parquet",
+        "similarity.csv",
+        "similarity.parquet",
         "experiment.toml",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
@@ -79,6 +82,22 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
             assert!((0.0..=1.0).contains(&v), "{col} = {v} outside [0, 1]");
         }
     }
+    // results.parquet holds the same rows, typed.
+    let parquet = polars::prelude::ParquetReader::new(
+        std::fs::File::open(out.join("results.parquet")).unwrap(),
+    )
+    .finish()
+    .unwrap();
+    assert_eq!(parquet.height(), 9);
+    assert_eq!(parquet.get_column_names(), df.get_column_names());
+    assert_eq!(
+        parquet.column("n_test").unwrap().dtype(),
+        &polars::prelude::DataType::UInt64
+    );
+    assert!(parquet
+        .column("top1")
+        .unwrap()
+        .equals(df.column("top1").unwrap()));
     let rows = gapprobe_reports::read_results_csv(&out.join("results.csv")).unwrap();
     let fine_pre = rows
         .iter()

@@ -12,8 +12,8 @@ mod table;
 
 pub use figure::{modality_gap_figure, FigureOptions};
 pub use markdown::{markdown_report, ReportContext};
-pub use similarity_table::{read_similarity_csv, write_similarity_csv};
-pub use table::{read_results_csv, write_results_csv};
+pub use similarity_table::{read_similarity_csv, write_similarity_csv, write_similarity_parquet};
+pub use table::{read_results_csv, write_results_csv, write_results_parquet};
 
 use serde::{Deserialize, Serialize};
 

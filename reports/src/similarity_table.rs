@@ -1,7 +1,7 @@
-//! `similarity.csv`: one row per pair of feature points compared on a dataset, written and read
-//! with polars.
+//! `similarity.csv` (and `similarity.parquet`): one row per pair of feature points compared on a
+//! dataset, written and read with polars.
 
-use crate::table::{number_column, read_csv, text_column, write_csv};
+use crate::table::{number_column, read_csv, text_column, write_csv, write_parquet};
 use crate::SimilarityRow;
 use anyhow::Result;
 use polars::prelude::{Column, DataFrame, DataType};
@@ -46,6 +46,15 @@ fn number_fields(r: &SimilarityRow) -> [f64; 5] {
 
 /// Writes `rows` as CSV with a header.
 pub fn write_similarity_csv(rows: &[SimilarityRow], path: &Path) -> Result<()> {
+    write_csv(&mut frame(rows)?, path)
+}
+
+/// Writes `rows` as Parquet.
+pub fn write_similarity_parquet(rows: &[SimilarityRow], path: &Path) -> Result<()> {
+    write_parquet(&mut frame(rows)?, path)
+}
+
+fn frame(rows: &[SimilarityRow]) -> Result<DataFrame> {
     let mut columns = Vec::new();
     for (i, name) in TEXT.iter().enumerate() {
         let values: Vec<String> = rows.iter().map(|r| text_fields(r)[i].to_string()).collect();
@@ -60,7 +69,7 @@ pub fn write_similarity_csv(rows: &[SimilarityRow], path: &Path) -> Result<()> {
             column
         });
     }
-    write_csv(&mut DataFrame::new(rows.len(), columns)?, path)
+    Ok(DataFrame::new(rows.len(), columns)?)
 }
 
 /// Reads a `similarity.csv` written by [`write_similarity_csv`].

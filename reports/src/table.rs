@@ -1,10 +1,10 @@
-//! `results.csv`: one row per dataset × feature point × level, written and read with polars; the
-//! CSV helpers `similarity.csv` shares.
+//! `results.csv` (and `results.parquet`): one row per dataset × feature point × level, written
+//! and read with polars; the helpers `similarity.csv` shares.
 
 use crate::ResultRow;
 use anyhow::{Context, Result};
 use polars::prelude::{
-    Column, CsvReadOptions, CsvWriter, DataFrame, DataType, SerReader, SerWriter,
+    Column, CsvReadOptions, CsvWriter, DataFrame, DataType, ParquetWriter, SerReader, SerWriter,
 };
 use std::path::Path;
 
@@ -39,6 +39,19 @@ fn frame(rows: &[ResultRow]) -> Result<DataFrame> {
 /// Writes `rows` as CSV with a header.
 pub fn write_results_csv(rows: &[ResultRow], path: &Path) -> Result<()> {
     write_csv(&mut frame(rows)?, path)
+}
+
+/// Writes `rows` as Parquet (the same columns, typed: strings, f64 and u64).
+pub fn write_results_parquet(rows: &[ResultRow], path: &Path) -> Result<()> {
+    write_parquet(&mut frame(rows)?, path)
+}
+
+/// Writes `df` as Parquet.
+pub(crate) fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    ParquetWriter::new(file).finish(df)?;
+    Ok(())
 }
 
 /// Writes `df` as CSV with a header.

@@ -1,4 +1,4 @@
-//! Writing results.csv, results.json, similarity.csv, the figure and report.md.
+//! Writing results.csv/.parquet/.json, similarity.csv/.parquet, the figure and report.md.
 
 use anyhow::{Context, Result};
 use gapprobe_reports::{ResultRow, SimilarityRow};
@@ -21,10 +21,12 @@ pub struct ReportInput<'a> {
     pub command: &'a str,
 }
 
-/// Writes results.csv, results.json, similarity.csv, the figure and report.md into `out`.
+/// Writes results.csv/.parquet/.json, similarity.csv/.parquet, the figure and report.md into
+/// `out`.
 pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     gapprobe_reports::write_results_csv(input.rows, &out.join("results.csv"))?;
+    gapprobe_reports::write_results_parquet(input.rows, &out.join("results.parquet"))?;
     if let Some(details) = input.details {
         std::fs::write(
             out.join("results.json"),
@@ -33,6 +35,10 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
     }
     if !input.similarity.is_empty() {
         gapprobe_reports::write_similarity_csv(input.similarity, &out.join("similarity.csv"))?;
+        gapprobe_reports::write_similarity_parquet(
+            input.similarity,
+            &out.join("similarity.parquet"),
+        )?;
     }
     let fig = gapprobe_reports::FigureOptions {
         title: input.title.to_string(),
