@@ -37,7 +37,7 @@ impl CacheArg {
 pub enum Command {
     /// Run the whole pipeline offline on generated images and a random-weight model.
     #[command(
-        after_help = "Example:\n  gapprobe demo --out reports/demo\n\nWrites report.md, modality_gap.png/.svg, results.csv and the feature cache (DIR/cache). \
+        after_help = "Example:\n  gapprobe demo --out reports/demo\n\nWrites report.md, modality_gap.png/.svg, results.csv/.parquet/.json, similarity.csv/.parquet and the feature cache (DIR/cache). \
 A second run reuses the cache and performs no forward pass."
     )]
     Demo {
@@ -107,7 +107,7 @@ A second run reuses the cache and performs no forward pass."
         #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "4", value_name = "LEVEL")]
         compress: Option<u8>,
     },
-    /// Train linear probes on cached features and write results.csv / results.json.
+    /// Train linear probes on cached features and write results.csv / .parquet / .json.
     #[command(
         after_help = "Example:\n  gapprobe probe 3f2a9c1e 77b0d412 --levels coarse,fine --out results/\n\nENTRY is a cache file or a key prefix from `gapprobe cache ls`."
     )]
@@ -125,7 +125,7 @@ A second run reuses the cache and performs no forward pass."
         solver: String,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Output folder for results.csv and results.json.
+        /// Output folder for results.csv, results.parquet and results.json.
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
