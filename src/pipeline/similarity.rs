@@ -8,7 +8,7 @@ use gapprobe_features::datasets::Split;
 use gapprobe_features::FeaturePoint;
 use gapprobe_probes::{similarity, Similarity};
 use gapprobe_reports::SimilarityRow;
-use ndarray::{Array2, Axis, Ix2};
+use ndarray::{ArrayView2, Axis, Ix2};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -165,9 +165,9 @@ fn short(hash: &str) -> &str {
 }
 
 /// The split's features as `[N, D]`, or an error that says to pool them.
-fn pooled(data: &SplitData, entry: &CacheEntry) -> Result<Array2<f32>> {
+fn pooled<'a>(data: &'a SplitData, entry: &CacheEntry) -> Result<ArrayView2<'a, f32>> {
     data.features
-        .clone()
+        .view()
         .into_dimensionality::<Ix2>()
         .with_context(|| {
             format!(
