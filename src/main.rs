@@ -220,7 +220,9 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|e| cache_cmd::find(&cache, e))
                 .collect::<Result<Vec<_>>>()?;
             let refs: Vec<_> = entries.iter().collect();
-            let comparisons = pipeline::compare_pairs(&refs, &opts, &ui)?;
+            let comparisons = pipeline::compare_pairs(&refs, &opts, &ui)
+                .into_iter()
+                .collect::<Result<Vec<_>>>()?;
             print_comparisons(&entries, &comparisons);
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&comparisons)?)

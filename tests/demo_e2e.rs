@@ -231,6 +231,31 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
     // `run` on the experiment the demo wrote reproduces it from the cache.
     let run = gapprobe(&["-q", "run", out.join("experiment.toml").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&run.stdout).contains("0 forward passes"));
+
+    // A similarity split the dataset lacks (the demo has no 'val') costs the similarity table,
+    // not the run: the probes' results are written and the report says what was not computed.
+    let toml = std::fs::read_to_string(out.join("experiment.toml"))
+        .unwrap()
+        .replace("split = \"test\"", "split = \"val\"");
+    assert!(
+        toml.contains("[similarity]\nenabled = true\nsplit = \"val\""),
+        "{toml}"
+    );
+    let exp = tmp.path().join("val-similarity.toml");
+    std::fs::write(&exp, toml).unwrap();
+    std::fs::remove_file(out.join("similarity.csv")).unwrap();
+    gapprobe(&["-q", "run", exp.to_str().unwrap()]);
+    assert_eq!(
+        gapprobe_reports::read_results_csv(&out.join("results.csv")).unwrap(),
+        rows
+    );
+    assert!(!out.join("similarity.csv").exists());
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("representation similarity of vision.layer[-2].patch.mean and")
+            && report.contains("no 'val' split"),
+        "{report}"
+    );
 }
 
 #[test]

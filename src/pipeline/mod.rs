@@ -24,7 +24,7 @@ use gapprobe_features::datasets::Split;
 use gapprobe_features::extract::{forward_passes, ExtractOptions};
 use gapprobe_features::FeaturePoint;
 use serde::Serialize;
-use tracing::info;
+use tracing::{info, warn};
 
 /// What a run did, written to `run_summary.json`.
 #[derive(Debug, Default, Serialize)]
@@ -122,8 +122,19 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
             }
         }
         if exp.similarity.enabled {
-            for c in compare_pairs(&pooled, &similarity_opts, ui)? {
-                similarity_rows.push(similarity_row(c)?);
+            // Similarity is an addition to the probes: a pair that cannot be compared becomes a
+            // note in the report, never a run that loses the probe results above.
+            for c in compare_pairs(&pooled, &similarity_opts, ui) {
+                match c.and_then(similarity_row) {
+                    Ok(row) => similarity_rows.push(row),
+                    Err(e) => {
+                        warn!("{e:#}");
+                        notes.push(format!(
+                            "Dataset '{}': {e:#}. The other results are unaffected.",
+                            ds.name
+                        ));
+                    }
+                }
             }
         }
     }

@@ -110,33 +110,31 @@ pub fn compare_entries(
     })
 }
 
-/// Every pair `(a, b)` of `entries` (in order, `a` first) compared.
+/// Every pair `(a, b)` of `entries` (in order, `a` first) compared; a pair that cannot be
+/// compared gives its error (naming both feature points) without stopping the others.
 pub fn compare_pairs(
     entries: &[&CacheEntry],
     opts: &CompareOptions,
     ui: &Ui,
-) -> Result<Vec<Comparison>> {
-    let mut rows = Vec::new();
+) -> Vec<Result<Comparison>> {
+    let mut out = Vec::new();
     for (i, a) in entries.iter().enumerate() {
         for b in &entries[i + 1..] {
-            let spinner = ui.spinner(&format!(
-                "similarity {} vs {}",
-                a.provenance.feature_point, b.provenance.feature_point
-            ));
-            let c = compare_entries(a, b, opts)?;
+            let (fa, fb) = (&a.provenance.feature_point, &b.provenance.feature_point);
+            let spinner = ui.spinner(&format!("similarity {fa} vs {fb}"));
+            let c = compare_entries(a, b, opts)
+                .with_context(|| format!("representation similarity of {fa} and {fb}"));
             spinner.finish_and_clear();
-            debug!(
-                "{} vs {}: linear CKA {:.3}, mutual k-NN@{} {:.3}",
-                c.feature_point_a,
-                c.feature_point_b,
-                c.similarity.linear_cka,
-                c.similarity.k,
-                c.similarity.mutual_knn
-            );
-            rows.push(c);
+            if let Ok(c) = &c {
+                debug!(
+                    "{fa} vs {fb}: linear CKA {:.3}, mutual k-NN@{} {:.3}",
+                    c.similarity.linear_cka, c.similarity.k, c.similarity.mutual_knn
+                );
+            }
+            out.push(c);
         }
     }
-    Ok(rows)
+    out
 }
 
 /// A comparison as a report row.
