@@ -45,6 +45,8 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         "results.parquet",
         "similarity.csv",
         "similarity.parquet",
+        "similarity.png",
+        "similarity.svg",
         "experiment.toml",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");

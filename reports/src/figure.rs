@@ -13,7 +13,8 @@ use std::sync::Once;
 static FONT: &[u8] = include_bytes!("assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 
-fn register_font() {
+/// Registers the embedded DejaVu Sans as plotters' "sans-serif" (once).
+pub(crate) fn register_font() {
     REGISTER.call_once(|| {
         for style in [FontStyle::Normal, FontStyle::Bold] {
             if plotters::style::register_font("sans-serif", style, FONT).is_err() {

@@ -18,6 +18,8 @@ pub struct ReportContext {
     pub command: String,
     /// Representation similarity between feature points (a section when not empty).
     pub similarity: Vec<SimilarityRow>,
+    /// File name of the similarity figure next to the report (none when empty).
+    pub similarity_figure: String,
 }
 
 /// A regularisation constant in 3 significant digits.
@@ -90,7 +92,7 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
             );
         }
     }
-    similarity_section(&mut s, &ctx.similarity);
+    similarity_section(&mut s, &ctx.similarity, &ctx.similarity_figure);
     let _ = writeln!(s, "\n## Provenance\n");
     let _ = writeln!(s, "Each row of `results.csv` carries the key of the cache entry its features came from; `gapprobe cache info <key>` prints everything that produced them.\n");
     if !ctx.command.is_empty() {
@@ -100,7 +102,7 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
 }
 
 /// The representation-similarity table, if there are rows.
-fn similarity_section(s: &mut String, rows: &[SimilarityRow]) {
+fn similarity_section(s: &mut String, rows: &[SimilarityRow], figure: &str) {
     if rows.is_empty() {
         return;
     }
@@ -113,6 +115,9 @@ fn similarity_section(s: &mut String, rows: &[SimilarityRow]) {
          image's k nearest neighbours, by cosine similarity, that both feature points share). \
          `similarity.csv` has the rows.\n"
     );
+    if !figure.is_empty() {
+        let _ = writeln!(s, "![representation similarity]({figure})\n");
+    }
     let _ = writeln!(
         s,
         "| dataset | split | a | b | linear CKA | debiased CKA | mutual k-NN | k | n |"

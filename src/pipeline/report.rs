@@ -1,4 +1,4 @@
-//! Writing results.csv/.parquet/.json, similarity.csv/.parquet, the figure and report.md.
+//! Writing results.csv/.parquet/.json, similarity.csv/.parquet, the figures and report.md.
 
 use anyhow::{Context, Result};
 use gapprobe_reports::{ResultRow, SimilarityRow};
@@ -21,8 +21,8 @@ pub struct ReportInput<'a> {
     pub command: &'a str,
 }
 
-/// Writes results.csv/.parquet/.json, similarity.csv/.parquet, the figure and report.md into
-/// `out`.
+/// Writes results.csv/.parquet/.json, similarity.csv/.parquet/.png/.svg, the modality-gap figure
+/// and report.md into `out`.
 pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     gapprobe_reports::write_results_csv(input.rows, &out.join("results.csv"))?;
@@ -38,6 +38,11 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
         gapprobe_reports::write_similarity_parquet(
             input.similarity,
             &out.join("similarity.parquet"),
+        )?;
+        gapprobe_reports::similarity_figure(
+            input.similarity,
+            &out.join("similarity.png"),
+            &out.join("similarity.svg"),
         )?;
     }
     let fig = gapprobe_reports::FigureOptions {
@@ -57,6 +62,11 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
         figure: "modality_gap.png".into(),
         command: input.command.into(),
         similarity: input.similarity.to_vec(),
+        similarity_figure: if input.similarity.is_empty() {
+            String::new()
+        } else {
+            "similarity.png".into()
+        },
     };
     std::fs::write(
         out.join("report.md"),

@@ -1,0 +1,248 @@
+//! The representation-similarity figure: per dataset, two matrices over its feature points,
+//! linear CKA and mutual k-NN alignment (both symmetric, 1 on the diagonal), cells coloured on a
+//! viridis scale from 0 to 1 and labelled with their values. Written as PNG and SVG.
+
+use crate::figure::register_font;
+use crate::SimilarityRow;
+use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use std::path::Path;
+
+/// Viridis at 0, 0.25, 0.5, 0.75 and 1 (matplotlib's values), interpolated linearly between.
+const VIRIDIS: [(f64, f64, f64); 5] = [
+    (68.0, 1.0, 84.0),
+    (59.0, 82.0, 139.0),
+    (33.0, 145.0, 140.0),
+    (94.0, 201.0, 98.0),
+    (253.0, 231.0, 37.0),
+];
+
+fn viridis(v: f64) -> RGBColor {
+    let t = v.clamp(0.0, 1.0) * 4.0;
+    let i = (t.floor() as usize).min(3);
+    let f = t - i as f64;
+    let (a, b) = (VIRIDIS[i], VIRIDIS[i + 1]);
+    let mix = |x: f64, y: f64| (x + (y - x) * f).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// One dataset's matrix: its feature points and the value of each pair under one measure.
+struct Matrix {
+    dataset: String,
+    measure: String,
+    points: Vec<String>,
+    /// `values[i][j]`, `None` where the pair was not compared.
+    values: Vec<Vec<Option<f64>>>,
+}
+
+fn matrices(rows: &[SimilarityRow]) -> Vec<Matrix> {
+    let mut datasets: Vec<&str> = Vec::new();
+    for r in rows {
+        if !datasets.contains(&r.dataset.as_str()) {
+            datasets.push(&r.dataset);
+        }
+    }
+    let mut out = Vec::new();
+    for ds in datasets {
+        let pairs: Vec<&SimilarityRow> = rows.iter().filter(|r| r.dataset == ds).collect();
+        let mut points: Vec<String> = Vec::new();
+        for r in &pairs {
+            for p in [&r.feature_point_a, &r.feature_point_b] {
+                if !points.contains(p) {
+                    points.push(p.clone());
+                }
+            }
+        }
+        let k = pairs.first().map_or(0, |r| r.k);
+        let measures: [(String, fn(&SimilarityRow) -> f64); 2] = [
+            ("linear CKA".into(), |r| r.linear_cka),
+            (format!("mutual k-NN@{k}"), |r| r.mutual_knn),
+        ];
+        for (measure, value) in measures {
+            let m = points.len();
+            let mut values = vec![vec![None; m]; m];
+            for (i, row) in values.iter_mut().enumerate() {
+                row[i] = Some(1.0);
+            }
+            for r in &pairs {
+                let i = points.iter().position(|p| *p == r.feature_point_a);
+                let j = points.iter().position(|p| *p == r.feature_point_b);
+                if let (Some(i), Some(j)) = (i, j) {
+                    values[i][j] = Some(value(r));
+                    values[j][i] = Some(value(r));
+                }
+            }
+            out.push(Matrix {
+                dataset: ds.to_string(),
+                measure,
+                points: points.clone(),
+                values,
+            });
+        }
+    }
+    out
+}
+
+/// Writes the figure to `png` and `svg`: a row per dataset, CKA left and mutual k-NN right.
+pub fn similarity_figure(rows: &[SimilarityRow], png: &Path, svg: &Path) -> Result<()> {
+    register_font();
+    let panels = matrices(rows);
+    if panels.is_empty() {
+        return Err(anyhow!("no similarity rows to plot"));
+    }
+    let size = (1040, 370 * (panels.len() as u32 / 2));
+    draw(BitMapBackend::new(png, size).into_drawing_area(), &panels)?;
+    draw(SVGBackend::new(svg, size).into_drawing_area(), &panels)?;
+    Ok(())
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[Matrix]) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the figure: {e:?}");
+    root.fill(&WHITE).map_err(err)?;
+    let areas = root.split_evenly((panels.len() / 2, 2));
+    for (area, panel) in areas.iter().zip(panels) {
+        draw_panel(area, panel).map_err(err)?;
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    m: &Matrix,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let (w, h) = area.dim_in_pixel();
+    let (w, h) = (w as i32, h as i32);
+    let title = format!("{} — {}", m.dataset, m.measure);
+    area.draw(&Text::new(
+        title,
+        (w / 2, 10),
+        ("sans-serif", 18)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Center, VPos::Top)),
+    ))?;
+    let n = m.points.len() as i32;
+    // Labels on the left ("1 vision.layer[-2].cls"), numbers under the columns.
+    let label_width = 215;
+    let cell = ((w - label_width - 20).min(h - 80) / n.max(1)).max(8);
+    let (x0, y0) = (label_width + 10, 40);
+    let label = ("sans-serif", 13).into_font().color(&BLACK);
+    for (i, p) in m.points.iter().enumerate() {
+        let i = i as i32;
+        let name: String = if p.chars().count() > 30 {
+            let head: String = p.chars().take(29).collect();
+            format!("{head}…")
+        } else {
+            p.clone()
+        };
+        area.draw(&Text::new(
+            format!("{} {name}", i + 1),
+            (x0 - 6, y0 + i * cell + cell / 2),
+            label.clone().pos(Pos::new(HPos::Right, VPos::Center)),
+        ))?;
+        area.draw(&Text::new(
+            format!("{}", i + 1),
+            (x0 + i * cell + cell / 2, y0 + n * cell + 4),
+            label.clone().pos(Pos::new(HPos::Center, VPos::Top)),
+        ))?;
+    }
+    for (i, row) in m.values.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            let (x, y) = (x0 + j as i32 * cell, y0 + i as i32 * cell);
+            let color = v.map_or(RGBColor(230, 230, 230), viridis);
+            area.draw(&Rectangle::new(
+                [(x, y), (x + cell - 1, y + cell - 1)],
+                color.filled(),
+            ))?;
+            if let Some(v) = v {
+                let ink = if *v > 0.6 { BLACK } else { WHITE };
+                area.draw(&Text::new(
+                    format!("{v:.2}"),
+                    (x + cell / 2, y + cell / 2),
+                    ("sans-serif", (cell / 4).clamp(9, 16))
+                        .into_font()
+                        .color(&ink)
+                        .pos(Pos::new(HPos::Center, VPos::Center)),
+                ))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(a: &str, b: &str, cka: f64, knn: f64) -> SimilarityRow {
+        SimilarityRow {
+            dataset: "cub".into(),
+            model: "m".into(),
+            feature_point_a: a.into(),
+            stage_a: "pre-projection".into(),
+            feature_point_b: b.into(),
+            stage_b: "post-projection".into(),
+            split: "test".into(),
+            n: 100,
+            linear_cka: cka,
+            debiased_cka: cka,
+            mutual_knn: knn,
+            k: 10,
+            cache_key_a: "a".into(),
+            cache_key_b: "b".into(),
+        }
+    }
+
+    #[test]
+    fn matrices_are_symmetric_with_a_unit_diagonal() {
+        let rows = [
+            row("v", "p", 0.8, 0.3),
+            row("v", "c", 0.9, 0.5),
+            row("p", "c", 0.7, 0.2),
+        ];
+        let ms = matrices(&rows);
+        assert_eq!(ms.len(), 2);
+        assert_eq!(ms[0].points, ["v", "p", "c"]);
+        assert_eq!(ms[0].values[1][0], Some(0.8));
+        assert_eq!(ms[0].values[0][1], Some(0.8));
+        assert_eq!(ms[0].values[2][2], Some(1.0));
+        assert_eq!(ms[1].measure, "mutual k-NN@10");
+        assert_eq!(ms[1].values[2][1], Some(0.2));
+    }
+
+    #[test]
+    fn viridis_ends_and_middle() {
+        assert_eq!(viridis(0.0), RGBColor(68, 1, 84));
+        assert_eq!(viridis(1.0), RGBColor(253, 231, 37));
+        assert_eq!(viridis(0.5), RGBColor(33, 145, 140));
+        assert_eq!(viridis(2.0), viridis(1.0));
+    }
+
+    #[test]
+    fn writes_png_and_svg_with_values() {
+        let dir = std::env::temp_dir().join(format!("gapprobe-simfig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (png, svg) = (dir.join("s.png"), dir.join("s.svg"));
+        similarity_figure(
+            &[row("vision.layer[-2].cls", "projector.mean", 0.8123, 0.3)],
+            &png,
+            &svg,
+        )
+        .unwrap();
+        let bytes = std::fs::read(&png).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(&bytes[1..4], b"PNG");
+        assert!(
+            text.contains("0.81") && text.contains("mutual k-NN@10"),
+            "{text}"
+        );
+        assert!(text.contains("1 vision.layer[-2].cls") && text.contains("2 projector.mean"));
+    }
+}
