@@ -37,6 +37,9 @@ struct Matrix {
     values: Vec<Vec<Option<f64>>>,
 }
 
+/// Reads one measure off a row.
+type Measure = fn(&SimilarityRow) -> f64;
+
 fn matrices(rows: &[SimilarityRow]) -> Vec<Matrix> {
     let mut datasets: Vec<&str> = Vec::new();
     for r in rows {
@@ -56,7 +59,7 @@ fn matrices(rows: &[SimilarityRow]) -> Vec<Matrix> {
             }
         }
         let k = pairs.first().map_or(0, |r| r.k);
-        let measures: [(String, fn(&SimilarityRow) -> f64); 2] = [
+        let measures: [(String, Measure); 2] = [
             ("linear CKA".into(), |r| r.linear_cka),
             (format!("mutual k-NN@{k}"), |r| r.mutual_knn),
         ];
