@@ -245,13 +245,20 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
     );
     let exp = tmp.path().join("val-similarity.toml");
     std::fs::write(&exp, toml).unwrap();
-    std::fs::remove_file(out.join("similarity.csv")).unwrap();
     gapprobe(&["-q", "run", exp.to_str().unwrap()]);
     assert_eq!(
         gapprobe_reports::read_results_csv(&out.join("results.csv")).unwrap(),
         rows
     );
-    assert!(!out.join("similarity.csv").exists());
+    // The earlier run's similarity files are gone, not passed off as this run's.
+    for f in [
+        "similarity.csv",
+        "similarity.parquet",
+        "similarity.png",
+        "similarity.svg",
+    ] {
+        assert!(!out.join(f).exists(), "stale {f}");
+    }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
         report.contains("representation similarity of vision.layer[-2].patch.mean and")

@@ -3,6 +3,15 @@
 use anyhow::{Context, Result};
 use gapprobe_reports::{ResultRow, SimilarityRow};
 use std::path::Path;
+use tracing::info;
+
+/// The files the similarity rows are written to.
+const SIMILARITY_FILES: [&str; 4] = [
+    "similarity.csv",
+    "similarity.parquet",
+    "similarity.png",
+    "similarity.svg",
+];
 
 /// What a report is made from.
 pub struct ReportInput<'a> {
@@ -32,6 +41,18 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
             out.join("results.json"),
             serde_json::to_string_pretty(details)?,
         )?;
+    }
+    if input.similarity.is_empty() && input.details.is_some() {
+        // A fresh run without similarity rows: an earlier run's files would be read as this
+        // run's (`gapprobe report` picks up similarity.csv), so they go.
+        for name in SIMILARITY_FILES {
+            let path = out.join(name);
+            if path.is_file() {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing the stale {}", path.display()))?;
+                info!("removed {} from an earlier run", path.display());
+            }
+        }
     }
     if !input.similarity.is_empty() {
         gapprobe_reports::write_similarity_csv(input.similarity, &out.join("similarity.csv"))?;
