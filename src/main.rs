@@ -329,7 +329,7 @@ fn run(cli: Cli) -> Result<()> {
 /// The `compare` command's table: the entries, numbered, then one line per pair.
 fn print_comparisons(
     entries: &[gapprobe_features::cache::CacheEntry],
-    comparisons: &[pipeline::Comparison],
+    comparisons: &[gapprobe_reports::SimilarityRow],
 ) {
     let Some(first) = comparisons.first() else {
         return;
@@ -357,17 +357,16 @@ fn print_comparisons(
         "rows",
         "linear CKA",
         "debiased CKA",
-        format!("mutual k-NN@{}", first.similarity.k)
+        format!("mutual k-NN@{}", first.k)
     );
     for (c, (i, j)) in comparisons.iter().zip(pairs) {
-        let s = &c.similarity;
         println!(
             "{:>7} {:>7} {:>11.4} {:>13.4} {:>15.4}",
             format!("{i}-{j}"),
-            s.n,
-            s.linear_cka,
-            s.debiased_cka,
-            s.mutual_knn
+            c.n,
+            c.linear_cka,
+            c.debiased_cka,
+            c.mutual_knn
         );
     }
 }

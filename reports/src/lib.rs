@@ -48,10 +48,11 @@ pub struct ResultRow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimilarityRow {
     pub dataset: String,
-    pub model: String,
+    pub model_a: String,
     pub feature_point_a: String,
     /// `pre-projection` or `post-projection`.
     pub stage_a: String,
+    pub model_b: String,
     pub feature_point_b: String,
     pub stage_b: String,
     pub split: String,

@@ -204,9 +204,10 @@ mod tests {
         assert!(!md.contains("Representation similarity"));
         let sim = SimilarityRow {
             dataset: "d".into(),
-            model: "m".into(),
+            model_a: "m".into(),
             feature_point_a: "a".into(),
             stage_a: "pre-projection".into(),
+            model_b: "m".into(),
             feature_point_b: "p".into(),
             stage_b: "post-projection".into(),
             split: "test".into(),

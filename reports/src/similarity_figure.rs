@@ -186,9 +186,10 @@ mod tests {
     fn row(a: &str, b: &str, cka: f64, knn: f64) -> SimilarityRow {
         SimilarityRow {
             dataset: "cub".into(),
-            model: "m".into(),
+            model_a: "m".into(),
             feature_point_a: a.into(),
             stage_a: "pre-projection".into(),
+            model_b: "m".into(),
             feature_point_b: b.into(),
             stage_b: "post-projection".into(),
             split: "test".into(),

@@ -4,45 +4,8 @@
 use crate::table::{number_column, read_csv, text_column, write_csv, write_parquet};
 use crate::SimilarityRow;
 use anyhow::Result;
-use polars::prelude::{Column, DataFrame, DataType};
+use polars::prelude::{Column, DataFrame};
 use std::path::Path;
-
-const TEXT: [&str; 9] = [
-    "dataset",
-    "model",
-    "feature_point_a",
-    "stage_a",
-    "feature_point_b",
-    "stage_b",
-    "split",
-    "cache_key_a",
-    "cache_key_b",
-];
-const NUMBERS: [&str; 5] = ["n", "linear_cka", "debiased_cka", "mutual_knn", "k"];
-
-fn text_fields(r: &SimilarityRow) -> [&str; 9] {
-    [
-        &r.dataset,
-        &r.model,
-        &r.feature_point_a,
-        &r.stage_a,
-        &r.feature_point_b,
-        &r.stage_b,
-        &r.split,
-        &r.cache_key_a,
-        &r.cache_key_b,
-    ]
-}
-
-fn number_fields(r: &SimilarityRow) -> [f64; 5] {
-    [
-        r.n as f64,
-        r.linear_cka,
-        r.debiased_cka,
-        r.mutual_knn,
-        r.k as f64,
-    ]
-}
 
 /// Writes `rows` as CSV with a header.
 pub fn write_similarity_csv(rows: &[SimilarityRow], path: &Path) -> Result<()> {
@@ -55,50 +18,74 @@ pub fn write_similarity_parquet(rows: &[SimilarityRow], path: &Path) -> Result<(
 }
 
 fn frame(rows: &[SimilarityRow]) -> Result<DataFrame> {
-    let mut columns = Vec::new();
-    for (i, name) in TEXT.iter().enumerate() {
-        let values: Vec<String> = rows.iter().map(|r| text_fields(r)[i].to_string()).collect();
-        columns.push(Column::new((*name).into(), values));
-    }
-    for (i, name) in NUMBERS.iter().enumerate() {
-        let values: Vec<f64> = rows.iter().map(|r| number_fields(r)[i]).collect();
-        let column = Column::new((*name).into(), values);
-        columns.push(if matches!(*name, "n" | "k") {
-            column.cast(&DataType::UInt64)?
-        } else {
-            column
-        });
-    }
-    Ok(DataFrame::new(rows.len(), columns)?)
+    let s =
+        |f: fn(&SimilarityRow) -> &str| rows.iter().map(f).map(String::from).collect::<Vec<_>>();
+    let f = |g: fn(&SimilarityRow) -> f64| rows.iter().map(g).collect::<Vec<f64>>();
+    let u = |g: fn(&SimilarityRow) -> u64| rows.iter().map(g).collect::<Vec<u64>>();
+    Ok(DataFrame::new(
+        rows.len(),
+        vec![
+            Column::new("dataset".into(), s(|r| &r.dataset)),
+            Column::new("model_a".into(), s(|r| &r.model_a)),
+            Column::new("feature_point_a".into(), s(|r| &r.feature_point_a)),
+            Column::new("stage_a".into(), s(|r| &r.stage_a)),
+            Column::new("model_b".into(), s(|r| &r.model_b)),
+            Column::new("feature_point_b".into(), s(|r| &r.feature_point_b)),
+            Column::new("stage_b".into(), s(|r| &r.stage_b)),
+            Column::new("split".into(), s(|r| &r.split)),
+            Column::new("n".into(), u(|r| r.n)),
+            Column::new("linear_cka".into(), f(|r| r.linear_cka)),
+            Column::new("debiased_cka".into(), f(|r| r.debiased_cka)),
+            Column::new("mutual_knn".into(), f(|r| r.mutual_knn)),
+            Column::new("k".into(), u(|r| r.k)),
+            Column::new("cache_key_a".into(), s(|r| &r.cache_key_a)),
+            Column::new("cache_key_b".into(), s(|r| &r.cache_key_b)),
+        ],
+    )?)
 }
 
 /// Reads a `similarity.csv` written by [`write_similarity_csv`].
 pub fn read_similarity_csv(path: &Path) -> Result<Vec<SimilarityRow>> {
     let df = read_csv(path)?;
-    let text = TEXT
-        .iter()
-        .map(|c| text_column(&df, path, c))
-        .collect::<Result<Vec<_>>>()?;
-    let numbers = NUMBERS
-        .iter()
-        .map(|c| number_column(&df, path, c))
-        .collect::<Result<Vec<_>>>()?;
+    let text = |c: &str| text_column(&df, path, c);
+    let num = |c: &str| number_column(&df, path, c);
+    let (ds, model_a, fp_a, stage_a) = (
+        text("dataset")?,
+        text("model_a")?,
+        text("feature_point_a")?,
+        text("stage_a")?,
+    );
+    let (model_b, fp_b, stage_b, split) = (
+        text("model_b")?,
+        text("feature_point_b")?,
+        text("stage_b")?,
+        text("split")?,
+    );
+    let (key_a, key_b) = (text("cache_key_a")?, text("cache_key_b")?);
+    let (n, cka, dcka, knn, k) = (
+        num("n")?,
+        num("linear_cka")?,
+        num("debiased_cka")?,
+        num("mutual_knn")?,
+        num("k")?,
+    );
     Ok((0..df.height())
         .map(|i| SimilarityRow {
-            dataset: text[0][i].clone(),
-            model: text[1][i].clone(),
-            feature_point_a: text[2][i].clone(),
-            stage_a: text[3][i].clone(),
-            feature_point_b: text[4][i].clone(),
-            stage_b: text[5][i].clone(),
-            split: text[6][i].clone(),
-            cache_key_a: text[7][i].clone(),
-            cache_key_b: text[8][i].clone(),
-            n: numbers[0][i] as u64,
-            linear_cka: numbers[1][i],
-            debiased_cka: numbers[2][i],
-            mutual_knn: numbers[3][i],
-            k: numbers[4][i] as u64,
+            dataset: ds[i].clone(),
+            model_a: model_a[i].clone(),
+            feature_point_a: fp_a[i].clone(),
+            stage_a: stage_a[i].clone(),
+            model_b: model_b[i].clone(),
+            feature_point_b: fp_b[i].clone(),
+            stage_b: stage_b[i].clone(),
+            split: split[i].clone(),
+            n: n[i] as u64,
+            linear_cka: cka[i],
+            debiased_cka: dcka[i],
+            mutual_knn: knn[i],
+            k: k[i] as u64,
+            cache_key_a: key_a[i].clone(),
+            cache_key_b: key_b[i].clone(),
         })
         .collect())
 }
@@ -111,9 +98,10 @@ mod tests {
     fn csv_round_trips() {
         let row = SimilarityRow {
             dataset: "demo".into(),
-            model: "m, with comma".into(),
+            model_a: "m, with comma".into(),
             feature_point_a: "vision.layer[-2].patch.mean".into(),
             stage_a: "pre-projection".into(),
+            model_b: "other/model".into(),
             feature_point_b: "projector.mean".into(),
             stage_b: "post-projection".into(),
             split: "test".into(),

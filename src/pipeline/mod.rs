@@ -13,7 +13,7 @@ mod similarity;
 pub use features::{ensure_features_with, CacheOptions};
 pub use probing::{probe_entry, result_row};
 pub use report::{write_report, ReportInput};
-pub use similarity::{compare_pairs, similarity_row, CompareOptions, Comparison};
+pub use similarity::{compare_pairs, CompareOptions};
 
 use crate::device::{parse_device, parse_dtype};
 use crate::experiment::Experiment;
@@ -125,7 +125,7 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
             // Similarity is an addition to the probes: a pair that cannot be compared becomes a
             // note in the report, never a run that loses the probe results above.
             for c in compare_pairs(&pooled, &similarity_opts, ui) {
-                match c.and_then(similarity_row) {
+                match c {
                     Ok(row) => similarity_rows.push(row),
                     Err(e) => {
                         warn!("{e:#}");

@@ -6,7 +6,7 @@ use anyhow::{bail, ensure, Context, Result};
 use gapprobe_features::cache::{CacheEntry, SplitData};
 use gapprobe_features::datasets::Split;
 use gapprobe_features::FeaturePoint;
-use gapprobe_probes::{similarity, Similarity};
+use gapprobe_probes::similarity;
 use gapprobe_reports::SimilarityRow;
 use ndarray::{ArrayView2, Axis, Ix2};
 use rand::seq::SliceRandom;
@@ -39,30 +39,13 @@ impl Default for CompareOptions {
     }
 }
 
-/// One comparison: what was compared and the similarities.
-#[derive(Debug, Clone, Serialize)]
-pub struct Comparison {
-    pub dataset: String,
-    pub split: String,
-    pub model_a: String,
-    pub feature_point_a: String,
-    pub cache_key_a: String,
-    pub model_b: String,
-    pub feature_point_b: String,
-    pub cache_key_b: String,
-    /// Rows both entries hold (before any subsampling).
-    pub rows_shared: usize,
-    #[serde(flatten)]
-    pub similarity: Similarity,
-}
-
 /// Compares entries `a` and `b` on `opts.split`: both must come from the same dataset manifest
 /// and hold pooled `[N, D]` features; rows are matched by image id.
 pub fn compare_entries(
     a: &CacheEntry,
     b: &CacheEntry,
     opts: &CompareOptions,
-) -> Result<Comparison> {
+) -> Result<SimilarityRow> {
     let (pa, pb) = (&a.provenance, &b.provenance);
     ensure!(
         pa.manifest_hash == pb.manifest_hash,
@@ -90,23 +73,29 @@ pub fn compare_entries(
     }
     let x = xa.select(Axis(0), &rows_a);
     let y = xb.select(Axis(0), &rows_b);
-    let similarity = similarity(x.view(), y.view(), opts.k).with_context(|| {
+    let s = similarity(x.view(), y.view(), opts.k).with_context(|| {
         format!(
             "comparing {} with {} on {}",
             pa.feature_point, pb.feature_point, opts.split
         )
     })?;
-    Ok(Comparison {
+    let stage = |p: &str| -> Result<String> { Ok(p.parse::<FeaturePoint>()?.stage().into()) };
+    Ok(SimilarityRow {
         dataset: pa.dataset.clone(),
-        split: opts.split.to_string(),
         model_a: pa.model_id.clone(),
         feature_point_a: pa.feature_point.clone(),
-        cache_key_a: a.key.clone(),
+        stage_a: stage(&pa.feature_point)?,
         model_b: pb.model_id.clone(),
         feature_point_b: pb.feature_point.clone(),
+        stage_b: stage(&pb.feature_point)?,
+        split: opts.split.to_string(),
+        n: s.n as u64,
+        linear_cka: s.linear_cka,
+        debiased_cka: s.debiased_cka,
+        mutual_knn: s.mutual_knn,
+        k: s.k as u64,
+        cache_key_a: a.key.clone(),
         cache_key_b: b.key.clone(),
-        rows_shared,
-        similarity,
     })
 }
 
@@ -116,7 +105,7 @@ pub fn compare_pairs(
     entries: &[&CacheEntry],
     opts: &CompareOptions,
     ui: &Ui,
-) -> Vec<Result<Comparison>> {
+) -> Vec<Result<SimilarityRow>> {
     let mut out = Vec::new();
     for (i, a) in entries.iter().enumerate() {
         for b in &entries[i + 1..] {
@@ -128,34 +117,13 @@ pub fn compare_pairs(
             if let Ok(c) = &c {
                 debug!(
                     "{fa} vs {fb}: linear CKA {:.3}, mutual k-NN@{} {:.3}",
-                    c.similarity.linear_cka, c.similarity.k, c.similarity.mutual_knn
+                    c.linear_cka, c.k, c.mutual_knn
                 );
             }
             out.push(c);
         }
     }
     out
-}
-
-/// A comparison as a report row.
-pub fn similarity_row(c: Comparison) -> Result<SimilarityRow> {
-    let stage = |p: &str| -> Result<String> { Ok(p.parse::<FeaturePoint>()?.stage().into()) };
-    Ok(SimilarityRow {
-        stage_a: stage(&c.feature_point_a)?,
-        stage_b: stage(&c.feature_point_b)?,
-        dataset: c.dataset,
-        model: c.model_a,
-        feature_point_a: c.feature_point_a,
-        feature_point_b: c.feature_point_b,
-        split: c.split,
-        n: c.similarity.n as u64,
-        linear_cka: c.similarity.linear_cka,
-        debiased_cka: c.similarity.debiased_cka,
-        mutual_knn: c.similarity.mutual_knn,
-        k: c.similarity.k as u64,
-        cache_key_a: c.cache_key_a,
-        cache_key_b: c.cache_key_b,
-    })
 }
 
 fn short(hash: &str) -> &str {
