@@ -117,17 +117,7 @@ impl DenseMatrix {
         );
         match &self.store {
             Store::Host { x, xt } => {
-                let a = if transposed { xt } else { x };
-                // SAFETY: the sizes were checked above; the strides describe row-major matrices
-                // (`a`: rows × inner, `b`: inner × k, `out`: rows × k) inside those buffers.
-                unsafe {
-                    host_gemm(
-                        (rows, k, inner),
-                        out.as_mut_ptr(),
-                        (a.as_ptr(), 1, inner as isize),
-                        (b.as_ptr(), 1, k as isize),
-                    )
-                }
+                host_product(if transposed { xt } else { x }, b, (rows, inner, k), out)?
             }
             Store::Tensors { xa, xa_t } => {
                 device_gemm(if transposed { xa_t } else { xa }, b, (inner, k), out)?
@@ -135,6 +125,38 @@ impl DenseMatrix {
         }
         Ok(())
     }
+}
+
+/// `out (m × n) = a (m × k) · b (k × n)` for row-major host slices, through the same `gemm`
+/// kernels as [`DenseMatrix`]'s CPU products, on rayon's threads.
+pub fn host_product(
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    out: &mut [f32],
+) -> Result<()> {
+    ensure!(
+        a.len() == m * k && b.len() == k * n && out.len() == m * n,
+        "matrix product: {} × {} by {} × {} into {} values ({}, {} and {} given)",
+        m,
+        k,
+        k,
+        n,
+        m * n,
+        a.len(),
+        b.len(),
+        out.len()
+    );
+    // SAFETY: the sizes were checked above; the strides describe row-major matrices inside them.
+    unsafe {
+        host_gemm(
+            (m, n, k),
+            out.as_mut_ptr(),
+            (a.as_ptr(), 1, k as isize),
+            (b.as_ptr(), 1, n as isize),
+        )
+    };
+    Ok(())
 }
 
 /// `dst = src` rounded to f32 (parallel over blocks): the f32 operand of a product.
@@ -224,5 +246,8 @@ mod tests {
                 assert!((g[j * k + c] as f64 - want).abs() < 1e-4, "back ({j},{c})");
             }
         }
+        let mut small = vec![0f32; 3];
+        let e = host_product(&m, &m, (n, d + 1, k), &mut small).unwrap_err();
+        assert!(e.to_string().contains("matrix product"), "{e}");
     }
 }

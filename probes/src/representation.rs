@@ -13,7 +13,7 @@
 //! excludes each sample from its own neighbours, breaks ties by the lower row index, and costs
 //! `O(n²·(dx + dy))`: subsample rows for very large splits.
 
-use crate::products::DenseMatrix;
+use crate::products::{host_product, DenseMatrix};
 use anyhow::{bail, ensure, Result};
 use candle_core::Device;
 use ndarray::ArrayView2;
@@ -208,9 +208,8 @@ fn neighbours(a: ArrayView2<f32>, k: usize, name: &str) -> Result<Vec<u32>> {
     let mut sims = vec![0f32; KNN_BLOCK.min(n) * n];
     for (b, rows) in unit.chunks(KNN_BLOCK * d).enumerate() {
         let m = rows.len() / d;
-        let block = DenseMatrix::from_row_major(rows.to_vec(), m, d, &Device::Cpu)?;
         let sims = &mut sims[..m * n];
-        block.mul(&unit_t, n, sims)?;
+        host_product(rows, &unit_t, (m, d, n), sims)?;
         let first = b * KNN_BLOCK;
         out[first * k..(first + m) * k]
             .par_chunks_mut(k)
