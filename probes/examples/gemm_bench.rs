@@ -7,7 +7,7 @@
 //! `cargo run --release -p gapprobe-probes --example gemm_bench [-- ROUNDS]` (NumPy's OpenBLAS on
 //! the same shapes: see docs/performance.md).
 
-use gapprobe_probes::products::{host_product, DenseMatrix};
+use gapprobe_probes::products::DenseMatrix;
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -23,6 +23,7 @@ unsafe fn strided(
     (dst, dst_cs, dst_rs): (*mut f32, isize, isize),
     (lhs, lhs_cs, lhs_rs): (*const f32, isize, isize),
     (rhs, rhs_cs, rhs_rs): (*const f32, isize, isize),
+    parallelism: gemm::Parallelism,
 ) {
     gemm::gemm(
         m,
@@ -43,7 +44,39 @@ unsafe fn strided(
         false,
         false,
         false,
-        gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        parallelism,
+    );
+}
+
+/// All of rayon's threads for one `gemm` call.
+fn all_threads() -> gemm::Parallelism {
+    gemm::Parallelism::Rayon(rayon::current_num_threads())
+}
+
+/// `dst = a · b` (row-major `m × k` by `k × n`) with `a`'s rows (and `dst`'s) split into two
+/// halves, one `gemm` call each under `rayon::join`, each call with `parallelism`.
+fn split_rows(
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    dst: &mut [f32],
+    parallelism: gemm::Parallelism,
+) {
+    let half = m / 2;
+    let (d1, d2) = dst.split_at_mut(half * n);
+    let call = |rows: usize, a: &[f32], d: &mut [f32]| unsafe {
+        // SAFETY: `a` holds rows × k, `b` k × n and `d` rows × n values, all row-major.
+        strided(
+            (rows, n, k),
+            (d.as_mut_ptr(), 1, n as isize),
+            (a.as_ptr(), 1, k as isize),
+            (b.as_ptr(), 1, n as isize),
+            parallelism,
+        )
+    };
+    rayon::join(
+        || call(half, &a[..half * k], d1),
+        || call(m - half, &a[half * k..], d2),
     );
 }
 
@@ -95,19 +128,22 @@ fn main() -> anyhow::Result<()> {
                     (zp, ki, 1),
                     (m.as_ptr(), ki, 1),
                     (x.as_ptr(), di, 1),
+                    all_threads(),
                 )
             }),
         ),
         (
-            "X·M   rows split over 2 calls",
+            "X·M   rows split, 2 calls × 2 threads",
             Box::new(|| {
-                let half = n / 2;
-                let (z1, z2) =
-                    unsafe { std::slice::from_raw_parts_mut(zp, n * k) }.split_at_mut(half * k);
-                rayon::join(
-                    || host_product(&x[..half * d], &m, (half, d, k), z1).unwrap(),
-                    || host_product(&x[half * d..], &m, (n - half, d, k), z2).unwrap(),
-                );
+                let z = unsafe { std::slice::from_raw_parts_mut(zp, n * k) };
+                split_rows(&x, &m, (n, d, k), z, all_threads())
+            }),
+        ),
+        (
+            "X·M   rows split, 2 calls × 1 thread",
+            Box::new(|| {
+                let z = unsafe { std::slice::from_raw_parts_mut(zp, n * k) };
+                split_rows(&x, &m, (n, d, k), z, gemm::Parallelism::None)
             }),
         ),
         (
@@ -131,6 +167,7 @@ fn main() -> anyhow::Result<()> {
                     (gp, 1, ki),
                     (x.as_ptr(), di, 1),
                     (r.as_ptr(), 1, ki),
+                    all_threads(),
                 )
             }),
         ),
@@ -142,7 +179,22 @@ fn main() -> anyhow::Result<()> {
                     (gp, ki, 1),
                     (r.as_ptr(), ki, 1),
                     (x.as_ptr(), 1, di),
+                    all_threads(),
                 )
+            }),
+        ),
+        (
+            "Xᵀ·R  rows split, 2 calls × 2 threads",
+            Box::new(|| {
+                let g = unsafe { std::slice::from_raw_parts_mut(gp, d * k) };
+                split_rows(&xt, &r, (d, n, k), g, all_threads())
+            }),
+        ),
+        (
+            "Xᵀ·R  rows split, 2 calls × 1 thread",
+            Box::new(|| {
+                let g = unsafe { std::slice::from_raw_parts_mut(gp, d * k) };
+                split_rows(&xt, &r, (d, n, k), g, gemm::Parallelism::None)
             }),
         ),
         (
