@@ -72,7 +72,8 @@ A second run reuses the cache and performs no forward pass."
         /// are listed in each cache entry's `skipped` attribute.
         #[arg(long)]
         skip_bad: bool,
-        /// Feature points (repeatable).
+        /// Feature points (repeatable); `vision.layer[0:25:4].cls` or `vision.layer[4,8,-2].cls` name
+        /// several layers (docs/feature-points.md).
         #[arg(short = 'f', long = "feature-point", default_values_t = ["vision.layer[-2].patch.mean".to_string(), "projector.mean".to_string()])]
         feature_points: Vec<String>,
         #[command(flatten)]

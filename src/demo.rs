@@ -65,7 +65,7 @@ pub fn prepare(opts: &DemoOptions) -> Result<Experiment> {
         model: ModelSection { id: model.to_string_lossy().into_owned(), device: "cpu".into(), dtype: "f32".into(), f32_residual: false, batch_size: BatchSize::Fixed(64), compress: None },
         datasets: vec![DatasetSection {
             spec: format!("demo:{}", data.display()),
-            feature_points: vec!["vision.layer[-2].patch.mean".into(), "vision.layer[-2].cls".into(), "projector.mean".into()],
+            feature_points: vec!["vision.layer[-2].patch.mean".into(), "vision.layer[1:5].cls".into(), "projector.mean".into()],
             levels: vec![],
         }],
         probe: ProbeSection { bootstrap: 500, ..Default::default() },

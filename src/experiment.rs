@@ -203,11 +203,8 @@ impl DatasetSection {
         if self.feature_points.is_empty() {
             bail!("dataset '{}' lists no feature_points", self.spec);
         }
-        let points = self
-            .feature_points
-            .iter()
-            .map(|p| p.parse())
-            .collect::<Result<Vec<FeaturePoint>>>()?;
+        let points =
+            gapprobe_features::featurepoint::parse_feature_point_list(&self.feature_points)?;
         let levels = self
             .levels
             .iter()
@@ -326,6 +323,39 @@ mod tests {
             feature_points = ["projector.mean"]
         "#;
         assert!(toml::from_str::<Experiment>(bad).is_err());
+    }
+
+    #[test]
+    fn layer_sweeps_expand_in_order_without_duplicates() {
+        let section = DatasetSection {
+            spec: "manifest:/d/m.csv".into(),
+            feature_points: vec![
+                "vision.layer[-2].cls".into(),
+                "vision.layer[-3:].cls".into(),
+                "projector.mean".into(),
+            ],
+            levels: vec![],
+        };
+        let (_, points, _) = section.parse().unwrap();
+        let names: Vec<String> = points.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "vision.layer[-2].cls",
+                "vision.layer[-3].cls",
+                "vision.layer[-1].cls",
+                "projector.mean"
+            ]
+        );
+        let bad = DatasetSection {
+            feature_points: vec!["vision.layer[4:].cls".into()],
+            ..section
+        };
+        let err = format!("{:#}", bad.parse().unwrap_err());
+        assert!(
+            err.contains("vision.layer[4:].cls") && err.contains("depth"),
+            "{err}"
+        );
     }
 
     #[test]

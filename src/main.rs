@@ -18,10 +18,11 @@ use gapprobe_features::cache::Compression;
 use gapprobe_features::datasets::{DatasetSpec, LabelLevel};
 use gapprobe_features::extract::ExtractOptions;
 use gapprobe_features::synth::SynthConfig;
-use gapprobe_features::FeaturePoint;
 use gapprobe_probes::ProbeConfig;
 use ui::Ui;
 
+/// Logs go to stderr, coloured only on a terminal and without `NO_COLOR` set, so that a log
+/// file (a SLURM job's `.err`, a pipe) holds plain text.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
@@ -31,8 +32,17 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(use_colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_target(false)
         .init();
+}
+
+/// Colour on a terminal unless `NO_COLOR` is set to a non-empty value (no-color.org).
+fn use_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 fn main() {
@@ -126,10 +136,8 @@ fn run(cli: Cli) -> Result<()> {
                 spec = with_skip_bad(spec);
             }
             let ds = spec.load()?;
-            let points = feature_points
-                .iter()
-                .map(|p| p.parse())
-                .collect::<Result<Vec<FeaturePoint>>>()?;
+            let points =
+                gapprobe_features::featurepoint::parse_feature_point_list(&feature_points)?;
             let opts = ExtractOptions {
                 batch_size,
                 device: device::parse_device(&device)?,
@@ -368,5 +376,19 @@ fn print_comparisons(
             c.debiased_cka,
             c.mutual_knn
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::use_colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, None));
     }
 }

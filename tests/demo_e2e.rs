@@ -34,7 +34,11 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         "--test-per-class",
         "10",
     ];
-    gapprobe(&args);
+    let demo_run = gapprobe(&args);
+    // Piped stderr (a log file, a SLURM job's output) gets plain text, not terminal colours.
+    let log = String::from_utf8_lossy(&demo_run.stderr);
+    assert!(log.contains(" INFO "), "no log lines on stderr: {log}");
+    assert!(!log.contains('\x1b'), "escape codes in a piped log: {log}");
 
     for f in [
         "report.md",
@@ -47,6 +51,8 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         "similarity.parquet",
         "similarity.png",
         "similarity.svg",
+        "layers.png",
+        "layers.svg",
         "experiment.toml",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
@@ -65,8 +71,8 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         .unwrap()
         .finish()
         .unwrap();
-    // 3 feature points × 3 levels.
-    assert_eq!(df.height(), 9, "{df}");
+    // 6 feature points (the demo sweeps vision.layer[1:5].cls) × 3 levels.
+    assert_eq!(df.height(), 18, "{df}");
     for col in [
         "top1",
         "top5",
@@ -90,7 +96,7 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
     )
     .finish()
     .unwrap();
-    assert_eq!(parquet.height(), 9);
+    assert_eq!(parquet.height(), 18);
     assert_eq!(parquet.get_column_names(), df.get_column_names());
     assert_eq!(
         parquet.column("n_test").unwrap().dtype(),
@@ -118,13 +124,13 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
 
     let first = summary(&out);
     assert!(first["forward_passes"].as_u64().unwrap() > 0);
-    assert_eq!(first["entries_extracted"].as_array().unwrap().len(), 3);
+    assert_eq!(first["entries_extracted"].as_array().unwrap().len(), 6);
 
     // Second run: everything from the cache, zero forward passes, same numbers.
     gapprobe(&args);
     let second = summary(&out);
     assert_eq!(second["forward_passes"].as_u64().unwrap(), 0, "{second}");
-    assert_eq!(second["entries_reused"].as_array().unwrap().len(), 3);
+    assert_eq!(second["entries_reused"].as_array().unwrap().len(), 6);
     assert_eq!(second["entries_extracted"].as_array().unwrap().len(), 0);
     let again = gapprobe_reports::read_results_csv(&out.join("results.csv")).unwrap();
     assert_eq!(
@@ -140,7 +146,7 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         out.join("cache").to_str().unwrap(),
     ]);
     let ls = String::from_utf8_lossy(&ls.stdout);
-    assert_eq!(ls.lines().count(), 3, "{ls}");
+    assert_eq!(ls.lines().count(), 6, "{ls}");
     let key = &rows[0].cache_key[..12];
     let info = gapprobe(&[
         "cache",
@@ -151,10 +157,30 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
     ]);
     assert!(String::from_utf8_lossy(&info.stdout).contains("weights_fingerprint"));
 
-    // Representation similarity: every pair of the three pooled points, in similarity.csv and
+    // The layer sweep: a row per layer and level, a figure, and a table in report.md.
+    let layers: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.level == "fine" && r.feature_point.ends_with(".cls"))
+        .map(|r| r.feature_point.as_str())
+        .collect();
+    assert_eq!(
+        layers,
+        (1..5)
+            .map(|k| format!("vision.layer[{k}].cls"))
+            .collect::<Vec<_>>()
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("## Probe accuracy by layer")
+            && report.contains("![probe accuracy by layer](layers.png)")
+            && report.contains("| layer | superordinate | coarse | fine |"),
+        "{report}"
+    );
+
+    // Representation similarity: every pair of the six pooled points, in similarity.csv and
     // report.md, and the `compare` command on any two entries.
     let sims = gapprobe_reports::read_similarity_csv(&out.join("similarity.csv")).unwrap();
-    assert_eq!(sims.len(), 3, "{sims:?}");
+    assert_eq!(sims.len(), 15, "{sims:?}");
     for s in &sims {
         assert_eq!((s.n, s.k, s.split.as_str()), (24 * 10, 10, "test"), "{s:?}");
         assert!(

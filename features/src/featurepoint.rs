@@ -10,6 +10,11 @@
 //! * `projector.mean` / `projector.none` — the projector output over the tokens the model feeds
 //!   it (LLaVA: `vision_feature_layer`, patch tokens for `vision_feature_select_strategy=default`).
 //!
+//! Where a list of feature points is read (`extract -f`, an experiment's `feature_points`),
+//! `layer[…]` may hold several layers: `vision.layer[4,8,-2].cls`, or Python slices of
+//! `hidden_states`, `vision.layer[0:25:4].cls` (0, 4, …, 24) and `vision.layer[-6:].patch.mean`
+//! (the last six); see [`parse_feature_points`].
+//!
 //! The per-family list is in `docs/feature-points.md`.
 
 use anyhow::{bail, Context, Result};
@@ -142,9 +147,152 @@ impl FromStr for FeaturePoint {
     }
 }
 
+/// One feature point, or several when `layer[…]` lists layers: comma-separated indices and
+/// Python slices `start:stop[:step]` (stop excluded, step ≥ 1), in the order written, duplicates
+/// dropped. A bound may be left out where no model depth is needed to expand it: `[:4]` is
+/// 0–3, `[-6:]` is −6 to −1; `[4:]`, `[:-2]` and `[1:-1]` are errors, since they depend on the
+/// model's depth.
+pub fn parse_feature_points(spec: &str) -> Result<Vec<FeaturePoint>> {
+    let spec = spec.trim();
+    let Some(inner) = spec
+        .strip_prefix("vision.layer[")
+        .and_then(|rest| rest.split_once(']'))
+        .map(|(inner, _)| inner)
+        .filter(|inner| inner.contains([',', ':']))
+    else {
+        return Ok(vec![spec.parse()?]);
+    };
+    let rest = &spec["vision.layer[".len() + inner.len() + 1..];
+    let mut layers = Vec::new();
+    for item in inner.split(',') {
+        for layer in expand_layers(item.trim())
+            .with_context(|| format!("feature point '{spec}': layers '{item}'"))?
+        {
+            if !layers.contains(&layer) {
+                layers.push(layer);
+            }
+        }
+    }
+    layers
+        .into_iter()
+        .map(|layer| {
+            format!("vision.layer[{layer}]{rest}")
+                .parse()
+                .with_context(|| format!("in '{spec}'"))
+        })
+        .collect()
+}
+
+/// Every feature point of `specs` ([`parse_feature_points`] each), in order, duplicates dropped.
+pub fn parse_feature_point_list<S: AsRef<str>>(specs: &[S]) -> Result<Vec<FeaturePoint>> {
+    let mut points: Vec<FeaturePoint> = Vec::new();
+    for spec in specs {
+        for point in parse_feature_points(spec.as_ref())? {
+            if !points.contains(&point) {
+                points.push(point);
+            }
+        }
+    }
+    Ok(points)
+}
+
+/// An index or a Python slice of `hidden_states`, as the indices it selects.
+fn expand_layers(item: &str) -> Result<Vec<i64>> {
+    let parts: Vec<&str> = item.split(':').map(str::trim).collect();
+    let int = |s: &str| -> Result<Option<i64>> {
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse()
+            .map(Some)
+            .with_context(|| format!("'{s}' is not an integer"))
+    };
+    let (start, stop, step) = match parts.as_slice() {
+        [one] => {
+            return int(one)?.map(|k| vec![k]).context("an empty layer index");
+        }
+        [a, b] => (int(a)?, int(b)?, 1),
+        [a, b, c] => (int(a)?, int(b)?, int(c)?.unwrap_or(1)),
+        _ => bail!("a slice is start:stop or start:stop:step"),
+    };
+    if step < 1 {
+        bail!("the step must be at least 1");
+    }
+    let depth_needed =
+        "depends on the model's depth: give both bounds with the same sign, or list the layers";
+    let (start, stop) = match (start, stop) {
+        (Some(a), Some(b)) if (a < 0) == (b < 0) => (a, b),
+        (Some(a), Some(0)) if a < 0 => bail!("the slice selects no layer"),
+        (None, Some(b)) if b >= 0 => (0, b),
+        (Some(a), None) if a < 0 => (a, 0),
+        _ => bail!("{depth_needed}"),
+    };
+    let layers: Vec<i64> = (start..stop).step_by(step as usize).collect();
+    if layers.is_empty() {
+        bail!("the slice selects no layer");
+    }
+    Ok(layers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(spec: &str) -> Vec<String> {
+        parse_feature_points(spec)
+            .unwrap()
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn layer_lists_and_slices_expand_like_python() {
+        assert_eq!(names("projector.mean"), ["projector.mean"]);
+        assert_eq!(names("vision.layer[-2].cls"), ["vision.layer[-2].cls"]);
+        assert_eq!(
+            names("vision.layer[4, 8,-2].cls"),
+            [
+                "vision.layer[4].cls",
+                "vision.layer[8].cls",
+                "vision.layer[-2].cls"
+            ]
+        );
+        assert_eq!(
+            names("vision.layer[0:25:8].patch.mean"),
+            [0, 8, 16, 24].map(|k| format!("vision.layer[{k}].patch.mean"))
+        );
+        assert_eq!(
+            names("vision.layer[-3:].all.none"),
+            [-3, -2, -1].map(|k| format!("vision.layer[{k}].all.none"))
+        );
+        assert_eq!(
+            names("vision.layer[:2].cls"),
+            ["vision.layer[0].cls", "vision.layer[1].cls"]
+        );
+        // Duplicates go, the first position stays.
+        assert_eq!(
+            names("vision.layer[1:3,2,1].cls"),
+            ["vision.layer[1].cls", "vision.layer[2].cls"]
+        );
+        let list =
+            parse_feature_point_list(&["vision.layer[-2].cls", "vision.layer[-3:].cls"]).unwrap();
+        assert_eq!(list.len(), 3, "{list:?}");
+        for (bad, says) in [
+            ("vision.layer[4:].cls", "model's depth"),
+            ("vision.layer[:-2].cls", "model's depth"),
+            ("vision.layer[1:-1].cls", "model's depth"),
+            ("vision.layer[3:1].cls", "no layer"),
+            ("vision.layer[-2:0].cls", "no layer"),
+            ("vision.layer[0:4:0].cls", "step"),
+            ("vision.layer[1:x].cls", "'x' is not an integer"),
+            ("vision.layer[1,].cls", "empty"),
+            ("vision.layer[1:3].cls.mean", "after layer[K]"),
+        ] {
+            let e = format!("{:#}", parse_feature_points(bad).unwrap_err());
+            assert!(e.contains(says) && e.contains(bad), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn round_trips_and_rejects() {

@@ -1,7 +1,10 @@
 //! The modality-gap figure: grouped bars of probe top-1 per dataset × label level, one bar per
 //! feature point (pre-projection in warm colours, post-projection in teal), with 95% bootstrap
-//! intervals and a dashed chance line per group. Written as PNG and SVG.
+//! intervals and a dashed chance line per group. A layer sweep of three or more layers
+//! (`vision.layer[K].cls` for several K) is drawn as its best layer, labelled so; the whole
+//! sweep is in the layer figure ([`crate::layer_figure`]). Written as PNG and SVG.
 
+use crate::layer_figure::vision_layer;
 use crate::ResultRow;
 use anyhow::{anyhow, Result};
 use plotters::coord::Shift;
@@ -64,14 +67,66 @@ pub fn modality_gap_figure(
     if rows.is_empty() {
         return Err(anyhow!("no results to plot"));
     }
+    let (rows, labels) = best_of_sweeps(rows);
     let size = (opts.width, opts.height);
     draw(
         BitMapBackend::new(png, size).into_drawing_area(),
-        rows,
+        &rows,
+        &labels,
         opts,
     )?;
-    draw(SVGBackend::new(svg, size).into_drawing_area(), rows, opts)?;
+    draw(
+        SVGBackend::new(svg, size).into_drawing_area(),
+        &rows,
+        &labels,
+        opts,
+    )?;
     Ok(())
+}
+
+/// The rows drawn as bars: of vision feature points that differ only in their layer, when there
+/// are three or more layers, only the layer with the highest mean top-1 over all its rows stays;
+/// also returns a legend suffix for each such kept feature point.
+fn best_of_sweeps(rows: &[ResultRow]) -> (Vec<ResultRow>, Vec<(String, String)>) {
+    let mut families: Vec<(&str, Vec<i64>)> = Vec::new();
+    for (k, tokens) in rows.iter().filter_map(|r| vision_layer(&r.feature_point)) {
+        match families.iter_mut().find(|(t, _)| *t == tokens) {
+            Some((_, layers)) if !layers.contains(&k) => layers.push(k),
+            Some(_) => {}
+            None => families.push((tokens, vec![k])),
+        }
+    }
+    let mut dropped: Vec<String> = Vec::new();
+    let mut labels = Vec::new();
+    for (tokens, layers) in families.iter().filter(|(_, l)| l.len() >= 3) {
+        let mean_top1 = |k: i64| {
+            let fp = format!("vision.layer[{k}].{tokens}");
+            let v: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.feature_point == fp)
+                .map(|r| r.top1)
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        let best = layers
+            .iter()
+            .copied()
+            .max_by(|a, b| mean_top1(*a).total_cmp(&mean_top1(*b)))
+            .unwrap_or(layers[0]);
+        for k in layers.iter().filter(|k| **k != best) {
+            dropped.push(format!("vision.layer[{k}].{tokens}"));
+        }
+        labels.push((
+            format!("vision.layer[{best}].{tokens}"),
+            format!(" (best of {} layers)", layers.len()),
+        ));
+    }
+    let kept = rows
+        .iter()
+        .filter(|r| !dropped.contains(&r.feature_point))
+        .cloned()
+        .collect();
+    (kept, labels)
 }
 
 fn unique<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {
@@ -87,6 +142,7 @@ fn unique<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     rows: &[ResultRow],
+    labels: &[(String, String)],
     opts: &FigureOptions,
 ) -> Result<()>
 where
@@ -154,7 +210,13 @@ where
                 )
             }))
             .map_err(err)?
-            .label(format!("{stage}: {fp}"))
+            .label(format!(
+                "{stage}: {fp}{}",
+                labels
+                    .iter()
+                    .find(|(p, _)| p == fp)
+                    .map_or("", |(_, suffix)| suffix.as_str())
+            ))
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
         chart
             .draw_series(bars.iter().map(|(g, r)| {
@@ -276,6 +338,68 @@ mod tests {
         let text = std::fs::read_to_string(&svg).unwrap();
         assert!(text.contains("projector.mean") && text.contains("fine") && text.contains("60.0"));
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_layer_sweep_is_drawn_as_its_best_layer() {
+        let mut rows = vec![row("post-projection", "projector.mean", "fine", 0.4)];
+        for (k, v) in [(1, 0.2), (2, 0.55), (3, 0.5)] {
+            rows.push(row(
+                "pre-projection",
+                &format!("vision.layer[{k}].cls"),
+                "fine",
+                v,
+            ));
+            rows.push(row(
+                "pre-projection",
+                &format!("vision.layer[{k}].cls"),
+                "coarse",
+                v,
+            ));
+        }
+        rows.push(row(
+            "pre-projection",
+            "vision.layer[1].patch.mean",
+            "fine",
+            0.1,
+        ));
+        rows.push(row(
+            "pre-projection",
+            "vision.layer[2].patch.mean",
+            "fine",
+            0.3,
+        ));
+        let (kept, labels) = best_of_sweeps(&rows);
+        let points: Vec<&str> = kept.iter().map(|r| r.feature_point.as_str()).collect();
+        assert_eq!(
+            points,
+            [
+                "projector.mean",
+                "vision.layer[2].cls",
+                "vision.layer[2].cls",
+                "vision.layer[1].patch.mean",
+                "vision.layer[2].patch.mean"
+            ]
+        );
+        assert_eq!(
+            labels,
+            [(
+                "vision.layer[2].cls".to_string(),
+                " (best of 3 layers)".to_string()
+            )]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (png, svg) = (dir.path().join("f.png"), dir.path().join("f.svg"));
+        modality_gap_figure(&rows, &png, &svg, &FigureOptions::default()).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(
+            text.contains("pre-projection: vision.layer[2].cls (best of 3 layers)"),
+            "legend"
+        );
+        assert!(
+            !text.contains("vision.layer[3].cls"),
+            "a dropped layer is drawn"
+        );
     }
 
     fn image_dims(path: &Path) -> (u32, u32) {

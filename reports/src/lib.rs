@@ -1,18 +1,21 @@
 //! gapprobe-reports: probe scores → figures and tables.
 //!
 //! Knows nothing of models or images: it takes [`ResultRow`]s (and [`SimilarityRow`]s) and writes
-//! `results.csv` ([`write_results_csv`]; `similarity.csv`, [`write_similarity_csv`]), the modality-gap figure as PNG and SVG ([`modality_gap_figure`]; the similarity
-//! matrices, [`similarity_figure`]) and a
-//! markdown report ([`markdown_report`]). Text is drawn with an embedded DejaVu Sans, so no
+//! `results.csv` ([`write_results_csv`]; `similarity.csv`, [`write_similarity_csv`]), the
+//! modality-gap figure as PNG and SVG ([`modality_gap_figure`]; probe accuracy by layer,
+//! [`layer_figure`]; the similarity matrices, [`similarity_figure`]) and a markdown report
+//! ([`markdown_report`]). Text is drawn with an embedded DejaVu Sans, so no
 //! system fonts or fontconfig are needed.
 
 mod figure;
+mod layer_figure;
 mod markdown;
 mod similarity_figure;
 mod similarity_table;
 mod table;
 
 pub use figure::{modality_gap_figure, FigureOptions};
+pub use layer_figure::layer_figure;
 pub use markdown::{markdown_report, ReportContext};
 pub use similarity_figure::similarity_figure;
 pub use similarity_table::{read_similarity_csv, write_similarity_csv, write_similarity_parquet};

@@ -1,6 +1,7 @@
 //! `report.md`: what was measured, the figure, the table, the pre − post gap per level, and how
 //! to reproduce it.
 
+use crate::layer_figure::{in_display_order, layer_sweeps, unique, vision_layer};
 use crate::{ResultRow, SimilarityRow};
 use std::fmt::Write;
 
@@ -20,6 +21,8 @@ pub struct ReportContext {
     pub similarity: Vec<SimilarityRow>,
     /// File name of the similarity figure next to the report (none when empty).
     pub similarity_figure: String,
+    /// File name of the probe-accuracy-by-layer figure next to the report (none when empty).
+    pub layer_figure: String,
 }
 
 /// A regularisation constant in 3 significant digits.
@@ -92,6 +95,7 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
             );
         }
     }
+    layer_section(&mut s, rows, &ctx.layer_figure);
     similarity_section(&mut s, &ctx.similarity, &ctx.similarity_figure);
     let _ = writeln!(s, "\n## Provenance\n");
     let _ = writeln!(s, "Each row of `results.csv` carries the key of the cache entry its features came from; `gapprobe cache info <key>` prints everything that produced them.\n");
@@ -99,6 +103,75 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
         let _ = writeln!(s, "Reproduce with:\n\n```sh\n{}\n```", ctx.command);
     }
     s
+}
+
+/// Top-1 per layer for every layer sweep (a dataset's vision feature points that differ only in
+/// their layer), with the dataset's post-projection points beneath; the best layer per level
+/// in bold.
+fn layer_section(s: &mut String, rows: &[ResultRow], figure: &str) {
+    let sweeps = layer_sweeps(rows, 2);
+    if sweeps.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n## Probe accuracy by layer\n");
+    let _ = writeln!(
+        s,
+        "Test top-1 (%) of the probes on each probed layer (`hidden_states` index, as \
+         transformers counts them), with the post-projection feature points beneath; the best \
+         layer of each level is in bold. The figure draws the post-projection points as dashed \
+         lines.\n"
+    );
+    if !figure.is_empty() {
+        let _ = writeln!(s, "![probe accuracy by layer]({figure})\n");
+    }
+    for sweep in &sweeps {
+        let sweep_rows: Vec<&ResultRow> = sweep.rows(rows).collect();
+        let levels = unique(sweep_rows.iter().map(|r| r.level.as_str()));
+        let top1 = |fp: &str, level: &str| {
+            rows.iter()
+                .find(|r| r.dataset == sweep.dataset && r.feature_point == fp && r.level == level)
+                .map(|r| r.top1)
+        };
+        let best = |level: &str| {
+            sweep_rows
+                .iter()
+                .filter(|r| r.level == level)
+                .map(|r| r.top1)
+                .fold(f64::NEG_INFINITY, f64::max)
+        };
+        let _ = writeln!(
+            s,
+            "**{}** · `vision.layer[K].{}`\n",
+            sweep.dataset, sweep.tokens
+        );
+        let _ = writeln!(s, "| layer | {} |", levels.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---|".repeat(levels.len()));
+        let mut layers = sweep.layers.clone();
+        in_display_order(&mut layers);
+        let post = unique(
+            rows.iter()
+                .filter(|r| r.dataset == sweep.dataset && vision_layer(&r.feature_point).is_none())
+                .map(|r| r.feature_point.as_str()),
+        );
+        let lines = layers
+            .iter()
+            .map(|k| (k.to_string(), format!("vision.layer[{k}].{}", sweep.tokens)))
+            .chain(post.iter().map(|fp| (format!("`{fp}`"), fp.to_string())));
+        for (name, fp) in lines {
+            let cells: Vec<String> = levels
+                .iter()
+                .map(|level| match top1(&fp, level) {
+                    Some(v) if vision_layer(&fp).is_some() && v == best(level) => {
+                        format!("**{}**", pct(v))
+                    }
+                    Some(v) => pct(v),
+                    None => "–".into(),
+                })
+                .collect();
+            let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
+        }
+        let _ = writeln!(s);
+    }
 }
 
 /// The representation-similarity table, if there are rows.
@@ -163,6 +236,59 @@ fn gap_rows(rows: &[ResultRow]) -> Vec<(String, String, f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(fp: &str, level: &str, top1: f64) -> ResultRow {
+        ResultRow {
+            dataset: "d".into(),
+            model: "m".into(),
+            feature_point: fp.into(),
+            stage: if fp.starts_with("vision") {
+                "pre-projection"
+            } else {
+                "post-projection"
+            }
+            .into(),
+            level: level.into(),
+            top1,
+            top1_ci_low: top1,
+            top1_ci_high: top1,
+            top5: 1.0,
+            mean_per_class: top1,
+            macro_f1: top1,
+            chosen_c: 1.0,
+            n_train: 1,
+            n_test: 1,
+            n_classes: 2,
+            solver: "candle".into(),
+            cache_key: "k".into(),
+        }
+    }
+
+    #[test]
+    fn layer_sweeps_get_a_table_with_the_best_layer_in_bold() {
+        let mut rows = Vec::new();
+        for (k, v) in [(3, 0.5), (1, 0.2), (2, 0.55)] {
+            rows.push(row(&format!("vision.layer[{k}].cls"), "coarse", v + 0.1));
+            rows.push(row(&format!("vision.layer[{k}].cls"), "fine", v));
+        }
+        rows.push(row("projector.mean", "fine", 0.4));
+        let ctx = ReportContext {
+            layer_figure: "layers.png".into(),
+            ..Default::default()
+        };
+        let md = markdown_report(&rows, &ctx);
+        for line in [
+            "## Probe accuracy by layer",
+            "![probe accuracy by layer](layers.png)",
+            "**d** · `vision.layer[K].cls`",
+            "| layer | coarse | fine |\n|---|---|---|\n| 1 | 30.0 | 20.0 |\n| 2 | **65.0** | **55.0** |\n| 3 | 60.0 | 50.0 |\n| `projector.mean` | – | 40.0 |",
+        ] {
+            assert!(md.contains(line), "{line} missing from:\n{md}");
+        }
+        // One layer per tokens: no section.
+        let md = markdown_report(&rows[..2], &ctx);
+        assert!(!md.contains("by layer"), "{md}");
+    }
 
     #[test]
     fn gap_uses_best_of_each_stage() {

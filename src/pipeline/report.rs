@@ -30,8 +30,9 @@ pub struct ReportInput<'a> {
     pub command: &'a str,
 }
 
-/// Writes results.csv/.parquet/.json, similarity.csv/.parquet/.png/.svg, the modality-gap figure
-/// and report.md into `out`.
+/// Writes results.csv/.parquet/.json, similarity.csv/.parquet/.png/.svg, the modality-gap figure,
+/// the probe-accuracy-by-layer figure (layers.png/.svg, when the rows hold a layer sweep) and
+/// report.md into `out`.
 pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     gapprobe_reports::write_results_csv(input.rows, &out.join("results.csv"))?;
@@ -76,6 +77,17 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
         &out.join("modality_gap.svg"),
         &fig,
     )?;
+    // The layer figure is drawn from the rows alone, so one left from other rows goes.
+    let (layers_png, layers_svg) = (out.join("layers.png"), out.join("layers.svg"));
+    let layers = gapprobe_reports::layer_figure(input.rows, &layers_png, &layers_svg, input.title)?;
+    if !layers {
+        for path in [&layers_png, &layers_svg] {
+            if path.is_file() {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("removing the stale {}", path.display()))?;
+            }
+        }
+    }
     let ctx = gapprobe_reports::ReportContext {
         title: input.title.into(),
         model: input.model.into(),
@@ -87,6 +99,11 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
             String::new()
         } else {
             "similarity.png".into()
+        },
+        layer_figure: if layers {
+            "layers.png".into()
+        } else {
+            String::new()
         },
     };
     std::fs::write(

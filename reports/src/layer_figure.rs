@@ -1,0 +1,413 @@
+//! Probe accuracy along the encoder's depth: for every dataset whose vision feature points
+//! differ only in their layer (`vision.layer[K].cls` for several K, a "layer sweep"), top-1 per
+//! layer as a line per label level, with 95% bootstrap intervals, and the post-projection
+//! points as dashed horizontal lines in the level's colour. Written as PNG and SVG.
+
+use crate::figure::register_font;
+use crate::ResultRow;
+use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use std::path::Path;
+
+/// Colours by label level (superordinate, coarse, fine, then others in order of appearance).
+const LEVEL_COLOURS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// Room right of each panel for its legend, in pixels.
+const LEGEND_WIDTH: u32 = 250;
+
+/// `vision.layer[K].rest` → `(K, "rest")`; `None` for other feature points.
+pub(crate) fn vision_layer(feature_point: &str) -> Option<(i64, &str)> {
+    let rest = feature_point.strip_prefix("vision.layer[")?;
+    let (k, rest) = rest.split_once("].")?;
+    Some((k.parse().ok()?, rest))
+}
+
+/// The feature points of one dataset that differ only in their layer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LayerSweep {
+    pub dataset: String,
+    /// What follows `vision.layer[K].`, e.g. `cls` or `patch.mean`.
+    pub tokens: String,
+    /// Layers in the order the rows first name them.
+    pub layers: Vec<i64>,
+}
+
+impl LayerSweep {
+    /// The rows of this sweep (every layer and level).
+    pub fn rows<'a>(&'a self, rows: &'a [ResultRow]) -> impl Iterator<Item = &'a ResultRow> {
+        rows.iter().filter(move |r| {
+            r.dataset == self.dataset
+                && vision_layer(&r.feature_point).is_some_and(|(_, t)| t == self.tokens)
+        })
+    }
+}
+
+/// Every (dataset, tokens) with at least `min_layers` distinct layers, in order of appearance.
+pub(crate) fn layer_sweeps(rows: &[ResultRow], min_layers: usize) -> Vec<LayerSweep> {
+    let mut sweeps: Vec<LayerSweep> = Vec::new();
+    for r in rows {
+        let Some((k, tokens)) = vision_layer(&r.feature_point) else {
+            continue;
+        };
+        match sweeps
+            .iter_mut()
+            .find(|s| s.dataset == r.dataset && s.tokens == tokens)
+        {
+            Some(s) if !s.layers.contains(&k) => s.layers.push(k),
+            Some(_) => {}
+            None => sweeps.push(LayerSweep {
+                dataset: r.dataset.clone(),
+                tokens: tokens.to_string(),
+                layers: vec![k],
+            }),
+        }
+    }
+    sweeps.retain(|s| s.layers.len() >= min_layers);
+    sweeps
+}
+
+/// Sorts `layers` by value when they share a sign (returns true); layers given with both signs
+/// (`[4, 8, -2]`) cannot be placed without the model's depth and stay in the order written.
+pub(crate) fn in_display_order(layers: &mut [i64]) -> bool {
+    let by_value = layers.iter().all(|k| *k < 0) || layers.iter().all(|k| *k >= 0);
+    if by_value {
+        layers.sort();
+    }
+    by_value
+}
+
+/// Unique values in order of appearance.
+pub(crate) fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for i in items {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Writes the figure to `png` and `svg` when some dataset has a layer sweep (at least two
+/// layers of the same tokens); returns whether it did.
+pub fn layer_figure(rows: &[ResultRow], png: &Path, svg: &Path, title: &str) -> Result<bool> {
+    register_font();
+    let sweeps = layer_sweeps(rows, 2);
+    if sweeps.is_empty() {
+        return Ok(false);
+    }
+    let datasets = unique(sweeps.iter().map(|s| s.dataset.as_str()));
+    let size = (1000, 120 + 420 * datasets.len() as u32);
+    draw(
+        BitMapBackend::new(png, size).into_drawing_area(),
+        rows,
+        &sweeps,
+        &datasets,
+        title,
+    )?;
+    draw(
+        SVGBackend::new(svg, size).into_drawing_area(),
+        rows,
+        &sweeps,
+        &datasets,
+        title,
+    )?;
+    Ok(true)
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    rows: &[ResultRow],
+    sweeps: &[LayerSweep],
+    datasets: &[&str],
+    title: &str,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the layer figure: {e:?}");
+    root.fill(&WHITE).map_err(err)?;
+    // Hand-drawn labels go on the whole area, in the backend's pixel coordinates.
+    let whole = root.clone();
+    let root = root
+        .titled(
+            &format!("{title}: probe accuracy by layer"),
+            ("sans-serif", 22),
+        )
+        .map_err(err)?;
+    let levels = unique(rows.iter().map(|r| r.level.as_str()));
+    let colour = |level: &str| {
+        let i = levels.iter().position(|l| *l == level).unwrap_or(0);
+        LEVEL_COLOURS[i % LEVEL_COLOURS.len()]
+    };
+    for (panel, dataset) in root.split_evenly((datasets.len(), 1)).iter().zip(datasets) {
+        let here: Vec<&LayerSweep> = sweeps.iter().filter(|s| s.dataset == *dataset).collect();
+        // Layers placed by value when they share a sign, else in the order written.
+        let mut layers: Vec<i64> = Vec::new();
+        for s in &here {
+            for k in &s.layers {
+                if !layers.contains(k) {
+                    layers.push(*k);
+                }
+            }
+        }
+        let by_value = in_display_order(&mut layers);
+        let x_of = |k: i64| -> f64 {
+            if by_value {
+                k as f64
+            } else {
+                layers.iter().position(|l| *l == k).unwrap_or(0) as f64
+            }
+        };
+        let (x_lo, x_hi) = (x_of(layers[0]), x_of(*layers.last().unwrap_or(&layers[0])));
+        let pad = ((x_hi - x_lo) * 0.04).max(0.5);
+        let (plot_area, legend_area) =
+            panel.split_horizontally(panel.dim_in_pixel().0 - LEGEND_WIDTH);
+        // (label, colour, dashed) per line, drawn right of the plot.
+        let mut legend: Vec<(String, RGBColor, bool)> = Vec::new();
+        let mut chart = ChartBuilder::on(&plot_area)
+            .caption(*dataset, ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d((x_lo - pad)..(x_hi + pad), 0f64..1.05)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_labels(11)
+            .y_label_formatter(&|v| format!("{:.0}", v * 100.0))
+            .y_desc("probe top-1 accuracy (%)")
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 15))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(err)?;
+        let markers = here.len() > 1;
+        for (si, sweep) in here.iter().enumerate() {
+            for level in &levels {
+                let mut points: Vec<(f64, &ResultRow)> = sweep
+                    .rows(rows)
+                    .filter(|r| r.level == *level)
+                    .filter_map(|r| vision_layer(&r.feature_point).map(|(k, _)| (x_of(k), r)))
+                    .collect();
+                if points.is_empty() {
+                    continue;
+                }
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let c = colour(level);
+                let label = if markers {
+                    format!("{level} · {}", sweep.tokens)
+                } else {
+                    level.to_string()
+                };
+                chart
+                    .draw_series(LineSeries::new(
+                        points.iter().map(|(x, r)| (*x, r.top1)),
+                        c.stroke_width(2),
+                    ))
+                    .map_err(err)?;
+                legend.push((label, c, false));
+                chart
+                    .draw_series(points.iter().map(|(x, r)| {
+                        ErrorBar::new_vertical(
+                            *x,
+                            r.top1_ci_low,
+                            r.top1,
+                            r.top1_ci_high,
+                            c.mix(0.7).stroke_width(1),
+                            5,
+                        )
+                    }))
+                    .map_err(err)?;
+                if si % 2 == 0 {
+                    chart
+                        .draw_series(
+                            points
+                                .iter()
+                                .map(|(x, r)| Circle::new((*x, r.top1), 3, c.filled())),
+                        )
+                        .map_err(err)?;
+                } else {
+                    chart
+                        .draw_series(
+                            points
+                                .iter()
+                                .map(|(x, r)| TriangleMarker::new((*x, r.top1), 5, c.filled())),
+                        )
+                        .map_err(err)?;
+                }
+            }
+        }
+        // Post-projection points of this dataset: a dashed line per level.
+        for r in rows
+            .iter()
+            .filter(|r| r.dataset == *dataset && r.stage == "post-projection")
+        {
+            let c = colour(&r.level);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vec![(x_lo - pad, r.top1), (x_hi + pad, r.top1)],
+                    6,
+                    4,
+                    c.stroke_width(2),
+                ))
+                .map_err(err)?;
+            legend.push((format!("{} · {}", r.level, r.feature_point), c, true));
+        }
+        let left = Pos::new(HPos::Left, VPos::Center);
+        for (i, (label, c, dashed)) in legend.iter().enumerate() {
+            let y = 40 + 20 * i as i32;
+            let swatch = if *dashed {
+                vec![((4, y), (10, y)), ((14, y), (20, y)), ((24, y), (30, y))]
+            } else {
+                vec![((4, y), (30, y))]
+            };
+            for (a, b) in swatch {
+                legend_area
+                    .draw(&PathElement::new(vec![a, b], c.stroke_width(2)))
+                    .map_err(err)?;
+            }
+            legend_area
+                .draw(&Text::new(
+                    label.clone(),
+                    (38, y),
+                    ("sans-serif", 13).into_font().color(&BLACK).pos(left),
+                ))
+                .map_err(err)?;
+        }
+        // Layer ticks, drawn by hand at each probed layer.
+        let below = Pos::new(HPos::Center, VPos::Top);
+        for k in &layers {
+            let (px, py) = chart.backend_coord(&(x_of(*k), 0.0));
+            whole
+                .draw(&Text::new(
+                    k.to_string(),
+                    (px, py + 6),
+                    ("sans-serif", 13).into_font().color(&BLACK).pos(below),
+                ))
+                .map_err(err)?;
+        }
+        let (px, py) = chart.backend_coord(&((x_lo + x_hi) / 2.0, 0.0));
+        whole
+            .draw(&Text::new(
+                "hidden_states index (layer)",
+                (px, py + 24),
+                ("sans-serif", 14).into_font().color(&BLACK).pos(below),
+            ))
+            .map_err(err)?;
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(ds: &str, fp: &str, level: &str, top1: f64) -> ResultRow {
+        let stage = if fp.starts_with("vision") {
+            "pre-projection"
+        } else {
+            "post-projection"
+        };
+        ResultRow {
+            dataset: ds.into(),
+            model: "m".into(),
+            feature_point: fp.into(),
+            stage: stage.into(),
+            level: level.into(),
+            top1,
+            top1_ci_low: top1 - 0.03,
+            top1_ci_high: top1 + 0.03,
+            top5: 1.0,
+            mean_per_class: top1,
+            macro_f1: top1,
+            chosen_c: 1.0,
+            n_train: 10,
+            n_test: 10,
+            n_classes: 4,
+            solver: "candle".into(),
+            cache_key: "k".into(),
+        }
+    }
+
+    #[test]
+    fn finds_sweeps_per_dataset_and_tokens() {
+        let rows = vec![
+            row("a", "vision.layer[1].cls", "fine", 0.2),
+            row("a", "vision.layer[2].cls", "fine", 0.3),
+            row("a", "vision.layer[2].cls", "coarse", 0.5),
+            row("a", "vision.layer[-2].patch.mean", "fine", 0.3),
+            row("a", "projector.mean", "fine", 0.25),
+            row("b", "vision.layer[-1].cls", "fine", 0.3),
+        ];
+        assert_eq!(
+            vision_layer("vision.layer[-2].patch.mean"),
+            Some((-2, "patch.mean"))
+        );
+        assert_eq!(vision_layer("projector.mean"), None);
+        let sweeps = layer_sweeps(&rows, 2);
+        assert_eq!(
+            sweeps,
+            vec![LayerSweep {
+                dataset: "a".into(),
+                tokens: "cls".into(),
+                layers: vec![1, 2]
+            }]
+        );
+        assert_eq!(sweeps[0].rows(&rows).count(), 3);
+        assert_eq!(layer_sweeps(&rows, 1).len(), 3);
+    }
+
+    #[test]
+    fn draws_a_panel_per_dataset_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (png, svg) = (dir.path().join("l.png"), dir.path().join("l.svg"));
+        let single = vec![
+            row("a", "vision.layer[-2].cls", "fine", 0.2),
+            row("a", "projector.mean", "fine", 0.1),
+        ];
+        assert!(!layer_figure(&single, &png, &svg, "t").unwrap());
+        assert!(!png.exists() && !svg.exists());
+
+        let mut rows = Vec::new();
+        for ds in ["birds", "dogs"] {
+            for (k, v) in [(4, 0.31), (8, 0.52), (12, 0.643)] {
+                rows.push(row(ds, &format!("vision.layer[{k}].cls"), "fine", v));
+                rows.push(row(
+                    ds,
+                    &format!("vision.layer[{k}].cls"),
+                    "coarse",
+                    v + 0.2,
+                ));
+            }
+            rows.push(row(ds, "projector.mean", "fine", 0.4));
+        }
+        assert!(layer_figure(&rows, &png, &svg, "t").unwrap());
+        let bytes = std::fs::read(&png).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap());
+        assert_eq!((be(16), be(20)), (1000, 120 + 2 * 420));
+        let text = std::fs::read_to_string(&svg).unwrap();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for needle in [
+            "birds",
+            "dogs",
+            "fine · projector.mean",
+            "12",
+            "hidden_states index (layer)",
+        ] {
+            assert!(lines.contains(&needle), "{needle} missing from the SVG");
+        }
+    }
+}
