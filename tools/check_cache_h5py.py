@@ -95,7 +95,8 @@ def main() -> int:
         manifest = list(csv.DictReader(open(out / "data" / "manifest.csv")))
         by_id = {row["id"]: row for row in manifest}
         entries = sorted((out / "cache").rglob("*.h5"))
-        assert len(entries) == 3, entries
+        # The demo's points: layer -2's mean patch token, CLS of layers 1-4, the projector.
+        assert len(entries) == 6, entries
         per_split = (("train", 4), ("test", 2))
         for path in entries:
             check_entry(binary, path, by_id, per_split)
