@@ -293,41 +293,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn row(stage: &str, fp: &str, level: &str, top1: f64) -> ResultRow {
-        ResultRow {
-            dataset: "demo".into(),
-            model: "m".into(),
-            feature_point: fp.into(),
-            stage: stage.into(),
-            level: level.into(),
-            top1,
-            top1_ci_low: top1 - 0.05,
-            top1_ci_high: top1 + 0.05,
-            top5: 1.0,
-            mean_per_class: top1,
-            macro_f1: top1,
-            chosen_c: 1.0,
-            n_train: 10,
-            n_test: 10,
-            n_classes: 4,
-            solver: "candle".into(),
-            cache_key: "k".into(),
-        }
-    }
+    use crate::test_rows::result_row;
 
     #[test]
     fn writes_png_and_svg_with_text() {
         let rows = vec![
-            row("pre-projection", "vision.layer[-2].patch.mean", "fine", 0.6),
-            row("post-projection", "projector.mean", "fine", 0.4),
-            row(
-                "pre-projection",
-                "vision.layer[-2].patch.mean",
-                "coarse",
-                0.9,
-            ),
-            row("post-projection", "projector.mean", "coarse", 0.8),
+            result_row("demo", "vision.layer[-2].patch.mean", "fine", 0.6),
+            result_row("demo", "projector.mean", "fine", 0.4),
+            result_row("demo", "vision.layer[-2].patch.mean", "coarse", 0.9),
+            result_row("demo", "projector.mean", "coarse", 0.8),
         ];
         let dir = std::env::temp_dir().join(format!("gapprobe-fig-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -342,29 +316,29 @@ mod tests {
 
     #[test]
     fn a_layer_sweep_is_drawn_as_its_best_layer() {
-        let mut rows = vec![row("post-projection", "projector.mean", "fine", 0.4)];
+        let mut rows = vec![result_row("demo", "projector.mean", "fine", 0.4)];
         for (k, v) in [(1, 0.2), (2, 0.55), (3, 0.5)] {
-            rows.push(row(
-                "pre-projection",
+            rows.push(result_row(
+                "demo",
                 &format!("vision.layer[{k}].cls"),
                 "fine",
                 v,
             ));
-            rows.push(row(
-                "pre-projection",
+            rows.push(result_row(
+                "demo",
                 &format!("vision.layer[{k}].cls"),
                 "coarse",
                 v,
             ));
         }
-        rows.push(row(
-            "pre-projection",
+        rows.push(result_row(
+            "demo",
             "vision.layer[1].patch.mean",
             "fine",
             0.1,
         ));
-        rows.push(row(
-            "pre-projection",
+        rows.push(result_row(
+            "demo",
             "vision.layer[2].patch.mean",
             "fine",
             0.3,

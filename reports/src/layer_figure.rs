@@ -313,33 +313,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn row(ds: &str, fp: &str, level: &str, top1: f64) -> ResultRow {
-        let stage = if fp.starts_with("vision") {
-            "pre-projection"
-        } else {
-            "post-projection"
-        };
-        ResultRow {
-            dataset: ds.into(),
-            model: "m".into(),
-            feature_point: fp.into(),
-            stage: stage.into(),
-            level: level.into(),
-            top1,
-            top1_ci_low: top1 - 0.03,
-            top1_ci_high: top1 + 0.03,
-            top5: 1.0,
-            mean_per_class: top1,
-            macro_f1: top1,
-            chosen_c: 1.0,
-            n_train: 10,
-            n_test: 10,
-            n_classes: 4,
-            solver: "candle".into(),
-            cache_key: "k".into(),
-        }
-    }
+    use crate::test_rows::result_row as row;
 
     #[test]
     fn finds_sweeps_per_dataset_and_tokens() {

@@ -71,3 +71,38 @@ pub struct SimilarityRow {
     pub cache_key_a: String,
     pub cache_key_b: String,
 }
+
+/// Result rows for the crate's tests.
+#[cfg(test)]
+pub(crate) mod test_rows {
+    use crate::ResultRow;
+
+    /// A row of `dataset` with a ±3-point interval, 4 classes and 10 train / test images; the
+    /// stage follows the feature point (`vision…` is pre-projection, anything else post).
+    pub fn result_row(dataset: &str, feature_point: &str, level: &str, top1: f64) -> ResultRow {
+        let stage = if feature_point.starts_with("vision") {
+            "pre-projection"
+        } else {
+            "post-projection"
+        };
+        ResultRow {
+            dataset: dataset.into(),
+            model: "m".into(),
+            feature_point: feature_point.into(),
+            stage: stage.into(),
+            level: level.into(),
+            top1,
+            top1_ci_low: top1 - 0.03,
+            top1_ci_high: top1 + 0.03,
+            top5: 1.0,
+            mean_per_class: top1,
+            macro_f1: top1,
+            chosen_c: 1.0,
+            n_train: 10,
+            n_test: 10,
+            n_classes: 4,
+            solver: "candle".into(),
+            cache_key: "k".into(),
+        }
+    }
+}

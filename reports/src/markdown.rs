@@ -236,42 +236,26 @@ fn gap_rows(rows: &[ResultRow]) -> Vec<(String, String, f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn row(fp: &str, level: &str, top1: f64) -> ResultRow {
-        ResultRow {
-            dataset: "d".into(),
-            model: "m".into(),
-            feature_point: fp.into(),
-            stage: if fp.starts_with("vision") {
-                "pre-projection"
-            } else {
-                "post-projection"
-            }
-            .into(),
-            level: level.into(),
-            top1,
-            top1_ci_low: top1,
-            top1_ci_high: top1,
-            top5: 1.0,
-            mean_per_class: top1,
-            macro_f1: top1,
-            chosen_c: 1.0,
-            n_train: 1,
-            n_test: 1,
-            n_classes: 2,
-            solver: "candle".into(),
-            cache_key: "k".into(),
-        }
-    }
+    use crate::test_rows::result_row;
 
     #[test]
     fn layer_sweeps_get_a_table_with_the_best_layer_in_bold() {
         let mut rows = Vec::new();
         for (k, v) in [(3, 0.5), (1, 0.2), (2, 0.55)] {
-            rows.push(row(&format!("vision.layer[{k}].cls"), "coarse", v + 0.1));
-            rows.push(row(&format!("vision.layer[{k}].cls"), "fine", v));
+            rows.push(result_row(
+                "d",
+                &format!("vision.layer[{k}].cls"),
+                "coarse",
+                v + 0.1,
+            ));
+            rows.push(result_row(
+                "d",
+                &format!("vision.layer[{k}].cls"),
+                "fine",
+                v,
+            ));
         }
-        rows.push(row("projector.mean", "fine", 0.4));
+        rows.push(result_row("d", "projector.mean", "fine", 0.4));
         let ctx = ReportContext {
             layer_figure: "layers.png".into(),
             ..Default::default()
@@ -292,29 +276,10 @@ mod tests {
 
     #[test]
     fn gap_uses_best_of_each_stage() {
-        let mk = |stage: &str, fp: &str, top1: f64| ResultRow {
-            dataset: "d".into(),
-            model: "m".into(),
-            feature_point: fp.into(),
-            stage: stage.into(),
-            level: "fine".into(),
-            top1,
-            top1_ci_low: top1,
-            top1_ci_high: top1,
-            top5: 1.0,
-            mean_per_class: top1,
-            macro_f1: top1,
-            chosen_c: 1.0,
-            n_train: 1,
-            n_test: 1,
-            n_classes: 2,
-            solver: "candle".into(),
-            cache_key: "k".into(),
-        };
         let rows = vec![
-            mk("pre-projection", "a", 0.5),
-            mk("pre-projection", "b", 0.7),
-            mk("post-projection", "p", 0.4),
+            result_row("d", "vision.a", "fine", 0.5),
+            result_row("d", "vision.b", "fine", 0.7),
+            result_row("d", "projector.p", "fine", 0.4),
         ];
         assert_eq!(gap_rows(&rows), vec![("d".into(), "fine".into(), 0.7, 0.4)]);
         let md = markdown_report(
