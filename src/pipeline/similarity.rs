@@ -107,13 +107,18 @@ pub fn compare_pairs(
     ui: &Ui,
 ) -> Vec<Result<SimilarityRow>> {
     let mut out = Vec::new();
+    let n_pairs = entries.len() * entries.len().saturating_sub(1) / 2;
+    if n_pairs > 1 {
+        info!("representation similarity of {n_pairs} pairs of feature points");
+    }
+    // One bar over the pairs (a layer sweep makes hundreds), with its rate and time left.
+    let bar = ui.bar(n_pairs as u64, "similarity");
     for (i, a) in entries.iter().enumerate() {
         for b in &entries[i + 1..] {
             let (fa, fb) = (&a.provenance.feature_point, &b.provenance.feature_point);
-            let spinner = ui.spinner(&format!("similarity {fa} vs {fb}"));
             let c = compare_entries(a, b, opts)
                 .with_context(|| format!("representation similarity of {fa} and {fb}"));
-            spinner.finish_and_clear();
+            bar.inc(1);
             if let Ok(c) = &c {
                 debug!(
                     "{fa} vs {fb}: linear CKA {:.3}, mutual k-NN@{} {:.3}",
@@ -123,6 +128,7 @@ pub fn compare_pairs(
             out.push(c);
         }
     }
+    bar.finish_and_clear();
     out
 }
 
