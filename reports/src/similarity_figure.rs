@@ -1,6 +1,8 @@
 //! The representation-similarity figure: per dataset, two matrices over its feature points,
 //! linear CKA and mutual k-NN alignment (both symmetric, 1 on the diagonal), cells coloured on a
-//! viridis scale from 0 to 1 and labelled with their values. Written as PNG and SVG.
+//! viridis scale from 0 to 1 (drawn beside each matrix) and labelled with their values where
+//! cells are large enough (at least 24 px; a layer sweep's many points get 16 px cells and a
+//! wider figure instead). Written as PNG and SVG.
 
 use crate::figure::register_font;
 use crate::SimilarityRow;
@@ -95,7 +97,12 @@ pub fn similarity_figure(rows: &[SimilarityRow], png: &Path, svg: &Path) -> Resu
     if panels.is_empty() {
         return Err(anyhow!("no similarity rows to plot"));
     }
-    let size = (1040, 370 * (panels.len() as u32 / 2));
+    // Cells of at least 16 px: a layer sweep's 25 points widen and heighten the figure.
+    let n = panels.iter().map(|m| m.points.len()).max().unwrap_or(1) as u32;
+    let size = (
+        1040.max(2 * ((LABEL_WIDTH + SCALE_WIDTH) as u32 + 30 + 16 * n)),
+        370.max(110 + 16 * n) * (panels.len() as u32 / 2),
+    );
     draw(BitMapBackend::new(png, size).into_drawing_area(), &panels)?;
     draw(SVGBackend::new(svg, size).into_drawing_area(), &panels)?;
     Ok(())
@@ -115,6 +122,11 @@ where
     Ok(())
 }
 
+/// Room left of a matrix for its row labels, in pixels.
+const LABEL_WIDTH: i32 = 215;
+/// Room right of a matrix for its colour scale, in pixels.
+const SCALE_WIDTH: i32 = 50;
+
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     m: &Matrix,
@@ -132,10 +144,11 @@ fn draw_panel<DB: DrawingBackend>(
     ))?;
     let n = m.points.len() as i32;
     // Labels on the left ("1 vision.layer[-2].cls"), numbers under the columns.
-    let label_width = 215;
-    let cell = ((w - label_width - 20).min(h - 80) / n.max(1)).max(8);
-    let (x0, y0) = (label_width + 10, 40);
-    let label = ("sans-serif", 13).into_font().color(&BLACK);
+    let cell = ((w - LABEL_WIDTH - SCALE_WIDTH - 20).min(h - 80) / n.max(1)).max(8);
+    let (x0, y0) = (LABEL_WIDTH + 10, 40);
+    let label = ("sans-serif", cell.min(13)).into_font().color(&BLACK);
+    // Values in the cells only where they fit; similarity.csv has them all.
+    let show_values = cell >= 24;
     for (i, p) in m.points.iter().enumerate() {
         let i = i as i32;
         let name: String = if p.chars().count() > 30 {
@@ -163,8 +176,8 @@ fn draw_panel<DB: DrawingBackend>(
                 [(x, y), (x + cell - 1, y + cell - 1)],
                 color.filled(),
             ))?;
-            if let Some(v) = v {
-                let ink = if *v > 0.6 { BLACK } else { WHITE };
+            if let Some(v) = v.filter(|_| show_values) {
+                let ink = if v > 0.6 { BLACK } else { WHITE };
                 area.draw(&Text::new(
                     format!("{v:.2}"),
                     (x + cell / 2, y + cell / 2),
@@ -175,6 +188,22 @@ fn draw_panel<DB: DrawingBackend>(
                 ))?;
             }
         }
+    }
+    // The colour scale, 0 at the bottom to 1 at the top, beside the matrix.
+    let (sx, height) = (x0 + n * cell + 12, n * cell);
+    for step in 0..height {
+        let y = y0 + height - 1 - step;
+        area.draw(&Rectangle::new(
+            [(sx, y), (sx + 12, y + 1)],
+            viridis(step as f64 / (height - 1).max(1) as f64).filled(),
+        ))?;
+    }
+    for (v, y) in [(1.0, y0), (0.5, y0 + height / 2), (0.0, y0 + height - 1)] {
+        area.draw(&Text::new(
+            format!("{v:.1}"),
+            (sx + 16, y),
+            label.clone().pos(Pos::new(HPos::Left, VPos::Center)),
+        ))?;
     }
     Ok(())
 }
@@ -248,5 +277,31 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("1 vision.layer[-2].cls") && text.contains("2 projector.mean"));
+    }
+
+    #[test]
+    fn a_layer_sweep_widens_the_figure_and_drops_the_cell_values() {
+        let points: Vec<String> = (0..25)
+            .map(|k| format!("vision.layer[{k}].cls"))
+            .chain(["projector.mean".to_string()])
+            .collect();
+        let mut rows = Vec::new();
+        for (i, a) in points.iter().enumerate() {
+            for b in &points[i + 1..] {
+                rows.push(row(a, b, 0.4567, 0.25));
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (png, svg) = (dir.path().join("s.png"), dir.path().join("s.svg"));
+        similarity_figure(&rows, &png, &svg).unwrap();
+        let bytes = std::fs::read(&png).unwrap();
+        let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap());
+        assert_eq!(
+            (be(16), be(20)),
+            (2 * (215 + 50 + 30 + 16 * 26), 110 + 16 * 26)
+        );
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(text.contains("26 projector.mean"), "row labels");
+        assert!(!text.contains("0.46"), "cell values at 16 px");
     }
 }
