@@ -158,7 +158,8 @@ A second run reuses the cache and performs no forward pass."
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// Render report.md and the modality-gap figure from a results.csv.
+    /// Render report.md, the modality-gap figure and (for layer sweeps) the layer figure from a
+    /// results.csv.
     #[command(
         after_help = "Example:\n  gapprobe report --results results/results.csv --out results/"
     )]

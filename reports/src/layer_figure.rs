@@ -344,6 +344,34 @@ mod tests {
     }
 
     #[test]
+    fn layers_of_one_sign_sort_and_mixed_signs_keep_their_order() {
+        let mut same = vec![8, 4, 12];
+        assert!(in_display_order(&mut same));
+        assert_eq!(same, [4, 8, 12]);
+        let mut negative = vec![-1, -3, -2];
+        assert!(in_display_order(&mut negative));
+        assert_eq!(negative, [-3, -2, -1]);
+        let mut mixed = vec![4, 8, -2];
+        assert!(!in_display_order(&mut mixed));
+        assert_eq!(mixed, [4, 8, -2]);
+        // Drawn in that order, one tick each.
+        let rows: Vec<ResultRow> = [(4, 0.3), (8, 0.5), (-2, 0.6)]
+            .iter()
+            .map(|(k, v)| row("a", &format!("vision.layer[{k}].cls"), "fine", *v))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (png, svg) = (dir.path().join("m.png"), dir.path().join("m.svg"));
+        assert!(layer_figure(&rows, &png, &svg, "t").unwrap());
+        let text = std::fs::read_to_string(&svg).unwrap();
+        let ticks: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| ["4", "8", "-2"].contains(l))
+            .collect();
+        assert_eq!(ticks, ["4", "8", "-2"]);
+    }
+
+    #[test]
     fn draws_a_panel_per_dataset_or_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let (png, svg) = (dir.path().join("l.png"), dir.path().join("l.svg"));
