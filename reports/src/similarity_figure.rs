@@ -189,13 +189,18 @@ fn draw_panel<DB: DrawingBackend>(
             }
         }
     }
-    // The colour scale, 0 at the bottom to 1 at the top, beside the matrix.
+    // The colour scale, 0 at the bottom to 1 at the top, beside the matrix: 64 bands (one
+    // rectangle per pixel row made the SVG mostly scale).
+    const BANDS: i32 = 64;
     let (sx, height) = (x0 + n * cell + 12, n * cell);
-    for step in 0..height {
-        let y = y0 + height - 1 - step;
+    for band in 0..BANDS {
+        let (top, bottom) = (
+            y0 + height - (band + 1) * height / BANDS,
+            y0 + height - band * height / BANDS,
+        );
         area.draw(&Rectangle::new(
-            [(sx, y), (sx + 12, y + 1)],
-            viridis(step as f64 / (height - 1).max(1) as f64).filled(),
+            [(sx, top), (sx + 12, bottom)],
+            viridis(band as f64 / (BANDS - 1) as f64).filled(),
         ))?;
     }
     for (v, y) in [(1.0, y0), (0.5, y0 + height / 2), (0.0, y0 + height - 1)] {
