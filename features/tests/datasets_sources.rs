@@ -348,3 +348,174 @@ fn inspect_summary() {
     assert!(s.contains("width  16 / 16 / 16"), "{s}");
     assert!(s.contains("height 32 / 32 / 32"), "{s}");
 }
+
+/// CUB attribute names: three groups, ids written out of order, `wing color` not contiguous.
+const CUB_ATTRIBUTE_NAMES: &str = "1 has_bill_shape::curved_(up_or_down)\n2 has_bill_shape::dagger\n3 has_wing_color::blue\n4 has_wing_color::brown\n5 has_wing_color::white\n6 has_size::small_(5_-_9_in)\n8 has_wing_color::black\n7 has_size::large_(16_-_32_in)\n";
+
+/// Image 1: every certainty; image 2: lines out of id order, one with the 6-field quirk;
+/// image 3: nothing present.
+const CUB_ATTRIBUTE_LABELS: &str = "1 1 0 3 1.0\n1 2 1 4 2.5\n1 3 1 3 0\n1 4 1 2 0\n1 5 1 4 0\n1 6 1 3 0\n1 7 0 4 0\n1 8 1 1 0\n\n2 6 1 4 0 2.045\n2 1 1 3 12.5\n3 2 0 4 0\n3 3 0 1 0\n";
+
+fn cub_attribute_error(spec: &str) -> String {
+    format!(
+        "{:#}",
+        spec.parse::<DatasetSpec>().unwrap().load().unwrap_err()
+    )
+}
+
+#[test]
+fn cub_attributes_grouped_ordered_and_filtered() {
+    let t = tempfile::tempdir().unwrap();
+    let root = fx::cub(t.path());
+    fx::write(
+        &root.join("attributes/image_attribute_labels.txt"),
+        CUB_ATTRIBUTE_LABELS,
+    );
+    fx::write(&root.join("attributes/attributes.txt"), CUB_ATTRIBUTE_NAMES);
+    fx::write(
+        &root.join("attributes/certainties.txt"),
+        "1 not visible\n2 guessing\n3 probably\n4 definitely\n",
+    );
+    let attrs =
+        |spec: &str| -> Vec<(String, String)> { load(spec).attributes.into_iter().collect() };
+    let pair = |id: &str, text: &str| (id.to_string(), text.to_string());
+    let r = root.display();
+    // default: present and certainty ≥ 3; image 3 (nothing kept) has no entry
+    assert_eq!(
+        attrs(&format!("cub:{r}")),
+        [
+            pair(
+                "1",
+                "bill shape: dagger; wing color: blue, white; size: small (5 - 9 in)"
+            ),
+            pair(
+                "2",
+                "bill shape: curved (up or down); size: small (5 - 9 in)"
+            ),
+        ]
+    );
+    let one = |c: u8| {
+        load(&format!("cub:{r}?attr_certainty={c}"))
+            .attributes
+            .get("1")
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(one(4), "bill shape: dagger; wing color: white");
+    assert_eq!(
+        one(2),
+        "bill shape: dagger; wing color: blue, brown, white; size: small (5 - 9 in)"
+    );
+    // a value of a group listed later still joins its group, in attribute-id order
+    assert_eq!(
+        one(1),
+        "bill shape: dagger; wing color: blue, brown, white, black; size: small (5 - 9 in)"
+    );
+    let ds = load(&format!("cub:{r}?attr_certainty=4"));
+    assert_eq!(ds.attributes.len(), 2);
+    assert_eq!(ds.attributes["2"], "size: small (5 - 9 in)");
+    for bad in ["0", "5", "x"] {
+        let e = cub_attribute_error(&format!("cub:{r}?attr_certainty={bad}"));
+        assert!(e.contains("attr_certainty"), "{e}");
+    }
+    let e = cub_attribute_error(&format!("nabirds:{r}?attr_certainty=3"));
+    assert!(e.contains("unknown option 'attr_certainty'"), "{e}");
+}
+
+#[test]
+fn cub_attribute_names_in_parent_folder_or_absent() {
+    let t = tempfile::tempdir().unwrap();
+    let root = fx::cub(t.path());
+    // no attribute files: no attributes, no error
+    assert!(load(&format!("cub:{}", root.display()))
+        .attributes
+        .is_empty());
+    fx::write(
+        &root.join("attributes/image_attribute_labels.txt"),
+        CUB_ATTRIBUTE_LABELS,
+    );
+    // labels without attributes.txt anywhere: still none
+    assert!(load(&format!("cub:{}", root.display()))
+        .attributes
+        .is_empty());
+    // attributes.txt next to CUB_200_2011/, as in the official tarball; spec naming either folder
+    fx::write(&t.path().join("attributes.txt"), CUB_ATTRIBUTE_NAMES);
+    for spec in [
+        format!("cub:{}", root.display()),
+        format!("cub:{}", t.path().display()),
+    ] {
+        let ds = load(&spec);
+        assert_eq!(ds.attributes.len(), 2, "{spec}");
+        assert_eq!(
+            ds.attributes["1"],
+            "bill shape: dagger; wing color: blue, white; size: small (5 - 9 in)"
+        );
+    }
+    // the dataset folder's own copy comes first
+    fx::write(&root.join("attributes.txt"), "1 has_bill_shape::curved\n2 has_bill_shape::dagger\n3 has_tail::long\n4 has_tail::short\n5 has_eye::red\n6 has_eye::black\n7 has_eye::blue\n8 has_eye::white\n");
+    let ds = load(&format!("cub:{}", root.display()));
+    assert_eq!(
+        ds.attributes["1"],
+        "bill shape: dagger; tail: long; eye: red, black"
+    );
+    // NABirds ignores attribute files
+    let nb = fx::nabirds(t.path());
+    fx::write(
+        &nb.join("attributes/image_attribute_labels.txt"),
+        CUB_ATTRIBUTE_LABELS,
+    );
+    fx::write(&nb.join("attributes/attributes.txt"), CUB_ATTRIBUTE_NAMES);
+    assert!(load(&format!("nabirds:{}", nb.display()))
+        .attributes
+        .is_empty());
+}
+
+#[test]
+fn cub_attribute_errors_name_file_and_line() {
+    let t = tempfile::tempdir().unwrap();
+    let root = fx::cub(t.path());
+    let labels = root.join("attributes/image_attribute_labels.txt");
+    fx::write(&root.join("attributes/attributes.txt"), CUB_ATTRIBUTE_NAMES);
+    let spec = format!("cub:{}", root.display());
+    let at = |line: usize| format!("image_attribute_labels.txt:{line}:");
+    for (bad_line, what) in [
+        ("1 x 1 3 0", "malformed line"),
+        ("1 3 1 3", "malformed line"),
+        ("1 3 1 3 0 0 0", "malformed line"),
+        ("1 3 2 3 0", "is_present must be 0 or 1"),
+        ("1 3 1 5 0", "certainty id must be 1 to 4"),
+        ("1 99 1 3 0", "attribute id '99' is not in"),
+        ("77 3 1 3 0", "image id '77' is not in"),
+        ("1 1 1 3 0", "duplicate line for image '1' attribute '1'"),
+    ] {
+        fx::write(&labels, &format!("1 1 0 3 0\n2 2 1 4 0\n{bad_line}\n"));
+        let e = cub_attribute_error(&spec);
+        assert!(e.contains(&at(3)) && e.contains(what), "{bad_line}: {e}");
+    }
+    // attributes.txt is metadata: a bad line there always fails, naming it
+    fx::write(&labels, "1 1 1 3 0\n");
+    fx::write(
+        &root.join("attributes/attributes.txt"),
+        "1 has_bill_shape::dagger\n2 has_wing_color\n",
+    );
+    let e = cub_attribute_error(&spec);
+    assert!(e.contains("attributes.txt:2:"), "{e}");
+    let e = cub_attribute_error(&format!("{spec}?skip_bad=1"));
+    assert!(e.contains("attributes.txt:2:"), "{e}");
+    // with skip_bad a bad labels line is recorded and the rest is kept
+    fx::write(&root.join("attributes/attributes.txt"), CUB_ATTRIBUTE_NAMES);
+    fx::write(&labels, "1 2 1 4 0\n1 x 1 3 0\n77 3 1 3 0\n77 4 1 3 0\n");
+    let ds = load(&format!("{spec}?skip_bad=1"));
+    assert_eq!(ds.samples.len(), 12);
+    assert_eq!(ds.attributes["1"], "bill shape: dagger");
+    let reasons: Vec<&str> = ds.skipped.iter().map(|s| s.reason.as_str()).collect();
+    assert_eq!(
+        reasons.len(),
+        2,
+        "an unknown image is reported once: {reasons:?}"
+    );
+    assert!(
+        reasons[0].contains(&at(2)) && reasons[1].contains(&at(3)),
+        "{reasons:?}"
+    );
+}

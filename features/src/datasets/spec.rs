@@ -86,7 +86,7 @@ pub const KINDS: [(&str, &[&str]); 9] = [
     ("manifest", &[]),
     ("demo", &[]),
     ("imagefolder", &[]),
-    ("cub", &[]),
+    ("cub", &["attr_certainty"]),
     ("nabirds", &[]),
     ("dogs", &[]),
     ("cars", &[]),
@@ -156,8 +156,22 @@ impl DatasetSpec {
             "manifest" => load_manifest(p, n, skip_bad),
             "demo" => load_manifest(&p.join(crate::synth::MANIFEST_NAME), n, skip_bad),
             "imagefolder" => imagefolder::load(p, n),
-            "cub" => cub::load(p, n, cub::Flavor::Cub, skip_bad),
-            "nabirds" => cub::load(p, n, cub::Flavor::NaBirds, skip_bad),
+            "cub" => {
+                let c = self
+                    .parsed::<u8>("attr_certainty")?
+                    .unwrap_or(cub::DEFAULT_ATTR_CERTAINTY);
+                if !(1..=4).contains(&c) {
+                    bail!("dataset spec '{self}': attr_certainty must be 1 to 4 (1 not visible, 2 guessing, 3 probably, 4 definitely)");
+                }
+                cub::load(p, n, cub::Flavor::Cub, skip_bad, c)
+            }
+            "nabirds" => cub::load(
+                p,
+                n,
+                cub::Flavor::NaBirds,
+                skip_bad,
+                cub::DEFAULT_ATTR_CERTAINTY,
+            ),
             "dogs" => dogs::load(p, n, skip_bad),
             "cars" => cars::load(p, n, skip_bad),
             "aircraft" => {
