@@ -164,6 +164,7 @@ fn build_model(
         projector_drops_cls: true,
         weights_fingerprint: "random".into(),
         config_hash: "bench".into(),
+        language: None,
     })
 }
 
@@ -325,12 +326,13 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
                 &model,
                 &pre,
                 &paths[..opts.e2e_batch.min(paths.len())],
+                &[],
                 &points,
                 &eo,
                 &indicatif::ProgressBar::hidden(),
             )?;
             let t0 = Instant::now();
-            extract(&model, &pre, &paths, &points, &eo, &bar)?;
+            extract(&model, &pre, &paths, &[], &points, &eo, &bar)?;
             sync(&device)?;
             let s = t0.elapsed().as_secs_f64();
             bar.finish_and_clear();

@@ -379,6 +379,7 @@ pub fn bench(dir: &Path, rows: usize, dim: usize, reps: usize, f16: bool) -> Res
         gapprobe_version: gapprobe_features::VERSION.into(),
         dataset: "bench".into(),
         manifest_hash: String::new(),
+        llm_input: String::new(),
     };
     let ids: Vec<String> = (0..rows).map(|i| i.to_string()).collect();
     let entry = cache.write(

@@ -89,6 +89,10 @@ A second run reuses the cache and performs no forward pass."
         /// Part of the cache key. Also: GAPPROBE_RESIDUAL=f32.
         #[arg(long)]
         f32_residual: bool,
+        /// The language model's prompt for llm.* feature points; `<image>` marks where the image
+        /// (llm.image) or the image's attribute text (llm.text) goes. Part of the cache key.
+        #[arg(long, default_value = gapprobe_features::models::DEFAULT_PROMPT)]
+        prompt: String,
         /// Images per forward pass, or `auto`: from free GPU memory (at most 256), 32 on the CPU.
         /// An out-of-memory error names the size that fits.
         #[arg(long, default_value = "auto")]

@@ -44,6 +44,10 @@ pub struct ModelSection {
     /// Keep the residual stream in f32 around bf16/f16 layers (`extract --f32-residual`).
     #[serde(default)]
     pub f32_residual: bool,
+    /// The language model's prompt for `llm.*` feature points (`extract --prompt`), `<image>`
+    /// where the image or its attribute text goes.
+    #[serde(default = "default_prompt")]
+    pub prompt: String,
     /// Images per forward pass, or "auto" (the default): from free GPU memory, 32 on the CPU.
     #[serde(default)]
     pub batch_size: BatchSize,
@@ -94,6 +98,9 @@ fn default_device() -> String {
 }
 fn default_dtype() -> String {
     "f32".into()
+}
+fn default_prompt() -> String {
+    gapprobe_features::models::DEFAULT_PROMPT.into()
 }
 fn default_grid() -> Vec<f64> {
     ProbeConfig::default().c_grid

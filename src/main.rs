@@ -125,6 +125,7 @@ fn run(cli: Cli) -> Result<()> {
             device,
             dtype,
             f32_residual,
+            prompt,
             batch_size,
             shard,
             storage_dtype,
@@ -143,6 +144,7 @@ fn run(cli: Cli) -> Result<()> {
                 device: device::parse_device(&device)?,
                 dtype: device::parse_dtype(&dtype)?,
                 f32_residual,
+                prompt,
             };
             device::check_dtype_on(&opts.device, opts.dtype)?;
             let mut summary = pipeline::RunSummary::default();

@@ -2,7 +2,7 @@
 //! of the model (bounded queue), every requested feature point is read from one forward pass.
 
 use crate::batching::{self, BatchSize};
-use crate::featurepoint::FeaturePoint;
+use crate::featurepoint::{FeaturePoint, LlmRead};
 use crate::models::{planes, VisionLanguageModel};
 use crate::preprocess::{load_rgb, PreprocessConfig};
 use anyhow::{bail, Context, Result};
@@ -33,6 +33,9 @@ pub struct ExtractOptions {
     /// Keep the residual stream in f32 around bf16/f16 layers (see
     /// [`crate::models::fused::RESIDUAL_ENV`], which also turns it on).
     pub f32_residual: bool,
+    /// The language model's prompt for `llm.*` points, with `<image>` where the image (or the
+    /// text standing for it) goes; part of those points' cache key.
+    pub prompt: String,
 }
 
 impl Default for ExtractOptions {
@@ -42,31 +45,44 @@ impl Default for ExtractOptions {
             device: Device::Cpu,
             dtype: DType::F32,
             f32_residual: false,
+            prompt: crate::models::DEFAULT_PROMPT.to_string(),
         }
     }
 }
 
 /// Runs `model` over `paths` and returns one array per feature point: [N, D] for pooled points,
-/// [N, T, D] for `.none`. `progress` is advanced by one per image.
+/// [N, T, D] for `.none`. `texts` (one per path) feed `llm.text.*` points; empty without them.
+/// `progress` is advanced by one per image.
+#[allow(clippy::too_many_arguments)]
 pub fn extract(
     model: &VisionLanguageModel,
     pre: &PreprocessConfig,
     paths: &[PathBuf],
+    texts: &[String],
     points: &[FeaturePoint],
     opts: &ExtractOptions,
     progress: &ProgressBar,
 ) -> Result<Vec<ArrayD<f32>>> {
     let mut outputs: Vec<Vec<f32>> = vec![Vec::new(); points.len()];
     let mut shapes: Vec<Vec<usize>> = vec![Vec::new(); points.len()];
-    extract_batches(model, pre, paths, points, opts, progress, |_, feats| {
-        for (i, f) in feats.into_iter().enumerate() {
-            if shapes[i].is_empty() {
-                shapes[i] = f.shape()[1..].to_vec();
+    extract_batches(
+        model,
+        pre,
+        paths,
+        texts,
+        points,
+        opts,
+        progress,
+        |_, feats| {
+            for (i, f) in feats.into_iter().enumerate() {
+                if shapes[i].is_empty() {
+                    shapes[i] = f.shape()[1..].to_vec();
+                }
+                outputs[i].extend(f.iter().copied());
             }
-            outputs[i].extend(f.iter().copied());
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     outputs
         .into_iter()
         .zip(shapes)
@@ -82,10 +98,15 @@ pub fn extract(
 /// `on_batch(first row, one array per feature point)` as soon as it is computed, so callers can
 /// write results incrementally. Batches are `paths[0..B]`, `paths[B..2B]`, …: to resume an
 /// interrupted run identically, pass the remaining paths starting at a batch boundary.
+/// `llm.*` points run the language model ([`VisionLanguageModel::language`]) after the vision
+/// pass; `llm.text.*` points read `texts[i]` (one per path) and need no pixels: when every point
+/// is a text point, no image is decoded.
+#[allow(clippy::too_many_arguments)]
 pub fn extract_batches(
     model: &VisionLanguageModel,
     pre: &PreprocessConfig,
     paths: &[PathBuf],
+    texts: &[String],
     points: &[FeaturePoint],
     opts: &ExtractOptions,
     progress: &ProgressBar,
@@ -101,14 +122,30 @@ pub fn extract_batches(
     {
         bail!("projector features requested but this checkpoint has no projector (it is not a LLaVA checkpoint)");
     }
-    let vcfg = model.vision.config();
-    let layer_of = |p: &FeaturePoint| -> Result<usize> {
-        match p {
-            FeaturePoint::Vision { layer, .. } => vcfg.resolve_layer(*layer),
-            FeaturePoint::Projector { .. } => Ok(model.projector_layer),
-        }
+    for p in points {
+        model.check_point(p)?;
+    }
+    if points.iter().any(FeaturePoint::is_text) && texts.len() != paths.len() {
+        bail!(
+            "llm.text points need one text per image: {} texts for {} images",
+            texts.len(),
+            paths.len()
+        );
+    }
+    let needs_pixels = points.iter().any(|p| !p.is_text());
+    let layers: Vec<usize> = points
+        .iter()
+        .map(|p| model.point_layer(p))
+        .collect::<Result<_>>()?;
+    let llm_reads = |input_is_text: bool| -> Result<Vec<(usize, usize, LlmRead)>> {
+        points
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_llm() && p.is_text() == input_is_text)
+            .map(|(i, p)| model.llm_read(p).map(|(l, r)| (i, l, r)))
+            .collect()
     };
-    let layers: Vec<usize> = points.iter().map(layer_of).collect::<Result<_>>()?;
+    let (image_reads, text_reads) = (llm_reads(false)?, llm_reads(true)?);
     let (h, w) = pre.output_size();
     let batch = batching::resolve(opts.batch_size, model, (h, w), &opts.device, opts.dtype).max(1);
 
@@ -122,6 +159,18 @@ pub fn extract_batches(
         let device = &opts.device;
         scope.spawn(move || {
             for chunk in paths.chunks(batch) {
+                if !needs_pixels {
+                    // Text points only: nothing to decode (the tensor is never read).
+                    if tx
+                        .send(Ok(
+                            Tensor::zeros(1, DType::U8, device).expect("cpu or device alloc")
+                        ))
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
                 let pixels = decode_planes(chunk, pre).and_then(|v| {
                     let shape = (chunk.len(), 3, h as usize, w as usize);
                     let t = Tensor::from_vec(v, shape, device)?;
@@ -145,12 +194,59 @@ pub fn extract_batches(
             waited += t1 - t0;
             let n = chunk.len();
             let feats = (|| -> Result<Vec<ArrayD<f32>>> {
-                let pixels = planes::planes_to_input(&pixels?, &levels, opts.dtype)?;
-                let states = model.vision.hidden_states(&pixels, &layers)?;
-                FORWARD_PASSES.fetch_add(1, Ordering::Relaxed);
+                let pixels = pixels?;
+                let mut read: Vec<Option<Tensor>> = vec![None; points.len()];
+                if needs_pixels {
+                    let pixels = planes::planes_to_input(&pixels, &levels, opts.dtype)?;
+                    let states = model.vision.hidden_states(&pixels, &layers)?;
+                    FORWARD_PASSES.fetch_add(1, Ordering::Relaxed);
+                    for (i, (point, state)) in points.iter().zip(&states).enumerate() {
+                        if !point.is_llm() {
+                            read[i] = Some(read_point(model, point, state)?);
+                        }
+                    }
+                    if let Some(&(i, _, _)) = image_reads.first() {
+                        let tokens = read_point(
+                            model,
+                            &FeaturePoint::Projector {
+                                pool: crate::featurepoint::Pool::None,
+                            },
+                            &states[i],
+                        )?;
+                        let lm = model
+                            .language
+                            .as_ref()
+                            .context("language model not loaded")?;
+                        let reads: Vec<_> = image_reads.iter().map(|&(_, l, r)| (l, r)).collect();
+                        for (f, &(i, _, _)) in lm
+                            .image_features(&tokens, &reads)?
+                            .into_iter()
+                            .zip(&image_reads)
+                        {
+                            read[i] = Some(f);
+                        }
+                    }
+                }
+                if !text_reads.is_empty() {
+                    let lm = model
+                        .language
+                        .as_ref()
+                        .context("language model not loaded")?;
+                    let chunk_texts: Vec<&str> =
+                        texts[row0..row0 + n].iter().map(String::as_str).collect();
+                    let reads: Vec<_> = text_reads.iter().map(|&(_, l, r)| (l, r)).collect();
+                    for (f, &(i, _, _)) in lm
+                        .text_features(&chunk_texts, &reads)?
+                        .into_iter()
+                        .zip(&text_reads)
+                    {
+                        read[i] = Some(f);
+                    }
+                }
                 let mut feats = Vec::with_capacity(points.len());
-                for (point, state) in points.iter().zip(&states) {
-                    let feat = read_point(model, point, state)?
+                for slot in read {
+                    let feat = slot
+                        .expect("every point is read")
                         .to_dtype(DType::F32)?
                         .to_device(&Device::Cpu)?;
                     let shape = feat.dims().to_vec();

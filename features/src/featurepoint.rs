@@ -8,7 +8,12 @@
 //!   register tokens), mean-pooled or kept [N, T, D];
 //! * `vision.layer[K].all.mean` / `.all.none` — every token (CLS, registers, patches);
 //! * `projector.mean` / `projector.none` — the projector output over the tokens the model feeds
-//!   it (LLaVA: `vision_feature_layer`, patch tokens for `vision_feature_select_strategy=default`).
+//!   it (LLaVA: `vision_feature_layer`, patch tokens for `vision_feature_select_strategy=default`);
+//! * `llm.image.layer[K].last` / `.mean` — LLaVA's language model (`hidden_states[K]` of the LLaMA
+//!   decoder) reading the prompt with the image's projector tokens in place of `<image>`, at the
+//!   last prompt token or averaged over the prompt;
+//! * `llm.text.layer[K].last` / `.mean` — the same prompt with the image's attribute text in
+//!   place of `<image>` (the Finer paper's text-only arm; the dataset must carry a text per image).
 //!
 //! Where a list of feature points is read (`extract -f`, an experiment's `feature_points`),
 //! `layer[…]` may hold several layers: `vision.layer[4,8,-2].cls`, or Python slices of
@@ -38,6 +43,24 @@ pub enum Pool {
     None,
 }
 
+/// What stands where `<image>` is in the language model's prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LlmInput {
+    /// The image's projector tokens.
+    Image,
+    /// The image's attribute text.
+    Text,
+}
+
+/// How a language-model hidden state is reduced to one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LlmRead {
+    /// The last prompt token (where the model would start its answer).
+    Last,
+    /// The mean over every prompt token.
+    Mean,
+}
+
 /// A named place in a model to read features from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FeaturePoint {
@@ -49,6 +72,11 @@ pub enum FeaturePoint {
     Projector {
         pool: Pool,
     },
+    Llm {
+        input: LlmInput,
+        layer: i64,
+        read: LlmRead,
+    },
 }
 
 impl FeaturePoint {
@@ -57,12 +85,37 @@ impl FeaturePoint {
         match self {
             FeaturePoint::Vision { .. } => "pre-projection",
             FeaturePoint::Projector { .. } => "post-projection",
+            FeaturePoint::Llm {
+                input: LlmInput::Image,
+                ..
+            } => "llm-image",
+            FeaturePoint::Llm {
+                input: LlmInput::Text,
+                ..
+            } => "llm-text",
         }
+    }
+
+    /// Whether the feature comes from the language model (needs its weights and tokenizer).
+    pub fn is_llm(&self) -> bool {
+        matches!(self, FeaturePoint::Llm { .. })
+    }
+
+    /// Whether the feature is computed from the image's text, not its pixels.
+    pub fn is_text(&self) -> bool {
+        matches!(
+            self,
+            FeaturePoint::Llm {
+                input: LlmInput::Text,
+                ..
+            }
+        )
     }
 
     /// Whether the feature is one vector per image (pooled or CLS).
     pub fn is_pooled(&self) -> bool {
         match self {
+            FeaturePoint::Llm { .. } => true,
             FeaturePoint::Vision {
                 tokens: Tokens::Cls,
                 ..
@@ -104,6 +157,17 @@ impl fmt::Display for FeaturePoint {
                 write!(f, "vision.layer[{layer}].{t}.{}", pool(p))
             }
             FeaturePoint::Projector { pool: p } => write!(f, "projector.{}", pool(p)),
+            FeaturePoint::Llm { input, layer, read } => {
+                let input = match input {
+                    LlmInput::Image => "image",
+                    LlmInput::Text => "text",
+                };
+                let read = match read {
+                    LlmRead::Last => "last",
+                    LlmRead::Mean => "mean",
+                };
+                write!(f, "llm.{input}.layer[{layer}].{read}")
+            }
         }
     }
 }
@@ -112,27 +176,45 @@ impl FromStr for FeaturePoint {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
         let help =
-            "expected e.g. vision.layer[-2].patch.mean, vision.layer[-2].cls or projector.mean";
+            "expected e.g. vision.layer[-2].patch.mean, vision.layer[-2].cls, projector.mean \
+             or llm.text.layer[-1].last";
         let parse_pool = |p: Option<&str>| match p {
             Some("mean") => Ok(Pool::Mean),
             Some("none") => Ok(Pool::None),
             other => bail!("feature point '{s}': pooling {other:?} is not mean or none; {help}"),
         };
         let parts: Vec<&str> = s.trim().split('.').collect();
+        let layer_index = |layer: &str| -> Result<i64> {
+            let k = layer
+                .strip_prefix("layer[")
+                .and_then(|l| l.strip_suffix(']'))
+                .with_context(|| {
+                    format!("feature point '{s}': '{layer}' is not layer[K]; {help}")
+                })?;
+            k.parse().with_context(|| {
+                format!("feature point '{s}': layer index '{k}' is not an integer")
+            })
+        };
         match parts.as_slice() {
+            ["llm", input, layer, read] => {
+                let input = match *input {
+                    "image" => LlmInput::Image,
+                    "text" => LlmInput::Text,
+                    other => bail!("feature point '{s}': '{other}' is not image or text; {help}"),
+                };
+                let layer = layer_index(layer)?;
+                let read = match *read {
+                    "last" => LlmRead::Last,
+                    "mean" => LlmRead::Mean,
+                    other => bail!("feature point '{s}': '{other}' is not last or mean; {help}"),
+                };
+                Ok(FeaturePoint::Llm { input, layer, read })
+            }
             ["projector", rest @ ..] if rest.len() == 1 => Ok(FeaturePoint::Projector {
                 pool: parse_pool(rest.first().copied())?,
             }),
             ["vision", layer, rest @ ..] => {
-                let k = layer
-                    .strip_prefix("layer[")
-                    .and_then(|l| l.strip_suffix(']'))
-                    .with_context(|| {
-                        format!("feature point '{s}': '{layer}' is not layer[K]; {help}")
-                    })?;
-                let layer: i64 = k.parse().with_context(|| {
-                    format!("feature point '{s}': layer index '{k}' is not an integer")
-                })?;
+                let layer = layer_index(layer)?;
                 match rest {
                     ["cls"] => Ok(FeaturePoint::Vision { layer, tokens: Tokens::Cls, pool: Pool::None }),
                     [t @ ("patch" | "all"), p] => {
@@ -154,15 +236,18 @@ impl FromStr for FeaturePoint {
 /// model's depth.
 pub fn parse_feature_points(spec: &str) -> Result<Vec<FeaturePoint>> {
     let spec = spec.trim();
-    let Some(inner) = spec
-        .strip_prefix("vision.layer[")
-        .and_then(|rest| rest.split_once(']'))
-        .map(|(inner, _)| inner)
-        .filter(|inner| inner.contains([',', ':']))
-    else {
+    let head = ["vision.layer[", "llm.image.layer[", "llm.text.layer["]
+        .into_iter()
+        .find(|h| spec.starts_with(h));
+    let Some((head, inner)) = head.and_then(|head| {
+        spec[head.len()..]
+            .split_once(']')
+            .map(|(inner, _)| (head, inner))
+            .filter(|(_, inner)| inner.contains([',', ':']))
+    }) else {
         return Ok(vec![spec.parse()?]);
     };
-    let rest = &spec["vision.layer[".len() + inner.len() + 1..];
+    let rest = &spec[head.len() + inner.len() + 1..];
     let mut layers = Vec::new();
     for item in inner.split(',') {
         for layer in expand_layers(item.trim())
@@ -176,7 +261,7 @@ pub fn parse_feature_points(spec: &str) -> Result<Vec<FeaturePoint>> {
     layers
         .into_iter()
         .map(|layer| {
-            format!("vision.layer[{layer}]{rest}")
+            format!("{head}{layer}]{rest}")
                 .parse()
                 .with_context(|| format!("in '{spec}'"))
         })
@@ -275,6 +360,14 @@ mod tests {
             names("vision.layer[1:3,2,1].cls"),
             ["vision.layer[1].cls", "vision.layer[2].cls"]
         );
+        assert_eq!(
+            names("llm.text.layer[0:3].last"),
+            [0, 1, 2].map(|k| format!("llm.text.layer[{k}].last"))
+        );
+        assert_eq!(
+            names("llm.image.layer[8,-1].mean"),
+            ["llm.image.layer[8].mean", "llm.image.layer[-1].mean"]
+        );
         let list =
             parse_feature_point_list(&["vision.layer[-2].cls", "vision.layer[-3:].cls"]).unwrap();
         assert_eq!(list.len(), 3, "{list:?}");
@@ -302,6 +395,8 @@ mod tests {
             "vision.layer[12].all.none",
             "projector.mean",
             "projector.none",
+            "llm.image.layer[-1].last",
+            "llm.text.layer[16].mean",
         ] {
             let fp: FeaturePoint = s.parse().unwrap();
             assert_eq!(fp.to_string(), s);
@@ -312,6 +407,9 @@ mod tests {
             "projector",
             "text.mean",
             "vision.layer[-2].cls.mean",
+            "llm.audio.layer[-1].last",
+            "llm.text.layer[-1].first",
+            "llm.text.layer[-1]",
         ] {
             assert!(
                 bad.parse::<FeaturePoint>().is_err(),

@@ -11,8 +11,12 @@ use gapprobe_features::cache::{
 };
 use gapprobe_features::datasets::{Dataset, LabelLevel, Sample, Split};
 use gapprobe_features::extract::{extract_batches, ExtractOptions};
-use gapprobe_features::models::{fused, Checkpoint, VisionLanguageModel};
+use gapprobe_features::featurepoint::LlmInput;
+use gapprobe_features::models::{
+    fused, text_config, Checkpoint, LanguageModel, VisionLanguageModel,
+};
 use gapprobe_features::FeaturePoint;
+use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use tracing::info;
 
@@ -57,12 +61,14 @@ pub fn ensure_features_with(
         .max()
         .unwrap_or(0);
     let load = || VisionLanguageModel::load(&ck, max_layer, &opts.device, opts.dtype);
-    let model = if opts.f32_residual {
+    let mut model = if opts.f32_residual {
         fused::with_f32_residual(true, load)
     } else {
         load()
     }
     .with_context(|| format!("loading model '{model_id}'"))?;
+    let llm_input = llm_inputs(&ck, &mut model, ds, points, opts)
+        .with_context(|| format!("model '{model_id}': the language model for llm.* points"))?;
     if opts.f32_residual && model.vision.stream_dtype() == opts.dtype {
         tracing::warn!(
             "--f32-residual has no effect here: it applies to bf16/f16 with the fused ops \
@@ -102,6 +108,14 @@ pub fn ensure_features_with(
             gapprobe_version: gapprobe_features::VERSION.into(),
             dataset: ds.name.clone(),
             manifest_hash: manifest_hash.clone(),
+            llm_input: match p {
+                FeaturePoint::Llm {
+                    input: LlmInput::Text,
+                    ..
+                } => llm_input.1.clone(),
+                FeaturePoint::Llm { .. } => llm_input.0.clone(),
+                _ => String::new(),
+            },
         })
         .collect();
     let target = |prov: &Provenance| match copts.shard {
@@ -230,10 +244,13 @@ pub fn ensure_features_with(
             if done == plan.rows.len() {
                 continue;
             }
-            let paths: Vec<PathBuf> = samples[plan.rows.start + start..plan.rows.end]
-                .iter()
-                .map(|s| ds.image_path(s))
-                .collect();
+            let rows = &samples[plan.rows.start + start..plan.rows.end];
+            let paths: Vec<PathBuf> = rows.iter().map(|s| ds.image_path(s)).collect();
+            let texts: Vec<String> = if todo.iter().any(FeaturePoint::is_text) {
+                rows.iter().map(|s| ds.attributes[&s.id].clone()).collect()
+            } else {
+                Vec::new()
+            };
             let bar = ui.bar(
                 plan.rows.len() as u64,
                 &format!("extract {}/{split}", ds.name),
@@ -243,6 +260,7 @@ pub fn ensure_features_with(
                 &model,
                 &preprocess,
                 &paths,
+                &texts,
                 &todo,
                 &opts,
                 &bar,
@@ -284,4 +302,72 @@ pub fn ensure_features_with(
         .into_iter()
         .map(|e| e.expect("every point resolved"))
         .collect())
+}
+
+/// Loads the language model into `model` when `points` has `llm.*` points and returns their
+/// cache-key inputs as JSON: (image arm: prompt and tokenizer; text arm: also the texts' hash).
+/// The text arm needs a text for every sample (`Dataset::attributes`).
+fn llm_inputs(
+    ck: &Checkpoint,
+    model: &mut VisionLanguageModel,
+    ds: &Dataset,
+    points: &[FeaturePoint],
+    opts: &ExtractOptions,
+) -> Result<(String, String)> {
+    let layers: Vec<i64> = points
+        .iter()
+        .filter_map(|p| match p {
+            FeaturePoint::Llm { layer, .. } => Some(*layer),
+            _ => None,
+        })
+        .collect();
+    if layers.is_empty() {
+        return Ok(Default::default());
+    }
+    let cfg = text_config(ck)?;
+    let top = layers
+        .iter()
+        .map(|&l| cfg.resolve_layer(l))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    let lm = LanguageModel::load(ck, top, &opts.prompt, &opts.device, opts.dtype)?;
+    let image = serde_json::json!({ "prompt": opts.prompt, "tokenizer": lm.tokenizer_hash });
+    let text = if points.iter().any(FeaturePoint::is_text) {
+        let missing: Vec<&str> = ds
+            .samples
+            .iter()
+            .filter(|s| !ds.attributes.contains_key(&s.id))
+            .map(|s| s.id.as_str())
+            .collect();
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "llm.text points need a text per image, and dataset '{}' has none for {} of its {} \
+                 images (first: {}); CUB-200-2011 takes them from its attributes/ files, a manifest \
+                 from its `attributes` column",
+                ds.name,
+                missing.len(),
+                ds.samples.len(),
+                missing[..missing.len().min(3)].join(", ")
+            );
+        }
+        let mut h = Sha256::new();
+        for s in &ds.samples {
+            h.update(s.id.as_bytes());
+            h.update([0]);
+            h.update(ds.attributes[&s.id].as_bytes());
+            h.update([0]);
+        }
+        serde_json::json!({
+            "prompt": opts.prompt,
+            "tokenizer": lm.tokenizer_hash,
+            "texts": hex::encode(h.finalize()),
+        })
+        .to_string()
+    } else {
+        String::new()
+    };
+    model.language = Some(lm);
+    Ok((image.to_string(), text))
 }

@@ -61,6 +61,7 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
         device: parse_device(&exp.model.device)?,
         dtype: parse_dtype(&exp.model.dtype)?,
         f32_residual: exp.model.f32_residual,
+        prompt: exp.model.prompt.clone(),
     };
     crate::device::check_dtype_on(&opts.device, opts.dtype)?;
     let mut summary = RunSummary::default();

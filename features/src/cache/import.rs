@@ -170,6 +170,7 @@ fn build(
         gapprobe_version: crate::VERSION.into(),
         dataset: opts.dataset.clone(),
         manifest_hash: hex::encode(h.finalize()),
+        llm_input: String::new(),
     };
     if let Some(e) = cache.lookup(&prov)? {
         return Ok(e);

@@ -56,6 +56,10 @@ pub struct Provenance {
     pub dataset: String,
     /// SHA-256 of the dataset's ids, paths, splits, labels and class tables.
     pub manifest_hash: String,
+    /// `llm.*` points: the prompt, the tokenizer's SHA-256 and (text arm) the texts' SHA-256, as
+    /// JSON; empty (and left out of the key, so older entries keep theirs) for other points.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub llm_input: String,
 }
 
 impl Provenance {

@@ -1,10 +1,11 @@
 //! What a feature point's provenance says about its model: the hidden-state layer it needs and
 //! the fingerprint of exactly the tensors read to produce it, so `verify` can recompute it later.
 
-use crate::models::{Checkpoint, VisionLanguageModel};
+use crate::models::{language_fingerprint, text_config, Checkpoint, VisionLanguageModel};
 use crate::FeaturePoint;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
+use sha2::{Digest, Sha256};
 
 /// Hidden-state index a feature point needs from the tower (0 for projector points: the
 /// projector's own layer is added by [`VisionLanguageModel::load`]).
@@ -15,7 +16,7 @@ pub fn point_layer(ck: &Checkpoint, p: &FeaturePoint) -> usize {
             let n = ck.vision_num_layers().unwrap_or(0) as i64;
             if *layer < 0 { n + 1 + layer } else { *layer }.max(0) as usize
         }
-        FeaturePoint::Projector { .. } => 0,
+        FeaturePoint::Projector { .. } | FeaturePoint::Llm { .. } => 0,
     }
 }
 
@@ -39,10 +40,39 @@ pub fn top_layer(model: &VisionLanguageModel, layer: usize) -> usize {
 }
 
 /// (weights fingerprint, config hash) of feature point `p`: loads the tensors it needs on CPU.
+/// An `llm.*` point also covers the language-model tensors up to its layer.
 pub fn fingerprint(ck: &Checkpoint, p: &FeaturePoint) -> Result<(String, String)> {
     let m = VisionLanguageModel::load(ck, point_layer(ck, p), &Device::Cpu, DType::F32)
         .with_context(|| format!("loading model '{}' to fingerprint {p}", ck.id))?;
-    Ok((m.weights_fingerprint, m.config_hash))
+    Ok((with_language(ck, p, m.weights_fingerprint)?, m.config_hash))
+}
+
+/// `weights` combined with the fingerprint of the language-model tensors an `llm.*` point
+/// reads (unchanged for other points).
+pub fn with_language(ck: &Checkpoint, p: &FeaturePoint, weights: String) -> Result<String> {
+    with_language_cached(ck, p, weights, &mut Vec::new())
+}
+
+/// [`with_language`], hashing the language model once per depth (`seen`: (top, fingerprint)).
+fn with_language_cached(
+    ck: &Checkpoint,
+    p: &FeaturePoint,
+    weights: String,
+    seen: &mut Vec<(usize, String)>,
+) -> Result<String> {
+    let FeaturePoint::Llm { layer, .. } = p else {
+        return Ok(weights);
+    };
+    let top = text_config(ck)?.resolve_layer(*layer)?;
+    let lm = match seen.iter().find(|(t, _)| *t == top) {
+        Some((_, f)) => f.clone(),
+        None => {
+            let f = language_fingerprint(ck, top)?;
+            seen.push((top, f.clone()));
+            f
+        }
+    };
+    Ok(hex::encode(Sha256::digest(format!("{weights}{lm}"))))
 }
 
 /// Fingerprints of every point, reusing `model` (loaded up to the highest layer any point
@@ -58,19 +88,28 @@ pub fn fingerprints(
         .max()
         .unwrap_or(0);
     let mut cache: Vec<(usize, (String, String))> = Vec::new();
+    let mut seen: Vec<(usize, String)> = model
+        .language
+        .as_ref()
+        .map(|lm| (lm.llama.loaded_layers(), lm.weights_fingerprint.clone()))
+        .into_iter()
+        .collect();
     points
         .iter()
         .map(|p| {
             let t = top_layer(model, point_layer(ck, p));
-            if t == top {
-                return Ok((model.weights_fingerprint.clone(), model.config_hash.clone()));
-            }
-            if let Some((_, f)) = cache.iter().find(|(l, _)| *l == t) {
-                return Ok(f.clone());
-            }
-            let f = fingerprint(ck, p)?;
-            cache.push((t, f.clone()));
-            Ok(f)
+            let (w, c) = if t == top {
+                (model.weights_fingerprint.clone(), model.config_hash.clone())
+            } else if let Some((_, f)) = cache.iter().find(|(l, _)| *l == t) {
+                f.clone()
+            } else {
+                let m = VisionLanguageModel::load(ck, t, &Device::Cpu, DType::F32)
+                    .with_context(|| format!("loading model '{}' to fingerprint {p}", ck.id))?;
+                let f = (m.weights_fingerprint, m.config_hash);
+                cache.push((t, f.clone()));
+                f
+            };
+            Ok((with_language_cached(ck, p, w, &mut seen)?, c))
         })
         .collect()
 }

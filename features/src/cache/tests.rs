@@ -19,6 +19,7 @@ fn prov(storage: &str) -> Provenance {
         gapprobe_version: crate::VERSION.into(),
         dataset: "d".into(),
         manifest_hash: "h".into(),
+        llm_input: String::new(),
     }
 }
 

@@ -263,6 +263,45 @@ impl Checkpoint {
         self.tower.as_deref().unwrap_or(self)
     }
 
+    /// Where this checkpoint's files come from: its folder, or its hub id.
+    fn source(&self) -> Source {
+        let from_hub = self.dir.parent().is_some_and(|p| p.ends_with("snapshots"));
+        if from_hub {
+            Source::Hub(self.id.clone())
+        } else {
+            Source::Dir(self.dir.clone())
+        }
+    }
+
+    /// Path of one of the checkpoint's files (`tokenizer.json`, ...), downloaded if needed;
+    /// an error naming the folder or hub id when it is missing.
+    pub fn file(&self, name: &str) -> Result<PathBuf> {
+        Ok(self.source().get(name, true)?.expect("required"))
+    }
+
+    /// The safetensors files holding the language model (fetched only when asked for: vision
+    /// features never download the LLM's shards).
+    pub fn language_files(&self) -> Result<Vec<PathBuf>> {
+        let src = self.source();
+        let files = match src.get("model.safetensors.index.json", false)? {
+            Some(index) => convert::index_files(&index, is_language_tensor)?
+                .iter()
+                .map(|f| Ok(src.get(f, true)?.expect("required")))
+                .collect::<Result<Vec<_>>>()?,
+            None => self.weight_files.clone(),
+        };
+        let names = tensor_names(&files)?;
+        if !names.iter().any(|n| n.ends_with("embed_tokens.weight")) {
+            bail!(
+                "model '{}': no language model (no *embed_tokens.weight) in its safetensors weights; \
+                 LLM feature points need a LLaVA checkpoint with its language model in safetensors \
+                 (e.g. llava-hf/llava-1.5-7b-hf)",
+                self.id
+            );
+        }
+        Ok(files)
+    }
+
     /// The encoder family of the vision tower.
     pub fn family(&self) -> Result<Family> {
         let t = self.tower_checkpoint();

@@ -9,7 +9,9 @@ pub mod fused;
 mod fused_cuda;
 mod fused_ops;
 pub mod gemm_epilogue;
+pub mod language;
 mod linear;
+mod llama;
 #[cfg(feature = "cuda")]
 mod lt_cuda;
 mod norm;
@@ -24,6 +26,8 @@ mod vlm;
 pub use checkpoint::Checkpoint;
 pub use clip::{mean_tokens, resolve_layer, ClipVisionConfig, ClipVisionModel};
 pub use dinov2::{Dinov2Config, Dinov2Model};
+pub use language::{language_fingerprint, text_config, LanguageModel, DEFAULT_PROMPT};
+pub use llama::{LlamaConfig, LlamaModel};
 pub use projector::{Projector, ProjectorConfig, ProjectorKind, ProjectorLayout};
 pub use random::{
     clip_tower_tensors, mlp2x_projector_tensors, write_random_llava, Fill, RandomLlavaSpec,

@@ -2,7 +2,7 @@
 //! the tower's token layout) and pooling, and the projector output.
 
 use super::{mean_tokens, VisionLanguageModel};
-use crate::featurepoint::{FeaturePoint, Pool, Tokens};
+use crate::featurepoint::{FeaturePoint, LlmInput, LlmRead, Pool, Tokens};
 use anyhow::{bail, Context, Result};
 use candle_core::{Module, Tensor};
 
@@ -26,6 +26,17 @@ impl VisionLanguageModel {
                     bail!("feature point '{point}': this checkpoint has no projector (it is not a LLaVA checkpoint)");
                 }
             }
+            FeaturePoint::Llm { input, layer, .. } => {
+                if *input == LlmInput::Image && self.projector.is_none() {
+                    bail!("feature point '{point}': this checkpoint has no projector (it is not a LLaVA checkpoint)");
+                }
+                let lm = self.language.as_ref().with_context(|| {
+                    format!("feature point '{point}': the language model is not loaded")
+                })?;
+                lm.llama.config().resolve_layer(*layer).with_context(|| {
+                    format!("feature point '{point}': the language model's layers")
+                })?;
+            }
         }
         Ok(())
     }
@@ -35,6 +46,25 @@ impl VisionLanguageModel {
         match point {
             FeaturePoint::Vision { layer, .. } => self.vision.config().resolve_layer(*layer),
             FeaturePoint::Projector { .. } => Ok(self.projector_layer),
+            FeaturePoint::Llm {
+                input: LlmInput::Image,
+                ..
+            } => Ok(self.projector_layer),
+            FeaturePoint::Llm { .. } => Ok(0),
+        }
+    }
+
+    /// The resolved language-model `hidden_states` index and read of an LLM point.
+    pub fn llm_read(&self, point: &FeaturePoint) -> Result<(usize, LlmRead)> {
+        match point {
+            FeaturePoint::Llm { layer, read, .. } => {
+                let lm = self
+                    .language
+                    .as_ref()
+                    .context("the language model is not loaded")?;
+                Ok((lm.llama.config().resolve_layer(*layer)?, *read))
+            }
+            _ => bail!("feature point '{point}' is not a language-model point"),
         }
     }
 
@@ -66,6 +96,9 @@ impl VisionLanguageModel {
                 pool,
                 ..
             } => pooled(state.clone(), *pool),
+            FeaturePoint::Llm { .. } => {
+                bail!("feature point '{point}' is read by the language model, not from a hidden state")
+            }
             FeaturePoint::Projector { pool } => {
                 // LLaVA's `default`/`patch` strategy drops exactly the first (CLS) token.
                 let tokens = if self.projector_drops_cls && info.has_cls {

@@ -4,7 +4,7 @@
 use super::checkpoint::{tensor_names, tower_prefix, vision_config_value};
 use super::{
     Act, Checkpoint, ClipVisionConfig, ClipVisionModel, Dinov2Config, Dinov2Model, Family,
-    Projector, ProjectorConfig, ProjectorKind, ProjectorLayout, SiglipVisionConfig,
+    LanguageModel, Projector, ProjectorConfig, ProjectorKind, ProjectorLayout, SiglipVisionConfig,
     SiglipVisionModel, VisionTower,
 };
 use anyhow::{bail, Context, Result};
@@ -27,6 +27,8 @@ pub struct VisionLanguageModel {
     pub weights_fingerprint: String,
     /// SHA-256 of the canonical `config.json` (and the tower's, for a separate tower).
     pub config_hash: String,
+    /// The language model, loaded only for `llm.*` feature points ([`LanguageModel::load`]).
+    pub language: Option<LanguageModel>,
 }
 
 impl VisionLanguageModel {
@@ -156,6 +158,7 @@ impl VisionLanguageModel {
             projector_drops_cls,
             weights_fingerprint: fp,
             config_hash: hex::encode(Sha256::digest(config_bytes)),
+            language: None,
         })
     }
 }
@@ -264,7 +267,7 @@ fn projector_config(
 }
 
 /// SHA-256 over (name, dtype, shape, bytes) of the named tensors, in name order.
-fn fingerprint(files: &[PathBuf], used: &[&String]) -> Result<String> {
+pub(super) fn fingerprint(files: &[PathBuf], used: &[&String]) -> Result<String> {
     let mut sorted: Vec<&String> = used.to_vec();
     sorted.sort();
     let mut h = Sha256::new();

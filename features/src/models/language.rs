@@ -1,0 +1,270 @@
+//! LLaVA's language model as a feature source: the prompt with the image's projector tokens in
+//! place of `<image>` (the image arm), or with a text in its place (the text arm: the image's
+//! attributes written out, as in the Finer paper's text-only probe), run through the LLaMA
+//! decoder; features are one hidden state read at the last prompt token or averaged over it.
+
+use super::checkpoint::tensor_names;
+use super::llama::{LlamaConfig, LlamaModel};
+use super::vlm::fingerprint;
+use super::Checkpoint;
+use crate::featurepoint::LlmRead;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokenizers::Tokenizer;
+
+/// Where the image (or the text standing for it) goes in a prompt.
+pub const IMAGE_PLACEHOLDER: &str = "<image>";
+
+/// LLaVA-1.5's chat format (llava-hf's chat template) with a neutral question; the same prompt
+/// serves both arms, so the two differ only in what stands where `<image>` is.
+pub const DEFAULT_PROMPT: &str =
+    "USER: <image>\nWhat is the name of the object in the image? ASSISTANT:";
+
+/// A LLaVA checkpoint's language model and tokenizer, with the prompt features are read from.
+pub struct LanguageModel {
+    pub llama: LlamaModel,
+    tokenizer: Tokenizer,
+    image_token: u32,
+    prompt: String,
+    /// SHA-256 over the name, dtype, shape and bytes of every language-model tensor read.
+    pub weights_fingerprint: String,
+    /// SHA-256 of `tokenizer.json`.
+    pub tokenizer_hash: String,
+}
+
+/// The language model's config: llava-hf's `text_config` (transformers' LLaMA defaults fill
+/// what it leaves out), or an original LLaVA config's top level.
+pub fn text_config(ck: &Checkpoint) -> Result<LlamaConfig> {
+    let v = ck.config.get("text_config").unwrap_or(&ck.config);
+    match v.get("model_type").and_then(Value::as_str) {
+        None | Some("llama") | Some("llava") | Some("llava_llama") => {}
+        Some(other) => bail!(
+            "model '{}': its language model is '{other}'; LLM feature points support LLaMA \
+             (LLaVA-1.5 / Vicuna) language models",
+            ck.id
+        ),
+    }
+    serde_json::from_value(v.clone())
+        .with_context(|| format!("model '{}': unusable language-model config", ck.id))
+}
+
+/// SHA-256 over the language-model tensors read to reach hidden state `top` (embeddings, the
+/// first `top` decoder layers, the final norm for the last), without loading them.
+pub fn language_fingerprint(ck: &Checkpoint, top: usize) -> Result<String> {
+    let cfg = text_config(ck)?;
+    let files = ck.language_files()?;
+    let names = tensor_names(&files)?;
+    let prefix = language_prefix(&names);
+    let top = top.min(cfg.num_hidden_layers);
+    let used: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            n.strip_prefix(prefix.as_str())
+                .is_some_and(|rest| language_tensor_used(rest, top, cfg.num_hidden_layers))
+        })
+        .collect();
+    fingerprint(&files, &used)
+}
+
+/// The prefix of the language model's tensors (`model.language_model.` in transformers 5's
+/// llava-hf layout, `language_model.model.` in older ones).
+fn language_prefix(names: &[String]) -> String {
+    names
+        .iter()
+        .find_map(|n| n.strip_suffix("embed_tokens.weight"))
+        .expect("checked by language_files")
+        .to_string()
+}
+
+impl LanguageModel {
+    /// Loads the decoder up to hidden state `top`, the tokenizer (`tokenizer.json`) and checks
+    /// `prompt` (exactly one `<image>`, a token the tokenizer knows).
+    pub fn load(
+        ck: &Checkpoint,
+        top: usize,
+        prompt: &str,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let cfg = text_config(ck)?;
+        let files = ck.language_files()?;
+        let prefix = language_prefix(&tensor_names(&files)?);
+        // SAFETY: the files are memory-mapped read-only; they must not change while loaded.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };
+        let vb = vb.pp(prefix.trim_end_matches('.'));
+        let llama = LlamaModel::new(vb, &cfg, top)
+            .with_context(|| format!("model '{}': loading its language model", ck.id))?;
+        let weights_fingerprint = language_fingerprint(ck, top)?;
+        let tok_path = ck.file("tokenizer.json").with_context(|| {
+            format!(
+                "model '{}': LLM feature points need its tokenizer.json (llava-hf checkpoints \
+                 have one; for others, save one with transformers' AutoTokenizer.save_pretrained)",
+                ck.id
+            )
+        })?;
+        let bytes =
+            std::fs::read(&tok_path).with_context(|| format!("reading {}", tok_path.display()))?;
+        let tokenizer = Tokenizer::from_bytes(&bytes).map_err(|e| {
+            anyhow::anyhow!("{}: not a usable tokenizer.json: {e}", tok_path.display())
+        })?;
+        let configured = ck
+            .config
+            .get("image_token_index")
+            .or(ck.config.get("image_token_id"))
+            .and_then(Value::as_u64)
+            .map(|v| v as u32);
+        let image_token = match (configured, tokenizer.token_to_id(IMAGE_PLACEHOLDER)) {
+            (Some(c), Some(t)) if c != t => bail!(
+                "model '{}': config.json's image token is {c} but its tokenizer maps <image> to {t}",
+                ck.id
+            ),
+            (_, Some(t)) => t,
+            (_, None) => bail!(
+                "model '{}': its tokenizer has no <image> token (an original LLaVA checkpoint?); \
+                 LLM feature points need a llava-hf checkpoint such as llava-hf/llava-1.5-7b-hf",
+                ck.id
+            ),
+        };
+        let lm = Self {
+            llama,
+            tokenizer,
+            image_token,
+            prompt: prompt.to_string(),
+            weights_fingerprint,
+            tokenizer_hash: hex::encode(Sha256::digest(&bytes)),
+        };
+        lm.image_ids()?;
+        Ok(lm)
+    }
+
+    /// The prompt features are read from.
+    pub fn prompt(&self) -> &str {
+        &self.prompt
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| anyhow::anyhow!("tokenizing {text:?}: {e}"))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Token ids of the prompt before and after its `<image>` (BOS included).
+    pub fn image_ids(&self) -> Result<(Vec<u32>, Vec<u32>)> {
+        if self.prompt.matches(IMAGE_PLACEHOLDER).count() != 1 {
+            bail!(
+                "prompt {:?} must contain {IMAGE_PLACEHOLDER} exactly once (where the image, or the \
+                 text standing for it, goes)",
+                self.prompt
+            );
+        }
+        let ids = self.encode(&self.prompt)?;
+        let at = ids
+            .iter()
+            .position(|&t| t == self.image_token)
+            .context("the tokenizer did not keep <image> as one token")?;
+        Ok((ids[..at].to_vec(), ids[at + 1..].to_vec()))
+    }
+
+    /// Token ids of the prompt with `text` in place of `<image>`.
+    pub fn text_ids(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode(&self.prompt.replacen(IMAGE_PLACEHOLDER, text, 1))
+    }
+
+    /// Image arm: `image_tokens` [B, N, D] (the projector's output) spliced into the prompt;
+    /// one [B, D] f32 feature per `(hidden_states index, read)`.
+    pub fn image_features(
+        &self,
+        image_tokens: &Tensor,
+        reads: &[(usize, LlmRead)],
+    ) -> Result<Vec<Tensor>> {
+        let (b, n, _) = image_tokens.dims3()?;
+        let (before, after) = self.image_ids()?;
+        let device = image_tokens.device();
+        let embed = |ids: &[u32]| -> Result<Tensor> {
+            let t = Tensor::new(ids, device)?.unsqueeze(0)?;
+            Ok(self.llama.embed(&t)?.repeat((b, 1, 1))?)
+        };
+        let tokens = image_tokens.to_dtype(self.llama_dtype())?;
+        let embeds = Tensor::cat(&[embed(&before)?, tokens, embed(&after)?], 1)?;
+        let len = before.len() + n + after.len();
+        self.read(&embeds, &vec![len; b], reads)
+    }
+
+    /// Text arm: one prompt per text, right-padded into one batch; one [B, D] f32 feature per
+    /// `(hidden_states index, read)`.
+    pub fn text_features(&self, texts: &[&str], reads: &[(usize, LlmRead)]) -> Result<Vec<Tensor>> {
+        let ids: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.text_ids(t))
+            .collect::<Result<_>>()?;
+        let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+        let t = lens.iter().copied().max().unwrap_or(0);
+        let device = self.llama.device();
+        let padded: Vec<u32> = ids
+            .iter()
+            .flat_map(|v| {
+                v.iter()
+                    .copied()
+                    .chain(std::iter::repeat(0).take(t - v.len()))
+            })
+            .collect();
+        let ids = Tensor::from_vec(padded, (texts.len(), t), device)?;
+        let embeds = self.llama.embed(&ids)?;
+        self.read(&embeds, &lens, reads)
+    }
+
+    fn llama_dtype(&self) -> DType {
+        self.llama.dtype()
+    }
+
+    /// Runs the decoder once and reads each sequence's last token (or its mean over its own
+    /// `lens[i]` tokens, padding excluded) at every requested hidden state.
+    fn read(
+        &self,
+        embeds: &Tensor,
+        lens: &[usize],
+        reads: &[(usize, LlmRead)],
+    ) -> Result<Vec<Tensor>> {
+        let (b, t, _) = embeds.dims3()?;
+        let layers: Vec<usize> = reads.iter().map(|r| r.0).collect();
+        let states = self.llama.hidden_states(embeds, &layers)?;
+        let weights = |read: LlmRead| -> Result<Tensor> {
+            let mut w = vec![0f32; b * t];
+            for (i, &len) in lens.iter().enumerate() {
+                match read {
+                    LlmRead::Last => w[i * t + len - 1] = 1.0,
+                    LlmRead::Mean => w[i * t..i * t + len].fill(1.0 / len as f32),
+                }
+            }
+            Ok(Tensor::from_vec(w, (b, 1, t), embeds.device())?)
+        };
+        states
+            .iter()
+            .zip(reads)
+            .map(|(s, &(_, read))| {
+                let s = s.to_dtype(DType::F32)?;
+                Ok(weights(read)?.matmul(&s)?.squeeze(1)?)
+            })
+            .collect()
+    }
+}
+
+/// Whether a language-model tensor (name after its prefix) is read when running to hidden
+/// state `top` of `layers`.
+fn language_tensor_used(rest: &str, top: usize, layers: usize) -> bool {
+    if let Some(layer) = rest.strip_prefix("layers.") {
+        let i: usize = layer
+            .split('.')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(usize::MAX);
+        return i < top;
+    }
+    rest == "embed_tokens.weight" || (top == layers && rest.starts_with("norm."))
+}
