@@ -55,6 +55,40 @@ const TEAL: [RGBColor; 3] = [
     RGBColor(53, 151, 143),
     RGBColor(128, 205, 193),
 ];
+/// The language model reading the image's projector tokens.
+const PURPLE: [RGBColor; 3] = [
+    RGBColor(84, 39, 136),
+    RGBColor(128, 115, 172),
+    RGBColor(178, 171, 210),
+];
+/// The language model reading the image's attribute text.
+const GREEN: [RGBColor; 3] = [
+    RGBColor(27, 120, 55),
+    RGBColor(90, 174, 97),
+    RGBColor(166, 219, 160),
+];
+
+/// The language model's stages (`llm.image.*`, `llm.text.*` feature points).
+pub(crate) const LLM_STAGES: [&str; 2] = ["llm-image", "llm-text"];
+
+/// How a stage is named in legends.
+fn stage_label(stage: &str) -> &str {
+    match stage {
+        "llm-image" => "LLM, image in prompt",
+        "llm-text" => "LLM, attribute text in prompt",
+        other => other,
+    }
+}
+
+/// Where a stage's bars go, left to right: vision, projector, LLM on the image, LLM on text.
+fn stage_order(stage: &str) -> usize {
+    match stage {
+        "pre-projection" => 0,
+        "post-projection" => 1,
+        "llm-image" => 2,
+        _ => 3,
+    }
+}
 
 /// Writes the figure to `png` and `svg`.
 pub fn modality_gap_figure(
@@ -67,6 +101,13 @@ pub fn modality_gap_figure(
     if rows.is_empty() {
         return Err(anyhow!("no results to plot"));
     }
+    // The language model's points have their own figure ([`image_vs_text_figure`]).
+    let gap: Vec<ResultRow> = rows
+        .iter()
+        .filter(|r| !LLM_STAGES.contains(&r.stage.as_str()))
+        .cloned()
+        .collect();
+    let rows = if gap.is_empty() { rows } else { &gap };
     let (rows, labels) = best_of_sweeps(rows);
     let size = (opts.width, opts.height);
     draw(
@@ -82,6 +123,48 @@ pub fn modality_gap_figure(
         opts,
     )?;
     Ok(())
+}
+
+/// The image-vs-text figure: probe top-1 on the language model's hidden states with the image's
+/// projector tokens in the prompt against the same prompt with the image's attribute text (the
+/// Finer paper's image-only vs text-only comparison, as probes), bars as in the modality-gap
+/// figure. Returns false (and writes nothing) unless the rows have both arms.
+pub fn image_vs_text_figure(
+    rows: &[ResultRow],
+    png: &Path,
+    svg: &Path,
+    title: &str,
+) -> Result<bool> {
+    let arms: Vec<ResultRow> = rows
+        .iter()
+        .filter(|r| LLM_STAGES.contains(&r.stage.as_str()))
+        .cloned()
+        .collect();
+    if LLM_STAGES
+        .iter()
+        .any(|s| !arms.iter().any(|r| r.stage == *s))
+    {
+        return Ok(false);
+    }
+    let opts = FigureOptions {
+        title: format!("{title}: image vs attribute text in the LLM's prompt"),
+        ..Default::default()
+    };
+    register_font();
+    let size = (opts.width, opts.height);
+    draw(
+        BitMapBackend::new(png, size).into_drawing_area(),
+        &arms,
+        &[],
+        &opts,
+    )?;
+    draw(
+        SVGBackend::new(svg, size).into_drawing_area(),
+        &arms,
+        &[],
+        &opts,
+    )?;
+    Ok(true)
 }
 
 /// The rows drawn as bars: of vision feature points that differ only in their layer, when there
@@ -152,12 +235,12 @@ where
     root.fill(&WHITE).map_err(err)?;
     let groups: Vec<(String, String)> =
         unique(rows.iter().map(|r| (r.dataset.clone(), r.level.clone())));
-    // Series: pre-projection feature points first, then post-projection.
+    // Series: pre-projection feature points first, then post-projection, then the LLM's.
     let mut series: Vec<(String, String)> = unique(
         rows.iter()
             .map(|r| (r.stage.clone(), r.feature_point.clone())),
     );
-    series.sort_by_key(|(stage, _)| stage != "pre-projection");
+    series.sort_by_key(|(stage, _)| stage_order(stage));
     let multi_dataset = unique(rows.iter().map(|r| r.dataset.clone())).len() > 1;
 
     let mut chart = ChartBuilder::on(&root)
@@ -182,15 +265,12 @@ where
 
     let k = series.len() as f64;
     let width = 0.8 / k;
-    let (mut warm, mut teal) = (0usize, 0usize);
+    let mut used = [0usize; 4];
     for (si, (stage, fp)) in series.iter().enumerate() {
-        let color = if stage == "pre-projection" {
-            warm += 1;
-            WARM[(warm - 1) % WARM.len()]
-        } else {
-            teal += 1;
-            TEAL[(teal - 1) % TEAL.len()]
-        };
+        let order = stage_order(stage);
+        let palette = [WARM, TEAL, PURPLE, GREEN][order];
+        let color = palette[used[order] % palette.len()];
+        used[order] += 1;
         let bars: Vec<(f64, &ResultRow)> = rows
             .iter()
             .filter(|r| &r.stage == stage && &r.feature_point == fp)
@@ -211,7 +291,8 @@ where
             }))
             .map_err(err)?
             .label(format!(
-                "{stage}: {fp}{}",
+                "{}: {fp}{}",
+                stage_label(stage),
                 labels
                     .iter()
                     .find(|(p, _)| p == fp)
@@ -311,6 +392,44 @@ mod tests {
         assert_eq!(img, (1000, 560));
         let text = std::fs::read_to_string(&svg).unwrap();
         assert!(text.contains("projector.mean") && text.contains("fine") && text.contains("60.0"));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn llm_arms_get_their_own_figure_and_leave_the_gap_figure() {
+        let mut rows = vec![
+            result_row("demo", "vision.layer[-2].patch.mean", "fine", 0.6),
+            result_row("demo", "projector.mean", "fine", 0.4),
+            result_row("demo", "llm.image.layer[-1].last", "fine", 0.3),
+        ];
+        let dir = std::env::temp_dir().join(format!("gapprobe-fig-llm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (png, svg) = (dir.join("t.png"), dir.join("t.svg"));
+        // One arm only: no figure, nothing written.
+        assert!(!image_vs_text_figure(&rows, &png, &svg, "T").unwrap());
+        assert!(!png.exists() && !svg.exists());
+        rows.push(result_row("demo", "llm.text.layer[-1].last", "fine", 0.85));
+        assert!(image_vs_text_figure(&rows, &png, &svg, "T").unwrap());
+        assert_eq!(image_dims(&png), (1000, 560));
+        let text = std::fs::read_to_string(&svg).unwrap();
+        for want in [
+            "LLM, image in prompt: llm.image.layer[-1].last",
+            "LLM, attribute text in prompt: llm.text.layer[-1].last",
+            "85.0",
+            "30.0",
+            "image vs attribute text",
+        ] {
+            assert!(text.contains(want), "{want} missing from the SVG");
+        }
+        assert!(!text.contains("projector.mean"), "only the LLM's arms");
+        // The modality-gap figure keeps to the vision encoder and the projector.
+        let (gpng, gsvg) = (dir.join("g.png"), dir.join("g.svg"));
+        modality_gap_figure(&rows, &gpng, &gsvg, &FigureOptions::default()).unwrap();
+        let text = std::fs::read_to_string(&gsvg).unwrap();
+        assert!(
+            text.contains("projector.mean") && !text.contains("llm."),
+            "gap figure"
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 

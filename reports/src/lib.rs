@@ -14,7 +14,7 @@ mod similarity_figure;
 mod similarity_table;
 mod table;
 
-pub use figure::{modality_gap_figure, FigureOptions};
+pub use figure::{image_vs_text_figure, modality_gap_figure, FigureOptions};
 pub use layer_figure::layer_figure;
 pub use markdown::{markdown_report, ReportContext};
 pub use similarity_figure::similarity_figure;
@@ -29,7 +29,7 @@ pub struct ResultRow {
     pub dataset: String,
     pub model: String,
     pub feature_point: String,
-    /// `pre-projection` or `post-projection`.
+    /// `pre-projection`, `post-projection`, or the language model's `llm-image` / `llm-text`.
     pub stage: String,
     pub level: String,
     pub top1: f64,
@@ -82,6 +82,10 @@ pub(crate) mod test_rows {
     pub fn result_row(dataset: &str, feature_point: &str, level: &str, top1: f64) -> ResultRow {
         let stage = if feature_point.starts_with("vision") {
             "pre-projection"
+        } else if feature_point.starts_with("llm.image") {
+            "llm-image"
+        } else if feature_point.starts_with("llm.text") {
+            "llm-text"
         } else {
             "post-projection"
         };

@@ -23,6 +23,8 @@ pub struct ReportContext {
     pub similarity_figure: String,
     /// File name of the probe-accuracy-by-layer figure next to the report (none when empty).
     pub layer_figure: String,
+    /// File name of the image-vs-text figure next to the report (none when empty).
+    pub text_figure: String,
 }
 
 /// A regularisation constant in 3 significant digits.
@@ -96,6 +98,7 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
         }
     }
     layer_section(&mut s, rows, &ctx.layer_figure);
+    image_text_section(&mut s, rows, &ctx.text_figure);
     similarity_section(&mut s, &ctx.similarity, &ctx.similarity_figure);
     let _ = writeln!(s, "\n## Provenance\n");
     let _ = writeln!(s, "Each row of `results.csv` carries the key of the cache entry its features came from; `gapprobe cache info <key>` prints everything that produced them.\n");
@@ -213,6 +216,63 @@ fn similarity_section(s: &mut String, rows: &[SimilarityRow], figure: &str) {
     }
 }
 
+/// The language model's two arms side by side: per dataset and level, the best `llm.image.*`
+/// and the best `llm.text.*` top-1, and text − image (positive: the attribute text carries more
+/// linearly decodable label information into the LLM than the image does).
+fn image_text_section(s: &mut String, rows: &[ResultRow], figure: &str) {
+    let mut groups: Vec<(&str, &str)> = Vec::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.stage == "llm-image" || r.stage == "llm-text")
+    {
+        if !groups.contains(&(r.dataset.as_str(), r.level.as_str())) {
+            groups.push((r.dataset.as_str(), r.level.as_str()));
+        }
+    }
+    let best = |ds: &str, level: &str, stage: &str| {
+        rows.iter()
+            .filter(|r| r.dataset == ds && r.level == level && r.stage == stage)
+            .max_by(|a, b| a.top1.total_cmp(&b.top1))
+    };
+    let pairs: Vec<(&ResultRow, &ResultRow)> = groups
+        .iter()
+        .filter_map(|(ds, level)| {
+            Some((best(ds, level, "llm-image")?, best(ds, level, "llm-text")?))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n## Image vs text in the language model\n");
+    let _ = writeln!(
+        s,
+        "Probes on the language model's hidden state for the same prompt with the image's projector tokens \
+         (`llm.image.*`) or the image's attribute text (`llm.text.*`) where `<image>` stands: the Finer paper's \
+         image-only vs text-only comparison, as linear probes. Best feature point of each arm.\n"
+    );
+    if !figure.is_empty() {
+        let _ = writeln!(s, "![image vs text]({figure})\n");
+    }
+    let _ = writeln!(
+        s,
+        "| dataset | level | image (feature point) | text (feature point) | text − image |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    for (img, txt) in pairs {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} (`{}`) | {} (`{}`) | {:+.1} |",
+            img.dataset,
+            img.level,
+            pct(img.top1),
+            img.feature_point,
+            pct(txt.top1),
+            txt.feature_point,
+            (txt.top1 - img.top1) * 100.0
+        );
+    }
+}
+
 /// (dataset, level, best pre top-1, best post top-1) for every group that has both stages.
 fn gap_rows(rows: &[ResultRow]) -> Vec<(String, String, f64, f64)> {
     let mut out: Vec<(String, String, f64, f64)> = Vec::new();
@@ -272,6 +332,36 @@ mod tests {
         // One layer per tokens: no section.
         let md = markdown_report(&rows[..2], &ctx);
         assert!(!md.contains("by layer"), "{md}");
+    }
+
+    #[test]
+    fn image_and_text_arms_get_a_table_with_the_best_of_each() {
+        let rows = vec![
+            result_row("d", "projector.mean", "fine", 0.4),
+            result_row("d", "llm.image.layer[-1].last", "fine", 0.35),
+            result_row("d", "llm.image.layer[8].last", "fine", 0.45),
+            result_row("d", "llm.text.layer[-1].last", "fine", 0.8),
+            result_row("d", "llm.image.layer[-1].last", "coarse", 0.9),
+        ];
+        let md = markdown_report(
+            &rows,
+            &ReportContext {
+                text_figure: "image_vs_text.png".into(),
+                ..Default::default()
+            },
+        );
+        for line in [
+            "## Image vs text in the language model",
+            "![image vs text](image_vs_text.png)",
+            "| d | fine | 45.0 (`llm.image.layer[8].last`) | 80.0 (`llm.text.layer[-1].last`) | +35.0 |",
+        ] {
+            assert!(md.contains(line), "{line} missing from:\n{md}");
+        }
+        // Coarse has only the image arm: no row for it.
+        assert!(!md.contains("| d | coarse | 90.0"), "{md}");
+        // Without the text arm: no section.
+        let md = markdown_report(&rows[..3], &ReportContext::default());
+        assert!(!md.contains("Image vs text"), "{md}");
     }
 
     #[test]

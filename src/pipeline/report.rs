@@ -31,8 +31,9 @@ pub struct ReportInput<'a> {
 }
 
 /// Writes results.csv/.parquet/.json, similarity.csv/.parquet/.png/.svg, the modality-gap figure,
-/// the probe-accuracy-by-layer figure (layers.png/.svg, when the rows hold a layer sweep) and
-/// report.md into `out`.
+/// the probe-accuracy-by-layer figure (layers.png/.svg, when the rows hold a layer sweep), the
+/// image-vs-text figure (image_vs_text.png/.svg, when the rows hold both `llm.image` and
+/// `llm.text` points) and report.md into `out`.
 pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     gapprobe_reports::write_results_csv(input.rows, &out.join("results.csv"))?;
@@ -88,6 +89,18 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
             }
         }
     }
+    // The image-vs-text figure likewise, when the rows have both of the LLM's arms.
+    let (text_png, text_svg) = (out.join("image_vs_text.png"), out.join("image_vs_text.svg"));
+    let text =
+        gapprobe_reports::image_vs_text_figure(input.rows, &text_png, &text_svg, input.title)?;
+    if !text {
+        for path in [&text_png, &text_svg] {
+            if path.is_file() {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("removing the stale {}", path.display()))?;
+            }
+        }
+    }
     let ctx = gapprobe_reports::ReportContext {
         title: input.title.into(),
         model: input.model.into(),
@@ -102,6 +115,11 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
         },
         layer_figure: if layers {
             "layers.png".into()
+        } else {
+            String::new()
+        },
+        text_figure: if text {
+            "image_vs_text.png".into()
         } else {
             String::new()
         },
