@@ -344,8 +344,9 @@ fn llm_inputs(
         if !missing.is_empty() {
             anyhow::bail!(
                 "llm.text points need a text per image, and dataset '{}' has none for {} of its {} \
-                 images (first: {}); CUB-200-2011 takes them from its attributes/ files, a manifest \
-                 from its `attributes` column",
+                 images (first: {}); CUB-200-2011 takes them from its attributes/ files (an image none \
+                 of whose attributes reaches attr_certainty has none: try ?attr_certainty=2), a \
+                 manifest from its `attributes` column",
                 ds.name,
                 missing.len(),
                 ds.samples.len(),
