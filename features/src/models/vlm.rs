@@ -206,7 +206,14 @@ fn projector_config(
             config.get("mm_projector_type").is_some() || config.get("mm_vision_tower").is_some()
         }))
         .and_then(Value::as_u64)
-        .map(|v| v as usize);
+        .map(|v| v as usize)
+        // llava-hf's own configs (llava-1.5-7b-hf) leave the LLaMA defaults out of text_config,
+        // hidden_size 4096 among them, as transformers' LlamaConfig fills them in.
+        .or_else(|| {
+            let t = config.get("text_config")?;
+            let cfg: super::LlamaConfig = serde_json::from_value(t.clone()).ok()?;
+            Some(cfg.hidden_size)
+        });
     let in_dim = config
         .get("mm_hidden_size")
         .and_then(Value::as_u64)
@@ -290,4 +297,44 @@ pub(super) fn fingerprint(files: &[PathBuf], used: &[&String]) -> Result<String>
         h.update(view.data());
     }
     Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// llava-hf/llava-1.5-7b-hf's config.json, whose text_config names no hidden_size.
+    #[test]
+    fn llava_hf_text_config_without_hidden_size_takes_llamas_default() {
+        let config = serde_json::json!({
+            "model_type": "llava",
+            "image_token_index": 32000,
+            "projector_hidden_act": "gelu",
+            "text_config": {
+                "_name_or_path": "lmsys/vicuna-7b-v1.5",
+                "architectures": ["LlamaForCausalLM"],
+                "max_position_embeddings": 4096,
+                "model_type": "llama",
+                "rms_norm_eps": 1e-05,
+                "torch_dtype": "float16",
+                "vocab_size": 32064
+            },
+            "vision_feature_layer": -2
+        });
+        let names: Vec<String> = ["linear_1.weight", "linear_2.weight"]
+            .iter()
+            .map(|n| format!("multi_modal_projector.{n}"))
+            .collect();
+        let (prefix, pc) = projector_config(&config, &names, 1024).unwrap().unwrap();
+        assert_eq!(prefix, "multi_modal_projector");
+        assert_eq!((pc.in_dim, pc.out_dim), (1024, 4096));
+        let llama: super::super::LlamaConfig =
+            serde_json::from_value(config["text_config"].clone()).unwrap();
+        assert_eq!(
+            (llama.hidden_size, llama.intermediate_size, llama.num_hidden_layers),
+            (4096, 11008, 32)
+        );
+        assert_eq!((llama.num_attention_heads, llama.vocab_size), (32, 32064));
+        assert_eq!(llama.rms_norm_eps, 1e-5);
+    }
 }
