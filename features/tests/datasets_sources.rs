@@ -335,6 +335,12 @@ fn parquet_manifest_with_attributes() {
     let back = load(&format!("manifest:{}", csv.display()));
     assert_eq!(back.manifest_hash(), ds.manifest_hash());
     assert_eq!(back.attributes, ds.attributes);
+    let s = gapprobe_features::datasets::inspect::summary(&ds, 4);
+    assert!(
+        s.contains("attribute texts: 2 of 4 images (llm.text.* feature points need one per image)")
+            && s.contains("e.g. img/0.jpg: \"red wings\""),
+        "{s}"
+    );
 }
 
 #[test]
@@ -347,6 +353,7 @@ fn inspect_summary() {
     assert!(s.contains("crop: bottom 20 px"), "{s}");
     assert!(s.contains("width  16 / 16 / 16"), "{s}");
     assert!(s.contains("height 32 / 32 / 32"), "{s}");
+    assert!(s.contains("attribute texts: none"), "{s}");
 }
 
 /// CUB attribute names: three groups, ids written out of order, `wing color` not contiguous.

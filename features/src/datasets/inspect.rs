@@ -73,6 +73,36 @@ pub fn summary(ds: &Dataset, sample: usize) -> String {
     if !absent.is_empty() {
         let _ = writeln!(o, "absent levels: {}", absent.join(", "));
     }
+    // Attribute texts: what llm.text.* feature points read.
+    let with_text = ds
+        .samples
+        .iter()
+        .filter(|s| ds.attributes.contains_key(&s.id))
+        .count();
+    if with_text == 0 {
+        let _ = writeln!(
+            o,
+            "attribute texts: none (llm.text.* feature points need one per image)"
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "attribute texts: {with_text} of {} images{}",
+            ds.samples.len(),
+            if with_text < ds.samples.len() {
+                " (llm.text.* feature points need one per image)"
+            } else {
+                ""
+            }
+        );
+        if let Some(s) = ds
+            .samples
+            .iter()
+            .find(|s| ds.attributes.contains_key(&s.id))
+        {
+            let _ = writeln!(o, "  e.g. {}: {:?}", s.id, ds.attributes[&s.id]);
+        }
+    }
     // class balance
     let _ = writeln!(o, "\nclass balance (images per class, min / median / max):");
     for &l in &levels {
