@@ -65,16 +65,28 @@ pub fn prepare(opts: &DemoOptions) -> Result<Experiment> {
         model: ModelSection { id: model.to_string_lossy().into_owned(), device: "cpu".into(), dtype: "f32".into(), f32_residual: false, prompt: gapprobe_features::models::DEFAULT_PROMPT.into(), batch_size: BatchSize::Fixed(64), compress: None },
         datasets: vec![DatasetSection {
             spec: format!("demo:{}", data.display()),
-            feature_points: vec!["vision.layer[-2].patch.mean".into(), "vision.layer[1:5].cls".into(), "projector.mean".into()],
+            feature_points: vec![
+                "vision.layer[-2].patch.mean".into(),
+                "vision.layer[1:5].cls".into(),
+                "projector.mean".into(),
+                "llm.image.layer[-1].last".into(),
+                "llm.text.layer[-1].last".into(),
+            ],
             levels: vec![],
         }],
         probe: ProbeSection { bootstrap: 500, ..Default::default() },
         similarity: Default::default(),
         notes: vec![
-            "This is the offline demo. The encoder and projector have random weights (seeded): they demonstrate the pipeline, \
-             not a model, and the gap shown says nothing about any real VLM."
+            "This is the offline demo. The encoder, projector and language model have random weights (seeded): they \
+             demonstrate the pipeline, not a model, and the gap shown says nothing about any real VLM."
                 .into(),
             "Images are generated: coarse classes differ by shape, fine classes only by a stripe's colour and a spot's position."
+                .into(),
+            "The two LLM points run the language model on the same prompt and read its last hidden state at the last token: \
+             llm.image with the image's projector tokens in place of <image>, llm.text with the image's attribute text there \
+             instead (e.g. 'shape: ring; stripe color: blue; spot: left'; about one text in five leaves one attribute out). \
+             The text arm shows what the language model can do with the information stated in words; the image arm, what \
+             reaches it from the pixels."
                 .into(),
         ],
     })

@@ -71,8 +71,8 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         .unwrap()
         .finish()
         .unwrap();
-    // 6 feature points (the demo sweeps vision.layer[1:5].cls) × 3 levels.
-    assert_eq!(df.height(), 18, "{df}");
+    // 8 feature points (the demo sweeps vision.layer[1:5].cls; two llm points) × 3 levels.
+    assert_eq!(df.height(), 24, "{df}");
     for col in [
         "top1",
         "top5",
@@ -96,7 +96,7 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
     )
     .finish()
     .unwrap();
-    assert_eq!(parquet.height(), 18);
+    assert_eq!(parquet.height(), 24);
     assert_eq!(parquet.get_column_names(), df.get_column_names());
     assert_eq!(
         parquet.column("n_test").unwrap().dtype(),
@@ -122,15 +122,80 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         fine_pre.top1_ci_low
     );
 
+    // The language model's two arms: every level for both, the same images and classes.
+    let llm_row = |point: &str, level: &str| {
+        rows.iter()
+            .find(|r| r.feature_point == point && r.level == level)
+            .unwrap_or_else(|| panic!("no {point} row at level {level}"))
+    };
+    for level in ["superordinate", "coarse", "fine"] {
+        let pre = rows
+            .iter()
+            .find(|r| r.level == level && r.feature_point == "vision.layer[-2].patch.mean")
+            .unwrap();
+        for point in ["llm.image.layer[-1].last", "llm.text.layer[-1].last"] {
+            let r = llm_row(point, level);
+            assert_eq!(
+                (r.n_classes, r.n_test),
+                (pre.n_classes, pre.n_test),
+                "{r:?}"
+            );
+        }
+    }
+    // The text arm reads the attribute text, which names the shape, the stripe's colour and the
+    // spot's side (one text in five leaves one out): far above chance at the fine level, and
+    // above the image arm, whose random-weight encoder sees only pixels.
+    let (text_fine, image_fine) = (
+        llm_row("llm.text.layer[-1].last", "fine"),
+        llm_row("llm.image.layer[-1].last", "fine"),
+    );
+    assert!(
+        text_fine.top1 > 10.0 * chance && text_fine.top1_ci_low > 5.0 * chance,
+        "text-arm fine top-1 {} (CI low {}) is not clearly above chance {chance}",
+        text_fine.top1,
+        text_fine.top1_ci_low
+    );
+    assert!(
+        text_fine.top1_ci_low > image_fine.top1_ci_high,
+        "text arm {} vs image arm {}",
+        text_fine.top1,
+        image_fine.top1
+    );
+    // Their figure and report section.
+    for f in ["image_vs_text.png", "image_vs_text.svg"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("## Image vs text in the language model")
+            && report.contains("![image vs text](image_vs_text.png)")
+            && report.contains("(`llm.text.layer[-1].last`) |"),
+        "{report}"
+    );
+    // The manifest carries the texts the text arm read; the experiment explains the two arms.
+    let manifest = std::fs::read_to_string(out.join("data").join("manifest.csv")).unwrap();
+    assert!(
+        manifest.lines().next().unwrap().ends_with(",attributes")
+            && manifest.contains("shape: ring; stripe color: blue; spot: left"),
+        "{}",
+        &manifest[..manifest.len().min(400)]
+    );
+    let toml = std::fs::read_to_string(out.join("experiment.toml")).unwrap();
+    assert!(
+        toml.contains("llm.image with the image's projector tokens")
+            && toml.contains("llm.text with the image's attribute text"),
+        "{toml}"
+    );
+
     let first = summary(&out);
     assert!(first["forward_passes"].as_u64().unwrap() > 0);
-    assert_eq!(first["entries_extracted"].as_array().unwrap().len(), 6);
+    assert_eq!(first["entries_extracted"].as_array().unwrap().len(), 8);
 
     // Second run: everything from the cache, zero forward passes, same numbers.
     gapprobe(&args);
     let second = summary(&out);
     assert_eq!(second["forward_passes"].as_u64().unwrap(), 0, "{second}");
-    assert_eq!(second["entries_reused"].as_array().unwrap().len(), 6);
+    assert_eq!(second["entries_reused"].as_array().unwrap().len(), 8);
     assert_eq!(second["entries_extracted"].as_array().unwrap().len(), 0);
     let again = gapprobe_reports::read_results_csv(&out.join("results.csv")).unwrap();
     assert_eq!(
@@ -146,7 +211,7 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         out.join("cache").to_str().unwrap(),
     ]);
     let ls = String::from_utf8_lossy(&ls.stdout);
-    assert_eq!(ls.lines().count(), 6, "{ls}");
+    assert_eq!(ls.lines().count(), 8, "{ls}");
     let key = &rows[0].cache_key[..12];
     let info = gapprobe(&[
         "cache",
@@ -156,6 +221,20 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         out.join("cache").to_str().unwrap(),
     ]);
     assert!(String::from_utf8_lossy(&info.stdout).contains("weights_fingerprint"));
+    // The text arm's entry records its input: the prompt, the tokenizer and the texts' hash.
+    let text_key = &text_fine.cache_key[..12];
+    let info = gapprobe(&[
+        "cache",
+        "info",
+        text_key,
+        "--cache",
+        out.join("cache").to_str().unwrap(),
+    ]);
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains("llm_input: {\"prompt\":\"USER: <image>") && info.contains("\"texts\":"),
+        "{info}"
+    );
 
     // The layer sweep: a row per layer and level, a figure, and a table in report.md.
     let layers: Vec<&str> = rows
@@ -177,10 +256,10 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         "{report}"
     );
 
-    // Representation similarity: every pair of the six pooled points, in similarity.csv and
+    // Representation similarity: every pair of the eight pooled points, in similarity.csv and
     // report.md, and the `compare` command on any two entries.
     let sims = gapprobe_reports::read_similarity_csv(&out.join("similarity.csv")).unwrap();
-    assert_eq!(sims.len(), 15, "{sims:?}");
+    assert_eq!(sims.len(), 28, "{sims:?}");
     for s in &sims {
         assert_eq!((s.n, s.k, s.split.as_str()), (24 * 10, 10, "test"), "{s:?}");
         assert!(

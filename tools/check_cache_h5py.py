@@ -48,8 +48,15 @@ def check_entry(binary, path, by_id, per_split, storage="f32"):
         assert int(attrs["complete"]) == 1
         assert "shard_index" not in attrs, f"{path}: a finished entry must not carry shard attributes"
         prov = json.loads(attrs["provenance"])
-        assert set(prov) == set(PROVENANCE), sorted(prov)
-        assert all(prov[k] == attrs[k] for k in PROVENANCE), "provenance JSON and attributes disagree"
+        # llm.* points also record their input (prompt, tokenizer, texts); other points do not.
+        llm = attrs["feature_point"].startswith("llm.")
+        want = PROVENANCE + (["llm_input"] if llm else [])
+        assert set(prov) == set(want), sorted(prov)
+        assert all(prov[k] == attrs[k] for k in want), "provenance JSON and attributes disagree"
+        if llm:
+            llm_input = json.loads(attrs["llm_input"])
+            assert "<image>" in llm_input["prompt"] and len(llm_input["tokenizer"]) == 64, llm_input
+            assert ("texts" in llm_input) == attrs["feature_point"].startswith("llm.text."), llm_input
         assert prov == info["provenance"] and attrs["key"] == info["key"]
         canonical = json.dumps(prov, separators=(",", ":"), ensure_ascii=False).encode()
         assert hashlib.sha256(canonical).hexdigest() == attrs["key"], "key is not the hash of the provenance"
@@ -95,8 +102,9 @@ def main() -> int:
         manifest = list(csv.DictReader(open(out / "data" / "manifest.csv")))
         by_id = {row["id"]: row for row in manifest}
         entries = sorted((out / "cache").rglob("*.h5"))
-        # The demo's points: layer -2's mean patch token, CLS of layers 1-4, the projector.
-        assert len(entries) == 6, entries
+        # The demo's points: layer -2's mean patch token, CLS of layers 1-4, the projector, the
+        # language model's last token with the image (llm.image) or its attribute text (llm.text).
+        assert len(entries) == 8, entries
         per_split = (("train", 4), ("test", 2))
         for path in entries:
             check_entry(binary, path, by_id, per_split)

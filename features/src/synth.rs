@@ -5,6 +5,10 @@
 //! thin stripe (warm or cool) and the position of a small dark spot (left or right). Every image
 //! gets random pose, scale, position, body colour and background clutter. A seeded ChaCha stream
 //! and integer pixel output make the set identical on every machine.
+//!
+//! Every image also gets an attribute text (see [`attribute_text`]), what an observer would note
+//! about it, in [`Dataset::attributes`] and the manifest's `attributes` column: the input of the
+//! `llm.text.*` feature points.
 
 use crate::datasets::{write_manifest, Dataset, LabelLevel, Sample, Split};
 use anyhow::{Context, Result};
@@ -25,6 +29,10 @@ pub struct SynthConfig {
     pub width: u32,
     pub height: u32,
     pub seed: u64,
+    /// Probability that an image's attribute text leaves out one of its three attributes (each
+    /// equally likely), so that, as with a real annotator, the text does not always pin down
+    /// the fine class.
+    pub attribute_dropout: f64,
 }
 
 impl Default for SynthConfig {
@@ -35,6 +43,7 @@ impl Default for SynthConfig {
             width: 80,
             height: 72,
             seed: 0,
+            attribute_dropout: 0.2,
         }
     }
 }
@@ -62,6 +71,9 @@ const STRIPES: [(&str, [f32; 3]); 2] = [
     ("cool-stripe", [40.0, 110.0, 225.0]),
 ];
 const SPOTS: [(&str, f32); 2] = [("spot-left", -0.45), ("spot-right", 0.45)];
+/// What an observer calls the stripes' colours and the spots' positions.
+const STRIPE_COLOURS: [&str; 2] = ["red", "blue"];
+const SPOT_SIDES: [&str; 2] = ["left", "right"];
 
 impl Shape {
     /// Whether local coordinates (unit object, centred at 0) fall inside the shape.
@@ -86,6 +98,38 @@ fn fine_name(shape: usize, stripe: usize, spot: usize) -> String {
         "{}-{}-{}",
         SHAPES[shape].1, STRIPES[stripe].0, SPOTS[spot].0
     )
+}
+
+/// The attribute text of an image of (shape, stripe, spot), written as CUB's are
+/// (`group: value` pairs joined by `"; "`): `"shape: ring; stripe color: blue; spot: left"`.
+/// `omit` leaves one attribute out (0 shape, 1 stripe colour, 2 spot), as when an annotator did
+/// not note it.
+pub fn attribute_text(shape: usize, stripe: usize, spot: usize, omit: Option<usize>) -> String {
+    [
+        format!("shape: {}", SHAPES[shape].1),
+        format!("stripe color: {}", STRIPE_COLOURS[stripe]),
+        format!("spot: {}", SPOT_SIDES[spot]),
+    ]
+    .into_iter()
+    .enumerate()
+    .filter(|(i, _)| Some(*i) != omit)
+    .map(|(_, t)| t)
+    .collect::<Vec<_>>()
+    .join("; ")
+}
+
+/// Every complete attribute text the generator writes, one per fine class (texts with an
+/// attribute left out use the same words): the words a tokenizer for the demo must know.
+pub fn attribute_texts() -> Vec<String> {
+    let mut out = Vec::new();
+    for shape in 0..SHAPES.len() {
+        for stripe in 0..STRIPES.len() {
+            for spot in 0..SPOTS.len() {
+                out.push(attribute_text(shape, stripe, spot, None));
+            }
+        }
+    }
+    out
 }
 
 /// Renders one image of the given fine class with a per-image RNG.
@@ -179,13 +223,18 @@ fn render(
 }
 
 /// Writes the generated set as JPEG files under `dir/images/<fine>/` plus `dir/manifest.csv`,
-/// and returns it as a [`Dataset`] named `demo`.
+/// and returns it as a [`Dataset`] named `demo`, with every image's [`attribute_text`] in
+/// [`Dataset::attributes`]: complete, except that with probability `cfg.attribute_dropout` one
+/// of its three attributes (drawn uniformly) is left out. Which texts lose what is seeded
+/// (`cfg.seed`, a ChaCha stream no image uses) and independent of the images' own streams.
 pub fn generate(dir: &Path, cfg: &SynthConfig) -> Result<Dataset> {
     let mut ds = Dataset {
         name: "demo".into(),
         root: dir.to_path_buf(),
         ..Default::default()
     };
+    let mut text_rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    text_rng.set_stream(u64::MAX);
     let mut jobs = Vec::new();
     for (shape, (_, coarse, sup)) in SHAPES.iter().enumerate() {
         for stripe in 0..STRIPES.len() {
@@ -207,6 +256,13 @@ pub fn generate(dir: &Path, cfg: &SynthConfig) -> Result<Dataset> {
                             .join(&fine)
                             .join(format!("{split}_{i:03}.jpg"));
                         let id = format!("{fine}/{split}_{i:03}");
+                        // Both draws always, so the dropout rate changes which texts lose an
+                        // attribute, never the stream.
+                        let u: f64 = text_rng.gen();
+                        let which = text_rng.gen_range(0..3);
+                        let omit = (u < cfg.attribute_dropout).then_some(which);
+                        ds.attributes
+                            .insert(id.clone(), attribute_text(shape, stripe, spot, omit));
                         jobs.push((shape, stripe, spot, rel.clone()));
                         ds.samples.push(Sample {
                             id,
@@ -265,6 +321,36 @@ mod tests {
         let back = crate::datasets::read_manifest(&a.join(MANIFEST_NAME), "demo").unwrap();
         assert_eq!(back.samples, da.samples);
         assert_eq!(back.class_names, da.class_names);
+        assert_eq!(back.attributes, da.attributes);
+        assert_eq!(da.attributes.len(), da.samples.len());
+        let ring = &da.attributes["ring-cool-stripe-spot-left/train_000"];
+        assert!(
+            [
+                "shape: ring; stripe color: blue; spot: left",
+                "stripe color: blue; spot: left",
+                "shape: ring; spot: left",
+                "shape: ring; stripe color: blue",
+            ]
+            .contains(&ring.as_str()),
+            "{ring}"
+        );
+        std::fs::remove_dir_all(&a).ok();
+        // No dropout: every text complete; full dropout: every text short of one attribute.
+        for (p, parts) in [(0.0, 3), (1.0, 2)] {
+            let d = generate(
+                &a,
+                &SynthConfig {
+                    attribute_dropout: p,
+                    ..cfg.clone()
+                },
+            )
+            .unwrap();
+            assert!(d
+                .attributes
+                .values()
+                .all(|t| t.split("; ").count() == parts));
+            std::fs::remove_dir_all(&a).ok();
+        }
         std::fs::remove_dir_all(a).ok();
         std::fs::remove_dir_all(b).ok();
     }

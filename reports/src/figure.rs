@@ -128,7 +128,8 @@ pub fn modality_gap_figure(
 /// The image-vs-text figure: probe top-1 on the language model's hidden states with the image's
 /// projector tokens in the prompt against the same prompt with the image's attribute text (the
 /// Finer paper's image-only vs text-only comparison, as probes), bars as in the modality-gap
-/// figure. Returns false (and writes nothing) unless the rows have both arms.
+/// figure, `title` as its caption. Returns false (and writes nothing) unless the rows have both
+/// arms.
 pub fn image_vs_text_figure(
     rows: &[ResultRow],
     png: &Path,
@@ -147,7 +148,7 @@ pub fn image_vs_text_figure(
         return Ok(false);
     }
     let opts = FigureOptions {
-        title: format!("{title}: image vs attribute text in the LLM's prompt"),
+        title: title.to_string(),
         ..Default::default()
     };
     register_font();
@@ -233,6 +234,12 @@ where
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the figure: {e:?}");
     root.fill(&WHITE).map_err(err)?;
+    // The legend goes under the plot, where it cannot hide a bar: one or two columns.
+    let n_series = unique(rows.iter().map(|r| (&r.stage, &r.feature_point))).len();
+    let legend_cols = n_series.clamp(1, 2);
+    let legend_h = 14 + 22 * n_series.div_ceil(legend_cols) as u32;
+    let (root, legend_area) = root.split_vertically(opts.height.saturating_sub(legend_h));
+    let mut legend: Vec<(RGBColor, String)> = Vec::new();
     let groups: Vec<(String, String)> =
         unique(rows.iter().map(|r| (r.dataset.clone(), r.level.clone())));
     // Series: pre-projection feature points first, then post-projection, then the LLM's.
@@ -289,16 +296,18 @@ where
                     color.filled(),
                 )
             }))
-            .map_err(err)?
-            .label(format!(
+            .map_err(err)?;
+        legend.push((
+            color,
+            format!(
                 "{}: {fp}{}",
                 stage_label(stage),
                 labels
                     .iter()
                     .find(|(p, _)| p == fp)
                     .map_or("", |(_, suffix)| suffix.as_str())
-            ))
-            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
+            ),
+        ));
         chart
             .draw_series(bars.iter().map(|(g, r)| {
                 let xm = x0(*g) + width * 0.46;
@@ -344,14 +353,26 @@ where
                 .map_err(err)?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.4))
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(err)?;
+    let (w, _) = legend_area.dim_in_pixel();
+    let col_w = (w as i32 - 2 * 78) / legend_cols as i32;
+    let left = plotters::style::text_anchor::Pos::new(
+        plotters::style::text_anchor::HPos::Left,
+        plotters::style::text_anchor::VPos::Center,
+    );
+    for (i, (color, label)) in legend.iter().enumerate() {
+        let x = 78 + (i % legend_cols) as i32 * col_w;
+        let y = 14 + (i / legend_cols) as i32 * 22;
+        legend_area
+            .draw(&Rectangle::new(
+                [(x, y - 6), (x + 14, y + 6)],
+                color.filled(),
+            ))
+            .map_err(err)?;
+        let style = ("sans-serif", 14).into_font().color(&BLACK).pos(left);
+        legend_area
+            .draw(&Text::new(label.clone(), (x + 20, y), style))
+            .map_err(err)?;
+    }
     // Group labels under the axis (drawn by hand so they sit exactly under each group).
     let center = plotters::style::text_anchor::Pos::new(
         plotters::style::text_anchor::HPos::Center,
@@ -409,7 +430,7 @@ mod tests {
         assert!(!image_vs_text_figure(&rows, &png, &svg, "T").unwrap());
         assert!(!png.exists() && !svg.exists());
         rows.push(result_row("demo", "llm.text.layer[-1].last", "fine", 0.85));
-        assert!(image_vs_text_figure(&rows, &png, &svg, "T").unwrap());
+        assert!(image_vs_text_figure(&rows, &png, &svg, "Caption T").unwrap());
         assert_eq!(image_dims(&png), (1000, 560));
         let text = std::fs::read_to_string(&svg).unwrap();
         for want in [
@@ -417,7 +438,7 @@ mod tests {
             "LLM, attribute text in prompt: llm.text.layer[-1].last",
             "85.0",
             "30.0",
-            "image vs attribute text",
+            "Caption T",
         ] {
             assert!(text.contains(want), "{want} missing from the SVG");
         }

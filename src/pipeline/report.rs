@@ -13,6 +13,9 @@ const SIMILARITY_FILES: [&str; 4] = [
     "similarity.svg",
 ];
 
+/// Caption of the image-vs-text figure.
+const TEXT_TITLE: &str = "Probes on the LLM's hidden state: the image vs its attribute text";
+
 /// What a report is made from.
 pub struct ReportInput<'a> {
     pub title: &'a str,
@@ -92,7 +95,7 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
     // The image-vs-text figure likewise, when the rows have both of the LLM's arms.
     let (text_png, text_svg) = (out.join("image_vs_text.png"), out.join("image_vs_text.svg"));
     let text =
-        gapprobe_reports::image_vs_text_figure(input.rows, &text_png, &text_svg, input.title)?;
+        gapprobe_reports::image_vs_text_figure(input.rows, &text_png, &text_svg, TEXT_TITLE)?;
     if !text {
         for path in [&text_png, &text_svg] {
             if path.is_file() {

@@ -31,7 +31,7 @@ pub use llama::{LlamaConfig, LlamaModel};
 pub use projector::{Projector, ProjectorConfig, ProjectorKind, ProjectorLayout};
 pub use random::{
     clip_tower_tensors, mlp2x_projector_tensors, write_random_llava, Fill, RandomLlavaSpec,
-    TensorSpec,
+    RandomLlmSpec, TensorSpec,
 };
 pub use siglip::{SiglipVisionConfig, SiglipVisionModel};
 pub use tower::{Family, TowerInfo, VisionTower};

@@ -331,7 +331,11 @@ mod tests {
         let llama: super::super::LlamaConfig =
             serde_json::from_value(config["text_config"].clone()).unwrap();
         assert_eq!(
-            (llama.hidden_size, llama.intermediate_size, llama.num_hidden_layers),
+            (
+                llama.hidden_size,
+                llama.intermediate_size,
+                llama.num_hidden_layers
+            ),
             (4096, 11008, 32)
         );
         assert_eq!((llama.num_attention_heads, llama.vocab_size), (32, 32064));
