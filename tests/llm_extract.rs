@@ -169,7 +169,32 @@ fn text_points_without_texts_or_a_prompt_without_image_are_clear_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("exactly once"), "{err}");
-    // Nothing was written for either.
+    // A layer past the decoder's 3.
+    let model = fixture().join("llm/llava_tiny");
+    let out = bin()
+        .args([
+            "-q",
+            "extract",
+            "--model",
+            model.to_str().unwrap(),
+            "--dataset",
+            &spec,
+        ])
+        .args([
+            "--cache",
+            cache.to_str().unwrap(),
+            "-f",
+            "llm.text.layer[7].last",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("llm.text.layer[7].last") && err.contains("out of range"),
+        "{err}"
+    );
+    // Nothing was written for any of them.
     let listed = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
     assert_eq!(listed, 0, "no cache entry for a refused request");
 }

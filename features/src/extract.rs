@@ -3,7 +3,7 @@
 
 use crate::batching::{self, BatchSize};
 use crate::featurepoint::{FeaturePoint, LlmRead};
-use crate::models::{planes, VisionLanguageModel};
+use crate::models::{planes, LanguageModel, VisionLanguageModel};
 use crate::preprocess::{load_rgb, PreprocessConfig};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -161,12 +161,8 @@ pub fn extract_batches(
             for chunk in paths.chunks(batch) {
                 if !needs_pixels {
                     // Text points only: nothing to decode (the tensor is never read).
-                    if tx
-                        .send(Ok(
-                            Tensor::zeros(1, DType::U8, device).expect("cpu or device alloc")
-                        ))
-                        .is_err()
-                    {
+                    let none = Tensor::zeros(1, DType::U8, device).map_err(anyhow::Error::from);
+                    if tx.send(none).is_err() {
                         return;
                     }
                     continue;
@@ -213,35 +209,17 @@ pub fn extract_batches(
                             },
                             &states[i],
                         )?;
-                        let lm = model
-                            .language
-                            .as_ref()
-                            .context("language model not loaded")?;
-                        let reads: Vec<_> = image_reads.iter().map(|&(_, l, r)| (l, r)).collect();
-                        for (f, &(i, _, _)) in lm
-                            .image_features(&tokens, &reads)?
-                            .into_iter()
-                            .zip(&image_reads)
-                        {
-                            read[i] = Some(f);
-                        }
+                        read_llm(model, &image_reads, &mut read, |lm, r| {
+                            lm.image_features(&tokens, r)
+                        })?;
                     }
                 }
                 if !text_reads.is_empty() {
-                    let lm = model
-                        .language
-                        .as_ref()
-                        .context("language model not loaded")?;
-                    let chunk_texts: Vec<&str> =
+                    let chunk: Vec<&str> =
                         texts[row0..row0 + n].iter().map(String::as_str).collect();
-                    let reads: Vec<_> = text_reads.iter().map(|&(_, l, r)| (l, r)).collect();
-                    for (f, &(i, _, _)) in lm
-                        .text_features(&chunk_texts, &reads)?
-                        .into_iter()
-                        .zip(&text_reads)
-                    {
-                        read[i] = Some(f);
-                    }
+                    read_llm(model, &text_reads, &mut read, |lm, r| {
+                        lm.text_features(&chunk, r)
+                    })?;
                 }
                 let mut feats = Vec::with_capacity(points.len());
                 for slot in read {
@@ -300,6 +278,25 @@ pub fn decode_planes(paths: &[PathBuf], pre: &PreprocessConfig) -> Result<Vec<u8
             Ok(())
         })?;
     Ok(out)
+}
+
+/// Runs one arm of the language model (`run`, once for all its points) and puts each point's
+/// feature in `read` at the point's index; `reads` are (point index, hidden state, read).
+fn read_llm(
+    model: &VisionLanguageModel,
+    reads: &[(usize, usize, LlmRead)],
+    read: &mut [Option<Tensor>],
+    run: impl FnOnce(&LanguageModel, &[(usize, LlmRead)]) -> Result<Vec<Tensor>>,
+) -> Result<()> {
+    let lm = model
+        .language
+        .as_ref()
+        .context("language model not loaded")?;
+    let layers: Vec<(usize, LlmRead)> = reads.iter().map(|&(_, l, r)| (l, r)).collect();
+    for (f, &(i, _, _)) in run(lm, &layers)?.into_iter().zip(reads) {
+        read[i] = Some(f);
+    }
+    Ok(())
 }
 
 fn read_point(model: &VisionLanguageModel, point: &FeaturePoint, state: &Tensor) -> Result<Tensor> {

@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, Tensor};
 use gapprobe_features::extract::{extract, ExtractOptions};
 use gapprobe_features::featurepoint::{parse_feature_point_list, LlmRead};
-use gapprobe_features::models::{Checkpoint, LanguageModel, VisionLanguageModel};
+use gapprobe_features::models::{Checkpoint, LanguageModel, Prompt, VisionLanguageModel};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -89,7 +89,8 @@ fn language(top: usize) -> LanguageModel {
 
 #[test]
 fn prompt_token_ids_match_transformers() {
-    let (lm, exp) = (language(layers()), expected());
+    // The prompt and tokenizer alone (no weights are read for this).
+    let (lm, exp) = (Prompt::load(&checkpoint(), &prompt()).unwrap(), expected());
     let n_image = manifest()["num_image_tokens"].as_u64().unwrap() as usize;
     let image_token = manifest()["image_token_id"].as_u64().unwrap() as u32;
     let (before, after) = lm.image_ids().unwrap();
@@ -113,7 +114,7 @@ fn every_hidden_state_matches_transformers() {
     let (lm, exp) = (language(layers()), expected());
     let all: Vec<usize> = (0..=layers()).collect();
     for (i, text) in texts().iter().enumerate() {
-        let ids = lm.text_ids(text).unwrap();
+        let ids = lm.prompt().text_ids(text).unwrap();
         let ids = Tensor::new(ids.as_slice(), &Device::Cpu)
             .unwrap()
             .unsqueeze(0)

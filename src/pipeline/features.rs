@@ -13,7 +13,7 @@ use gapprobe_features::datasets::{Dataset, LabelLevel, Sample, Split};
 use gapprobe_features::extract::{extract_batches, ExtractOptions};
 use gapprobe_features::featurepoint::LlmInput;
 use gapprobe_features::models::{
-    fused, text_config, Checkpoint, LanguageModel, VisionLanguageModel,
+    fused, text_config, Checkpoint, LanguageModel, Prompt, VisionLanguageModel,
 };
 use gapprobe_features::FeaturePoint;
 use sha2::{Digest, Sha256};
@@ -67,7 +67,7 @@ pub fn ensure_features_with(
         load()
     }
     .with_context(|| format!("loading model '{model_id}'"))?;
-    let llm_input = llm_inputs(&ck, &mut model, ds, points, opts)
+    let llm_input = llm_keys(&ck, ds, points, opts)
         .with_context(|| format!("model '{model_id}': the language model for llm.* points"))?;
     if opts.f32_residual && model.vision.stream_dtype() == opts.dtype {
         tracing::warn!(
@@ -80,11 +80,24 @@ pub fn ensure_features_with(
         s if s != opts.dtype => format!("{}+{}-residual", opts.dtype.as_str(), s.as_str()),
         _ => opts.dtype.as_str().to_string(),
     };
-    // Refuse impossible requests (a CLS point on SigLIP, a layer past the end) before any image.
+    // Refuse impossible requests (a CLS point on SigLIP, a layer past the end) before any image;
+    // llm.* points' layers were checked with the keys (their model is loaded only to extract).
     for p in points {
-        model
-            .check_point(p)
-            .with_context(|| format!("feature point {p} on model '{model_id}'"))?;
+        let needs_projector = matches!(
+            p,
+            FeaturePoint::Llm {
+                input: LlmInput::Image,
+                ..
+            }
+        );
+        if needs_projector && model.projector.is_none() {
+            anyhow::bail!("feature point {p} on model '{model_id}': this checkpoint has no projector to give the language model the image");
+        }
+        if !p.is_llm() {
+            model
+                .check_point(p)
+                .with_context(|| format!("feature point {p} on model '{model_id}'"))?;
+        }
     }
     // Dataset-level pixel edits (FGVC-Aircraft's banner) are part of preprocessing, so of the key.
     let mut preprocess = ck.preprocess.clone();
@@ -215,6 +228,7 @@ pub fn ensure_features_with(
             })
             .collect::<Result<Vec<_>>>()?;
         let todo: Vec<FeaturePoint> = missing.iter().map(|&i| points[i]).collect();
+        load_language(&ck, &mut model, &todo, opts)?;
         info!(
             "extracting {} feature point(s) from {} images of '{}'{}",
             todo.len(),
@@ -304,71 +318,83 @@ pub fn ensure_features_with(
         .collect())
 }
 
-/// Loads the language model into `model` when `points` has `llm.*` points and returns their
-/// cache-key inputs as JSON: (image arm: prompt and tokenizer; text arm: also the texts' hash).
-/// The text arm needs a text for every sample (`Dataset::attributes`).
-fn llm_inputs(
+/// Cache-key inputs of the `llm.*` points as JSON (image arm: prompt and tokenizer; text arm:
+/// also the texts' hash), after checking what can be checked without the language model's
+/// weights: the prompt against the tokenizer, each point's layer, a text for every sample
+/// (`Dataset::attributes`). Empty strings without such points.
+fn llm_keys(
     ck: &Checkpoint,
-    model: &mut VisionLanguageModel,
     ds: &Dataset,
     points: &[FeaturePoint],
     opts: &ExtractOptions,
 ) -> Result<(String, String)> {
-    let layers: Vec<i64> = points
-        .iter()
-        .filter_map(|p| match p {
-            FeaturePoint::Llm { layer, .. } => Some(*layer),
-            _ => None,
-        })
-        .collect();
-    if layers.is_empty() {
+    if !points.iter().any(FeaturePoint::is_llm) {
         return Ok(Default::default());
     }
     let cfg = text_config(ck)?;
-    let top = layers
+    for p in points {
+        if let FeaturePoint::Llm { layer, .. } = p {
+            cfg.resolve_layer(*layer)
+                .with_context(|| format!("feature point '{p}': the language model's layers"))?;
+        }
+    }
+    let prompt = Prompt::load(ck, &opts.prompt)?;
+    let image = serde_json::json!({ "prompt": opts.prompt, "tokenizer": prompt.tokenizer_hash });
+    if !points.iter().any(FeaturePoint::is_text) {
+        return Ok((image.to_string(), String::new()));
+    }
+    let missing: Vec<&str> = ds
+        .samples
         .iter()
-        .map(|&l| cfg.resolve_layer(l))
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .max()
-        .unwrap_or(0);
-    let lm = LanguageModel::load(ck, top, &opts.prompt, &opts.device, opts.dtype)?;
-    let image = serde_json::json!({ "prompt": opts.prompt, "tokenizer": lm.tokenizer_hash });
-    let text = if points.iter().any(FeaturePoint::is_text) {
-        let missing: Vec<&str> = ds
-            .samples
-            .iter()
-            .filter(|s| !ds.attributes.contains_key(&s.id))
-            .map(|s| s.id.as_str())
-            .collect();
-        if !missing.is_empty() {
-            anyhow::bail!(
-                "llm.text points need a text per image, and dataset '{}' has none for {} of its {} \
-                 images (first: {}); CUB-200-2011 takes them from its attributes/ files (an image none \
-                 of whose attributes reaches attr_certainty has none: try ?attr_certainty=2), a \
-                 manifest from its `attributes` column",
-                ds.name,
-                missing.len(),
-                ds.samples.len(),
-                missing[..missing.len().min(3)].join(", ")
-            );
+        .filter(|s| !ds.attributes.contains_key(&s.id))
+        .map(|s| s.id.as_str())
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "llm.text points need a text per image, and dataset '{}' has none for {} of its {} \
+             images (first: {}); CUB-200-2011 takes them from its attributes/ files (an image none \
+             of whose attributes reaches attr_certainty has none: try ?attr_certainty=2), a \
+             manifest from its `attributes` column",
+            ds.name,
+            missing.len(),
+            ds.samples.len(),
+            missing[..missing.len().min(3)].join(", ")
+        );
+    }
+    let mut h = Sha256::new();
+    for s in &ds.samples {
+        h.update(s.id.as_bytes());
+        h.update([0]);
+        h.update(ds.attributes[&s.id].as_bytes());
+        h.update([0]);
+    }
+    let text = serde_json::json!({
+        "prompt": opts.prompt,
+        "tokenizer": prompt.tokenizer_hash,
+        "texts": hex::encode(h.finalize()),
+    });
+    Ok((image.to_string(), text.to_string()))
+}
+
+/// Loads the language model (up to the deepest layer `points` read) into `model` when `points`
+/// has `llm.*` points: only when they are extracted, so a cached rerun never loads it.
+fn load_language(
+    ck: &Checkpoint,
+    model: &mut VisionLanguageModel,
+    points: &[FeaturePoint],
+    opts: &ExtractOptions,
+) -> Result<()> {
+    let cfg = text_config(ck)?;
+    let mut top = None;
+    for p in points {
+        if let FeaturePoint::Llm { layer, .. } = p {
+            top = top.max(Some(cfg.resolve_layer(*layer)?));
         }
-        let mut h = Sha256::new();
-        for s in &ds.samples {
-            h.update(s.id.as_bytes());
-            h.update([0]);
-            h.update(ds.attributes[&s.id].as_bytes());
-            h.update([0]);
-        }
-        serde_json::json!({
-            "prompt": opts.prompt,
-            "tokenizer": lm.tokenizer_hash,
-            "texts": hex::encode(h.finalize()),
-        })
-        .to_string()
-    } else {
-        String::new()
-    };
-    model.language = Some(lm);
-    Ok((image.to_string(), text))
+    }
+    if let Some(top) = top {
+        let lm = LanguageModel::load(ck, top, &opts.prompt, &opts.device, opts.dtype)
+            .with_context(|| format!("model '{}': loading the language model", ck.id))?;
+        model.language = Some(lm);
+    }
+    Ok(())
 }

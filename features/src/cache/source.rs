@@ -88,12 +88,7 @@ pub fn fingerprints(
         .max()
         .unwrap_or(0);
     let mut cache: Vec<(usize, (String, String))> = Vec::new();
-    let mut seen: Vec<(usize, String)> = model
-        .language
-        .as_ref()
-        .map(|lm| (lm.llama.loaded_layers(), lm.weights_fingerprint.clone()))
-        .into_iter()
-        .collect();
+    let mut seen: Vec<(usize, String)> = Vec::new();
     points
         .iter()
         .map(|p| {

@@ -5,34 +5,20 @@
 
 use super::checkpoint::tensor_names;
 use super::llama::{LlamaConfig, LlamaModel};
-use super::vlm::fingerprint;
+use super::prompt::Prompt;
+use super::vlm::{fingerprint, layer_number};
 use super::Checkpoint;
 use crate::featurepoint::LlmRead;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use tokenizers::Tokenizer;
 
-/// Where the image (or the text standing for it) goes in a prompt.
-pub const IMAGE_PLACEHOLDER: &str = "<image>";
-
-/// LLaVA-1.5's chat format (llava-hf's chat template) with a neutral question; the same prompt
-/// serves both arms, so the two differ only in what stands where `<image>` is.
-pub const DEFAULT_PROMPT: &str =
-    "USER: <image>\nWhat is the name of the object in the image? ASSISTANT:";
-
-/// A LLaVA checkpoint's language model and tokenizer, with the prompt features are read from.
+/// A LLaVA checkpoint's language model, with the prompt features are read from.
+/// (Its weights' fingerprint, for a cache key, is [`language_fingerprint`]: no loading needed.)
 pub struct LanguageModel {
     pub llama: LlamaModel,
-    tokenizer: Tokenizer,
-    image_token: u32,
-    prompt: String,
-    /// SHA-256 over the name, dtype, shape and bytes of every language-model tensor read.
-    pub weights_fingerprint: String,
-    /// SHA-256 of `tokenizer.json`.
-    pub tokenizer_hash: String,
+    prompt: Prompt,
 }
 
 /// The language model's config: llava-hf's `text_config` (transformers' LLaMA defaults fill
@@ -80,8 +66,7 @@ fn language_prefix(names: &[String]) -> String {
 }
 
 impl LanguageModel {
-    /// Loads the decoder up to hidden state `top`, the tokenizer (`tokenizer.json`) and checks
-    /// `prompt` (exactly one `<image>`, a token the tokenizer knows).
+    /// Loads the decoder up to hidden state `top` with `prompt` ([`Prompt::load`]).
     pub fn load(
         ck: &Checkpoint,
         top: usize,
@@ -89,6 +74,7 @@ impl LanguageModel {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
+        let prompt = Prompt::load(ck, prompt)?;
         let cfg = text_config(ck)?;
         let files = ck.language_files()?;
         let prefix = language_prefix(&tensor_names(&files)?);
@@ -97,83 +83,12 @@ impl LanguageModel {
         let vb = vb.pp(prefix.trim_end_matches('.'));
         let llama = LlamaModel::new(vb, &cfg, top)
             .with_context(|| format!("model '{}': loading its language model", ck.id))?;
-        let weights_fingerprint = language_fingerprint(ck, top)?;
-        let tok_path = ck.file("tokenizer.json").with_context(|| {
-            format!(
-                "model '{}': LLM feature points need its tokenizer.json (llava-hf checkpoints \
-                 have one; for others, save one with transformers' AutoTokenizer.save_pretrained)",
-                ck.id
-            )
-        })?;
-        let bytes =
-            std::fs::read(&tok_path).with_context(|| format!("reading {}", tok_path.display()))?;
-        let tokenizer = Tokenizer::from_bytes(&bytes).map_err(|e| {
-            anyhow::anyhow!("{}: not a usable tokenizer.json: {e}", tok_path.display())
-        })?;
-        let configured = ck
-            .config
-            .get("image_token_index")
-            .or(ck.config.get("image_token_id"))
-            .and_then(Value::as_u64)
-            .map(|v| v as u32);
-        let image_token = match (configured, tokenizer.token_to_id(IMAGE_PLACEHOLDER)) {
-            (Some(c), Some(t)) if c != t => bail!(
-                "model '{}': config.json's image token is {c} but its tokenizer maps <image> to {t}",
-                ck.id
-            ),
-            (_, Some(t)) => t,
-            (_, None) => bail!(
-                "model '{}': its tokenizer has no <image> token (an original LLaVA checkpoint?); \
-                 LLM feature points need a llava-hf checkpoint such as llava-hf/llava-1.5-7b-hf",
-                ck.id
-            ),
-        };
-        let lm = Self {
-            llama,
-            tokenizer,
-            image_token,
-            prompt: prompt.to_string(),
-            weights_fingerprint,
-            tokenizer_hash: hex::encode(Sha256::digest(&bytes)),
-        };
-        lm.image_ids()?;
-        Ok(lm)
+        Ok(Self { llama, prompt })
     }
 
-    /// The prompt features are read from.
-    pub fn prompt(&self) -> &str {
+    /// The prompt and tokenizer features are read with.
+    pub fn prompt(&self) -> &Prompt {
         &self.prompt
-    }
-
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| anyhow::anyhow!("tokenizing {text:?}: {e}"))?
-            .get_ids()
-            .to_vec())
-    }
-
-    /// Token ids of the prompt before and after its `<image>` (BOS included).
-    pub fn image_ids(&self) -> Result<(Vec<u32>, Vec<u32>)> {
-        if self.prompt.matches(IMAGE_PLACEHOLDER).count() != 1 {
-            bail!(
-                "prompt {:?} must contain {IMAGE_PLACEHOLDER} exactly once (where the image, or the \
-                 text standing for it, goes)",
-                self.prompt
-            );
-        }
-        let ids = self.encode(&self.prompt)?;
-        let at = ids
-            .iter()
-            .position(|&t| t == self.image_token)
-            .context("the tokenizer did not keep <image> as one token")?;
-        Ok((ids[..at].to_vec(), ids[at + 1..].to_vec()))
-    }
-
-    /// Token ids of the prompt with `text` in place of `<image>`.
-    pub fn text_ids(&self, text: &str) -> Result<Vec<u32>> {
-        self.encode(&self.prompt.replacen(IMAGE_PLACEHOLDER, text, 1))
     }
 
     /// Image arm: `image_tokens` [B, N, D] (the projector's output) spliced into the prompt;
@@ -184,7 +99,7 @@ impl LanguageModel {
         reads: &[(usize, LlmRead)],
     ) -> Result<Vec<Tensor>> {
         let (b, n, _) = image_tokens.dims3()?;
-        let (before, after) = self.image_ids()?;
+        let (before, after) = self.prompt.image_ids()?;
         let device = image_tokens.device();
         let embed = |ids: &[u32]| -> Result<Tensor> {
             let t = Tensor::new(ids, device)?.unsqueeze(0)?;
@@ -201,18 +116,14 @@ impl LanguageModel {
     pub fn text_features(&self, texts: &[&str], reads: &[(usize, LlmRead)]) -> Result<Vec<Tensor>> {
         let ids: Vec<Vec<u32>> = texts
             .iter()
-            .map(|t| self.text_ids(t))
+            .map(|t| self.prompt.text_ids(t))
             .collect::<Result<_>>()?;
         let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
         let t = lens.iter().copied().max().unwrap_or(0);
         let device = self.llama.device();
         let padded: Vec<u32> = ids
             .iter()
-            .flat_map(|v| {
-                v.iter()
-                    .copied()
-                    .chain(std::iter::repeat(0).take(t - v.len()))
-            })
+            .flat_map(|v| v.iter().copied().chain(std::iter::repeat_n(0, t - v.len())))
             .collect();
         let ids = Tensor::from_vec(padded, (texts.len(), t), device)?;
         let embeds = self.llama.embed(&ids)?;
@@ -259,12 +170,7 @@ impl LanguageModel {
 /// state `top` of `layers`.
 fn language_tensor_used(rest: &str, top: usize, layers: usize) -> bool {
     if let Some(layer) = rest.strip_prefix("layers.") {
-        let i: usize = layer
-            .split('.')
-            .next()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(usize::MAX);
-        return i < top;
+        return layer_number(layer) < top;
     }
     rest == "embed_tokens.weight" || (top == layers && rest.starts_with("norm."))
 }

@@ -17,6 +17,7 @@ mod lt_cuda;
 mod norm;
 pub mod planes;
 mod projector;
+mod prompt;
 mod random;
 mod read;
 mod siglip;
@@ -26,9 +27,10 @@ mod vlm;
 pub use checkpoint::Checkpoint;
 pub use clip::{mean_tokens, resolve_layer, ClipVisionConfig, ClipVisionModel};
 pub use dinov2::{Dinov2Config, Dinov2Model};
-pub use language::{language_fingerprint, text_config, LanguageModel, DEFAULT_PROMPT};
+pub use language::{language_fingerprint, text_config, LanguageModel};
 pub use llama::{LlamaConfig, LlamaModel};
 pub use projector::{Projector, ProjectorConfig, ProjectorKind, ProjectorLayout};
+pub use prompt::{Prompt, DEFAULT_PROMPT, IMAGE_PLACEHOLDER};
 pub use random::{
     clip_tower_tensors, mlp2x_projector_tensors, write_random_llava, Fill, RandomLlavaSpec,
     RandomLlmSpec, TensorSpec,

@@ -3,7 +3,7 @@
 //! same loaders as real checkpoints. The demo uses one; random weights demonstrate the pipeline,
 //! not a model.
 
-use super::language::{DEFAULT_PROMPT, IMAGE_PLACEHOLDER};
+use super::prompt::{DEFAULT_PROMPT, IMAGE_PLACEHOLDER};
 use super::ClipVisionConfig;
 use crate::preprocess::PreprocessConfig;
 use anyhow::{anyhow, Context, Result};

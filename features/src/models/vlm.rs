@@ -170,16 +170,20 @@ fn tensor_used(rest: &str, top: usize) -> bool {
         .strip_prefix("encoder.layers.")
         .or(rest.strip_prefix("encoder.layer."))
     {
-        let i: usize = layer
-            .split('.')
-            .next()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(usize::MAX);
-        return i < top;
+        return layer_number(layer) < top;
     }
     (rest.starts_with("embeddings.") || rest.starts_with("pre_layrnorm."))
         && !rest.ends_with("position_ids")
         && !rest.ends_with("mask_token")
+}
+
+/// The layer index at the start of a tensor name's rest (`"3.mlp.fc1.weight"` → 3); `usize::MAX`
+/// when there is none.
+pub(super) fn layer_number(rest: &str) -> usize {
+    rest.split('.')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(usize::MAX)
 }
 
 /// Detects the projector's layout, kind and prefix from the tensor names.
