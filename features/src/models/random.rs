@@ -420,7 +420,7 @@ mod tests {
         let tok_bytes = std::fs::read(dir.join("tokenizer.json")).unwrap();
         let ck = Checkpoint::resolve(dir.to_str().unwrap()).unwrap();
         let lm = LanguageModel::load(&ck, 2, DEFAULT_PROMPT, &Device::Cpu, DType::F32).unwrap();
-        let (before, after) = lm.image_ids().unwrap();
+        let (before, after) = lm.prompt().image_ids().unwrap();
         assert_eq!(before[0], 1, "<s> first");
         assert!(before.len() > 2 && after.len() > 5, "{before:?} {after:?}");
         assert!(
@@ -432,7 +432,7 @@ mod tests {
         assert_eq!(texts.len(), 24, "{texts:?}");
         let mut seen = std::collections::HashSet::new();
         for t in &texts {
-            let ids = lm.text_ids(t).unwrap();
+            let ids = lm.prompt().text_ids(t).unwrap();
             assert!(!ids.contains(&0), "<unk> in {t:?}: {ids:?}");
             assert!(seen.insert(ids), "{t:?} tokenizes as another text");
         }
