@@ -4,7 +4,7 @@
 //! (`vision.layer[K].cls` for several K) is drawn as its best layer, labelled so; the whole
 //! sweep is in the layer figure ([`crate::layer_figure`]). Written as PNG and SVG.
 
-use crate::layer_figure::vision_layer;
+use crate::layer_figure::swept_layer;
 use crate::ResultRow;
 use anyhow::{anyhow, Result};
 use plotters::coord::Shift;
@@ -152,39 +152,43 @@ pub fn image_vs_text_figure(
         ..Default::default()
     };
     register_font();
+    // A layer sweep of an arm is drawn as its best layer (the layer figure has them all).
+    let (arms, labels) = best_of_sweeps(&arms);
     let size = (opts.width, opts.height);
     draw(
         BitMapBackend::new(png, size).into_drawing_area(),
         &arms,
-        &[],
+        &labels,
         &opts,
     )?;
     draw(
         SVGBackend::new(svg, size).into_drawing_area(),
         &arms,
-        &[],
+        &labels,
         &opts,
     )?;
     Ok(true)
 }
 
-/// The rows drawn as bars: of vision feature points that differ only in their layer, when there
-/// are three or more layers, only the layer with the highest mean top-1 over all its rows stays;
-/// also returns a legend suffix for each such kept feature point.
+/// The rows drawn as bars: of feature points that differ only in their layer (the vision
+/// tower's, or one arm of the language model's), when there are three or more layers, only the
+/// layer with the highest mean top-1 over all its rows stays; also returns a legend suffix for
+/// each such kept feature point.
 fn best_of_sweeps(rows: &[ResultRow]) -> (Vec<ResultRow>, Vec<(String, String)>) {
-    let mut families: Vec<(&str, Vec<i64>)> = Vec::new();
-    for (k, tokens) in rows.iter().filter_map(|r| vision_layer(&r.feature_point)) {
-        match families.iter_mut().find(|(t, _)| *t == tokens) {
+    let mut families: Vec<((&str, &str), Vec<i64>)> = Vec::new();
+    for (prefix, k, tokens) in rows.iter().filter_map(|r| swept_layer(&r.feature_point)) {
+        match families.iter_mut().find(|(f, _)| *f == (prefix, tokens)) {
             Some((_, layers)) if !layers.contains(&k) => layers.push(k),
             Some(_) => {}
-            None => families.push((tokens, vec![k])),
+            None => families.push(((prefix, tokens), vec![k])),
         }
     }
     let mut dropped: Vec<String> = Vec::new();
     let mut labels = Vec::new();
-    for (tokens, layers) in families.iter().filter(|(_, l)| l.len() >= 3) {
+    for ((prefix, tokens), layers) in families.iter().filter(|(_, l)| l.len() >= 3) {
+        let point = |k: i64| format!("{prefix}[{k}].{tokens}");
         let mean_top1 = |k: i64| {
-            let fp = format!("vision.layer[{k}].{tokens}");
+            let fp = point(k);
             let v: Vec<f64> = rows
                 .iter()
                 .filter(|r| r.feature_point == fp)
@@ -198,12 +202,9 @@ fn best_of_sweeps(rows: &[ResultRow]) -> (Vec<ResultRow>, Vec<(String, String)>)
             .max_by(|a, b| mean_top1(*a).total_cmp(&mean_top1(*b)))
             .unwrap_or(layers[0]);
         for k in layers.iter().filter(|k| **k != best) {
-            dropped.push(format!("vision.layer[{k}].{tokens}"));
+            dropped.push(point(*k));
         }
-        labels.push((
-            format!("vision.layer[{best}].{tokens}"),
-            format!(" (best of {} layers)", layers.len()),
-        ));
+        labels.push((point(best), format!(" (best of {} layers)", layers.len())));
     }
     let kept = rows
         .iter()
@@ -452,6 +453,38 @@ mod tests {
             "gap figure"
         );
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn an_arm_swept_over_layers_is_drawn_as_its_best_layer() {
+        let mut rows = Vec::new();
+        for (k, v) in [(0, 0.1), (8, 0.3), (16, 0.2)] {
+            rows.push(result_row(
+                "d",
+                &format!("llm.image.layer[{k}].last"),
+                "fine",
+                v,
+            ));
+            rows.push(result_row(
+                "d",
+                &format!("llm.text.layer[{k}].last"),
+                "fine",
+                v + 0.5,
+            ));
+        }
+        let (kept, labels) = best_of_sweeps(&rows);
+        let points: Vec<&str> = kept.iter().map(|r| r.feature_point.as_str()).collect();
+        assert_eq!(
+            points,
+            ["llm.image.layer[8].last", "llm.text.layer[8].last"]
+        );
+        assert_eq!(
+            labels[1],
+            (
+                "llm.text.layer[8].last".to_string(),
+                " (best of 3 layers)".to_string()
+            )
+        );
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! Probe accuracy along the encoder's depth: for every dataset whose vision feature points
-//! differ only in their layer (`vision.layer[K].cls` for several K, a "layer sweep"), top-1 per
-//! layer as a line per label level, with 95% bootstrap intervals, and the post-projection
-//! points as dashed horizontal lines in the level's colour. Written as PNG and SVG.
+//! Probe accuracy along a model's depth: for every dataset whose feature points differ only in
+//! their layer (`vision.layer[K].cls` for several K, a "layer sweep"; likewise the language
+//! model's `llm.image.layer[K].last` and `llm.text.layer[K].last`), top-1 per layer as a line per
+//! label level, with 95% bootstrap intervals. A panel per dataset and model part (vision encoder,
+//! language model): the vision panel draws the post-projection points as dashed horizontal lines
+//! in the level's colour; the language-model panel puts the image and text arms side by side
+//! (circles and triangles). Written as PNG and SVG.
 
 use crate::figure::register_font;
 use crate::ResultRow;
@@ -24,18 +27,44 @@ const LEVEL_COLOURS: [RGBColor; 6] = [
 /// Room right of each panel for its legend, in pixels.
 const LEGEND_WIDTH: u32 = 250;
 
+/// How a line is shown in the legend: plain, with its sweep's marker, or dashed (a
+/// post-projection point).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Swatch {
+    Line,
+    Circle,
+    Triangle,
+    Dashed,
+}
+
+/// What comes before `[K]` in the feature points that name a layer.
+const LAYERED: [&str; 3] = ["vision.layer", "llm.image.layer", "llm.text.layer"];
+
 /// `vision.layer[K].rest` → `(K, "rest")`; `None` for other feature points.
 pub(crate) fn vision_layer(feature_point: &str) -> Option<(i64, &str)> {
-    let rest = feature_point.strip_prefix("vision.layer[")?;
-    let (k, rest) = rest.split_once("].")?;
-    Some((k.parse().ok()?, rest))
+    match swept_layer(feature_point)? {
+        ("vision.layer", k, rest) => Some((k, rest)),
+        _ => None,
+    }
+}
+
+/// `<prefix>[K].rest` → `(prefix, K, "rest")` for the vision tower's and the language model's
+/// layered feature points; `None` for others.
+pub(crate) fn swept_layer(feature_point: &str) -> Option<(&'static str, i64, &str)> {
+    LAYERED.into_iter().find_map(|prefix| {
+        let rest = feature_point.strip_prefix(prefix)?.strip_prefix('[')?;
+        let (k, rest) = rest.split_once("].")?;
+        Some((prefix, k.parse().ok()?, rest))
+    })
 }
 
 /// The feature points of one dataset that differ only in their layer.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LayerSweep {
     pub dataset: String,
-    /// What follows `vision.layer[K].`, e.g. `cls` or `patch.mean`.
+    /// What comes before `[K]`: `vision.layer`, `llm.image.layer` or `llm.text.layer`.
+    pub prefix: &'static str,
+    /// What follows `[K].`, e.g. `cls`, `patch.mean` or `last`.
     pub tokens: String,
     /// Layers in the order the rows first name them.
     pub layers: Vec<i64>,
@@ -46,8 +75,32 @@ impl LayerSweep {
     pub fn rows<'a>(&'a self, rows: &'a [ResultRow]) -> impl Iterator<Item = &'a ResultRow> {
         rows.iter().filter(move |r| {
             r.dataset == self.dataset
-                && vision_layer(&r.feature_point).is_some_and(|(_, t)| t == self.tokens)
+                && swept_layer(&r.feature_point)
+                    .is_some_and(|(p, _, t)| p == self.prefix && t == self.tokens)
         })
+    }
+
+    /// The feature point of this sweep at layer `k`.
+    pub fn point(&self, k: i64) -> String {
+        format!("{}[{k}].{}", self.prefix, self.tokens)
+    }
+
+    /// Which part of the model the sweep runs along: `vision encoder` or `language model`.
+    pub fn part(&self) -> &'static str {
+        if self.prefix == "vision.layer" {
+            "vision encoder"
+        } else {
+            "language model"
+        }
+    }
+
+    /// A short name among the sweeps of one panel: `cls`, `image · last`, `text · last`.
+    fn short(&self) -> String {
+        match self.prefix {
+            "llm.image.layer" => format!("image · {}", self.tokens),
+            "llm.text.layer" => format!("text · {}", self.tokens),
+            _ => self.tokens.clone(),
+        }
     }
 }
 
@@ -55,17 +108,18 @@ impl LayerSweep {
 pub(crate) fn layer_sweeps(rows: &[ResultRow], min_layers: usize) -> Vec<LayerSweep> {
     let mut sweeps: Vec<LayerSweep> = Vec::new();
     for r in rows {
-        let Some((k, tokens)) = vision_layer(&r.feature_point) else {
+        let Some((prefix, k, tokens)) = swept_layer(&r.feature_point) else {
             continue;
         };
         match sweeps
             .iter_mut()
-            .find(|s| s.dataset == r.dataset && s.tokens == tokens)
+            .find(|s| s.dataset == r.dataset && s.prefix == prefix && s.tokens == tokens)
         {
             Some(s) if !s.layers.contains(&k) => s.layers.push(k),
             Some(_) => {}
             None => sweeps.push(LayerSweep {
                 dataset: r.dataset.clone(),
+                prefix,
                 tokens: tokens.to_string(),
                 layers: vec![k],
             }),
@@ -104,20 +158,26 @@ pub fn layer_figure(rows: &[ResultRow], png: &Path, svg: &Path, title: &str) -> 
     if sweeps.is_empty() {
         return Ok(false);
     }
-    let datasets = unique(sweeps.iter().map(|s| s.dataset.as_str()));
-    let size = (1000, 120 + 420 * datasets.len() as u32);
+    // A panel per dataset and model part, in order of appearance.
+    let mut panels: Vec<(&str, &str)> = Vec::new();
+    for s in &sweeps {
+        if !panels.contains(&(s.dataset.as_str(), s.part())) {
+            panels.push((s.dataset.as_str(), s.part()));
+        }
+    }
+    let size = (1000, 120 + 420 * panels.len() as u32);
     draw(
         BitMapBackend::new(png, size).into_drawing_area(),
         rows,
         &sweeps,
-        &datasets,
+        &panels,
         title,
     )?;
     draw(
         SVGBackend::new(svg, size).into_drawing_area(),
         rows,
         &sweeps,
-        &datasets,
+        &panels,
         title,
     )?;
     Ok(true)
@@ -127,7 +187,7 @@ fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     rows: &[ResultRow],
     sweeps: &[LayerSweep],
-    datasets: &[&str],
+    panels: &[(&str, &str)],
     title: &str,
 ) -> Result<()>
 where
@@ -148,8 +208,17 @@ where
         let i = levels.iter().position(|l| *l == level).unwrap_or(0);
         LEVEL_COLOURS[i % LEVEL_COLOURS.len()]
     };
-    for (panel, dataset) in root.split_evenly((datasets.len(), 1)).iter().zip(datasets) {
-        let here: Vec<&LayerSweep> = sweeps.iter().filter(|s| s.dataset == *dataset).collect();
+    let several_parts = unique(panels.iter().map(|(_, part)| *part)).len() > 1;
+    for (panel, (dataset, part)) in root.split_evenly((panels.len(), 1)).iter().zip(panels) {
+        let here: Vec<&LayerSweep> = sweeps
+            .iter()
+            .filter(|s| s.dataset == *dataset && s.part() == *part)
+            .collect();
+        let caption = if several_parts {
+            format!("{dataset} · {part}")
+        } else {
+            dataset.to_string()
+        };
         // Layers placed by value when they share a sign, else in the order written.
         let mut layers: Vec<i64> = Vec::new();
         for s in &here {
@@ -171,10 +240,10 @@ where
         let pad = ((x_hi - x_lo) * 0.04).max(0.5);
         let (plot_area, legend_area) =
             panel.split_horizontally(panel.dim_in_pixel().0 - LEGEND_WIDTH);
-        // (label, colour, dashed) per line, drawn right of the plot.
-        let mut legend: Vec<(String, RGBColor, bool)> = Vec::new();
+        // (label, colour, swatch) per line, drawn right of the plot.
+        let mut legend: Vec<(String, RGBColor, Swatch)> = Vec::new();
         let mut chart = ChartBuilder::on(&plot_area)
-            .caption(*dataset, ("sans-serif", 17))
+            .caption(caption, ("sans-serif", 17))
             .margin(12)
             .x_label_area_size(44)
             .y_label_area_size(64)
@@ -198,7 +267,7 @@ where
                 let mut points: Vec<(f64, &ResultRow)> = sweep
                     .rows(rows)
                     .filter(|r| r.level == *level)
-                    .filter_map(|r| vision_layer(&r.feature_point).map(|(k, _)| (x_of(k), r)))
+                    .filter_map(|r| swept_layer(&r.feature_point).map(|(_, k, _)| (x_of(k), r)))
                     .collect();
                 if points.is_empty() {
                     continue;
@@ -206,7 +275,7 @@ where
                 points.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let c = colour(level);
                 let label = if markers {
-                    format!("{level} · {}", sweep.tokens)
+                    format!("{level} · {}", sweep.short())
                 } else {
                     level.to_string()
                 };
@@ -216,7 +285,12 @@ where
                         c.stroke_width(2),
                     ))
                     .map_err(err)?;
-                legend.push((label, c, false));
+                let swatch = match (markers, si % 2) {
+                    (false, _) => Swatch::Line,
+                    (true, 0) => Swatch::Circle,
+                    (true, _) => Swatch::Triangle,
+                };
+                legend.push((label, c, swatch));
                 chart
                     .draw_series(points.iter().map(|(x, r)| {
                         ErrorBar::new_vertical(
@@ -248,11 +322,10 @@ where
                 }
             }
         }
-        // Post-projection points of this dataset: a dashed line per level.
-        for r in rows
-            .iter()
-            .filter(|r| r.dataset == *dataset && r.stage == "post-projection")
-        {
+        // Post-projection points of this dataset: a dashed line per level (vision panels).
+        for r in rows.iter().filter(|r| {
+            r.dataset == *dataset && r.stage == "post-projection" && *part == "vision encoder"
+        }) {
             let c = colour(&r.level);
             chart
                 .draw_series(DashedLineSeries::new(
@@ -262,20 +335,33 @@ where
                     c.stroke_width(2),
                 ))
                 .map_err(err)?;
-            legend.push((format!("{} · {}", r.level, r.feature_point), c, true));
+            legend.push((
+                format!("{} · {}", r.level, r.feature_point),
+                c,
+                Swatch::Dashed,
+            ));
         }
         let left = Pos::new(HPos::Left, VPos::Center);
-        for (i, (label, c, dashed)) in legend.iter().enumerate() {
+        for (i, (label, c, swatch)) in legend.iter().enumerate() {
             let y = 40 + 20 * i as i32;
-            let swatch = if *dashed {
+            let segments = if *swatch == Swatch::Dashed {
                 vec![((4, y), (10, y)), ((14, y), (20, y)), ((24, y), (30, y))]
             } else {
                 vec![((4, y), (30, y))]
             };
-            for (a, b) in swatch {
+            for (a, b) in segments {
                 legend_area
                     .draw(&PathElement::new(vec![a, b], c.stroke_width(2)))
                     .map_err(err)?;
+            }
+            match swatch {
+                Swatch::Circle => legend_area
+                    .draw(&Circle::new((17, y), 4, c.filled()))
+                    .map_err(err)?,
+                Swatch::Triangle => legend_area
+                    .draw(&TriangleMarker::new((17, y), 6, c.filled()))
+                    .map_err(err)?,
+                Swatch::Line | Swatch::Dashed => {}
             }
             legend_area
                 .draw(&Text::new(
@@ -335,12 +421,76 @@ mod tests {
             sweeps,
             vec![LayerSweep {
                 dataset: "a".into(),
+                prefix: "vision.layer",
                 tokens: "cls".into(),
                 layers: vec![1, 2]
             }]
         );
         assert_eq!(sweeps[0].rows(&rows).count(), 3);
         assert_eq!(layer_sweeps(&rows, 1).len(), 3);
+    }
+
+    #[test]
+    fn language_model_sweeps_get_their_own_panel_with_both_arms() {
+        let mut rows = vec![row("a", "projector.mean", "fine", 0.4)];
+        for (k, v) in [(1, 0.2), (2, 0.5), (3, 0.45)] {
+            rows.push(row("a", &format!("vision.layer[{k}].cls"), "fine", v));
+        }
+        for (k, v) in [(0, 0.1), (8, 0.3), (16, 0.35)] {
+            rows.push(row("a", &format!("llm.image.layer[{k}].last"), "fine", v));
+            rows.push(row(
+                "a",
+                &format!("llm.text.layer[{k}].last"),
+                "fine",
+                v + 0.4,
+            ));
+        }
+        assert_eq!(
+            swept_layer("llm.text.layer[-1].last"),
+            Some(("llm.text.layer", -1, "last"))
+        );
+        assert_eq!(vision_layer("llm.text.layer[-1].last"), None);
+        let sweeps = layer_sweeps(&rows, 2);
+        let names: Vec<(&str, &str)> = sweeps.iter().map(|s| (s.prefix, s.part())).collect();
+        assert_eq!(
+            names,
+            [
+                ("vision.layer", "vision encoder"),
+                ("llm.image.layer", "language model"),
+                ("llm.text.layer", "language model")
+            ]
+        );
+        assert_eq!(sweeps[2].point(8), "llm.text.layer[8].last");
+        assert_eq!(sweeps[2].rows(&rows).count(), 3);
+        let dir = tempfile::tempdir().unwrap();
+        let (png, svg) = (dir.path().join("p.png"), dir.path().join("p.svg"));
+        assert!(layer_figure(&rows, &png, &svg, "t").unwrap());
+        let bytes = std::fs::read(&png).unwrap();
+        let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap());
+        assert_eq!(
+            be(20),
+            120 + 2 * 420,
+            "two panels: vision encoder, language model"
+        );
+        let text = std::fs::read_to_string(&svg).unwrap();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for needle in [
+            "a · vision encoder",
+            "a · language model",
+            "fine · image · last",
+            "fine · text · last",
+            "16",
+        ] {
+            assert!(lines.contains(&needle), "{needle} missing from the SVG");
+        }
+        // The projector's dashed line belongs to the vision panel only.
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| **l == "fine · projector.mean")
+                .count(),
+            1
+        );
     }
 
     #[test]

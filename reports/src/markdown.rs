@@ -1,7 +1,7 @@
 //! `report.md`: what was measured, the figure, the table, the pre − post gap per level, and how
 //! to reproduce it.
 
-use crate::layer_figure::{in_display_order, layer_sweeps, unique, vision_layer};
+use crate::layer_figure::{in_display_order, layer_sweeps, swept_layer, unique};
 use crate::{ResultRow, SimilarityRow};
 use std::fmt::Write;
 
@@ -108,9 +108,9 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
     s
 }
 
-/// Top-1 per layer for every layer sweep (a dataset's vision feature points that differ only in
-/// their layer), with the dataset's post-projection points beneath; the best layer per level
-/// in bold.
+/// Top-1 per layer for every layer sweep (a dataset's vision or language-model feature points
+/// that differ only in their layer), with the dataset's post-projection points beneath a vision
+/// sweep; the best layer per level in bold.
 fn layer_section(s: &mut String, rows: &[ResultRow], figure: &str) {
     let sweeps = layer_sweeps(rows, 2);
     if sweeps.is_empty() {
@@ -144,8 +144,8 @@ fn layer_section(s: &mut String, rows: &[ResultRow], figure: &str) {
         };
         let _ = writeln!(
             s,
-            "**{}** · `vision.layer[K].{}`\n",
-            sweep.dataset, sweep.tokens
+            "**{}** · `{}[K].{}`\n",
+            sweep.dataset, sweep.prefix, sweep.tokens
         );
         let _ = writeln!(s, "| layer | {} |", levels.join(" | "));
         let _ = writeln!(s, "|---|{}", "---|".repeat(levels.len()));
@@ -153,18 +153,22 @@ fn layer_section(s: &mut String, rows: &[ResultRow], figure: &str) {
         in_display_order(&mut layers);
         let post = unique(
             rows.iter()
-                .filter(|r| r.dataset == sweep.dataset && vision_layer(&r.feature_point).is_none())
+                .filter(|r| {
+                    r.dataset == sweep.dataset
+                        && r.stage == "post-projection"
+                        && sweep.part() == "vision encoder"
+                })
                 .map(|r| r.feature_point.as_str()),
         );
         let lines = layers
             .iter()
-            .map(|k| (k.to_string(), format!("vision.layer[{k}].{}", sweep.tokens)))
+            .map(|k| (k.to_string(), sweep.point(*k)))
             .chain(post.iter().map(|fp| (format!("`{fp}`"), fp.to_string())));
         for (name, fp) in lines {
             let cells: Vec<String> = levels
                 .iter()
                 .map(|level| match top1(&fp, level) {
-                    Some(v) if vision_layer(&fp).is_some() && v == best(level) => {
+                    Some(v) if swept_layer(&fp).is_some() && v == best(level) => {
                         format!("**{}**", pct(v))
                     }
                     Some(v) => pct(v),
@@ -362,6 +366,24 @@ mod tests {
         // Without the text arm: no section.
         let md = markdown_report(&rows[..3], &ReportContext::default());
         assert!(!md.contains("Image vs text"), "{md}");
+    }
+
+    #[test]
+    fn language_model_sweeps_get_a_table_without_the_projector() {
+        let mut rows = vec![result_row("d", "projector.mean", "fine", 0.4)];
+        for (k, v) in [(0, 0.1), (8, 0.6), (16, 0.5)] {
+            rows.push(result_row(
+                "d",
+                &format!("llm.text.layer[{k}].last"),
+                "fine",
+                v,
+            ));
+        }
+        let md = markdown_report(&rows, &ReportContext::default());
+        assert!(
+            md.contains("**d** · `llm.text.layer[K].last`\n\n| layer | fine |\n|---|---|\n| 0 | 10.0 |\n| 8 | **60.0** |\n| 16 | 50.0 |\n\n"),
+            "{md}"
+        );
     }
 
     #[test]
