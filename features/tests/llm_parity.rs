@@ -6,7 +6,9 @@
 use candle_core::{DType, Device, Tensor};
 use gapprobe_features::extract::{extract, ExtractOptions};
 use gapprobe_features::featurepoint::{parse_feature_point_list, LlmRead};
-use gapprobe_features::models::{Checkpoint, LanguageModel, Prompt, VisionLanguageModel};
+use gapprobe_features::models::{
+    language_fingerprints, Checkpoint, LanguageModel, Prompt, VisionLanguageModel,
+};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -255,6 +257,18 @@ fn extract_reads_llm_points_from_images_and_texts() {
     )
     .unwrap_err();
     assert!(format!("{e:#}").contains("one text per image"), "{e:#}");
+}
+
+/// A sweep's fingerprints, computed together (each tensor hashed once), equal those computed
+/// one depth at a time, and differ between depths.
+#[test]
+fn language_fingerprints_of_a_sweep_match_one_at_a_time() {
+    let ck = checkpoint();
+    let all = language_fingerprints(&ck, &[1, 3, 1]).unwrap();
+    let one = |t| language_fingerprints(&ck, &[t]).unwrap().remove(0);
+    assert_eq!(all, [one(1), one(3), one(1)]);
+    assert_ne!(all[0], all[1]);
+    assert_eq!(all[0].len(), 64);
 }
 
 #[test]

@@ -40,14 +40,6 @@ enum Swatch {
 /// What comes before `[K]` in the feature points that name a layer.
 const LAYERED: [&str; 3] = ["vision.layer", "llm.image.layer", "llm.text.layer"];
 
-/// `vision.layer[K].rest` → `(K, "rest")`; `None` for other feature points.
-pub(crate) fn vision_layer(feature_point: &str) -> Option<(i64, &str)> {
-    match swept_layer(feature_point)? {
-        ("vision.layer", k, rest) => Some((k, rest)),
-        _ => None,
-    }
-}
-
 /// `<prefix>[K].rest` → `(prefix, K, "rest")` for the vision tower's and the language model's
 /// layered feature points; `None` for others.
 pub(crate) fn swept_layer(feature_point: &str) -> Option<(&'static str, i64, &str)> {
@@ -412,10 +404,10 @@ mod tests {
             row("b", "vision.layer[-1].cls", "fine", 0.3),
         ];
         assert_eq!(
-            vision_layer("vision.layer[-2].patch.mean"),
-            Some((-2, "patch.mean"))
+            swept_layer("vision.layer[-2].patch.mean"),
+            Some(("vision.layer", -2, "patch.mean"))
         );
-        assert_eq!(vision_layer("projector.mean"), None);
+        assert_eq!(swept_layer("projector.mean"), None);
         let sweeps = layer_sweeps(&rows, 2);
         assert_eq!(
             sweeps,
@@ -449,7 +441,6 @@ mod tests {
             swept_layer("llm.text.layer[-1].last"),
             Some(("llm.text.layer", -1, "last"))
         );
-        assert_eq!(vision_layer("llm.text.layer[-1].last"), None);
         let sweeps = layer_sweeps(&rows, 2);
         let names: Vec<(&str, &str)> = sweeps.iter().map(|s| (s.prefix, s.part())).collect();
         assert_eq!(

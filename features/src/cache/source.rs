@@ -1,7 +1,7 @@
 //! What a feature point's provenance says about its model: the hidden-state layer it needs and
 //! the fingerprint of exactly the tensors read to produce it, so `verify` can recompute it later.
 
-use crate::models::{language_fingerprint, text_config, Checkpoint, VisionLanguageModel};
+use crate::models::{language_fingerprints, text_config, Checkpoint, VisionLanguageModel};
 use crate::FeaturePoint;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
@@ -50,29 +50,40 @@ pub fn fingerprint(ck: &Checkpoint, p: &FeaturePoint) -> Result<(String, String)
 /// `weights` combined with the fingerprint of the language-model tensors an `llm.*` point
 /// reads (unchanged for other points).
 pub fn with_language(ck: &Checkpoint, p: &FeaturePoint, weights: String) -> Result<String> {
-    with_language_cached(ck, p, weights, &mut Vec::new())
+    let lm = language_of(ck, std::slice::from_ref(p))?;
+    Ok(combine(weights, &lm[0]))
 }
 
-/// [`with_language`], hashing the language model once per depth (`seen`: (top, fingerprint)).
-fn with_language_cached(
-    ck: &Checkpoint,
-    p: &FeaturePoint,
-    weights: String,
-    seen: &mut Vec<(usize, String)>,
-) -> Result<String> {
-    let FeaturePoint::Llm { layer, .. } = p else {
-        return Ok(weights);
-    };
-    let top = text_config(ck)?.resolve_layer(*layer)?;
-    let lm = match seen.iter().find(|(t, _)| *t == top) {
-        Some((_, f)) => f.clone(),
-        None => {
-            let f = language_fingerprint(ck, top)?;
-            seen.push((top, f.clone()));
-            f
-        }
-    };
-    Ok(hex::encode(Sha256::digest(format!("{weights}{lm}"))))
+/// The language-model fingerprint of each `llm.*` point (`None` for others), the language
+/// model's tensors hashed once for all of them ([`language_fingerprints`]).
+fn language_of(ck: &Checkpoint, points: &[FeaturePoint]) -> Result<Vec<Option<String>>> {
+    let tops: Vec<Option<usize>> = points
+        .iter()
+        .map(|p| match p {
+            FeaturePoint::Llm { layer, .. } => Ok(Some(text_config(ck)?.resolve_layer(*layer)?)),
+            _ => Ok(None),
+        })
+        .collect::<Result<_>>()?;
+    let wanted: Vec<usize> = tops.iter().flatten().copied().collect();
+    if wanted.is_empty() {
+        return Ok(vec![None; points.len()]);
+    }
+    let prints = language_fingerprints(ck, &wanted)?;
+    Ok(tops
+        .iter()
+        .map(|t| {
+            t.and_then(|t| wanted.iter().position(|w| *w == t))
+                .map(|i| prints[i].clone())
+        })
+        .collect())
+}
+
+/// A point's weights fingerprint with its language-model part, if any.
+fn combine(weights: String, language: &Option<String>) -> String {
+    match language {
+        Some(lm) => hex::encode(Sha256::digest(format!("{weights}{lm}"))),
+        None => weights,
+    }
 }
 
 /// Fingerprints of every point, reusing `model` (loaded up to the highest layer any point
@@ -88,10 +99,11 @@ pub fn fingerprints(
         .max()
         .unwrap_or(0);
     let mut cache: Vec<(usize, (String, String))> = Vec::new();
-    let mut seen: Vec<(usize, String)> = Vec::new();
+    let language = language_of(ck, points)?;
     points
         .iter()
-        .map(|p| {
+        .zip(&language)
+        .map(|(p, lm)| {
             let t = top_layer(model, point_layer(ck, p));
             let (w, c) = if t == top {
                 (model.weights_fingerprint.clone(), model.config_hash.clone())
@@ -104,7 +116,7 @@ pub fn fingerprints(
                 cache.push((t, f.clone()));
                 f
             };
-            Ok((with_language_cached(ck, p, w, &mut seen)?, c))
+            Ok((combine(w, lm), c))
         })
         .collect()
 }

@@ -6,13 +6,14 @@
 use super::checkpoint::tensor_names;
 use super::llama::{LlamaConfig, LlamaModel};
 use super::prompt::Prompt;
-use super::vlm::{fingerprint, layer_number};
+use super::vlm::{layer_number, tensor_digests};
 use super::Checkpoint;
 use crate::featurepoint::LlmRead;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 /// A LLaVA checkpoint's language model, with the prompt features are read from.
 /// (Its weights' fingerprint, for a cache key, is [`language_fingerprint`]: no loading needed.)
@@ -37,22 +38,41 @@ pub fn text_config(ck: &Checkpoint) -> Result<LlamaConfig> {
         .with_context(|| format!("model '{}': unusable language-model config", ck.id))
 }
 
-/// SHA-256 over the language-model tensors read to reach hidden state `top` (embeddings, the
-/// first `top` decoder layers, the final norm for the last), without loading them.
-pub fn language_fingerprint(ck: &Checkpoint, top: usize) -> Result<String> {
+/// For each hidden state of `tops`, a SHA-256 over the language-model tensors read to reach it
+/// (embeddings, the first `top` decoder layers, the final norm for the last): over each
+/// tensor's own SHA-256 (name, dtype, shape, bytes) in name order. Every tensor is read and
+/// hashed once however many depths are asked for (a sweep over the 7B model's layers would
+/// otherwise hash its 13 GB once per layer); nothing is loaded.
+pub fn language_fingerprints(ck: &Checkpoint, tops: &[usize]) -> Result<Vec<String>> {
     let cfg = text_config(ck)?;
+    let layers = cfg.num_hidden_layers;
     let files = ck.language_files()?;
     let names = tensor_names(&files)?;
     let prefix = language_prefix(&names);
-    let top = top.min(cfg.num_hidden_layers);
-    let used: Vec<&String> = names
+    let used_at = |top: usize| -> Vec<&String> {
+        let top = top.min(layers);
+        names
+            .iter()
+            .filter(|n| {
+                n.strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| language_tensor_used(rest, top, layers))
+            })
+            .collect()
+    };
+    let mut all: Vec<&String> = tops.iter().flat_map(|&t| used_at(t)).collect();
+    all.sort();
+    all.dedup();
+    let digests = tensor_digests(&files, &all)?;
+    Ok(tops
         .iter()
-        .filter(|n| {
-            n.strip_prefix(prefix.as_str())
-                .is_some_and(|rest| language_tensor_used(rest, top, cfg.num_hidden_layers))
+        .map(|&t| {
+            let mut h = Sha256::new();
+            for name in used_at(t) {
+                h.update(digests[name.as_str()]);
+            }
+            hex::encode(h.finalize())
         })
-        .collect();
-    fingerprint(&files, &used)
+        .collect())
 }
 
 /// The prefix of the language model's tensors (`model.language_model.` in transformers 5's

@@ -27,7 +27,7 @@ mod vlm;
 pub use checkpoint::Checkpoint;
 pub use clip::{mean_tokens, resolve_layer, ClipVisionConfig, ClipVisionModel};
 pub use dinov2::{Dinov2Config, Dinov2Model};
-pub use language::{language_fingerprint, text_config, LanguageModel};
+pub use language::{language_fingerprints, text_config, LanguageModel};
 pub use llama::{LlamaConfig, LlamaModel};
 pub use projector::{Projector, ProjectorConfig, ProjectorKind, ProjectorLayout};
 pub use prompt::{Prompt, DEFAULT_PROMPT, IMAGE_PLACEHOLDER};

@@ -279,9 +279,40 @@ fn projector_config(
 
 /// SHA-256 over (name, dtype, shape, bytes) of the named tensors, in name order.
 pub(super) fn fingerprint(files: &[PathBuf], used: &[&String]) -> Result<String> {
+    let mut h = Sha256::new();
+    for_each_tensor(files, used, |name, view| {
+        h.update(name.as_bytes());
+        h.update(format!("{:?}{:?}", view.dtype(), view.shape()).as_bytes());
+        h.update(view.data());
+    })?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// SHA-256 over (name, dtype, shape, bytes) of each named tensor on its own, by name, each
+/// tensor read once: what fingerprints of overlapping sets (a layer sweep) are combined from.
+pub(super) fn tensor_digests(
+    files: &[PathBuf],
+    used: &[&String],
+) -> Result<std::collections::BTreeMap<String, [u8; 32]>> {
+    let mut out = std::collections::BTreeMap::new();
+    for_each_tensor(files, used, |name, view| {
+        let mut h = Sha256::new();
+        h.update(name.as_bytes());
+        h.update(format!("{:?}{:?}", view.dtype(), view.shape()).as_bytes());
+        h.update(view.data());
+        out.insert(name.to_string(), h.finalize().into());
+    })?;
+    Ok(out)
+}
+
+/// Calls `visit` with every named tensor of the memory-mapped `files`, in name order.
+fn for_each_tensor(
+    files: &[PathBuf],
+    used: &[&String],
+    mut visit: impl FnMut(&str, &safetensors::tensor::TensorView),
+) -> Result<()> {
     let mut sorted: Vec<&String> = used.to_vec();
     sorted.sort();
-    let mut h = Sha256::new();
     // SAFETY: read-only maps of files that must not change while gapprobe runs.
     let buffers: Vec<memmap2::Mmap> = files
         .iter()
@@ -296,11 +327,9 @@ pub(super) fn fingerprint(files: &[PathBuf], used: &[&String]) -> Result<String>
             .iter()
             .find_map(|t| t.tensor(name).ok())
             .with_context(|| format!("tensor {name} vanished"))?;
-        h.update(name.as_bytes());
-        h.update(format!("{:?}{:?}", view.dtype(), view.shape()).as_bytes());
-        h.update(view.data());
+        visit(name, &view);
     }
-    Ok(hex::encode(h.finalize()))
+    Ok(())
 }
 
 #[cfg(test)]
