@@ -7,6 +7,7 @@
 mod aircraft;
 mod cars;
 mod cub;
+mod cub_attributes;
 mod dogs;
 mod imagefolder;
 mod inat;

@@ -4,8 +4,8 @@
 //! `inat2021:/data/inat?annotations=train_mini.json&coarse=order`. See docs/datasets.md.
 
 use super::{
-    aircraft, apply_label_map, cars, cub, dogs, imagefolder, inat, load_manifest, read_label_map,
-    splits, Dataset, LabelLevel, Split,
+    aircraft, apply_label_map, cars, cub, cub_attributes, dogs, imagefolder, inat, load_manifest,
+    read_label_map, splits, Dataset, LabelLevel, Split,
 };
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -159,7 +159,7 @@ impl DatasetSpec {
             "cub" => {
                 let c = self
                     .parsed::<u8>("attr_certainty")?
-                    .unwrap_or(cub::DEFAULT_ATTR_CERTAINTY);
+                    .unwrap_or(cub_attributes::DEFAULT_ATTR_CERTAINTY);
                 if !(1..=4).contains(&c) {
                     bail!("dataset spec '{self}': attr_certainty must be 1 to 4 (1 not visible, 2 guessing, 3 probably, 4 definitely)");
                 }
@@ -170,7 +170,7 @@ impl DatasetSpec {
                 n,
                 cub::Flavor::NaBirds,
                 skip_bad,
-                cub::DEFAULT_ATTR_CERTAINTY,
+                cub_attributes::DEFAULT_ATTR_CERTAINTY,
             ),
             "dogs" => dogs::load(p, n, skip_bad),
             "cars" => cars::load(p, n, skip_bad),
