@@ -135,9 +135,10 @@ A second run reuses the cache and performs no forward pass."
         out: PathBuf,
     },
     /// Representation similarity of two cache entries: linear CKA, debiased CKA and mutual
-    /// k-NN alignment (how much a projection changed the features' geometry).
+    /// k-NN alignment (how much a projection changed the features' geometry), and Liang et al.'s
+    /// centroid modality gap for entries of one width (e.g. llm.image vs llm.text at one layer).
     #[command(
-        after_help = "Example:\n  gapprobe compare 3f2a9c1e 77b0d412 --split test --k 10 --json similarity.json\n\nENTRY is a cache file or a key prefix from `gapprobe cache ls`; every pair of the entries is compared. They must hold pooled [N, D] features of the same dataset; rows are matched by image id."
+        after_help = "Example:\n  gapprobe compare 3f2a9c1e 77b0d412 --split test --k 10 --json similarity.json\n\nENTRY is a cache file or a key prefix from `gapprobe cache ls`; every pair of the entries is compared. They must hold pooled [N, D] features of the same dataset; rows are matched by image id. The centroid gap (distance between the means of the unit-normalised features, 0 to 2) is printed only for entries of the same width; it is meaningful where both share one space."
     )]
     Compare {
         /// Two or more cache entries (file paths or key prefixes), e.g. a vision layer and the

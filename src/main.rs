@@ -362,21 +362,25 @@ fn print_comparisons(
     // compare_pairs' order: (1, 2), (1, 3), …, (2, 3), …
     let pairs = (1..=entries.len()).flat_map(|i| (i + 1..=entries.len()).map(move |j| (i, j)));
     println!(
-        "{:>7} {:>7} {:>11} {:>13} {:>15}",
+        "{:>7} {:>7} {:>11} {:>13} {:>15} {:>13}",
         "pair",
         "rows",
         "linear CKA",
         "debiased CKA",
-        format!("mutual k-NN@{}", first.k)
+        format!("mutual k-NN@{}", first.k),
+        "centroid gap"
     );
     for (c, (i, j)) in comparisons.iter().zip(pairs) {
+        // Liang et al.'s gap only between feature points of one width (one space).
+        let gap = c.centroid_gap.map_or("–".into(), |g| format!("{g:.4}"));
         println!(
-            "{:>7} {:>7} {:>11.4} {:>13.4} {:>15.4}",
+            "{:>7} {:>7} {:>11.4} {:>13.4} {:>15.4} {:>13}",
             format!("{i}-{j}"),
             c.n,
             c.linear_cka,
             c.debiased_cka,
-            c.mutual_knn
+            c.mutual_knn,
+            gap
         );
     }
 }

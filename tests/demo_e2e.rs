@@ -269,6 +269,24 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
     }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("## Representation similarity"), "{report}");
+    // The language model's two arms at one point share a space: Liang et al.'s centroid gap is
+    // filled for them (and for any pair of one width), empty where widths differ.
+    let arms = sims
+        .iter()
+        .find(|s| {
+            s.feature_point_a == "llm.image.layer[-1].last"
+                && s.feature_point_b == "llm.text.layer[-1].last"
+        })
+        .expect("image vs text arms compared");
+    let gap = arms.centroid_gap.expect("one space, so a centroid gap");
+    assert!(gap > 0.0 && gap <= 2.0, "{arms:?}");
+    assert!(
+        report.contains("### Modality gap between the arms")
+            && report.contains(&format!(
+                "| demo | test | `llm.{{image,text}}.layer[-1].last` | {gap:.3} |"
+            )),
+        "{report}"
+    );
     let cache = out.join("cache");
     let cache = cache.to_str().unwrap();
     let key_of = |point: &str| {
@@ -286,6 +304,11 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
     assert!(
         same.contains("1-2     240      1.0000        1.0000          1.0000"),
         "an entry compared with itself must score 1: {same}"
+    );
+    assert!(
+        same.lines()
+            .any(|l| l.starts_with("    1-2") && l.ends_with(" 0.0000")),
+        "an entry compared with itself has no centroid gap: {same}"
     );
     let json = tmp.path().join("similarity.json");
     gapprobe(&[
@@ -305,6 +328,11 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         .find(|s| s.cache_key_a == pre && s.cache_key_b == post)
         .expect("pre vs post row");
     assert_eq!(v["n"].as_u64(), Some(240));
+    // Encoder and projector widths differ: no centroid gap between them.
+    assert!(
+        v["centroid_gap"].is_null() && row.centroid_gap.is_none(),
+        "{v}"
+    );
     for field in ["linear_cka", "debiased_cka", "mutual_knn"] {
         let csv = match field {
             "linear_cka" => row.linear_cka,

@@ -7,7 +7,9 @@ gapprobe's feature-space formulas:
   al.'s reference notebook (google-research representation_similarity: gram_linear,
   center_gram(unbiased=...), cka); the script also checks the feature-space form agrees;
 - mutual k-NN as platonic-rep's metrics.py does it (Huh et al. 2024): rows L2-normalised, the
-  similarity matrix with its diagonal pushed down, argsort, overlap of the top-k sets / k.
+  similarity matrix with its diagonal pushed down, argsort, overlap of the top-k sets / k;
+- the centroid modality gap as Liang et al. 2022 (Weixin-Liang/Modality-Gap) measure it: the
+  norm of the difference of the two means of L2-normalised rows (cases of equal widths only).
 All in float64 on features rounded to float16, so gapprobe reads exactly the same values.
 
 Usage (from the repository root; needs only numpy):
@@ -92,6 +94,12 @@ def mutual_knn(x, y, k):
     return float(((ma * mb).sum(1) / k).mean()), min(gap_a, gap_b)
 
 
+def centroid_gap(x, y):
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    yn = y / np.linalg.norm(y, axis=1, keepdims=True)
+    return float(np.linalg.norm(xn.mean(0) - yn.mean(0)))
+
+
 def case(rng, name, n, dx, dy, k, relation):
     x = rng.standard_normal((n, dx)) * np.linspace(2.0, 0.2, dx)
     if relation == "projected":
@@ -101,6 +109,10 @@ def case(rng, name, n, dx, dy, k, relation):
         h = x @ w1
         y = (h * 0.5 * (1 + np.tanh(0.79788456 * (h + 0.044715 * h**3)))) @ w2
         y += 0.3 * rng.standard_normal((n, dy))
+    elif relation == "shifted":
+        # Two "modalities" of one space: a rotation of x, moved off-centre, plus noise.
+        q, _ = np.linalg.qr(rng.standard_normal((dx, dx)))
+        y = x @ q + 2.5 * rng.standard_normal(dy) + 0.2 * rng.standard_normal((n, dy))
     elif relation == "subset":
         # The first half of x's columns, rescaled, plus offsets.
         y = 3.0 * x[:, : dy] + 5.0
@@ -117,6 +129,7 @@ def case(rng, name, n, dx, dy, k, relation):
         fs = feature_space_cka(x, y, debiased)
         assert abs(fs - ref[key]) < 1e-10, (name, key, fs, ref[key])
     ref["mutual_knn"], gap = mutual_knn(x, y, k)
+    ref["centroid_gap"] = centroid_gap(x, y) if dx == dy else None
     return x, y, {"name": name, "n": n, "dx": dx, "dy": dy, "k": k, "relation": relation,
                   "min_neighbour_gap": gap, **ref}
 
@@ -126,6 +139,9 @@ CASES = [
     ("projected_wide_n40", 40, 96, 128, 5, "projected"),
     ("subset_n80", 80, 32, 16, 8, "subset"),
     ("unrelated_n150", 150, 20, 12, 10, "unrelated"),
+    # Appended so that the cases above keep their random draws.
+    ("shifted_n100", 100, 48, 48, 8, "shifted"),
+    ("unrelated_same_width_n60", 60, 16, 16, 5, "unrelated"),
 ]
 
 
@@ -145,7 +161,7 @@ def main():
             json.dump(meta, f, indent=1)
         with open(os.path.join(args.out, meta["name"] + ".f16"), "wb") as f:
             f.write(np.concatenate([x.ravel(), y.ravel()]).astype("<f2").tobytes())
-        print(meta["name"], {k: meta[k] for k in ("linear_cka", "debiased_cka", "mutual_knn")})
+        print(meta["name"], {k: meta[k] for k in ("linear_cka", "debiased_cka", "mutual_knn", "centroid_gap")})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 //! How alike two representations of the same samples are, whatever their widths: linear CKA
 //! (Kornblith et al. 2019), its debiased form (the unbiased HSIC estimator of Song et al. 2012,
-//! as in Kornblith's reference code), and mutual k-nearest-neighbour alignment (Huh et al. 2024,
-//! "The Platonic Representation Hypothesis").
+//! as in Kornblith's reference code), mutual k-nearest-neighbour alignment (Huh et al. 2024,
+//! "The Platonic Representation Hypothesis"), and, for two representations in one space (an
+//! image's and its text's hidden state in the same language model), the centroid modality gap of
+//! Liang et al. 2022 ("Mind the Gap").
 //!
 //! Before vs after a projection layer, these say how much the geometry changed, where the probes
 //! say how much label information survived. Row `i` of both inputs must be the same sample.
@@ -33,18 +35,74 @@ pub struct Similarity {
     pub mutual_knn: f64,
     /// Neighbours per sample for `mutual_knn`.
     pub k: usize,
+    /// Centroid modality gap ([`centroid_gap`]) when both have the same width, else `None`.
+    /// Meaningful only when the two share one space (e.g. `llm.image` and `llm.text` at one layer).
+    pub centroid_gap: Option<f64>,
 }
 
-/// All three similarities of `x` (`n × dx`) and `y` (`n × dy`), with `k` neighbours.
+/// Every similarity of `x` (`n × dx`) and `y` (`n × dy`), with `k` neighbours; the centroid gap
+/// only when `dx == dy`.
 pub fn similarity(x: ArrayView2<f32>, y: ArrayView2<f32>, k: usize) -> Result<Similarity> {
     let (linear_cka, debiased_cka) = ckas(x, y)?;
+    let centroid_gap = if x.ncols() == y.ncols() {
+        Some(centroid_gap(x, y)?)
+    } else {
+        None
+    };
     Ok(Similarity {
         n: x.nrows(),
         linear_cka,
         debiased_cka,
         mutual_knn: mutual_knn(x, y, k)?,
         k,
+        centroid_gap,
     })
+}
+
+/// Centroid modality gap of Liang et al. 2022: `‖mean(x̂) − mean(ŷ)‖`, the distance between the
+/// means of the L2-normalised rows of `x` and of `y` (both `n × d`, one space). 0 when the two
+/// clouds share a centre, up to 2 when they sit at opposite poles of the unit sphere. Rows need
+/// not be paired; every row needs a non-zero norm.
+pub fn centroid_gap(x: ArrayView2<f32>, y: ArrayView2<f32>) -> Result<f64> {
+    ensure!(
+        x.ncols() == y.ncols(),
+        "the centroid gap compares two representations in one space: widths {} and {} differ",
+        x.ncols(),
+        y.ncols()
+    );
+    ensure!(
+        x.nrows() > 0 && y.nrows() > 0,
+        "the centroid gap needs at least one row on each side"
+    );
+    let cx = unit_centroid(x, "x")?;
+    let cy = unit_centroid(y, "y")?;
+    Ok(cx
+        .iter()
+        .zip(&cy)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f64>()
+        .sqrt())
+}
+
+/// The mean of `a`'s L2-normalised rows, in f64.
+fn unit_centroid(a: ArrayView2<f32>, name: &str) -> Result<Vec<f64>> {
+    let mut sum = vec![0f64; a.ncols()];
+    for (i, row) in a.outer_iter().enumerate() {
+        let norm = row
+            .iter()
+            .map(|&v| (v as f64) * (v as f64))
+            .sum::<f64>()
+            .sqrt();
+        ensure!(
+            norm.is_finite() && norm > 0.0,
+            "{name}: row {i} has norm {norm}, so it has no direction to normalise"
+        );
+        sum.iter_mut()
+            .zip(row)
+            .for_each(|(s, &v)| *s += v as f64 / norm);
+    }
+    let n = a.nrows() as f64;
+    Ok(sum.into_iter().map(|s| s / n).collect())
 }
 
 /// Linear CKA of `x` and `y` (Kornblith et al. 2019, biased HSIC).

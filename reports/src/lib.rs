@@ -68,6 +68,10 @@ pub struct SimilarityRow {
     /// Mutual k-NN alignment (Huh et al. 2024) with `k` neighbours.
     pub mutual_knn: f64,
     pub k: u64,
+    /// Centroid modality gap (Liang et al. 2022) when both have the same width; meaningful when
+    /// the two share one space (`llm.image` and `llm.text` at one layer and read).
+    #[serde(default)]
+    pub centroid_gap: Option<f64>,
     pub cache_key_a: String,
     pub cache_key_b: String,
 }

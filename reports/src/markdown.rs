@@ -98,7 +98,7 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
         }
     }
     layer_section(&mut s, rows, &ctx.layer_figure);
-    image_text_section(&mut s, rows, &ctx.text_figure);
+    image_text_section(&mut s, rows, &ctx.text_figure, &ctx.similarity);
     similarity_section(&mut s, &ctx.similarity, &ctx.similarity_figure);
     let _ = writeln!(s, "\n## Provenance\n");
     let _ = writeln!(s, "Each row of `results.csv` carries the key of the cache entry its features came from; `gapprobe cache info <key>` prints everything that produced them.\n");
@@ -193,20 +193,22 @@ fn similarity_section(s: &mut String, rows: &[SimilarityRow], figure: &str) {
          widths: linear CKA (Kornblith et al. 2019) and its debiased form (1 = the same geometry up \
          to rotation and scale), and mutual k-NN alignment (Huh et al. 2024: the fraction of each \
          image's k nearest neighbours, by cosine similarity, that both feature points share). \
-         `similarity.csv` has the rows.\n"
+         For two feature points of the same width the centroid gap of Liang et al. 2022 (the \
+         distance between the means of their unit-normalised features, 0 to 2) is given too; it \
+         compares positions only where both live in one space. `similarity.csv` has the rows.\n"
     );
     if !figure.is_empty() {
         let _ = writeln!(s, "![representation similarity]({figure})\n");
     }
     let _ = writeln!(
         s,
-        "| dataset | split | a | b | linear CKA | debiased CKA | mutual k-NN | k | n |"
+        "| dataset | split | a | b | linear CKA | debiased CKA | mutual k-NN | k | centroid gap | n |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | `{}` | `{}` | {:.3} | {:.3} | {:.3} | {} | {} |",
+            "| {} | {} | `{}` | `{}` | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
             r.dataset,
             r.split,
             r.feature_point_a,
@@ -215,6 +217,60 @@ fn similarity_section(s: &mut String, rows: &[SimilarityRow], figure: &str) {
             r.debiased_cka,
             r.mutual_knn,
             r.k,
+            r.centroid_gap.map_or("–".into(), |g| format!("{g:.3}")),
+            r.n
+        );
+    }
+}
+
+/// The language model's image and text arms compared at the same layer and read: Liang et al.'s
+/// centroid gap between the two clouds of hidden states, with their CKA and mutual k-NN.
+fn arm_gap_section(s: &mut String, rows: &[SimilarityRow]) {
+    let matched: Vec<(&SimilarityRow, &str, &str)> = rows
+        .iter()
+        .filter_map(|r| {
+            let gap = r.centroid_gap.is_some();
+            match (r.stage_a.as_str(), r.stage_b.as_str()) {
+                ("llm-image", "llm-text") if gap => {
+                    Some((r, r.feature_point_a.as_str(), r.feature_point_b.as_str()))
+                }
+                ("llm-text", "llm-image") if gap => {
+                    Some((r, r.feature_point_b.as_str(), r.feature_point_a.as_str()))
+                }
+                _ => None,
+            }
+        })
+        .filter(|(_, image, text)| {
+            image.strip_prefix("llm.image.") == text.strip_prefix("llm.text.")
+        })
+        .collect();
+    if matched.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n### Modality gap between the arms\n");
+    let _ = writeln!(
+        s,
+        "The two arms' hidden states at the same layer and read live in one space: the centroid \
+         gap (Liang et al. 2022, ‖mean of unit image states − mean of unit text states‖; 0 = one \
+         centre, up to 2) says how far apart the language model keeps what it reads from the \
+         image and what it reads from the text; linear CKA and mutual k-NN say how alike their \
+         geometry is.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| dataset | split | point | centroid gap | linear CKA | mutual k-NN | n |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    for (r, image, _) in matched {
+        let point = image.replacen("llm.image.", "llm.{image,text}.", 1);
+        let _ = writeln!(
+            s,
+            "| {} | {} | `{point}` | {:.3} | {:.3} | {:.3} | {} |",
+            r.dataset,
+            r.split,
+            r.centroid_gap.unwrap_or(f64::NAN),
+            r.linear_cka,
+            r.mutual_knn,
             r.n
         );
     }
@@ -222,8 +278,14 @@ fn similarity_section(s: &mut String, rows: &[SimilarityRow], figure: &str) {
 
 /// The language model's two arms side by side: per dataset and level, the best `llm.image.*`
 /// and the best `llm.text.*` top-1, and text − image (positive: the attribute text carries more
-/// linearly decodable label information into the LLM than the image does).
-fn image_text_section(s: &mut String, rows: &[ResultRow], figure: &str) {
+/// linearly decodable label information into the LLM than the image does). Then the arms'
+/// centroid gaps from `similarity`, if it compared them.
+fn image_text_section(
+    s: &mut String,
+    rows: &[ResultRow],
+    figure: &str,
+    similarity: &[SimilarityRow],
+) {
     let mut groups: Vec<(&str, &str)> = Vec::new();
     for r in rows
         .iter()
@@ -275,6 +337,7 @@ fn image_text_section(s: &mut String, rows: &[ResultRow], figure: &str) {
             (txt.top1 - img.top1) * 100.0
         );
     }
+    arm_gap_section(s, similarity);
 }
 
 /// (dataset, level, best pre top-1, best post top-1) for every group that has both stages.
@@ -419,6 +482,7 @@ mod tests {
             debiased_cka: 0.9882,
             mutual_knn: 0.8858,
             k: 10,
+            centroid_gap: None,
             cache_key_a: "ka".into(),
             cache_key_b: "kp".into(),
         };
@@ -430,7 +494,96 @@ mod tests {
             },
         );
         assert!(
-            md.contains("| d | test | `a` | `p` | 0.988 | 0.988 | 0.886 | 10 | 480 |"),
+            md.contains("| d | test | `a` | `p` | 0.988 | 0.988 | 0.886 | 10 | – | 480 |"),
+            "{md}"
+        );
+        assert!(!md.contains("Modality gap between the arms"), "{md}");
+    }
+
+    #[test]
+    fn arms_at_the_same_point_get_their_centroid_gap() {
+        let sim = |a: &str, b: &str, gap: Option<f64>| {
+            let stage = |p: &str| {
+                if p.starts_with("llm.image") {
+                    "llm-image"
+                } else if p.starts_with("llm.text") {
+                    "llm-text"
+                } else {
+                    "pre-projection"
+                }
+            };
+            SimilarityRow {
+                dataset: "d".into(),
+                model_a: "m".into(),
+                feature_point_a: a.into(),
+                stage_a: stage(a).into(),
+                model_b: "m".into(),
+                feature_point_b: b.into(),
+                stage_b: stage(b).into(),
+                split: "test".into(),
+                n: 100,
+                linear_cka: 0.5,
+                debiased_cka: 0.4,
+                mutual_knn: 0.25,
+                k: 10,
+                centroid_gap: gap,
+                cache_key_a: "ka".into(),
+                cache_key_b: "kb".into(),
+            }
+        };
+        let rows = vec![
+            // The same point of both arms, in either order: a row each.
+            sim(
+                "llm.image.layer[-1].last",
+                "llm.text.layer[-1].last",
+                Some(0.8125),
+            ),
+            sim(
+                "llm.text.layer[2].mean",
+                "llm.image.layer[2].mean",
+                Some(0.25),
+            ),
+            // Different layers or reads, or not both arms: not in the table.
+            sim(
+                "llm.image.layer[-1].last",
+                "llm.text.layer[2].mean",
+                Some(0.5),
+            ),
+            sim(
+                "vision.layer[-2].patch.mean",
+                "llm.image.layer[-1].last",
+                None,
+            ),
+            sim("vision.layer[-2].cls", "vision.layer[-1].cls", Some(0.1)),
+        ];
+        let ctx = ReportContext {
+            similarity: rows,
+            ..Default::default()
+        };
+        // A subsection of the image-vs-text section: none without the arms' probes.
+        assert!(!markdown_report(&[], &ctx).contains("### Modality gap between the arms"));
+        let probes = [
+            result_row("d", "llm.image.layer[-1].last", "fine", 0.2),
+            result_row("d", "llm.text.layer[-1].last", "fine", 0.9),
+        ];
+        let md = markdown_report(&probes, &ctx);
+        let section = md
+            .split("### Modality gap between the arms")
+            .nth(1)
+            .and_then(|rest| rest.split("## Representation similarity").next())
+            .expect("section present");
+        let table: Vec<&str> = section.lines().filter(|l| l.starts_with("| d ")).collect();
+        assert_eq!(
+            table,
+            vec![
+                "| d | test | `llm.{image,text}.layer[-1].last` | 0.812 | 0.500 | 0.250 | 100 |",
+                "| d | test | `llm.{image,text}.layer[2].mean` | 0.250 | 0.500 | 0.250 | 100 |",
+            ],
+            "{md}"
+        );
+        // The full similarity table shows the gap where widths matched and a dash elsewhere.
+        assert!(
+            md.contains("| 10 | 0.100 | 100 |") && md.contains("| 10 | – | 100 |"),
             "{md}"
         );
     }

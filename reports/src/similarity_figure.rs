@@ -232,6 +232,7 @@ mod tests {
             debiased_cka: cka,
             mutual_knn: knn,
             k: 10,
+            centroid_gap: None,
             cache_key_a: "a".into(),
             cache_key_b: "b".into(),
         }

@@ -1,7 +1,9 @@
 //! `similarity.csv` (and `similarity.parquet`): one row per pair of feature points compared on a
 //! dataset, written and read with polars.
 
-use crate::table::{number_column, read_csv, text_column, write_csv, write_parquet};
+use crate::table::{
+    number_column, optional_number_column, read_csv, text_column, write_csv, write_parquet,
+};
 use crate::SimilarityRow;
 use anyhow::Result;
 use polars::prelude::{Column, DataFrame};
@@ -38,6 +40,10 @@ fn frame(rows: &[SimilarityRow]) -> Result<DataFrame> {
             Column::new("debiased_cka".into(), f(|r| r.debiased_cka)),
             Column::new("mutual_knn".into(), f(|r| r.mutual_knn)),
             Column::new("k".into(), u(|r| r.k)),
+            Column::new(
+                "centroid_gap".into(),
+                rows.iter().map(|r| r.centroid_gap).collect::<Vec<_>>(),
+            ),
             Column::new("cache_key_a".into(), s(|r| &r.cache_key_a)),
             Column::new("cache_key_b".into(), s(|r| &r.cache_key_b)),
         ],
@@ -69,6 +75,7 @@ pub fn read_similarity_csv(path: &Path) -> Result<Vec<SimilarityRow>> {
         num("mutual_knn")?,
         num("k")?,
     );
+    let gap = optional_number_column(&df, "centroid_gap")?;
     Ok((0..df.height())
         .map(|i| SimilarityRow {
             dataset: ds[i].clone(),
@@ -84,6 +91,7 @@ pub fn read_similarity_csv(path: &Path) -> Result<Vec<SimilarityRow>> {
             debiased_cka: dcka[i],
             mutual_knn: knn[i],
             k: k[i] as u64,
+            centroid_gap: gap[i],
             cache_key_a: key_a[i].clone(),
             cache_key_b: key_b[i].clone(),
         })
@@ -96,7 +104,55 @@ mod tests {
 
     #[test]
     fn csv_round_trips() {
-        let row = SimilarityRow {
+        let row = row();
+        let mut same_space = row.clone();
+        same_space.centroid_gap = Some(0.412_345_678_901_234_5);
+        let path =
+            std::env::temp_dir().join(format!("gapprobe-similarity-{}.csv", std::process::id()));
+        let rows = vec![row, same_space];
+        write_similarity_csv(&rows, &path).unwrap();
+        let back = read_similarity_csv(&path).unwrap();
+        std::fs::remove_file(&path).ok();
+        assert_eq!(back, rows);
+    }
+
+    #[test]
+    fn files_without_the_centroid_gap_column_still_read() {
+        let path = std::env::temp_dir().join(format!(
+            "gapprobe-similarity-old-{}.csv",
+            std::process::id()
+        ));
+        // No comma inside a cell, so that the line splits into its cells.
+        let plain = SimilarityRow {
+            model_a: "m".into(),
+            ..row()
+        };
+        write_similarity_csv(std::slice::from_ref(&plain), &path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Drop the column as files written before it existed lack it.
+        let old: String = text
+            .lines()
+            .map(|l| {
+                let cells: Vec<&str> = l.split(',').collect();
+                let keep: Vec<&str> = cells
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != 13)
+                    .map(|(_, c)| *c)
+                    .collect();
+                keep.join(",") + "\n"
+            })
+            .collect();
+        assert!(text.lines().next().unwrap().contains("centroid_gap"));
+        assert!(!old.contains("centroid_gap"));
+        std::fs::write(&path, old).unwrap();
+        let back = read_similarity_csv(&path).unwrap();
+        std::fs::remove_file(&path).ok();
+        assert_eq!(back, vec![plain]);
+    }
+
+    fn row() -> SimilarityRow {
+        SimilarityRow {
             dataset: "demo".into(),
             model_a: "m, with comma".into(),
             feature_point_a: "vision.layer[-2].patch.mean".into(),
@@ -110,14 +166,9 @@ mod tests {
             debiased_cka: -0.003,
             mutual_knn: 0.885_833_333_333_333_4,
             k: 10,
+            centroid_gap: None,
             cache_key_a: "abc".into(),
             cache_key_b: "def".into(),
-        };
-        let path =
-            std::env::temp_dir().join(format!("gapprobe-similarity-{}.csv", std::process::id()));
-        write_similarity_csv(std::slice::from_ref(&row), &path).unwrap();
-        let back = read_similarity_csv(&path).unwrap();
-        std::fs::remove_file(&path).ok();
-        assert_eq!(back, vec![row]);
+        }
     }
 }

@@ -93,6 +93,15 @@ pub(crate) fn number_column(df: &DataFrame, path: &Path, c: &str) -> Result<Vec<
     Ok(col.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
 
+/// Column `c` of `df` as optional numbers: empty cells, and every row when the file predates
+/// the column, are `None`.
+pub(crate) fn optional_number_column(df: &DataFrame, c: &str) -> Result<Vec<Option<f64>>> {
+    match df.column(c) {
+        Ok(col) => Ok(col.cast(&DataType::Float64)?.f64()?.iter().collect()),
+        Err(_) => Ok(vec![None; df.height()]),
+    }
+}
+
 /// Reads a `results.csv` written by [`write_results_csv`].
 pub fn read_results_csv(path: &Path) -> Result<Vec<ResultRow>> {
     let df = read_csv(path)?;

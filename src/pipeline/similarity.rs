@@ -94,6 +94,7 @@ pub fn compare_entries(
         debiased_cka: s.debiased_cka,
         mutual_knn: s.mutual_knn,
         k: s.k as u64,
+        centroid_gap: s.centroid_gap,
         cache_key_a: a.key.clone(),
         cache_key_b: b.key.clone(),
     })
