@@ -2,6 +2,7 @@
 //! which batch size would fit.
 
 use crate::models::{fused, VisionLanguageModel};
+use crate::FeaturePoint;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
@@ -74,37 +75,112 @@ impl From<BatchSize> for BatchSizeRepr {
     }
 }
 
+/// What one image's forward pass runs, for the memory estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workload {
+    /// Model input size (height, width).
+    pub size: (u32, u32),
+    /// Whether the vision tower (and projector) runs: not for `llm.text` points alone.
+    pub vision: bool,
+    /// Longest sequence the language model runs per image (`llm.*` points); 0 without them.
+    pub llm_tokens: usize,
+    /// Language-model hidden states kept per image until they are read.
+    pub llm_reads: usize,
+}
+
+impl Workload {
+    /// The vision tower and projector at input `size`, no language model.
+    pub fn images(size: (u32, u32)) -> Self {
+        Self {
+            size,
+            vision: true,
+            llm_tokens: 0,
+            llm_reads: 0,
+        }
+    }
+
+    /// The work of extracting `points` at input `size`: the language model's longest sequence
+    /// is the prompt around the projector's tokens (image arm) or around the longest of `texts`
+    /// (text arm), tokenised with the loaded prompt. Without a loaded language model, or
+    /// without `llm.*` points, only the vision part counts.
+    pub fn of(
+        model: &VisionLanguageModel,
+        points: &[FeaturePoint],
+        texts: &[String],
+        size: (u32, u32),
+    ) -> Result<Self> {
+        let mut w = Self::images(size);
+        w.vision = points.iter().any(|p| !p.is_text());
+        let Some(lm) = &model.language else {
+            return Ok(w);
+        };
+        let image_arm = points.iter().any(|p| p.is_llm() && !p.is_text());
+        let text_arm = points.iter().any(|p| p.is_llm() && p.is_text());
+        let info = model.vision.config();
+        let p = info.patch_size.max(1) as u32;
+        let image_tokens = image_arm.then_some(((size.0 / p) * (size.1 / p)) as usize);
+        let texts: Vec<&str> = if text_arm {
+            texts.iter().map(String::as_str).collect()
+        } else {
+            Vec::new()
+        };
+        w.llm_tokens = lm.sequence_len(image_tokens, &texts)?;
+        w.llm_reads = points.iter().filter(|p| p.is_llm()).count();
+        Ok(w)
+    }
+}
+
 /// Estimated device memory one image needs in a forward pass, in bytes: the activations live at
 /// once inside an encoder layer (residual, norms, q|k|v, attention output, both MLP
 /// activations), the attention scores when the composite path runs, the projector's activations,
-/// the input pixels, and a 25% margin for allocator slack.
+/// the input pixels; with `llm.*` points, a decoder layer's activations over the longest
+/// sequence (its f32 attention scores grow with the square of it) and the hidden states kept for
+/// reading; and a 25% margin for allocator slack.
 pub fn bytes_per_image(
     model: &VisionLanguageModel,
-    size: (u32, u32),
+    work: &Workload,
     device: &Device,
     dtype: DType,
 ) -> u64 {
-    let info = model.vision.config();
     let s = dtype.size_in_bytes() as f64;
-    let (h, w) = (size.0 as f64, size.1 as f64);
-    let p = info.patch_size.max(1) as f64;
-    let t = (h / p).floor() * (w / p).floor() + info.prefix_tokens as f64;
-    let (d, f, heads) = (
-        info.hidden_size as f64,
-        info.intermediate_size as f64,
-        info.num_attention_heads.max(1) as f64,
-    );
-    let mut elems = t * (9.0 * d + 2.0 * f);
-    let head_dim = info.hidden_size / info.num_attention_heads.max(1);
-    // The composite attention keeps split q, k, v and the score and probability matrices.
-    if !fused::attention_supported(device, dtype, head_dim) {
-        elems += 3.0 * t * d + 2.0 * heads * t * t;
+    let mut bytes = 0.0;
+    if work.vision {
+        let info = model.vision.config();
+        let (h, w) = (work.size.0 as f64, work.size.1 as f64);
+        let p = info.patch_size.max(1) as f64;
+        let t = (h / p).floor() * (w / p).floor() + info.prefix_tokens as f64;
+        let (d, f, heads) = (
+            info.hidden_size as f64,
+            info.intermediate_size as f64,
+            info.num_attention_heads.max(1) as f64,
+        );
+        let mut elems = t * (9.0 * d + 2.0 * f);
+        let head_dim = info.hidden_size / info.num_attention_heads.max(1);
+        // The composite attention keeps split q, k, v and the score and probability matrices.
+        if !fused::attention_supported(device, dtype, head_dim) {
+            elems += 3.0 * t * d + 2.0 * heads * t * t;
+        }
+        if let Some((hidden, out)) = model.projector.as_ref().map(|p| p.widths()) {
+            elems += t * (2.0 * hidden as f64 + out as f64);
+        }
+        bytes += elems * s + 3.0 * h * w * (4.0 + s);
     }
-    if let Some((hidden, out)) = model.projector.as_ref().map(|p| p.widths()) {
-        elems += t * (2.0 * hidden as f64 + out as f64);
+    if let (Some(lm), true) = (&model.language, work.llm_tokens > 0) {
+        let c = lm.config();
+        let t = work.llm_tokens as f64;
+        let d = c.hidden_size as f64;
+        let heads = c.num_attention_heads.max(1) as f64;
+        let kv = (c.head_dim() * c.kv_heads()) as f64;
+        let f = c.intermediate_size as f64;
+        // Attention: input, norm, q, k, v, rotated q and k, k and v repeated for grouped
+        // queries, output and its projection; the MLP's gate, up, product and down; RMSNorm's
+        // f32 copies; the scores (16-bit product, scaled, f32, masked, softmax, 16-bit probs).
+        let layer = t * s * (8.0 * d + 4.0 * kv + 4.0 * f + 2.0 * d) + 2.0 * t * d * 4.0;
+        let scores = heads * t * t * (12.0 + s);
+        let kept = (work.llm_reads as f64 + 1.0) * t * d * (s + 4.0);
+        bytes += layer + scores + kept;
     }
-    let pixels = 3.0 * h * w * (4.0 + s);
-    ((elems * s + pixels) * 1.25) as u64
+    (bytes * 1.25) as u64
 }
 
 /// Free and total memory of a CUDA device in bytes; `None` on the CPU. Waits for the device and
@@ -144,7 +220,7 @@ pub fn fitting_batch(free: u64, per_image: u64) -> usize {
 pub fn resolve(
     batch: BatchSize,
     model: &VisionLanguageModel,
-    size: (u32, u32),
+    work: &Workload,
     device: &Device,
     dtype: DType,
 ) -> usize {
@@ -154,7 +230,7 @@ pub fn resolve(
     match device_memory(device) {
         None => CPU_BATCH,
         Some((free, _)) => {
-            let per = bytes_per_image(model, size, device, dtype);
+            let per = bytes_per_image(model, work, device, dtype);
             let n = fitting_batch(free, per);
             tracing::info!(
                 "batch size {n} (auto: {:.1} GiB free, about {:.0} MiB per image)",
@@ -181,14 +257,14 @@ pub fn explain_oom(
     err: anyhow::Error,
     batch: usize,
     model: &VisionLanguageModel,
-    size: (u32, u32),
+    work: &Workload,
     device: &Device,
     dtype: DType,
 ) -> anyhow::Error {
     if !is_out_of_memory(&err) {
         return err;
     }
-    let per = bytes_per_image(model, size, device, dtype);
+    let per = bytes_per_image(model, work, device, dtype);
     let (free, total) = device_memory(device).unwrap_or((0, 0));
     let fit = fitting_batch(free, per).min(batch / 2).max(1);
     err.context(format!(

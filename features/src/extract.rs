@@ -1,7 +1,7 @@
 //! Batched feature extraction: images are decoded and preprocessed on CPU threads one batch ahead
 //! of the model (bounded queue), every requested feature point is read from one forward pass.
 
-use crate::batching::{self, BatchSize};
+use crate::batching::{self, BatchSize, Workload};
 use crate::featurepoint::{FeaturePoint, LlmRead};
 use crate::models::{planes, LanguageModel, VisionLanguageModel};
 use crate::preprocess::{load_rgb, PreprocessConfig};
@@ -147,7 +147,20 @@ pub fn extract_batches(
     };
     let (image_reads, text_reads) = (llm_reads(false)?, llm_reads(true)?);
     let (h, w) = pre.output_size();
-    let batch = batching::resolve(opts.batch_size, model, (h, w), &opts.device, opts.dtype).max(1);
+    // Tokenising every text to size the language model's sequences costs a pass over them:
+    // only when `auto` needs it, or to explain an out-of-memory failure.
+    let workload = || Workload::of(model, points, texts, (h, w));
+    let batch = match opts.batch_size {
+        BatchSize::Fixed(n) => n,
+        BatchSize::Auto => batching::resolve(
+            BatchSize::Auto,
+            model,
+            &workload()?,
+            &opts.device,
+            opts.dtype,
+        ),
+    }
+    .max(1);
 
     std::thread::scope(|scope| -> Result<()> {
         // 8-bit planes cross to the device; the level table turns them into model inputs there.
@@ -235,7 +248,10 @@ pub fn extract_batches(
                 }
                 Ok(feats)
             })()
-            .map_err(|e| batching::explain_oom(e, n, model, (h, w), &opts.device, opts.dtype))?;
+            .map_err(|e| {
+                let work = workload().unwrap_or(Workload::images((h, w)));
+                batching::explain_oom(e, n, model, &work, &opts.device, opts.dtype)
+            })?;
             computed += t1.elapsed();
             on_batch(row0, feats)?;
             row0 += n;

@@ -1,41 +1,43 @@
 //! Batch-size planning and out-of-memory errors on a real (tiny) checkpoint.
 
 use candle_core::{DType, Device};
-use gapprobe_features::batching::{bytes_per_image, explain_oom, resolve, BatchSize, CPU_BATCH};
+use gapprobe_features::batching::{
+    bytes_per_image, explain_oom, resolve, BatchSize, Workload, CPU_BATCH,
+};
 use gapprobe_features::models::{Checkpoint, VisionLanguageModel};
 use std::path::Path;
 
-fn model() -> (VisionLanguageModel, (u32, u32)) {
+fn model() -> (VisionLanguageModel, Workload) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/clip_a");
     let ck = Checkpoint::from_dir("clip_a", &dir).unwrap();
     let size = ck.preprocess.output_size();
     let m = VisionLanguageModel::load(&ck, usize::MAX, &Device::Cpu, DType::F32).unwrap();
-    (m, size)
+    (m, Workload::images(size))
 }
 
 #[test]
 fn estimate_scales_with_dtype_and_auto_is_fixed_on_the_cpu() {
-    let (m, size) = model();
-    let f32b = bytes_per_image(&m, size, &Device::Cpu, DType::F32);
-    let bf16b = bytes_per_image(&m, size, &Device::Cpu, DType::BF16);
+    let (m, work) = model();
+    let f32b = bytes_per_image(&m, &work, &Device::Cpu, DType::F32);
+    let bf16b = bytes_per_image(&m, &work, &Device::Cpu, DType::BF16);
     assert!(f32b > bf16b && bf16b > 0, "{f32b} {bf16b}");
     assert_eq!(
-        resolve(BatchSize::Auto, &m, size, &Device::Cpu, DType::F32),
+        resolve(BatchSize::Auto, &m, &work, &Device::Cpu, DType::F32),
         CPU_BATCH
     );
     assert_eq!(
-        resolve(BatchSize::Fixed(7), &m, size, &Device::Cpu, DType::F32),
+        resolve(BatchSize::Fixed(7), &m, &work, &Device::Cpu, DType::F32),
         7
     );
 }
 
 #[test]
 fn out_of_memory_names_a_batch_size_and_other_errors_pass_through() {
-    let (m, size) = model();
+    let (m, work) = model();
     let oom = anyhow::anyhow!("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")");
     let msg = format!(
         "{:#}",
-        explain_oom(oom, 64, &m, size, &Device::Cpu, DType::BF16)
+        explain_oom(oom, 64, &m, &work, &Device::Cpu, DType::BF16)
     );
     assert!(msg.contains("a batch of 64 images did not fit"), "{msg}");
     assert!(msg.contains("rerun with --batch-size "), "{msg}");
@@ -43,7 +45,7 @@ fn out_of_memory_names_a_batch_size_and_other_errors_pass_through() {
     let other = anyhow::anyhow!("shape mismatch in matmul");
     let msg = format!(
         "{:#}",
-        explain_oom(other, 64, &m, size, &Device::Cpu, DType::BF16)
+        explain_oom(other, 64, &m, &work, &Device::Cpu, DType::BF16)
     );
     assert_eq!(msg, "shape mismatch in matmul");
 }

@@ -293,3 +293,63 @@ fn llm_points_without_a_language_model_or_out_of_range_are_clear_errors() {
         .unwrap();
     assert!(e.contains("exactly once"), "{e}");
 }
+
+#[test]
+fn batch_planning_sizes_the_language_model_by_its_longest_sequence() {
+    use gapprobe_features::batching::{bytes_per_image, Workload};
+    let ck = checkpoint();
+    let size = ck.preprocess.output_size();
+    let mut model = VisionLanguageModel::load(&ck, 0, &Device::Cpu, DType::F32).unwrap();
+    model.language = Some(language(layers()));
+    let exp = expected();
+    let points = |s: &str| parse_feature_point_list(&s.split(',').collect::<Vec<_>>()).unwrap();
+    // Image arm: the prompt around the projector's tokens, as long as transformers' sequence.
+    let image = Workload::of(&model, &points("llm.image.layer[-1].last"), &[], size).unwrap();
+    let image_ids = ids(&exp[&format!("ids/image/{}", images()[0])]);
+    assert_eq!(image.llm_tokens, image_ids.len());
+    assert!(image.vision && image.llm_reads == 1);
+    // Text arm: the longest text once tokenised in the prompt; no vision pass.
+    let texts = texts();
+    let text = Workload::of(
+        &model,
+        &points("llm.text.layer[1].mean,llm.text.layer[2].last"),
+        &texts,
+        size,
+    )
+    .unwrap();
+    let longest = (0..texts.len())
+        .map(|i| ids(&exp[&format!("ids/text/{i}")]).len())
+        .max()
+        .unwrap();
+    assert_eq!(
+        (text.llm_tokens, text.vision, text.llm_reads),
+        (longest, false, 2)
+    );
+    // Without llm points only the vision part counts.
+    let plain = Workload::of(&model, &points("projector.mean"), &texts, size).unwrap();
+    assert_eq!(plain, Workload::images(size));
+
+    let bytes = |w: &Workload| bytes_per_image(&model, w, &Device::Cpu, DType::BF16);
+    assert!(
+        bytes(&image) > bytes(&plain),
+        "the decoder adds to an image's share"
+    );
+    // The attention scores grow with the square of the sequence.
+    let llm_only = |t: usize| Workload {
+        vision: false,
+        llm_tokens: t,
+        llm_reads: 1,
+        ..Workload::images(size)
+    };
+    let (b0, b1, b2) = (
+        bytes(&llm_only(0)),
+        bytes(&llm_only(500)),
+        bytes(&llm_only(1000)),
+    );
+    assert_eq!(b0, 0, "nothing runs");
+    assert!(b2 > 2 * b1, "{b1} {b2}");
+    // Without a loaded language model the llm tokens cannot be sized: vision only.
+    model.language = None;
+    let unloaded = Workload::of(&model, &points("llm.image.layer[-1].last"), &[], size).unwrap();
+    assert_eq!(unloaded.llm_tokens, 0);
+}

@@ -4,7 +4,7 @@
 use super::RunSummary;
 use crate::ui::Ui;
 use anyhow::{Context, Result};
-use gapprobe_features::batching::{self, BatchSize};
+use gapprobe_features::batching::{self, BatchSize, Workload};
 use gapprobe_features::cache::{
     compress, shard, source, CacheEntry, Compression, EntryLock, EntryPlan, EntryWriter,
     FeatureCache, Provenance, Shard, SplitPlan, StorageDtype,
@@ -171,13 +171,25 @@ pub fn ensure_features_with(
                  use the same one, and 'auto' depends on each machine's free GPU memory"
             );
         }
-        let batch = batching::resolve(
-            opts.batch_size,
-            &model,
-            preprocess.output_size(),
-            &opts.device,
-            opts.dtype,
-        )
+        let todo: Vec<FeaturePoint> = missing.iter().map(|&i| points[i]).collect();
+        // Loaded before `auto` reads the free memory: its weights are then counted, and its
+        // activations over the longest prompt are part of each image's share.
+        load_language(&ck, &mut model, &todo, opts)?;
+        let batch = match opts.batch_size {
+            BatchSize::Fixed(n) => n,
+            BatchSize::Auto => {
+                let texts: Vec<String> = if todo.iter().any(FeaturePoint::is_text) {
+                    ds.samples
+                        .iter()
+                        .map(|s| ds.attributes[&s.id].clone())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let work = Workload::of(&model, &todo, &texts, preprocess.output_size())?;
+                batching::resolve(BatchSize::Auto, &model, &work, &opts.device, opts.dtype)
+            }
+        }
         .max(1);
         let splits: Vec<(Split, Vec<&Sample>)> = [Split::Train, Split::Val, Split::Test]
             .into_iter()
@@ -227,8 +239,6 @@ pub fn ensure_features_with(
                 EntryWriter::open(&target(&provs[i]), plan)
             })
             .collect::<Result<Vec<_>>>()?;
-        let todo: Vec<FeaturePoint> = missing.iter().map(|&i| points[i]).collect();
-        load_language(&ck, &mut model, &todo, opts)?;
         info!(
             "extracting {} feature point(s) from {} images of '{}'{}",
             todo.len(),

@@ -111,6 +111,26 @@ impl LanguageModel {
         &self.prompt
     }
 
+    /// The decoder's configuration.
+    pub fn config(&self) -> &LlamaConfig {
+        self.llama.config()
+    }
+
+    /// The longest sequence the decoder will run: the prompt around `image_tokens` projector
+    /// tokens (image arm), or around the longest of `texts` once tokenised (text arm); 0 when
+    /// neither is given.
+    pub fn sequence_len(&self, image_tokens: Option<usize>, texts: &[&str]) -> Result<usize> {
+        let mut longest = 0;
+        if let Some(n) = image_tokens {
+            let (before, after) = self.prompt.image_ids()?;
+            longest = before.len() + n + after.len();
+        }
+        for t in texts {
+            longest = longest.max(self.prompt.text_ids(t)?.len());
+        }
+        Ok(longest)
+    }
+
     /// Image arm: `image_tokens` [B, N, D] (the projector's output) spliced into the prompt;
     /// one [B, D] f32 feature per `(hidden_states index, read)`.
     pub fn image_features(

@@ -75,7 +75,8 @@ fn d_positions() -> usize {
 }
 
 impl LlamaConfig {
-    fn head_dim(&self) -> usize {
+    /// Width of one attention head (`head_dim`, else hidden size / heads).
+    pub fn head_dim(&self) -> usize {
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
@@ -112,7 +113,8 @@ impl LlamaConfig {
         Ok(())
     }
 
-    fn kv_heads(&self) -> usize {
+    /// Key/value heads (grouped-query attention), the query heads when not given.
+    pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
 
