@@ -23,7 +23,8 @@ pub use table::{read_results_csv, write_results_csv, write_results_parquet};
 
 use serde::{Deserialize, Serialize};
 
-/// One probe result: a dataset × feature point × label level.
+/// One probe result: a dataset × feature point × label level (× shots per class for few-shot
+/// probes, whose scores are means over `draws` random draws of the training images).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultRow {
     pub dataset: String,
@@ -45,6 +46,27 @@ pub struct ResultRow {
     pub solver: String,
     /// Key of the cache entry the features came from.
     pub cache_key: String,
+    /// Training images per class: 0 for the whole training split (the standard probe), `k` for
+    /// a `k`-shot probe.
+    #[serde(default)]
+    pub shots: u64,
+    /// Random draws of the `k` shots the scores average (1 for the standard probe).
+    #[serde(default = "one")]
+    pub draws: u64,
+    /// Standard deviation of top-1 over the draws (0 for a single draw).
+    #[serde(default)]
+    pub top1_std: f64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl ResultRow {
+    /// Whether this is a few-shot row (`shots > 0`).
+    pub fn is_few_shot(&self) -> bool {
+        self.shots > 0
+    }
 }
 
 /// Representation similarity of two feature points of one dataset (same images, one split).
@@ -111,6 +133,9 @@ pub(crate) mod test_rows {
             n_classes: 4,
             solver: "candle".into(),
             cache_key: "k".into(),
+            shots: 0,
+            draws: 1,
+            top1_std: 0.0,
         }
     }
 }

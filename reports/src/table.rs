@@ -32,6 +32,9 @@ fn frame(rows: &[ResultRow]) -> Result<DataFrame> {
             Column::new("n_classes".into(), u(|r| r.n_classes)),
             Column::new("solver".into(), s(|r| &r.solver)),
             Column::new("cache_key".into(), s(|r| &r.cache_key)),
+            Column::new("shots".into(), u(|r| r.shots)),
+            Column::new("draws".into(), u(|r| r.draws)),
+            Column::new("top1_std".into(), f(|r| r.top1_std)),
         ],
     )?)
 }
@@ -126,6 +129,12 @@ pub fn read_results_csv(path: &Path) -> Result<Vec<ResultRow>> {
         num("chosen_c")?,
     );
     let (ntr, nte, ncl) = (num("n_train")?, num("n_test")?, num("n_classes")?);
+    // Files written before few-shot probes existed lack these: standard probes, one draw.
+    let (shots, draws, std) = (
+        optional_number_column(&df, "shots")?,
+        optional_number_column(&df, "draws")?,
+        optional_number_column(&df, "top1_std")?,
+    );
     Ok((0..df.height())
         .map(|i| ResultRow {
             dataset: ds[i].clone(),
@@ -145,6 +154,9 @@ pub fn read_results_csv(path: &Path) -> Result<Vec<ResultRow>> {
             n_classes: ncl[i] as u64,
             solver: solver[i].clone(),
             cache_key: key[i].clone(),
+            shots: shots[i].unwrap_or(0.0) as u64,
+            draws: draws[i].unwrap_or(1.0) as u64,
+            top1_std: std[i].unwrap_or(0.0),
         })
         .collect())
 }
@@ -173,12 +185,39 @@ mod tests {
             n_classes: 24,
             solver: "candle".into(),
             cache_key: "abc".into(),
+            shots: 0,
+            draws: 1,
+            top1_std: 0.0,
+        };
+        let few = ResultRow {
+            shots: 4,
+            draws: 3,
+            top1_std: 0.0125,
+            ..row.clone()
         };
         let path =
             std::env::temp_dir().join(format!("gapprobe-results-{}.csv", std::process::id()));
-        write_results_csv(std::slice::from_ref(&row), &path).unwrap();
+        let rows = vec![row, few];
+        write_results_csv(&rows, &path).unwrap();
+        let back = read_results_csv(&path).unwrap();
+        assert_eq!(back, rows);
+        // A file from before few-shot probes (no shots, draws, top1_std) reads as standard rows.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let old: String = text
+            .lines()
+            .map(|l| {
+                let cells: Vec<&str> = l.rsplitn(4, ',').collect();
+                cells[3].to_string() + "\n"
+            })
+            .collect();
+        std::fs::write(&path, &old).unwrap();
         let back = read_results_csv(&path).unwrap();
         std::fs::remove_file(&path).ok();
-        assert_eq!(back, vec![row]);
+        assert!(!old.contains("shots"), "{old}");
+        assert_eq!(back[0], rows[0]);
+        assert_eq!(
+            (back[1].shots, back[1].draws, back[1].top1_std),
+            (0, 1, 0.0)
+        );
     }
 }

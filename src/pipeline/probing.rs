@@ -109,5 +109,8 @@ pub fn result_row(
         n_classes: r.n_classes as u64,
         solver: cfg.solver.to_string(),
         cache_key: entry.key.clone(),
+        shots: 0,
+        draws: 1,
+        top1_std: 0.0,
     })
 }
