@@ -114,7 +114,7 @@ A second run reuses the cache and performs no forward pass."
     },
     /// Train linear probes on cached features and write results.csv / .parquet / .json.
     #[command(
-        after_help = "Example:\n  gapprobe probe 3f2a9c1e 77b0d412 --levels coarse,fine --out results/\n\nENTRY is a cache file or a key prefix from `gapprobe cache ls`."
+        after_help = "Examples:\n  gapprobe probe 3f2a9c1e 77b0d412 --levels coarse,fine --out results/\n  gapprobe probe 3f2a9c1e 77b0d412 --shots 1,2,4,8,16 --shot-draws 3 --out results/\n\nENTRY is a cache file or a key prefix from `gapprobe cache ls`. Few-shot rows carry their k in results.csv's `shots` column (0 = the whole training split)."
     )]
     Probe {
         /// Cache entries (file paths or key prefixes).
@@ -130,6 +130,14 @@ A second run reuses the cache and performs no forward pass."
         solver: String,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Few-shot probes besides the standard one: training images per class, e.g.
+        /// 1,2,4,8,16 (each drawn --shot-draws times; C chosen on a disjoint draw of min(k, 4)
+        /// per class, never refitted on it).
+        #[arg(long, value_delimiter = ',')]
+        shots: Vec<usize>,
+        /// Random draws each few-shot score averages.
+        #[arg(long, default_value_t = 3)]
+        shot_draws: usize,
         /// Output folder for results.csv, results.parquet and results.json.
         #[arg(long, default_value = ".")]
         out: PathBuf,

@@ -74,7 +74,7 @@ pub fn prepare(opts: &DemoOptions) -> Result<Experiment> {
             ],
             levels: vec![],
         }],
-        probe: ProbeSection { bootstrap: 500, ..Default::default() },
+        probe: ProbeSection { bootstrap: 500, shots: vec![1, 4, 16], ..Default::default() },
         similarity: Default::default(),
         notes: vec![
             "This is the offline demo. The encoder, projector and language model have random weights (seeded): they \

@@ -91,8 +91,17 @@ pub struct ProbeSection {
     pub bootstrap: usize,
     #[serde(default = "default_solver")]
     pub solver: String,
+    /// Few-shot probes besides the standard one: training images per class, e.g. [1, 2, 4, 8, 16].
+    #[serde(default)]
+    pub shots: Vec<usize>,
+    /// Random draws each few-shot score averages.
+    #[serde(default = "default_draws")]
+    pub shot_draws: usize,
 }
 
+fn default_draws() -> usize {
+    ProbeConfig::default().few_shot_draws
+}
 fn default_device() -> String {
     "cpu".into()
 }
@@ -137,6 +146,15 @@ impl ProbeSection {
         if self.c_grid.is_empty() || self.c_grid.iter().any(|c| !(*c > 0.0) || !c.is_finite()) {
             bail!("probe.c_grid must be a non-empty list of positive numbers");
         }
+        if self.shots.contains(&0) || self.shot_draws == 0 {
+            bail!(
+                "probe.shots (--shots) must list positive numbers of training images per class (e.g. \
+                 [1, 2, 4, 8, 16]) and probe.shot_draws (--shot-draws) must be at least 1"
+            );
+        }
+        let mut shots = self.shots.clone();
+        shots.sort_unstable();
+        shots.dedup();
         Ok(ProbeConfig {
             c_grid: self.c_grid.clone(),
             refine: self.refine,
@@ -147,6 +165,8 @@ impl ProbeSection {
             seed: self.seed,
             bootstrap: self.bootstrap,
             solver,
+            few_shot: shots,
+            few_shot_draws: self.shot_draws,
         })
     }
 }
@@ -363,6 +383,20 @@ mod tests {
             err.contains("vision.layer[4:].cls") && err.contains("depth"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn few_shot_settings_are_sorted_and_checked() {
+        let probe = |section: &str| toml::from_str::<ProbeSection>(section).unwrap().to_config();
+        let cfg = probe("").unwrap();
+        assert!(cfg.few_shot.is_empty());
+        assert_eq!(cfg.few_shot_draws, 3);
+        let cfg = probe("shots = [16, 1, 4, 4]\nshot_draws = 5").unwrap();
+        assert_eq!((cfg.few_shot, cfg.few_shot_draws), (vec![1, 4, 16], 5));
+        for bad in ["shots = [0, 4]", "shots = [4]\nshot_draws = 0"] {
+            let err = probe(bad).unwrap_err().to_string();
+            assert!(err.contains("probe.shots"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -18,7 +18,6 @@ use gapprobe_features::cache::Compression;
 use gapprobe_features::datasets::{DatasetSpec, LabelLevel};
 use gapprobe_features::extract::ExtractOptions;
 use gapprobe_features::synth::SynthConfig;
-use gapprobe_probes::ProbeConfig;
 use ui::Ui;
 
 /// Logs go to stderr, coloured only on a terminal and without `NO_COLOR` set, so that a log
@@ -175,6 +174,8 @@ fn run(cli: Cli) -> Result<()> {
             levels,
             solver,
             seed,
+            shots,
+            shot_draws,
             out,
         } => {
             let cache = cache.open();
@@ -182,19 +183,22 @@ fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .map(|l| l.parse())
                 .collect::<Result<Vec<LabelLevel>>>()?;
-            let cfg = ProbeConfig {
-                solver: solver.parse()?,
+            // The same checks as an experiment's [probe] section.
+            let cfg = experiment::ProbeSection {
+                solver,
                 seed,
+                shots,
+                shot_draws,
                 ..Default::default()
-            };
+            }
+            .to_config()?;
             let mut rows = Vec::new();
             let mut details = Vec::new();
             for what in &entries {
                 let entry = cache_cmd::find(&cache, what)?;
-                for (level, report) in pipeline::probe_entry(&entry, &levels, &cfg, &ui)? {
-                    rows.push(pipeline::result_row(&entry, level, &report, &cfg)?);
-                    details.push(serde_json::json!({"cache_key": entry.key, "level": level, "provenance": entry.provenance, "report": report}));
-                }
+                let probed = pipeline::probe_entry(&entry, &levels, &cfg, &ui)?;
+                rows.extend(probed.rows);
+                details.extend(probed.details);
             }
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             gapprobe_reports::write_results_csv(&rows, &out.join("results.csv"))?;

@@ -71,8 +71,9 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         .unwrap()
         .finish()
         .unwrap();
-    // 8 feature points (the demo sweeps vision.layer[1:5].cls; two llm points) × 3 levels.
-    assert_eq!(df.height(), 24, "{df}");
+    // 8 feature points (the demo sweeps vision.layer[1:5].cls; two llm points) × 3 levels, each
+    // probed on the whole training split and 1-, 4- and 16-shot.
+    assert_eq!(df.height(), 24 * 4, "{df}");
     for col in [
         "top1",
         "top5",
@@ -96,7 +97,7 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
     )
     .finish()
     .unwrap();
-    assert_eq!(parquet.height(), 24);
+    assert_eq!(parquet.height(), 24 * 4);
     assert_eq!(parquet.get_column_names(), df.get_column_names());
     assert_eq!(
         parquet.column("n_test").unwrap().dtype(),
@@ -106,7 +107,10 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         .column("top1")
         .unwrap()
         .equals(df.column("top1").unwrap()));
-    let rows = gapprobe_reports::read_results_csv(&out.join("results.csv")).unwrap();
+    let all_rows = gapprobe_reports::read_results_csv(&out.join("results.csv")).unwrap();
+    let (few, rows): (Vec<_>, Vec<_>) = all_rows.iter().cloned().partition(|r| r.is_few_shot());
+    assert_eq!(rows.len(), 24);
+    assert!(rows.iter().all(|r| (r.draws, r.top1_std) == (1, 0.0)));
     let fine_pre = rows
         .iter()
         .find(|r| r.level == "fine" && r.feature_point == "vision.layer[-2].patch.mean")
@@ -120,6 +124,49 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         "fine top-1 {} (CI low {}) is not clearly above chance {chance}",
         fine_pre.top1,
         fine_pre.top1_ci_low
+    );
+
+    // Few-shot rows: every point and level at 1, 4 and 16 shots per class, 3 draws each, trained
+    // on k images per class and scored on the same test images as the standard probe.
+    for r in &rows {
+        let ks: Vec<u64> = few
+            .iter()
+            .filter(|f| f.feature_point == r.feature_point && f.level == r.level)
+            .map(|f| f.shots)
+            .collect();
+        assert_eq!(ks, vec![1, 4, 16], "{r:?}");
+    }
+    for f in &few {
+        assert_eq!((f.draws, f.n_test), (3, fine_pre.n_test), "{f:?}");
+        assert_eq!(f.n_train, f.shots * f.n_classes, "{f:?}");
+        assert!(f.top1_std >= 0.0 && f.top1_ci_low <= f.top1 && f.top1 <= f.top1_ci_high);
+    }
+    // The text arm's fine probe learns from few examples: 16 shots beat 1 shot, and both beat
+    // chance by far.
+    let text_fine_k = |k: u64| {
+        few.iter()
+            .find(|f| {
+                f.feature_point == "llm.text.layer[-1].last" && f.level == "fine" && f.shots == k
+            })
+            .unwrap()
+            .top1
+    };
+    assert!(
+        text_fine_k(16) > text_fine_k(1) && text_fine_k(1) > 5.0 * chance,
+        "text arm fine: 1-shot {} 16-shot {}",
+        text_fine_k(1),
+        text_fine_k(16)
+    );
+    for f in ["few_shot.png", "few_shot.svg"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("## Few-shot probes")
+            && report.contains("![few-shot probes](few_shot.png)")
+            && report.contains("| level | feature point | 1-shot | 4-shot | 16-shot | all |")
+            && report.contains("### Modality gap by shots"),
+        "{report}"
     );
 
     // The language model's two arms: every level for both, the same images and classes.
@@ -199,7 +246,7 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
     assert_eq!(second["entries_extracted"].as_array().unwrap().len(), 0);
     let again = gapprobe_reports::read_results_csv(&out.join("results.csv")).unwrap();
     assert_eq!(
-        again, rows,
+        again, all_rows,
         "a cached rerun must reproduce the numbers exactly"
     );
 
@@ -381,7 +428,7 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
     gapprobe(&["-q", "run", exp.to_str().unwrap()]);
     assert_eq!(
         gapprobe_reports::read_results_csv(&out.join("results.csv")).unwrap(),
-        rows
+        all_rows
     );
     // The earlier run's similarity files are gone, not passed off as this run's.
     for f in [

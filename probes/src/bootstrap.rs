@@ -7,13 +7,21 @@ use rand_chacha::ChaCha8Rng;
 /// samples with replacement (seeded). Percentiles interpolate linearly between order statistics
 /// (numpy's default). With `b == 0` or no samples it returns `(NaN, NaN)`.
 pub fn top1_ci(correct: &[bool], b: usize, seed: u64) -> (f64, f64) {
-    let n = correct.len();
+    let values: Vec<f64> = correct.iter().map(|&c| if c { 1.0 } else { 0.0 }).collect();
+    mean_ci(&values, b, seed)
+}
+
+/// 95% percentile bootstrap interval of the mean of `values` (e.g. each test image's fraction
+/// of right answers over several few-shot draws), resampled as [`top1_ci`] does: on 0/1 values
+/// the two give the same interval.
+pub fn mean_ci(values: &[f64], b: usize, seed: u64) -> (f64, f64) {
+    let n = values.len();
     if b == 0 || n == 0 {
         return (f64::NAN, f64::NAN);
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
     let mut stats: Vec<f64> = (0..b)
-        .map(|_| (0..n).filter(|_| correct[rng.gen_range(0..n)]).count() as f64 / n as f64)
+        .map(|_| (0..n).map(|_| values[rng.gen_range(0..n)]).sum::<f64>() / n as f64)
         .collect();
     stats.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (percentile(&stats, 2.5), percentile(&stats, 97.5))

@@ -1,10 +1,11 @@
 //! Linear probes on feature arrays: standardisation, multinomial L2 logistic regression with
 //! scikit-learn's objective (candle L-BFGS or linfa-logistic), C sweeps on a validation split,
-//! metrics with a bootstrap interval, and representation similarity (CKA, mutual k-NN). Knows nothing of images or files.
+//! metrics with a bootstrap interval, few-shot probes, and representation similarity (CKA, mutual k-NN). Knows nothing of images or files.
 
 pub mod bootstrap;
 pub mod candle_solver;
 mod device_memory;
+pub mod few_shot;
 pub mod lbfgs;
 pub mod lbfgs_memory;
 pub mod linesearch;
@@ -22,6 +23,7 @@ pub mod split;
 pub mod standardize;
 pub mod sweep;
 
+pub use few_shot::{run_few_shot_probe, FewShotReport};
 pub use lbfgs::Termination;
 pub use logistic::{default_device, objective, FittedLogistic, LogisticRegression};
 pub use protocol::run_probe;
@@ -83,6 +85,11 @@ pub struct ProbeConfig {
     pub bootstrap: usize,
     /// Solver.
     pub solver: Solver,
+    /// Few-shot probes to run besides the standard one: training images per class (e.g.
+    /// `[1, 2, 4, 8, 16]`; empty: none). See [`few_shot`].
+    pub few_shot: Vec<usize>,
+    /// Draws of the shots each few-shot score averages.
+    pub few_shot_draws: usize,
 }
 
 impl Default for ProbeConfig {
@@ -97,6 +104,8 @@ impl Default for ProbeConfig {
             seed: 0,
             bootstrap: 1000,
             solver: Solver::Candle,
+            few_shot: Vec::new(),
+            few_shot_draws: 3,
         }
     }
 }
@@ -132,4 +141,7 @@ pub struct ProbeReport {
     pub classes_absent_from_train: Vec<usize>,
     /// Final objective of the refit, `Σ CE + ½‖W‖²/C` (unscaled; scikit-learn's loss × n).
     pub objective: f64,
+    /// Whether each test sample's top-1 prediction is right (kept out of results.json).
+    #[serde(skip)]
+    pub correct: Vec<bool>,
 }

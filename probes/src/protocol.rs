@@ -47,6 +47,27 @@ pub fn run_probe(
     n_classes: usize,
     cfg: &ProbeConfig,
 ) -> anyhow::Result<ProbeReport> {
+    check_all(train_x, train_y, test_x, test_y, n_classes, cfg)?;
+    let (tr_idx, va_idx) = split::stratified_split(train_y, n_classes, cfg.val_fraction, cfg.seed);
+    let all: Vec<usize> = (0..train_y.len()).collect();
+    let rows = Rows {
+        fit: &tr_idx,
+        val: &va_idx,
+        pool: &all,
+        refit: cfg.refit_on_train_val,
+    };
+    probe_on(train_x, train_y, test_x, test_y, n_classes, cfg, &rows)
+}
+
+/// The checks every protocol makes before any work.
+pub(crate) fn check_all(
+    train_x: ArrayView2<f32>,
+    train_y: &[u32],
+    test_x: ArrayView2<f32>,
+    test_y: &[u32],
+    n_classes: usize,
+    cfg: &ProbeConfig,
+) -> Result<()> {
     ensure!(n_classes > 0, "n_classes must be positive");
     ensure!(!train_y.is_empty(), "empty training set");
     ensure!(!test_y.is_empty(), "empty test set");
@@ -62,7 +83,29 @@ pub fn run_probe(
         test_x.ncols()
     );
     check_input("train", train_x, train_y, n_classes)?;
-    check_input("test", test_x, test_y, n_classes)?;
+    check_input("test", test_x, test_y, n_classes)
+}
+
+/// Which training rows a probe uses: the sweep fits on `fit` and scores on `val`; the final
+/// model is refitted on `pool` when `refit` (or when no sweep runs), else it is the sweep's
+/// model on `fit`.
+pub(crate) struct Rows<'a> {
+    pub fit: &'a [usize],
+    pub val: &'a [usize],
+    pub pool: &'a [usize],
+    pub refit: bool,
+}
+
+/// Standardise, sweep, fit and evaluate on the given rows of the training arrays.
+pub(crate) fn probe_on(
+    train_x: ArrayView2<f32>,
+    train_y: &[u32],
+    test_x: ArrayView2<f32>,
+    test_y: &[u32],
+    n_classes: usize,
+    cfg: &ProbeConfig,
+    rows: &Rows,
+) -> Result<ProbeReport> {
     let device = default_device();
     let est = LogisticRegression {
         c: cfg.c_grid[0],
@@ -70,22 +113,21 @@ pub fn run_probe(
         max_iter: cfg.max_iter,
         solver: cfg.solver,
     };
-
-    let (tr_idx, va_idx) = split::stratified_split(train_y, n_classes, cfg.val_fraction, cfg.seed);
+    let (tr_idx, va_idx) = (rows.fit, rows.val);
     let do_sweep = !va_idx.is_empty() && cfg.c_grid.len() > 1;
-    let final_rows: Vec<usize> = if cfg.refit_on_train_val || !do_sweep {
-        (0..train_y.len()).collect()
+    let final_rows: &[usize] = if rows.refit || !do_sweep {
+        rows.pool
     } else {
-        tr_idx.clone()
+        tr_idx
     };
-    let scaler = Standardizer::fit(train_x.select(Axis(0), &final_rows).view())?;
+    let scaler = Standardizer::fit(train_x.select(Axis(0), final_rows).view())?;
     let xs = scaler.transform(train_x)?;
     let xt = scaler.transform(test_x)?;
 
     let (chosen_c, sweep_pts, warm) = if do_sweep {
-        let xtr = xs.select(Axis(0), &tr_idx);
+        let xtr = xs.select(Axis(0), tr_idx);
         let ytr: Vec<u32> = tr_idx.iter().map(|&i| train_y[i]).collect();
-        let xva = xs.select(Axis(0), &va_idx);
+        let xva = xs.select(Axis(0), va_idx);
         let yva: Vec<u32> = va_idx.iter().map(|&i| train_y[i]).collect();
         let fitter = Fitter::new(&est, &device, xtr.view(), &ytr, n_classes)?;
         let r = sweep(&fitter, xva.view(), &yva, &cfg.c_grid, cfg.refine)?;
@@ -94,11 +136,19 @@ pub fn run_probe(
         (cfg.c_grid[0], Vec::new(), None)
     };
 
-    let model = match (&warm, cfg.refit_on_train_val || !do_sweep) {
+    let model = match (&warm, rows.refit || !do_sweep) {
         (Some(m), false) => m.clone(),
         (w, _) => {
-            let fitter = Fitter::new(&est, &device, xs.view(), train_y, n_classes)?;
-            fitter.fit(chosen_c, w.as_ref())?
+            let fit = |x: ArrayView2<f32>, y: &[u32]| -> Result<_> {
+                let fitter = Fitter::new(&est, &device, x, y, n_classes)?;
+                fitter.fit(chosen_c, w.as_ref())
+            };
+            if final_rows.len() == train_y.len() {
+                fit(xs.view(), train_y)?
+            } else {
+                let y: Vec<u32> = final_rows.iter().map(|&i| train_y[i]).collect();
+                fit(xs.select(Axis(0), final_rows).view(), &y)?
+            }
         }
     };
     let mut seen = vec![false; n_classes];
@@ -125,5 +175,6 @@ pub fn run_probe(
         confusion: m.confusion,
         classes_absent_from_train,
         objective: model.objective(),
+        correct: m.correct,
     })
 }

@@ -5,10 +5,12 @@
 //! sweep is in the layer figure ([`crate::layer_figure`]). Written as PNG and SVG.
 
 use crate::layer_figure::swept_layer;
-use crate::ResultRow;
+use crate::{standard_rows, ResultRow};
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 use std::path::Path;
 use std::sync::Once;
@@ -72,7 +74,7 @@ const GREEN: [RGBColor; 3] = [
 pub(crate) const LLM_STAGES: [&str; 2] = ["llm-image", "llm-text"];
 
 /// How a stage is named in legends.
-fn stage_label(stage: &str) -> &str {
+pub(crate) fn stage_label(stage: &str) -> &str {
     match stage {
         "llm-image" => "LLM, image in prompt",
         "llm-text" => "LLM, attribute text in prompt",
@@ -90,7 +92,83 @@ fn stage_order(stage: &str) -> usize {
     }
 }
 
-/// Writes the figure to `png` and `svg`.
+/// The (stage, feature point) series of `rows`: pre-projection feature points first, then
+/// post-projection, then the LLM's, each in order of appearance.
+pub(crate) fn series(rows: &[ResultRow]) -> Vec<(String, String)> {
+    let mut series = unique(
+        rows.iter()
+            .map(|r| (r.stage.clone(), r.feature_point.clone())),
+    );
+    series.sort_by_key(|(stage, _)| stage_order(stage));
+    series
+}
+
+/// [`series`] with a colour each: a hue family per stage (warm before the projection, teal
+/// after it, purple and green for the LLM's image and text arms), so the gap reads at a glance.
+pub(crate) fn series_colours(rows: &[ResultRow]) -> Vec<(String, String, RGBColor)> {
+    let mut used = [0usize; 4];
+    series(rows)
+        .into_iter()
+        .map(|(stage, fp)| {
+            let order = stage_order(&stage);
+            let palette = [WARM, TEAL, PURPLE, GREEN][order];
+            let color = palette[used[order] % palette.len()];
+            used[order] += 1;
+            (stage, fp, color)
+        })
+        .collect()
+}
+
+/// The y axis of a top-1 chart, 0–100%, with no x labels (drawn by hand) and no light grid;
+/// `sizes` are the tick labels' and the axis description's font sizes.
+pub(crate) fn draw_percent_mesh<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    y_desc: &str,
+    sizes: (u32, u32),
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_labels(11)
+        .y_label_formatter(&|v| format!("{:.0}", v * 100.0))
+        .y_desc(y_desc)
+        .label_style(("sans-serif", sizes.0))
+        .axis_desc_style(("sans-serif", sizes.1))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+}
+
+/// Height of a legend of `n` entries in `cols` columns under a plot.
+pub(crate) fn legend_height(n: usize, cols: usize) -> u32 {
+    14 + 22 * n.div_ceil(cols.max(1)) as u32
+}
+
+/// Draws a legend under a plot, `cols` entries to a line: `key(i, x, y)` draws entry `i`'s key,
+/// `key_width` pixels wide from `x`, centred on `y`; its label follows.
+pub(crate) fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    labels: &[String],
+    cols: usize,
+    key_width: i32,
+    mut key: impl FnMut(usize, i32, i32) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let cols = cols.max(1);
+    let (w, _) = area.dim_in_pixel();
+    let col_w = (w as i32 - 2 * 78) / cols as i32;
+    let left = Pos::new(HPos::Left, VPos::Center);
+    for (i, label) in labels.iter().enumerate() {
+        let x = 78 + (i % cols) as i32 * col_w;
+        let y = 14 + (i / cols) as i32 * 22;
+        key(i, x, y)?;
+        let style = ("sans-serif", 14).into_font().color(&BLACK).pos(left);
+        area.draw(&Text::new(label.clone(), (x + key_width + 6, y), style))?;
+    }
+    Ok(())
+}
+
+/// Writes the figure to `png` and `svg`, from the standard probes' rows (few-shot rows are left
+/// out); an error when there are none.
 pub fn modality_gap_figure(
     rows: &[ResultRow],
     png: &Path,
@@ -98,6 +176,8 @@ pub fn modality_gap_figure(
     opts: &FigureOptions,
 ) -> Result<()> {
     register_font();
+    // Few-shot rows have their own figure ([`crate::few_shot_figure`]).
+    let rows = &standard_rows(rows);
     if rows.is_empty() {
         return Err(anyhow!("no results to plot"));
     }
@@ -128,18 +208,17 @@ pub fn modality_gap_figure(
 /// The image-vs-text figure: probe top-1 on the language model's hidden states with the image's
 /// projector tokens in the prompt against the same prompt with the image's attribute text (the
 /// Finer paper's image-only vs text-only comparison, as probes), bars as in the modality-gap
-/// figure, `title` as its caption. Returns false (and writes nothing) unless the rows have both
-/// arms.
+/// figure, `title` as its caption. Returns false (and writes nothing) unless the standard
+/// probes' rows (few-shot rows are left out) have both arms.
 pub fn image_vs_text_figure(
     rows: &[ResultRow],
     png: &Path,
     svg: &Path,
     title: &str,
 ) -> Result<bool> {
-    let arms: Vec<ResultRow> = rows
-        .iter()
+    let arms: Vec<ResultRow> = standard_rows(rows)
+        .into_iter()
         .filter(|r| LLM_STAGES.contains(&r.stage.as_str()))
-        .cloned()
         .collect();
     if LLM_STAGES
         .iter()
@@ -235,20 +314,15 @@ where
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the figure: {e:?}");
     root.fill(&WHITE).map_err(err)?;
+    // Series: pre-projection feature points first, then post-projection, then the LLM's.
+    let series = series_colours(rows);
     // The legend goes under the plot, where it cannot hide a bar: one or two columns.
-    let n_series = unique(rows.iter().map(|r| (&r.stage, &r.feature_point))).len();
-    let legend_cols = n_series.clamp(1, 2);
-    let legend_h = 14 + 22 * n_series.div_ceil(legend_cols) as u32;
+    let legend_cols = series.len().clamp(1, 2);
+    let legend_h = legend_height(series.len(), legend_cols);
     let (root, legend_area) = root.split_vertically(opts.height.saturating_sub(legend_h));
     let mut legend: Vec<(RGBColor, String)> = Vec::new();
     let groups: Vec<(String, String)> =
         unique(rows.iter().map(|r| (r.dataset.clone(), r.level.clone())));
-    // Series: pre-projection feature points first, then post-projection, then the LLM's.
-    let mut series: Vec<(String, String)> = unique(
-        rows.iter()
-            .map(|r| (r.stage.clone(), r.feature_point.clone())),
-    );
-    series.sort_by_key(|(stage, _)| stage_order(stage));
     let multi_dataset = unique(rows.iter().map(|r| r.dataset.clone())).len() > 1;
 
     let mut chart = ChartBuilder::on(&root)
@@ -258,27 +332,12 @@ where
         .y_label_area_size(64)
         .build_cartesian_2d(-0.5f64..(groups.len() as f64 - 0.5), 0f64..1.05)
         .map_err(err)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(0)
-        .y_labels(11)
-        .y_label_formatter(&|v| format!("{:.0}", v * 100.0))
-        .y_desc("probe top-1 accuracy (%)")
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 16))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(err)?;
+    draw_percent_mesh(&mut chart, "probe top-1 accuracy (%)", (15, 16)).map_err(err)?;
 
     let k = series.len() as f64;
     let width = 0.8 / k;
-    let mut used = [0usize; 4];
-    for (si, (stage, fp)) in series.iter().enumerate() {
-        let order = stage_order(stage);
-        let palette = [WARM, TEAL, PURPLE, GREEN][order];
-        let color = palette[used[order] % palette.len()];
-        used[order] += 1;
+    for (si, (stage, fp, color)) in series.iter().enumerate() {
+        let color = *color;
         let bars: Vec<(f64, &ResultRow)> = rows
             .iter()
             .filter(|r| &r.stage == stage && &r.feature_point == fp)
@@ -329,12 +388,10 @@ where
                 Text::new(
                     format!("{:.1}", r.top1 * 100.0),
                     (xm, y),
-                    ("sans-serif", 12).into_font().color(&BLACK).pos(
-                        plotters::style::text_anchor::Pos::new(
-                            plotters::style::text_anchor::HPos::Center,
-                            plotters::style::text_anchor::VPos::Bottom,
-                        ),
-                    ),
+                    ("sans-serif", 12)
+                        .into_font()
+                        .color(&BLACK)
+                        .pos(Pos::new(HPos::Center, VPos::Bottom)),
                 )
             }))
             .map_err(err)?;
@@ -354,31 +411,16 @@ where
                 .map_err(err)?;
         }
     }
-    let (w, _) = legend_area.dim_in_pixel();
-    let col_w = (w as i32 - 2 * 78) / legend_cols as i32;
-    let left = plotters::style::text_anchor::Pos::new(
-        plotters::style::text_anchor::HPos::Left,
-        plotters::style::text_anchor::VPos::Center,
-    );
-    for (i, (color, label)) in legend.iter().enumerate() {
-        let x = 78 + (i % legend_cols) as i32 * col_w;
-        let y = 14 + (i / legend_cols) as i32 * 22;
-        legend_area
-            .draw(&Rectangle::new(
-                [(x, y - 6), (x + 14, y + 6)],
-                color.filled(),
-            ))
-            .map_err(err)?;
-        let style = ("sans-serif", 14).into_font().color(&BLACK).pos(left);
-        legend_area
-            .draw(&Text::new(label.clone(), (x + 20, y), style))
-            .map_err(err)?;
-    }
+    let labels: Vec<String> = legend.iter().map(|(_, label)| label.clone()).collect();
+    draw_legend(&legend_area, &labels, legend_cols, 14, |i, x, y| {
+        legend_area.draw(&Rectangle::new(
+            [(x, y - 6), (x + 14, y + 6)],
+            legend[i].0.filled(),
+        ))
+    })
+    .map_err(err)?;
     // Group labels under the axis (drawn by hand so they sit exactly under each group).
-    let center = plotters::style::text_anchor::Pos::new(
-        plotters::style::text_anchor::HPos::Center,
-        plotters::style::text_anchor::VPos::Top,
-    );
+    let center = Pos::new(HPos::Center, VPos::Top);
     for (g, (ds, level)) in groups.iter().enumerate() {
         let (px, py) = chart.backend_coord(&(g as f64, 0.0));
         let style = ("sans-serif", 15).into_font().color(&BLACK).pos(center);

@@ -6,9 +6,10 @@
 //! in the level's colour; the language-model panel puts the image and text arms side by side
 //! (circles and triangles). Written as PNG and SVG.
 
-use crate::figure::register_font;
-use crate::ResultRow;
+use crate::figure::{draw_percent_mesh, register_font};
+use crate::{standard_rows, ResultRow};
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -142,10 +143,39 @@ pub(crate) fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     out
 }
 
+/// Labels `chart`'s x axis by hand on `whole` (the drawing area at the backend's origin):
+/// each `(x, label)` of `ticks` under the axis, and `desc` beneath them, centred on `middle`.
+pub(crate) fn draw_x_ticks<DB: DrawingBackend>(
+    whole: &DrawingArea<DB, Shift>,
+    chart: &ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    ticks: &[(f64, String)],
+    middle: f64,
+    desc: &str,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let below = Pos::new(HPos::Center, VPos::Top);
+    for (x, label) in ticks {
+        let (px, py) = chart.backend_coord(&(*x, 0.0));
+        whole.draw(&Text::new(
+            label.clone(),
+            (px, py + 6),
+            ("sans-serif", 13).into_font().color(&BLACK).pos(below),
+        ))?;
+    }
+    let (px, py) = chart.backend_coord(&(middle, 0.0));
+    whole.draw(&Text::new(
+        desc,
+        (px, py + 24),
+        ("sans-serif", 14).into_font().color(&BLACK).pos(below),
+    ))
+}
+
 /// Writes the figure to `png` and `svg` when some dataset has a layer sweep (at least two
-/// layers of the same tokens); returns whether it did.
+/// layers of the same tokens) among the standard probes' rows (few-shot rows are left out);
+/// returns whether it did.
 pub fn layer_figure(rows: &[ResultRow], png: &Path, svg: &Path, title: &str) -> Result<bool> {
     register_font();
+    // Few-shot rows have their own figure ([`crate::few_shot_figure`]).
+    let rows = &standard_rows(rows);
     let sweeps = layer_sweeps(rows, 2);
     if sweeps.is_empty() {
         return Ok(false);
@@ -241,18 +271,7 @@ where
             .y_label_area_size(64)
             .build_cartesian_2d((x_lo - pad)..(x_hi + pad), 0f64..1.05)
             .map_err(err)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(0)
-            .y_labels(11)
-            .y_label_formatter(&|v| format!("{:.0}", v * 100.0))
-            .y_desc("probe top-1 accuracy (%)")
-            .label_style(("sans-serif", 14))
-            .axis_desc_style(("sans-serif", 15))
-            .light_line_style(WHITE.mix(0.0))
-            .draw()
-            .map_err(err)?;
+        draw_percent_mesh(&mut chart, "probe top-1 accuracy (%)", (14, 15)).map_err(err)?;
         let markers = here.len() > 1;
         for (si, sweep) in here.iter().enumerate() {
             for level in &levels {
@@ -364,25 +383,15 @@ where
                 .map_err(err)?;
         }
         // Layer ticks, drawn by hand at each probed layer.
-        let below = Pos::new(HPos::Center, VPos::Top);
-        for k in &layers {
-            let (px, py) = chart.backend_coord(&(x_of(*k), 0.0));
-            whole
-                .draw(&Text::new(
-                    k.to_string(),
-                    (px, py + 6),
-                    ("sans-serif", 13).into_font().color(&BLACK).pos(below),
-                ))
-                .map_err(err)?;
-        }
-        let (px, py) = chart.backend_coord(&((x_lo + x_hi) / 2.0, 0.0));
-        whole
-            .draw(&Text::new(
-                "hidden_states index (layer)",
-                (px, py + 24),
-                ("sans-serif", 14).into_font().color(&BLACK).pos(below),
-            ))
-            .map_err(err)?;
+        let ticks: Vec<(f64, String)> = layers.iter().map(|k| (x_of(*k), k.to_string())).collect();
+        draw_x_ticks(
+            &whole,
+            &chart,
+            &ticks,
+            (x_lo + x_hi) / 2.0,
+            "hidden_states index (layer)",
+        )
+        .map_err(err)?;
     }
     root.present().map_err(err)?;
     Ok(())

@@ -1,8 +1,10 @@
 //! `report.md`: what was measured, the figure, the table, the pre − post gap per level, and how
-//! to reproduce it.
+//! to reproduce it. Every section but the few-shot one ([`crate::few_shot_table`]) reads only the
+//! standard probes' rows.
 
+use crate::few_shot_table::few_shot_section;
 use crate::layer_figure::{in_display_order, layer_sweeps, swept_layer, unique};
-use crate::{ResultRow, SimilarityRow};
+use crate::{standard_rows, ResultRow, SimilarityRow};
 use std::fmt::Write;
 
 /// Free-form facts the report states alongside the numbers.
@@ -25,6 +27,8 @@ pub struct ReportContext {
     pub layer_figure: String,
     /// File name of the image-vs-text figure next to the report (none when empty).
     pub text_figure: String,
+    /// File name of the few-shot figure next to the report (none when empty).
+    pub few_shot_figure: String,
 }
 
 /// A regularisation constant in 3 significant digits.
@@ -36,12 +40,14 @@ fn fmt_c(c: f64) -> String {
     }
 }
 
-fn pct(v: f64) -> String {
+pub(crate) fn pct(v: f64) -> String {
     format!("{:.1}", v * 100.0)
 }
 
 /// Renders the report as markdown.
 pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
+    let all = rows;
+    let rows = &standard_rows(all);
     let mut s = String::new();
     let _ = writeln!(s, "# {}\n", ctx.title);
     for n in &ctx.notes {
@@ -98,6 +104,7 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
         }
     }
     layer_section(&mut s, rows, &ctx.layer_figure);
+    few_shot_section(&mut s, all, &ctx.few_shot_figure);
     image_text_section(&mut s, rows, &ctx.text_figure, &ctx.similarity);
     similarity_section(&mut s, &ctx.similarity, &ctx.similarity_figure);
     let _ = writeln!(s, "\n## Provenance\n");
@@ -341,7 +348,7 @@ fn image_text_section(
 }
 
 /// (dataset, level, best pre top-1, best post top-1) for every group that has both stages.
-fn gap_rows(rows: &[ResultRow]) -> Vec<(String, String, f64, f64)> {
+pub(crate) fn gap_rows(rows: &[ResultRow]) -> Vec<(String, String, f64, f64)> {
     let mut out: Vec<(String, String, f64, f64)> = Vec::new();
     for r in rows {
         if out.iter().any(|g| g.0 == r.dataset && g.1 == r.level) {

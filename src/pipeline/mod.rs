@@ -11,7 +11,7 @@ mod report;
 mod similarity;
 
 pub use features::{ensure_features_with, CacheOptions};
-pub use probing::{probe_entry, result_row};
+pub use probing::probe_entry;
 pub use report::{write_report, ReportInput};
 pub use similarity::{compare_pairs, CompareOptions};
 
@@ -114,13 +114,9 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
                 continue;
             }
             pooled.push(entry);
-            for (level, report) in probe_entry(entry, &levels, &cfg, ui)? {
-                rows.push(result_row(entry, level, &report, &cfg)?);
-                details.push(serde_json::json!({
-                    "dataset": ds.name, "feature_point": entry.provenance.feature_point, "level": level,
-                    "cache_key": entry.key, "provenance": entry.provenance, "report": report,
-                }));
-            }
+            let probed = probe_entry(entry, &levels, &cfg, ui)?;
+            rows.extend(probed.rows);
+            details.extend(probed.details);
         }
         if exp.similarity.enabled {
             // Similarity is an addition to the probes: a pair that cannot be compared becomes a

@@ -16,6 +16,23 @@ const SIMILARITY_FILES: [&str; 4] = [
 /// Caption of the image-vs-text figure.
 const TEXT_TITLE: &str = "Probes on the LLM's hidden state: the image vs its attribute text";
 
+/// Caption of the few-shot figure.
+const FEW_SHOT_TITLE: &str = "Few-shot linear probes: top-1 vs training images per class";
+
+/// Removes `paths` left by an earlier run unless this run `made` them.
+fn remove_unless(made: bool, paths: &[&Path]) -> Result<()> {
+    if made {
+        return Ok(());
+    }
+    for path in paths {
+        if path.is_file() {
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing the stale {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// What a report is made from.
 pub struct ReportInput<'a> {
     pub title: &'a str,
@@ -36,7 +53,8 @@ pub struct ReportInput<'a> {
 /// Writes results.csv/.parquet/.json, similarity.csv/.parquet/.png/.svg, the modality-gap figure,
 /// the probe-accuracy-by-layer figure (layers.png/.svg, when the rows hold a layer sweep), the
 /// image-vs-text figure (image_vs_text.png/.svg, when the rows hold both `llm.image` and
-/// `llm.text` points) and report.md into `out`.
+/// `llm.text` points), the few-shot figure (few_shot.png/.svg, when the rows hold few-shot
+/// probes) and report.md into `out`.
 pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     gapprobe_reports::write_results_csv(input.rows, &out.join("results.csv"))?;
@@ -81,29 +99,19 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
         &out.join("modality_gap.svg"),
         &fig,
     )?;
-    // The layer figure is drawn from the rows alone, so one left from other rows goes.
+    // The optional figures are drawn from the rows alone, so one left from other rows goes.
     let (layers_png, layers_svg) = (out.join("layers.png"), out.join("layers.svg"));
     let layers = gapprobe_reports::layer_figure(input.rows, &layers_png, &layers_svg, input.title)?;
-    if !layers {
-        for path in [&layers_png, &layers_svg] {
-            if path.is_file() {
-                std::fs::remove_file(path)
-                    .with_context(|| format!("removing the stale {}", path.display()))?;
-            }
-        }
-    }
-    // The image-vs-text figure likewise, when the rows have both of the LLM's arms.
+    remove_unless(layers, &[&layers_png, &layers_svg])?;
+    // The image-vs-text figure, when the rows have both of the LLM's arms.
     let (text_png, text_svg) = (out.join("image_vs_text.png"), out.join("image_vs_text.svg"));
     let text =
         gapprobe_reports::image_vs_text_figure(input.rows, &text_png, &text_svg, TEXT_TITLE)?;
-    if !text {
-        for path in [&text_png, &text_svg] {
-            if path.is_file() {
-                std::fs::remove_file(path)
-                    .with_context(|| format!("removing the stale {}", path.display()))?;
-            }
-        }
-    }
+    remove_unless(text, &[&text_png, &text_svg])?;
+    // The few-shot figure, when the rows have few-shot probes.
+    let (few_png, few_svg) = (out.join("few_shot.png"), out.join("few_shot.svg"));
+    let few = gapprobe_reports::few_shot_figure(input.rows, &few_png, &few_svg, FEW_SHOT_TITLE)?;
+    remove_unless(few, &[&few_png, &few_svg])?;
     let ctx = gapprobe_reports::ReportContext {
         title: input.title.into(),
         model: input.model.into(),
@@ -123,6 +131,11 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
         },
         text_figure: if text {
             "image_vs_text.png".into()
+        } else {
+            String::new()
+        },
+        few_shot_figure: if few {
+            "few_shot.png".into()
         } else {
             String::new()
         },
