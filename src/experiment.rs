@@ -143,7 +143,7 @@ impl ProbeSection {
     /// The probe configuration these settings describe.
     pub fn to_config(&self) -> Result<ProbeConfig> {
         let solver: Solver = self.solver.parse()?;
-        if self.c_grid.is_empty() || self.c_grid.iter().any(|c| !(*c > 0.0) || !c.is_finite()) {
+        if self.c_grid.is_empty() || self.c_grid.iter().any(|c| *c <= 0.0 || !c.is_finite()) {
             bail!("probe.c_grid must be a non-empty list of positive numbers");
         }
         if self.shots.contains(&0) || self.shot_draws == 0 {

@@ -390,7 +390,7 @@ impl LineObjective for Line<'_> {
             .zip(&self.dir)
             .for_each(|(t, d)| *t += alpha * d);
         self.accepted += 1;
-        if self.accepted % REFRESH == 0 {
+        if self.accepted.is_multiple_of(REFRESH) {
             self.refresh_logits()?;
             return self.at_base();
         }

@@ -92,8 +92,9 @@ pub struct FewShotReport {
     pub draws: Vec<ProbeReport>,
 }
 
-/// A `shots`-shot probe over `draws` draws (seeds `cfg.seed`, `cfg.seed + 1`, …); see the
-/// module doc for the protocol. `cfg.val_fraction` and `cfg.refit_on_train_val` do not apply.
+/// A `shots`-shot probe over `cfg.few_shot_draws` draws (seeds `cfg.seed`, `cfg.seed + 1`, …);
+/// see the module doc for the protocol. `cfg.val_fraction`, `cfg.refit_on_train_val` and
+/// `cfg.refine` do not apply.
 pub fn run_few_shot_probe(
     train_x: ArrayView2<f32>,
     train_y: &[u32],
@@ -102,8 +103,8 @@ pub fn run_few_shot_probe(
     n_classes: usize,
     cfg: &ProbeConfig,
     shots: usize,
-    draws: usize,
 ) -> Result<FewShotReport> {
+    let draws = cfg.few_shot_draws;
     ensure!(shots > 0, "few-shot probes need at least 1 image per class");
     ensure!(draws > 0, "few-shot probes need at least 1 draw");
     check_all(train_x, train_y, test_x, test_y, n_classes, cfg)?;

@@ -252,7 +252,8 @@ pub fn minimize_line<P: LineObjective>(
     while n_iter < opt.max_iter {
         memory.direction(&g, &mut d);
         let mut gd = dot(&g, &d);
-        if !(gd < 0.0) {
+        // NaN counts as not descending too.
+        if gd >= 0.0 || gd.is_nan() {
             // Not a descent direction (numerical trouble): restart from steepest descent.
             memory.clear();
             d.iter_mut().zip(&g).for_each(|(di, gi)| *di = -gi);

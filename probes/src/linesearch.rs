@@ -60,8 +60,7 @@ where
             stage = 2;
         }
         // Warnings: accept the current point when it decreases f, as L-BFGS-B does.
-        let warn = (brackt && (stp <= stmin || stp >= stmax))
-            || (brackt && stmax - stmin <= xtol * stmax)
+        let warn = (brackt && (stp <= stmin || stp >= stmax || stmax - stmin <= xtol * stmax))
             || (stp == stpmax && f <= ftest && g <= gtest)
             || (stp == stpmin && (f > ftest || g >= gtest));
         if warn {
@@ -124,7 +123,7 @@ where
             stmax = stp + XTRAPU * (stp - stx);
         }
         stp = stp.max(stpmin).min(stpmax);
-        if (brackt && (stp <= stmin || stp >= stmax)) || (brackt && stmax - stmin <= xtol * stmax) {
+        if brackt && (stp <= stmin || stp >= stmax || stmax - stmin <= xtol * stmax) {
             stp = stx;
         }
     }

@@ -331,7 +331,7 @@ pub fn objective(
     intercept: ArrayView1<f32>,
     c: f64,
 ) -> f64 {
-    let z = x.dot(&weights) + &intercept;
+    let z = x.dot(&weights) + intercept;
     let mut ce = 0.0f64;
     for (row, &l) in z.outer_iter().zip(y) {
         let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;

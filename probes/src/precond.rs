@@ -133,7 +133,8 @@ impl Spectrum {
         let err = (&gram - &Array2::<f64>::eye(gram.nrows()))
             .iter()
             .fold(0f64, |m, x| m.max(x.abs()));
-        if !(err <= 1e-3) {
+        // A NaN error disables it too.
+        if err > 1e-3 || err.is_nan() {
             tracing::debug!(err, "preconditioner basis not orthonormal: disabled");
             return Ok(None);
         }

@@ -239,7 +239,8 @@ pub(crate) fn solve(
             ])
         };
         let mut dots = wd(&dir_u, &dir)?;
-        if !(dots[0] < 0.0) {
+        // NaN counts as not descending too.
+        if dots[0] >= 0.0 || dots[0].is_nan() {
             // Not a descent direction (numerical trouble): restart from steepest descent.
             memory.clear();
             dir_u = gu.neg()?;

@@ -15,6 +15,14 @@ fn cfg() -> ProbeConfig {
     }
 }
 
+/// `cfg` with `draws` draws per few-shot score.
+fn with_draws(cfg: &ProbeConfig, draws: usize) -> ProbeConfig {
+    ProbeConfig {
+        few_shot_draws: draws,
+        ..cfg.clone()
+    }
+}
+
 /// 8 classes, 60 training and 30 test images each (after the slice), 16 features.
 fn data() -> (Array2<f32>, Vec<u32>, Array2<f32>, Vec<u32>) {
     let (x, y) = gaussian_classes(720, 16, 8, 0.9, 11);
@@ -30,7 +38,16 @@ fn data() -> (Array2<f32>, Vec<u32>, Array2<f32>, Vec<u32>) {
 fn rows_outside_the_shots_and_their_validation_never_change_the_result() {
     let (xtr, ytr, xte, yte) = data();
     let cfg = cfg();
-    let base = run_few_shot_probe(xtr.view(), &ytr, xte.view(), &yte, 8, &cfg, 4, 1).unwrap();
+    let base = run_few_shot_probe(
+        xtr.view(),
+        &ytr,
+        xte.view(),
+        &yte,
+        8,
+        &with_draws(&cfg, 1),
+        4,
+    )
+    .unwrap();
     assert_eq!(base.n_train, 4 * 8);
     assert_eq!(base.draws[0].n_train, 32);
     assert!(base.short_classes.is_empty());
@@ -43,7 +60,16 @@ fn rows_outside_the_shots_and_their_validation_never_change_the_result() {
             other.row_mut(i).mapv_inplace(|v| v * -7.0 + 3.0);
         }
     }
-    let same = run_few_shot_probe(other.view(), &ytr, xte.view(), &yte, 8, &cfg, 4, 1).unwrap();
+    let same = run_few_shot_probe(
+        other.view(),
+        &ytr,
+        xte.view(),
+        &yte,
+        8,
+        &with_draws(&cfg, 1),
+        4,
+    )
+    .unwrap();
     assert_eq!(
         (same.top1, same.chosen_c, same.draws[0].objective),
         (base.top1, base.chosen_c, base.draws[0].objective)
@@ -53,7 +79,16 @@ fn rows_outside_the_shots_and_their_validation_never_change_the_result() {
         c_grid: vec![0.1],
         ..cfg.clone()
     };
-    let a = run_few_shot_probe(xtr.view(), &ytr, xte.view(), &yte, 8, &one_c, 4, 1).unwrap();
+    let a = run_few_shot_probe(
+        xtr.view(),
+        &ytr,
+        xte.view(),
+        &yte,
+        8,
+        &with_draws(&one_c, 1),
+        4,
+    )
+    .unwrap();
     let mut val_scrambled = xtr.clone();
     for &i in &split.val {
         val_scrambled.row_mut(i).mapv_inplace(|v| v * 5.0 - 1.0);
@@ -64,9 +99,8 @@ fn rows_outside_the_shots_and_their_validation_never_change_the_result() {
         xte.view(),
         &yte,
         8,
-        &one_c,
+        &with_draws(&one_c, 1),
         4,
-        1,
     )
     .unwrap();
     assert_eq!(a.draws[0].objective, b.draws[0].objective);
@@ -82,9 +116,8 @@ fn rows_outside_the_shots_and_their_validation_never_change_the_result() {
         xte.view(),
         &yte,
         8,
-        &one_c,
+        &with_draws(&one_c, 1),
         4,
-        1,
     )
     .unwrap();
     assert_ne!(a.draws[0].objective, c.draws[0].objective);
@@ -94,7 +127,16 @@ fn rows_outside_the_shots_and_their_validation_never_change_the_result() {
 fn draws_are_averaged_and_more_shots_score_higher() {
     let (xtr, ytr, xte, yte) = data();
     let cfg = cfg();
-    let r = run_few_shot_probe(xtr.view(), &ytr, xte.view(), &yte, 8, &cfg, 2, 5).unwrap();
+    let r = run_few_shot_probe(
+        xtr.view(),
+        &ytr,
+        xte.view(),
+        &yte,
+        8,
+        &with_draws(&cfg, 5),
+        2,
+    )
+    .unwrap();
     assert_eq!(r.draws.len(), 5);
     let tops: Vec<f64> = r.draws.iter().map(|d| d.top1).collect();
     let mean = tops.iter().sum::<f64>() / 5.0;
@@ -111,11 +153,38 @@ fn draws_are_averaged_and_more_shots_score_higher() {
         r.top1_ci
     );
     // Draw i is the seed + i draw, so a rerun repeats it and draw 0 is a 1-draw run.
-    let first = run_few_shot_probe(xtr.view(), &ytr, xte.view(), &yte, 8, &cfg, 2, 1).unwrap();
+    let first = run_few_shot_probe(
+        xtr.view(),
+        &ytr,
+        xte.view(),
+        &yte,
+        8,
+        &with_draws(&cfg, 1),
+        2,
+    )
+    .unwrap();
     assert_eq!(first.top1, r.draws[0].top1);
 
-    let one = run_few_shot_probe(xtr.view(), &ytr, xte.view(), &yte, 8, &cfg, 1, 5).unwrap();
-    let sixteen = run_few_shot_probe(xtr.view(), &ytr, xte.view(), &yte, 8, &cfg, 16, 5).unwrap();
+    let one = run_few_shot_probe(
+        xtr.view(),
+        &ytr,
+        xte.view(),
+        &yte,
+        8,
+        &with_draws(&cfg, 5),
+        1,
+    )
+    .unwrap();
+    let sixteen = run_few_shot_probe(
+        xtr.view(),
+        &ytr,
+        xte.view(),
+        &yte,
+        8,
+        &with_draws(&cfg, 5),
+        16,
+    )
+    .unwrap();
     let full = run_probe(xtr.view(), &ytr, xte.view(), &yte, 8, &cfg).unwrap();
     assert!(
         one.top1 < sixteen.top1 && sixteen.top1 <= full.top1 + 0.02,
@@ -132,17 +201,44 @@ fn short_classes_train_on_what_they_have_and_bad_settings_are_refused() {
     let (xtr, ytr, xte, yte) = data();
     let cfg = cfg();
     // 60 images per class: 64 shots leaves every class short, and no validation image.
-    let r = run_few_shot_probe(xtr.view(), &ytr, xte.view(), &yte, 8, &cfg, 64, 1).unwrap();
+    let r = run_few_shot_probe(
+        xtr.view(),
+        &ytr,
+        xte.view(),
+        &yte,
+        8,
+        &with_draws(&cfg, 1),
+        64,
+    )
+    .unwrap();
     assert_eq!(r.short_classes.len(), 8);
     assert_eq!(r.n_train, 480);
     assert!(r.draws[0].sweep.is_empty(), "no validation rows, no sweep");
-    let err = run_few_shot_probe(xtr.view(), &ytr, xte.view(), &yte, 8, &cfg, 0, 1).unwrap_err();
+    let err = run_few_shot_probe(
+        xtr.view(),
+        &ytr,
+        xte.view(),
+        &yte,
+        8,
+        &with_draws(&cfg, 1),
+        0,
+    )
+    .unwrap_err();
     assert!(
         err.to_string().contains("at least 1 image per class"),
         "{err}"
     );
     let mut nan = xtr.clone();
     nan[[3, 2]] = f32::NAN;
-    let err = run_few_shot_probe(nan.view(), &ytr, xte.view(), &yte, 8, &cfg, 2, 1).unwrap_err();
+    let err = run_few_shot_probe(
+        nan.view(),
+        &ytr,
+        xte.view(),
+        &yte,
+        8,
+        &with_draws(&cfg, 1),
+        2,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("row 3, column 2"), "{err}");
 }

@@ -100,17 +100,10 @@ pub fn probe_entry(
                 "probe {fp} {level} {k}-shot ×{}",
                 cfg.few_shot_draws
             ));
-            let r = run_few_shot_probe(
-                xtr.view(),
-                &ytr,
-                xte.view(),
-                &yte,
-                n_classes,
-                cfg,
-                k,
-                cfg.few_shot_draws,
-            )
-            .with_context(|| format!("{k}-shot probe of {level} on {}", entry.path.display()))?;
+            let r = run_few_shot_probe(xtr.view(), &ytr, xte.view(), &yte, n_classes, cfg, k)
+                .with_context(|| {
+                    format!("{k}-shot probe of {level} on {}", entry.path.display())
+                })?;
             spinner.finish_and_clear();
             if !r.short_classes.is_empty() {
                 warn!(

@@ -83,16 +83,19 @@ fn class_table(all: &[&Vec<String>]) -> Vec<String> {
     names
 }
 
+/// One split's features, labels and (optional) image ids, as read from the imported files.
+type ImportedSplit = (
+    Split,
+    ndarray::ArrayD<f32>,
+    Vec<String>,
+    Option<Vec<String>>,
+);
+
 fn build(
     cache: &FeatureCache,
     files: Vec<PathBuf>,
     opts: &ImportOptions,
-    splits: Vec<(
-        Split,
-        ndarray::ArrayD<f32>,
-        Vec<String>,
-        Option<Vec<String>>,
-    )>,
+    splits: Vec<ImportedSplit>,
     classes: Option<Vec<String>>,
 ) -> Result<CacheEntry> {
     opts.feature_point.parse::<crate::FeaturePoint>()?;

@@ -206,7 +206,7 @@ mod tests {
                 for index in 0..count {
                     let r = Shard { index, count }.rows(n, 4);
                     assert_eq!(r.start, next);
-                    assert!(r.start % 4 == 0 || r.start == n);
+                    assert!(r.start.is_multiple_of(4) || r.start == n);
                     next = r.end;
                 }
                 assert_eq!(next, n);

@@ -134,8 +134,11 @@ pub const CAR_NAMES: [&str; 3] = [
     "Acura TL Type-S 2008",
 ];
 
+/// (file name, class) pairs.
+type Annos = Vec<(String, usize)>;
+
 /// (fname, class) for train and test: 2 + 1 images per class.
-fn car_annos() -> (Vec<(String, usize)>, Vec<(String, usize)>) {
+fn car_annos() -> (Annos, Annos) {
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for c in 1..=3 {
         train.push((format!("{:05}.jpg", 2 * c - 1), c));
