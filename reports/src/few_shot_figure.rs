@@ -6,10 +6,10 @@
 //! the feature point's colour; chance dashed grey. The legend sits under the panels. Written as
 //! PNG and SVG.
 
-use crate::figure::{
-    draw_legend, draw_percent_mesh, legend_height, register_font, series_colours, stage_label,
+use crate::style::{
+    draw_legend, draw_percent_mesh, draw_x_ticks, legend_height, register_font, series_colours,
+    stage_label, unique,
 };
-use crate::layer_figure::{draw_x_ticks, unique};
 use crate::ResultRow;
 use anyhow::{anyhow, Result};
 use plotters::coord::Shift;

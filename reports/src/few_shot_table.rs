@@ -3,9 +3,8 @@
 //! post gap at each shot count.
 
 use crate::few_shot_figure::{draws_text, few_shot_rows, full_data, ordered_levels, shot_counts};
-use crate::figure::series;
-use crate::layer_figure::unique;
 use crate::markdown::{gap_rows, pct};
+use crate::style::{series, unique};
 use crate::ResultRow;
 use std::fmt::Write;
 

@@ -5,29 +5,16 @@
 //! sweep is in the layer figure ([`crate::layer_figure`]). Written as PNG and SVG.
 
 use crate::layer_figure::swept_layer;
+use crate::style::{
+    draw_legend, draw_percent_mesh, legend_height, register_font, series_colours, stage_label,
+    unique, LLM_STAGES,
+};
 use crate::{standard_rows, ResultRow};
 use anyhow::{anyhow, Result};
-use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use plotters::style::FontStyle;
 use std::path::Path;
-use std::sync::Once;
-
-static FONT: &[u8] = include_bytes!("assets/DejaVuSans.ttf");
-static REGISTER: Once = Once::new();
-
-/// Registers the embedded DejaVu Sans as plotters' "sans-serif" (once).
-pub(crate) fn register_font() {
-    REGISTER.call_once(|| {
-        for style in [FontStyle::Normal, FontStyle::Bold] {
-            if plotters::style::register_font("sans-serif", style, FONT).is_err() {
-                panic!("embedded DejaVu Sans failed to load");
-            }
-        }
-    });
-}
 
 /// Figure size and title.
 #[derive(Debug, Clone)]
@@ -45,126 +32,6 @@ impl Default for FigureOptions {
             height: 560,
         }
     }
-}
-
-const WARM: [RGBColor; 3] = [
-    RGBColor(224, 130, 20),
-    RGBColor(253, 184, 99),
-    RGBColor(179, 88, 6),
-];
-const TEAL: [RGBColor; 3] = [
-    RGBColor(1, 102, 94),
-    RGBColor(53, 151, 143),
-    RGBColor(128, 205, 193),
-];
-/// The language model reading the image's projector tokens.
-const PURPLE: [RGBColor; 3] = [
-    RGBColor(84, 39, 136),
-    RGBColor(128, 115, 172),
-    RGBColor(178, 171, 210),
-];
-/// The language model reading the image's attribute text.
-const GREEN: [RGBColor; 3] = [
-    RGBColor(27, 120, 55),
-    RGBColor(90, 174, 97),
-    RGBColor(166, 219, 160),
-];
-
-/// The language model's stages (`llm.image.*`, `llm.text.*` feature points).
-pub(crate) const LLM_STAGES: [&str; 2] = ["llm-image", "llm-text"];
-
-/// How a stage is named in legends.
-pub(crate) fn stage_label(stage: &str) -> &str {
-    match stage {
-        "llm-image" => "LLM, image in prompt",
-        "llm-text" => "LLM, attribute text in prompt",
-        other => other,
-    }
-}
-
-/// Where a stage's bars go, left to right: vision, projector, LLM on the image, LLM on text.
-fn stage_order(stage: &str) -> usize {
-    match stage {
-        "pre-projection" => 0,
-        "post-projection" => 1,
-        "llm-image" => 2,
-        _ => 3,
-    }
-}
-
-/// The (stage, feature point) series of `rows`: pre-projection feature points first, then
-/// post-projection, then the LLM's, each in order of appearance.
-pub(crate) fn series(rows: &[ResultRow]) -> Vec<(String, String)> {
-    let mut series = unique(
-        rows.iter()
-            .map(|r| (r.stage.clone(), r.feature_point.clone())),
-    );
-    series.sort_by_key(|(stage, _)| stage_order(stage));
-    series
-}
-
-/// [`series`] with a colour each: a hue family per stage (warm before the projection, teal
-/// after it, purple and green for the LLM's image and text arms), so the gap reads at a glance.
-pub(crate) fn series_colours(rows: &[ResultRow]) -> Vec<(String, String, RGBColor)> {
-    let mut used = [0usize; 4];
-    series(rows)
-        .into_iter()
-        .map(|(stage, fp)| {
-            let order = stage_order(&stage);
-            let palette = [WARM, TEAL, PURPLE, GREEN][order];
-            let color = palette[used[order] % palette.len()];
-            used[order] += 1;
-            (stage, fp, color)
-        })
-        .collect()
-}
-
-/// The y axis of a top-1 chart, 0–100%, with no x labels (drawn by hand) and no light grid;
-/// `sizes` are the tick labels' and the axis description's font sizes.
-pub(crate) fn draw_percent_mesh<DB: DrawingBackend>(
-    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
-    y_desc: &str,
-    sizes: (u32, u32),
-) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(0)
-        .y_labels(11)
-        .y_label_formatter(&|v| format!("{:.0}", v * 100.0))
-        .y_desc(y_desc)
-        .label_style(("sans-serif", sizes.0))
-        .axis_desc_style(("sans-serif", sizes.1))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-}
-
-/// Height of a legend of `n` entries in `cols` columns under a plot.
-pub(crate) fn legend_height(n: usize, cols: usize) -> u32 {
-    14 + 22 * n.div_ceil(cols.max(1)) as u32
-}
-
-/// Draws a legend under a plot, `cols` entries to a line: `key(i, x, y)` draws entry `i`'s key,
-/// `key_width` pixels wide from `x`, centred on `y`; its label follows.
-pub(crate) fn draw_legend<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    labels: &[String],
-    cols: usize,
-    key_width: i32,
-    mut key: impl FnMut(usize, i32, i32) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>,
-) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let cols = cols.max(1);
-    let (w, _) = area.dim_in_pixel();
-    let col_w = (w as i32 - 2 * 78) / cols as i32;
-    let left = Pos::new(HPos::Left, VPos::Center);
-    for (i, label) in labels.iter().enumerate() {
-        let x = 78 + (i % cols) as i32 * col_w;
-        let y = 14 + (i / cols) as i32 * 22;
-        key(i, x, y)?;
-        let style = ("sans-serif", 14).into_font().color(&BLACK).pos(left);
-        area.draw(&Text::new(label.clone(), (x + key_width + 6, y), style))?;
-    }
-    Ok(())
 }
 
 /// Writes the figure to `png` and `svg`, from the standard probes' rows (few-shot rows are left
@@ -291,16 +158,6 @@ fn best_of_sweeps(rows: &[ResultRow]) -> (Vec<ResultRow>, Vec<(String, String)>)
         .cloned()
         .collect();
     (kept, labels)
-}
-
-fn unique<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {
-    let mut out = Vec::new();
-    for i in items {
-        if !out.contains(&i) {
-            out.push(i);
-        }
-    }
-    out
 }
 
 fn draw<DB: DrawingBackend>(
@@ -436,165 +293,5 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_rows::result_row;
-
-    #[test]
-    fn writes_png_and_svg_with_text() {
-        let rows = vec![
-            result_row("demo", "vision.layer[-2].patch.mean", "fine", 0.6),
-            result_row("demo", "projector.mean", "fine", 0.4),
-            result_row("demo", "vision.layer[-2].patch.mean", "coarse", 0.9),
-            result_row("demo", "projector.mean", "coarse", 0.8),
-        ];
-        let dir = std::env::temp_dir().join(format!("gapprobe-fig-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (png, svg) = (dir.join("f.png"), dir.join("f.svg"));
-        modality_gap_figure(&rows, &png, &svg, &FigureOptions::default()).unwrap();
-        let img = image_dims(&png);
-        assert_eq!(img, (1000, 560));
-        let text = std::fs::read_to_string(&svg).unwrap();
-        assert!(text.contains("projector.mean") && text.contains("fine") && text.contains("60.0"));
-        std::fs::remove_dir_all(dir).ok();
-    }
-
-    #[test]
-    fn llm_arms_get_their_own_figure_and_leave_the_gap_figure() {
-        let mut rows = vec![
-            result_row("demo", "vision.layer[-2].patch.mean", "fine", 0.6),
-            result_row("demo", "projector.mean", "fine", 0.4),
-            result_row("demo", "llm.image.layer[-1].last", "fine", 0.3),
-        ];
-        let dir = std::env::temp_dir().join(format!("gapprobe-fig-llm-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (png, svg) = (dir.join("t.png"), dir.join("t.svg"));
-        // One arm only: no figure, nothing written.
-        assert!(!image_vs_text_figure(&rows, &png, &svg, "T").unwrap());
-        assert!(!png.exists() && !svg.exists());
-        rows.push(result_row("demo", "llm.text.layer[-1].last", "fine", 0.85));
-        assert!(image_vs_text_figure(&rows, &png, &svg, "Caption T").unwrap());
-        assert_eq!(image_dims(&png), (1000, 560));
-        let text = std::fs::read_to_string(&svg).unwrap();
-        for want in [
-            "LLM, image in prompt: llm.image.layer[-1].last",
-            "LLM, attribute text in prompt: llm.text.layer[-1].last",
-            "85.0",
-            "30.0",
-            "Caption T",
-        ] {
-            assert!(text.contains(want), "{want} missing from the SVG");
-        }
-        assert!(!text.contains("projector.mean"), "only the LLM's arms");
-        // The modality-gap figure keeps to the vision encoder and the projector.
-        let (gpng, gsvg) = (dir.join("g.png"), dir.join("g.svg"));
-        modality_gap_figure(&rows, &gpng, &gsvg, &FigureOptions::default()).unwrap();
-        let text = std::fs::read_to_string(&gsvg).unwrap();
-        assert!(
-            text.contains("projector.mean") && !text.contains("llm."),
-            "gap figure"
-        );
-        std::fs::remove_dir_all(dir).ok();
-    }
-
-    #[test]
-    fn an_arm_swept_over_layers_is_drawn_as_its_best_layer() {
-        let mut rows = Vec::new();
-        for (k, v) in [(0, 0.1), (8, 0.3), (16, 0.2)] {
-            rows.push(result_row(
-                "d",
-                &format!("llm.image.layer[{k}].last"),
-                "fine",
-                v,
-            ));
-            rows.push(result_row(
-                "d",
-                &format!("llm.text.layer[{k}].last"),
-                "fine",
-                v + 0.5,
-            ));
-        }
-        let (kept, labels) = best_of_sweeps(&rows);
-        let points: Vec<&str> = kept.iter().map(|r| r.feature_point.as_str()).collect();
-        assert_eq!(
-            points,
-            ["llm.image.layer[8].last", "llm.text.layer[8].last"]
-        );
-        assert_eq!(
-            labels[1],
-            (
-                "llm.text.layer[8].last".to_string(),
-                " (best of 3 layers)".to_string()
-            )
-        );
-    }
-
-    #[test]
-    fn a_layer_sweep_is_drawn_as_its_best_layer() {
-        let mut rows = vec![result_row("demo", "projector.mean", "fine", 0.4)];
-        for (k, v) in [(1, 0.2), (2, 0.55), (3, 0.5)] {
-            rows.push(result_row(
-                "demo",
-                &format!("vision.layer[{k}].cls"),
-                "fine",
-                v,
-            ));
-            rows.push(result_row(
-                "demo",
-                &format!("vision.layer[{k}].cls"),
-                "coarse",
-                v,
-            ));
-        }
-        rows.push(result_row(
-            "demo",
-            "vision.layer[1].patch.mean",
-            "fine",
-            0.1,
-        ));
-        rows.push(result_row(
-            "demo",
-            "vision.layer[2].patch.mean",
-            "fine",
-            0.3,
-        ));
-        let (kept, labels) = best_of_sweeps(&rows);
-        let points: Vec<&str> = kept.iter().map(|r| r.feature_point.as_str()).collect();
-        assert_eq!(
-            points,
-            [
-                "projector.mean",
-                "vision.layer[2].cls",
-                "vision.layer[2].cls",
-                "vision.layer[1].patch.mean",
-                "vision.layer[2].patch.mean"
-            ]
-        );
-        assert_eq!(
-            labels,
-            [(
-                "vision.layer[2].cls".to_string(),
-                " (best of 3 layers)".to_string()
-            )]
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let (png, svg) = (dir.path().join("f.png"), dir.path().join("f.svg"));
-        modality_gap_figure(&rows, &png, &svg, &FigureOptions::default()).unwrap();
-        let text = std::fs::read_to_string(&svg).unwrap();
-        assert!(
-            text.contains("pre-projection: vision.layer[2].cls (best of 3 layers)"),
-            "legend"
-        );
-        assert!(
-            !text.contains("vision.layer[3].cls"),
-            "a dropped layer is drawn"
-        );
-    }
-
-    fn image_dims(path: &Path) -> (u32, u32) {
-        let bytes = std::fs::read(path).unwrap();
-        assert_eq!(&bytes[1..4], b"PNG");
-        let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap());
-        (be(16), be(20))
-    }
-}
+#[path = "figure_tests.rs"]
+mod tests;

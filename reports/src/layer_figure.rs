@@ -6,24 +6,13 @@
 //! in the level's colour; the language-model panel puts the image and text arms side by side
 //! (circles and triangles). Written as PNG and SVG.
 
-use crate::figure::{draw_percent_mesh, register_font};
+use crate::style::{draw_percent_mesh, draw_x_ticks, register_font, unique, LEVEL_COLOURS};
 use crate::{standard_rows, ResultRow};
 use anyhow::{anyhow, Result};
-use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
-
-/// Colours by label level (superordinate, coarse, fine, then others in order of appearance).
-const LEVEL_COLOURS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
 
 /// Room right of each panel for its legend, in pixels.
 const LEGEND_WIDTH: u32 = 250;
@@ -130,43 +119,6 @@ pub(crate) fn in_display_order(layers: &mut [i64]) -> bool {
         layers.sort();
     }
     by_value
-}
-
-/// Unique values in order of appearance.
-pub(crate) fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut out: Vec<&str> = Vec::new();
-    for i in items {
-        if !out.contains(&i) {
-            out.push(i);
-        }
-    }
-    out
-}
-
-/// Labels `chart`'s x axis by hand on `whole` (the drawing area at the backend's origin):
-/// each `(x, label)` of `ticks` under the axis, and `desc` beneath them, centred on `middle`.
-pub(crate) fn draw_x_ticks<DB: DrawingBackend>(
-    whole: &DrawingArea<DB, Shift>,
-    chart: &ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
-    ticks: &[(f64, String)],
-    middle: f64,
-    desc: &str,
-) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let below = Pos::new(HPos::Center, VPos::Top);
-    for (x, label) in ticks {
-        let (px, py) = chart.backend_coord(&(*x, 0.0));
-        whole.draw(&Text::new(
-            label.clone(),
-            (px, py + 6),
-            ("sans-serif", 13).into_font().color(&BLACK).pos(below),
-        ))?;
-    }
-    let (px, py) = chart.backend_coord(&(middle, 0.0));
-    whole.draw(&Text::new(
-        desc,
-        (px, py + 24),
-        ("sans-serif", 14).into_font().color(&BLACK).pos(below),
-    ))
 }
 
 /// Writes the figure to `png` and `svg` when some dataset has a layer sweep (at least two
@@ -398,168 +350,5 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_rows::result_row as row;
-
-    #[test]
-    fn finds_sweeps_per_dataset_and_tokens() {
-        let rows = vec![
-            row("a", "vision.layer[1].cls", "fine", 0.2),
-            row("a", "vision.layer[2].cls", "fine", 0.3),
-            row("a", "vision.layer[2].cls", "coarse", 0.5),
-            row("a", "vision.layer[-2].patch.mean", "fine", 0.3),
-            row("a", "projector.mean", "fine", 0.25),
-            row("b", "vision.layer[-1].cls", "fine", 0.3),
-        ];
-        assert_eq!(
-            swept_layer("vision.layer[-2].patch.mean"),
-            Some(("vision.layer", -2, "patch.mean"))
-        );
-        assert_eq!(swept_layer("projector.mean"), None);
-        let sweeps = layer_sweeps(&rows, 2);
-        assert_eq!(
-            sweeps,
-            vec![LayerSweep {
-                dataset: "a".into(),
-                prefix: "vision.layer",
-                tokens: "cls".into(),
-                layers: vec![1, 2]
-            }]
-        );
-        assert_eq!(sweeps[0].rows(&rows).count(), 3);
-        assert_eq!(layer_sweeps(&rows, 1).len(), 3);
-    }
-
-    #[test]
-    fn language_model_sweeps_get_their_own_panel_with_both_arms() {
-        let mut rows = vec![row("a", "projector.mean", "fine", 0.4)];
-        for (k, v) in [(1, 0.2), (2, 0.5), (3, 0.45)] {
-            rows.push(row("a", &format!("vision.layer[{k}].cls"), "fine", v));
-        }
-        for (k, v) in [(0, 0.1), (8, 0.3), (16, 0.35)] {
-            rows.push(row("a", &format!("llm.image.layer[{k}].last"), "fine", v));
-            rows.push(row(
-                "a",
-                &format!("llm.text.layer[{k}].last"),
-                "fine",
-                v + 0.4,
-            ));
-        }
-        assert_eq!(
-            swept_layer("llm.text.layer[-1].last"),
-            Some(("llm.text.layer", -1, "last"))
-        );
-        let sweeps = layer_sweeps(&rows, 2);
-        let names: Vec<(&str, &str)> = sweeps.iter().map(|s| (s.prefix, s.part())).collect();
-        assert_eq!(
-            names,
-            [
-                ("vision.layer", "vision encoder"),
-                ("llm.image.layer", "language model"),
-                ("llm.text.layer", "language model")
-            ]
-        );
-        assert_eq!(sweeps[2].point(8), "llm.text.layer[8].last");
-        assert_eq!(sweeps[2].rows(&rows).count(), 3);
-        let dir = tempfile::tempdir().unwrap();
-        let (png, svg) = (dir.path().join("p.png"), dir.path().join("p.svg"));
-        assert!(layer_figure(&rows, &png, &svg, "t").unwrap());
-        let bytes = std::fs::read(&png).unwrap();
-        let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap());
-        assert_eq!(
-            be(20),
-            120 + 2 * 420,
-            "two panels: vision encoder, language model"
-        );
-        let text = std::fs::read_to_string(&svg).unwrap();
-        let lines: Vec<&str> = text.lines().map(str::trim).collect();
-        for needle in [
-            "a · vision encoder",
-            "a · language model",
-            "fine · image · last",
-            "fine · text · last",
-            "16",
-        ] {
-            assert!(lines.contains(&needle), "{needle} missing from the SVG");
-        }
-        // The projector's dashed line belongs to the vision panel only.
-        assert_eq!(
-            lines
-                .iter()
-                .filter(|l| **l == "fine · projector.mean")
-                .count(),
-            1
-        );
-    }
-
-    #[test]
-    fn layers_of_one_sign_sort_and_mixed_signs_keep_their_order() {
-        let mut same = vec![8, 4, 12];
-        assert!(in_display_order(&mut same));
-        assert_eq!(same, [4, 8, 12]);
-        let mut negative = vec![-1, -3, -2];
-        assert!(in_display_order(&mut negative));
-        assert_eq!(negative, [-3, -2, -1]);
-        let mut mixed = vec![4, 8, -2];
-        assert!(!in_display_order(&mut mixed));
-        assert_eq!(mixed, [4, 8, -2]);
-        // Drawn in that order, one tick each.
-        let rows: Vec<ResultRow> = [(4, 0.3), (8, 0.5), (-2, 0.6)]
-            .iter()
-            .map(|(k, v)| row("a", &format!("vision.layer[{k}].cls"), "fine", *v))
-            .collect();
-        let dir = tempfile::tempdir().unwrap();
-        let (png, svg) = (dir.path().join("m.png"), dir.path().join("m.svg"));
-        assert!(layer_figure(&rows, &png, &svg, "t").unwrap());
-        let text = std::fs::read_to_string(&svg).unwrap();
-        let ticks: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| ["4", "8", "-2"].contains(l))
-            .collect();
-        assert_eq!(ticks, ["4", "8", "-2"]);
-    }
-
-    #[test]
-    fn draws_a_panel_per_dataset_or_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let (png, svg) = (dir.path().join("l.png"), dir.path().join("l.svg"));
-        let single = vec![
-            row("a", "vision.layer[-2].cls", "fine", 0.2),
-            row("a", "projector.mean", "fine", 0.1),
-        ];
-        assert!(!layer_figure(&single, &png, &svg, "t").unwrap());
-        assert!(!png.exists() && !svg.exists());
-
-        let mut rows = Vec::new();
-        for ds in ["birds", "dogs"] {
-            for (k, v) in [(4, 0.31), (8, 0.52), (12, 0.643)] {
-                rows.push(row(ds, &format!("vision.layer[{k}].cls"), "fine", v));
-                rows.push(row(
-                    ds,
-                    &format!("vision.layer[{k}].cls"),
-                    "coarse",
-                    v + 0.2,
-                ));
-            }
-            rows.push(row(ds, "projector.mean", "fine", 0.4));
-        }
-        assert!(layer_figure(&rows, &png, &svg, "t").unwrap());
-        let bytes = std::fs::read(&png).unwrap();
-        assert_eq!(&bytes[1..4], b"PNG");
-        let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap());
-        assert_eq!((be(16), be(20)), (1000, 120 + 2 * 420));
-        let text = std::fs::read_to_string(&svg).unwrap();
-        let lines: Vec<&str> = text.lines().map(str::trim).collect();
-        for needle in [
-            "birds",
-            "dogs",
-            "fine · projector.mean",
-            "12",
-            "hidden_states index (layer)",
-        ] {
-            assert!(lines.contains(&needle), "{needle} missing from the SVG");
-        }
-    }
-}
+#[path = "layer_figure_tests.rs"]
+mod tests;

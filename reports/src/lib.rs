@@ -17,6 +17,7 @@ mod layer_figure;
 mod markdown;
 mod similarity_figure;
 mod similarity_table;
+mod style;
 mod table;
 
 pub use few_shot_figure::few_shot_figure;

@@ -4,7 +4,7 @@
 //! cells are large enough (at least 24 px; a layer sweep's many points get 16 px cells and a
 //! wider figure instead). Written as PNG and SVG.
 
-use crate::figure::register_font;
+use crate::style::register_font;
 use crate::SimilarityRow;
 use anyhow::{anyhow, Result};
 use plotters::coord::Shift;
