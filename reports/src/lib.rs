@@ -10,6 +10,7 @@
 //! probes alone. Text is drawn with an embedded DejaVu Sans, so no system fonts or fontconfig are
 //! needed.
 
+mod class_table;
 mod few_shot_figure;
 mod few_shot_table;
 mod figure;
@@ -20,6 +21,7 @@ mod similarity_table;
 mod style;
 mod table;
 
+pub use class_table::{read_class_csv, write_class_csv, write_class_parquet};
 pub use few_shot_figure::few_shot_figure;
 pub use figure::{image_vs_text_figure, modality_gap_figure, FigureOptions};
 pub use layer_figure::layer_figure;
@@ -80,6 +82,28 @@ impl ResultRow {
 /// only these, so few-shot rows never change them.
 pub(crate) fn standard_rows(rows: &[ResultRow]) -> Vec<ResultRow> {
     rows.iter().filter(|r| !r.is_few_shot()).cloned().collect()
+}
+
+/// One class's test accuracy under one standard probe: how well a feature point tells that class
+/// apart (top-1 recall over the class's test images).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassRow {
+    pub dataset: String,
+    pub model: String,
+    pub feature_point: String,
+    /// As in [`ResultRow::stage`].
+    pub stage: String,
+    pub level: String,
+    /// The class's name at `level`.
+    pub class: String,
+    /// Its index in the dataset's class list at `level`.
+    pub class_index: u64,
+    /// Test images of the class.
+    pub n_test: u64,
+    /// Fraction of them the probe labels right.
+    pub accuracy: f64,
+    /// Key of the cache entry the features came from.
+    pub cache_key: String,
 }
 
 /// Representation similarity of two feature points of one dataset (same images, one split).
