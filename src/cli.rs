@@ -112,7 +112,8 @@ A second run reuses the cache and performs no forward pass."
         #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "4", value_name = "LEVEL")]
         compress: Option<u8>,
     },
-    /// Train linear probes on cached features and write results.csv / .parquet / .json.
+    /// Train linear probes on cached features and write results.csv / .parquet / .json and
+    /// per_class.csv / .parquet.
     #[command(
         after_help = "Examples:\n  gapprobe probe 3f2a9c1e 77b0d412 --levels coarse,fine --out results/\n  gapprobe probe 3f2a9c1e 77b0d412 --shots 1,2,4,8,16 --shot-draws 3 --out results/\n\nENTRY is a cache file or a key prefix from `gapprobe cache ls`. Few-shot rows carry their k in results.csv's `shots` column (0 = the whole training split)."
     )]
@@ -138,7 +139,7 @@ A second run reuses the cache and performs no forward pass."
         /// Random draws each few-shot score averages.
         #[arg(long, default_value_t = 3)]
         shot_draws: usize,
-        /// Output folder for results.csv, results.parquet and results.json.
+        /// Output folder for results.csv / .parquet / .json and per_class.csv / .parquet.
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
@@ -174,7 +175,7 @@ A second run reuses the cache and performs no forward pass."
     /// Render report.md, the modality-gap figure and (for layer sweeps) the layer figure from a
     /// results.csv.
     #[command(
-        after_help = "Example:\n  gapprobe report --results results/results.csv --out results/"
+        after_help = "Example:\n  gapprobe report --results results/results.csv --out results/\n\nA similarity.csv and a per_class.csv beside results.csv come into the report too."
     )]
     Report {
         #[arg(long)]

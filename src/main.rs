@@ -194,15 +194,19 @@ fn run(cli: Cli) -> Result<()> {
             .to_config()?;
             let mut rows = Vec::new();
             let mut details = Vec::new();
+            let mut classes = Vec::new();
             for what in &entries {
                 let entry = cache_cmd::find(&cache, what)?;
                 let probed = pipeline::probe_entry(&entry, &levels, &cfg, &ui)?;
                 rows.extend(probed.rows);
                 details.extend(probed.details);
+                classes.extend(probed.classes);
             }
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             gapprobe_reports::write_results_csv(&rows, &out.join("results.csv"))?;
             gapprobe_reports::write_results_parquet(&rows, &out.join("results.parquet"))?;
+            gapprobe_reports::write_class_csv(&classes, &out.join("per_class.csv"))?;
+            gapprobe_reports::write_class_parquet(&classes, &out.join("per_class.parquet"))?;
             std::fs::write(
                 out.join("results.json"),
                 serde_json::to_string_pretty(&details)?,
@@ -257,6 +261,13 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 Vec::new()
             };
+            // And a per_class.csv (from `run` or `probe`).
+            let class_csv = results.with_file_name("per_class.csv");
+            let classes = if class_csv.is_file() {
+                gapprobe_reports::read_class_csv(&class_csv)?
+            } else {
+                Vec::new()
+            };
             pipeline::write_report(
                 &out,
                 &pipeline::ReportInput {
@@ -264,6 +275,7 @@ fn run(cli: Cli) -> Result<()> {
                     model: &model,
                     notes: &[],
                     rows: &rows,
+                    classes: &classes,
                     similarity: &similarity,
                     details: None,
                     command: &command_line(),

@@ -126,6 +126,34 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         fine_pre.top1_ci_low
     );
 
+    // per_class.csv: every class of every standard probe, its test images adding up to the
+    // probe's, its accuracies averaging to the probe's mean per-class accuracy.
+    let classes = gapprobe_reports::read_class_csv(&out.join("per_class.csv")).unwrap();
+    assert_eq!(
+        classes.len(),
+        8 * (2 + 6 + 24),
+        "8 points × the classes of 3 levels"
+    );
+    for r in &rows {
+        let mine: Vec<_> = classes
+            .iter()
+            .filter(|c| c.feature_point == r.feature_point && c.level == r.level)
+            .collect();
+        assert_eq!(mine.len() as u64, r.n_classes, "{r:?}");
+        assert_eq!(mine.iter().map(|c| c.n_test).sum::<u64>(), r.n_test);
+        let mean = mine.iter().map(|c| c.accuracy).sum::<f64>() / mine.len() as f64;
+        assert!((mean - r.mean_per_class).abs() < 1e-9, "{mean} vs {r:?}");
+        assert!(mine.iter().all(|c| c.cache_key == r.cache_key));
+    }
+    assert!(out.join("per_class.png").is_file() && out.join("per_class.svg").is_file());
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("## Classes the projection loses")
+            && report.contains("![classes the projection loses](per_class.png)")
+            && report.contains("**demo · fine** ("),
+        "{report}"
+    );
+
     // Few-shot rows: every point and level at 1, 4 and 16 shots per class, 3 draws each, trained
     // on k images per class and scored on the same test images as the standard probe.
     for r in &rows {
@@ -393,8 +421,8 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         );
     }
 
-    // `report` re-renders from results.csv in place: results.json (the probes' details) and the
-    // similarity table survive.
+    // `report` re-renders from results.csv in place: results.json (the probes' details), the
+    // similarity table and the per-class section (from per_class.csv) survive.
     let details = std::fs::read_to_string(out.join("results.json")).unwrap();
     gapprobe(&[
         "report",
@@ -408,7 +436,12 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
         details
     );
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(report.contains("## Representation similarity"), "{report}");
+    assert!(
+        report.contains("## Representation similarity")
+            && report.contains("## Classes the projection loses")
+            && out.join("per_class.png").is_file(),
+        "{report}"
+    );
 
     // `run` on the experiment the demo wrote reproduces it from the cache.
     let run = gapprobe(&["-q", "run", out.join("experiment.toml").to_str().unwrap()]);

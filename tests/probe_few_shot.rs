@@ -58,6 +58,14 @@ fn probe_with_shots_writes_few_shot_rows_and_report_draws_them() {
         assert_eq!(r.n_train, r.shots * r.n_classes, "{r:?}");
         assert_eq!(r.cache_key, entry.key);
     }
+    // per_class.csv: the standard probes' classes only (few-shot draws have their own).
+    let classes = gapprobe_reports::read_class_csv(&out.join("per_class.csv")).unwrap();
+    let standard: u64 = rows
+        .iter()
+        .filter(|r| !r.is_few_shot())
+        .map(|r| r.n_classes)
+        .sum();
+    assert_eq!(classes.len() as u64, standard);
     // results.json keeps each draw's report.
     let details: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();

@@ -7,8 +7,8 @@
 //! PNG and SVG.
 
 use crate::style::{
-    draw_legend, draw_percent_mesh, draw_x_ticks, legend_height, register_font, series_colours,
-    stage_label, unique,
+    draw_legend, draw_percent_mesh, draw_x_ticks, legend_height, level_rank, register_font,
+    series_colours, stage_label, unique,
 };
 use crate::ResultRow;
 use anyhow::{anyhow, Result};
@@ -16,8 +16,6 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
 
-/// Label levels in the order panels and tables give them; others follow in order of appearance.
-const LEVEL_ORDER: [&str; 3] = ["superordinate", "coarse", "fine"];
 /// One panel's size in pixels, and the title's height above the panels.
 const PANEL: (u32, u32) = (420, 330);
 const TITLE_HEIGHT: u32 = 50;
@@ -33,7 +31,7 @@ pub(crate) fn few_shot_rows(rows: &[ResultRow]) -> Vec<ResultRow> {
 /// The rows' label levels: superordinate, coarse, fine, then others in order of appearance.
 pub(crate) fn ordered_levels(rows: &[ResultRow]) -> Vec<&str> {
     let mut levels = unique(rows.iter().map(|r| r.level.as_str()));
-    levels.sort_by_key(|l| LEVEL_ORDER.iter().position(|o| o == l).unwrap_or(3));
+    levels.sort_by_key(|l| level_rank(l));
     levels
 }
 

@@ -1,15 +1,19 @@
 //! gapprobe-reports: probe scores → figures and tables.
 //!
-//! Knows nothing of models or images: it takes [`ResultRow`]s (and [`SimilarityRow`]s) and writes
-//! `results.csv` ([`write_results_csv`]; `similarity.csv`, [`write_similarity_csv`]), the
-//! modality-gap figure as PNG and SVG ([`modality_gap_figure`]; probe accuracy by layer,
-//! [`layer_figure`]; few-shot probe accuracy against training images per class,
-//! [`few_shot_figure`]; the similarity matrices, [`similarity_figure`]) and a markdown report
-//! ([`markdown_report`]). Few-shot rows (`shots > 0`) appear only in `results.csv`, the few-shot
-//! figure and the report's few-shot section; every other figure and table reads the standard
-//! probes alone. Text is drawn with an embedded DejaVu Sans, so no system fonts or fontconfig are
-//! needed.
+//! Knows nothing of models or images: it takes [`ResultRow`]s (and [`SimilarityRow`]s, and
+//! [`ClassRow`]s: each class's accuracy under each standard probe) and writes `results.csv`
+//! ([`write_results_csv`]; `similarity.csv`, [`write_similarity_csv`]; `per_class.csv`,
+//! [`write_class_csv`]), the modality-gap figure as PNG and SVG ([`modality_gap_figure`]; probe
+//! accuracy by layer, [`layer_figure`]; few-shot probe accuracy against training images per
+//! class, [`few_shot_figure`]; per-class accuracy before against after the projection,
+//! [`class_figure`]; the similarity matrices, [`similarity_figure`]) and a markdown report
+//! ([`markdown_report`]; its per-class section lists the classes the projection loses). Few-shot
+//! rows (`shots > 0`) appear only in `results.csv`, the few-shot figure and the report's few-shot
+//! section; every other figure and table reads the standard probes alone. Text is drawn with an
+//! embedded DejaVu Sans, so no system fonts or fontconfig are needed.
 
+mod class_figure;
+mod class_section;
 mod class_table;
 mod few_shot_figure;
 mod few_shot_table;
@@ -21,6 +25,7 @@ mod similarity_table;
 mod style;
 mod table;
 
+pub use class_figure::class_figure;
 pub use class_table::{read_class_csv, write_class_csv, write_class_parquet};
 pub use few_shot_figure::few_shot_figure;
 pub use figure::{image_vs_text_figure, modality_gap_figure, FigureOptions};
@@ -135,10 +140,32 @@ pub struct SimilarityRow {
     pub cache_key_b: String,
 }
 
-/// Result rows for the crate's tests.
+/// Result (and class) rows for the crate's tests.
 #[cfg(test)]
 pub(crate) mod test_rows {
-    use crate::ResultRow;
+    use crate::{ClassRow, ResultRow};
+
+    /// Class `index` (named `class`) of the probe `r`, with `n_test` test images and `accuracy`.
+    pub fn class_row(
+        r: &ResultRow,
+        index: u64,
+        class: &str,
+        n_test: u64,
+        accuracy: f64,
+    ) -> ClassRow {
+        ClassRow {
+            dataset: r.dataset.clone(),
+            model: r.model.clone(),
+            feature_point: r.feature_point.clone(),
+            stage: r.stage.clone(),
+            level: r.level.clone(),
+            class: class.into(),
+            class_index: index,
+            n_test,
+            accuracy,
+            cache_key: r.cache_key.clone(),
+        }
+    }
 
     /// A row of `dataset` with a ±3-point interval, 4 classes and 10 train / test images; the
     /// stage follows the feature point (`vision…` is pre-projection, anything else post).

@@ -1,11 +1,13 @@
-//! `report.md`: what was measured, the figure, the table, the pre − post gap per level, and how
-//! to reproduce it. Every section but the few-shot one ([`crate::few_shot_table`]) reads only the
+//! `report.md`: what was measured, the figure, the table, the pre − post gap per level (and, with
+//! per-class accuracies, the classes the projection loses: [`crate::class_section`]), and how to
+//! reproduce it. Every section but the few-shot one ([`crate::few_shot_table`]) reads only the
 //! standard probes' rows.
 
+use crate::class_section::class_section;
 use crate::few_shot_table::few_shot_section;
 use crate::layer_figure::{in_display_order, layer_sweeps, swept_layer};
 use crate::style::unique;
-use crate::{standard_rows, ResultRow, SimilarityRow};
+use crate::{standard_rows, ClassRow, ResultRow, SimilarityRow};
 use std::fmt::Write;
 
 /// Free-form facts the report states alongside the numbers.
@@ -30,6 +32,11 @@ pub struct ReportContext {
     pub text_figure: String,
     /// File name of the few-shot figure next to the report (none when empty).
     pub few_shot_figure: String,
+    /// File name of the per-class figure next to the report (none when empty).
+    pub class_figure: String,
+    /// Each class's test accuracy under each standard probe (`per_class.csv`): the per-class
+    /// section compares the modality-gap table's pairs class by class.
+    pub classes: Vec<ClassRow>,
 }
 
 /// A regularisation constant in 3 significant digits.
@@ -104,6 +111,7 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
             );
         }
     }
+    class_section(&mut s, rows, &ctx.classes, &ctx.class_figure);
     layer_section(&mut s, rows, &ctx.layer_figure);
     few_shot_section(&mut s, all, &ctx.few_shot_figure);
     image_text_section(&mut s, rows, &ctx.text_figure, &ctx.similarity);
@@ -348,24 +356,41 @@ fn image_text_section(
     arm_gap_section(s, similarity);
 }
 
-/// (dataset, level, best pre top-1, best post top-1) for every group that has both stages.
-pub(crate) fn gap_rows(rows: &[ResultRow]) -> Vec<(String, String, f64, f64)> {
-    let mut out: Vec<(String, String, f64, f64)> = Vec::new();
+/// The best pre-projection and the best post-projection row by top-1 (the first of equals; a NaN
+/// only where nothing else is) of every (dataset, level) that has both, in order of appearance:
+/// the pair the modality-gap table compares.
+pub(crate) fn best_pairs(rows: &[ResultRow]) -> Vec<(&ResultRow, &ResultRow)> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    let mut out = Vec::new();
     for r in rows {
-        if out.iter().any(|g| g.0 == r.dataset && g.1 == r.level) {
+        if seen.contains(&(r.dataset.as_str(), r.level.as_str())) {
             continue;
         }
+        seen.push((r.dataset.as_str(), r.level.as_str()));
+        // A number beats a smaller one and a NaN; equals keep the first.
+        let beats =
+            |x: &ResultRow, m: &ResultRow| x.top1 > m.top1 || (m.top1.is_nan() && !x.top1.is_nan());
         let best = |stage: &str| {
             rows.iter()
                 .filter(|x| x.dataset == r.dataset && x.level == r.level && x.stage == stage)
-                .map(|x| x.top1)
-                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+                .fold(None, |m: Option<&ResultRow>, x| match m {
+                    Some(m) if !beats(x, m) => Some(m),
+                    _ => Some(x),
+                })
         };
         if let (Some(pre), Some(post)) = (best("pre-projection"), best("post-projection")) {
-            out.push((r.dataset.clone(), r.level.clone(), pre, post));
+            out.push((pre, post));
         }
     }
     out
+}
+
+/// (dataset, level, best pre top-1, best post top-1) for every group that has both stages.
+pub(crate) fn gap_rows(rows: &[ResultRow]) -> Vec<(String, String, f64, f64)> {
+    best_pairs(rows)
+        .into_iter()
+        .map(|(pre, post)| (pre.dataset.clone(), pre.level.clone(), pre.top1, post.top1))
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Plotting helpers the figures share: the embedded font, the stage palettes and how stages are
-//! named and ordered, the level palette, the 0–100% y axis, the legend under a plot and
-//! hand-drawn x ticks.
+//! named and ordered, the label levels' order and palette, the 0–100% y axis, the legend under a
+//! plot and hand-drawn x ticks.
 
 use crate::ResultRow;
 use plotters::coord::types::RangedCoordf64;
@@ -90,6 +90,12 @@ pub(crate) fn series(rows: &[ResultRow]) -> Vec<(String, String)> {
     series
 }
 
+/// The first colour of `stage`'s hue family (what its first series gets): warm before the
+/// projection, teal after it, purple and green for the LLM's image and text arms.
+pub(crate) fn stage_colour(stage: &str) -> RGBColor {
+    [WARM, TEAL, PURPLE, GREEN][stage_order(stage)][0]
+}
+
 /// [`series`] with a colour each: a hue family per stage (warm before the projection, teal
 /// after it, purple and green for the LLM's image and text arms), so the gap reads at a glance.
 pub(crate) fn series_colours(rows: &[ResultRow]) -> Vec<(String, String, RGBColor)> {
@@ -104,6 +110,18 @@ pub(crate) fn series_colours(rows: &[ResultRow]) -> Vec<(String, String, RGBColo
             (stage, fp, color)
         })
         .collect()
+}
+
+/// Label levels in the order panels and tables give them; others follow in order of appearance.
+const LEVEL_ORDER: [&str; 3] = ["superordinate", "coarse", "fine"];
+
+/// Where `level` goes among the label levels: superordinate, coarse, fine, then any other (sort
+/// stably by this to keep the others in order of appearance).
+pub(crate) fn level_rank(level: &str) -> usize {
+    LEVEL_ORDER
+        .iter()
+        .position(|o| *o == level)
+        .unwrap_or(LEVEL_ORDER.len())
 }
 
 /// Unique values in order of appearance.

@@ -67,6 +67,7 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
     let mut summary = RunSummary::default();
     let mut rows = Vec::new();
     let mut details = Vec::new();
+    let mut class_rows = Vec::new();
     let mut similarity_rows = Vec::new();
     let similarity_opts = exp.similarity.to_options()?;
     let mut notes = exp.notes.clone();
@@ -117,6 +118,7 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
             let probed = probe_entry(entry, &levels, &cfg, ui)?;
             rows.extend(probed.rows);
             details.extend(probed.details);
+            class_rows.extend(probed.classes);
         }
         if exp.similarity.enabled {
             // Similarity is an addition to the probes: a pair that cannot be compared becomes a
@@ -143,6 +145,7 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
             model: &exp.model.id,
             notes: &notes,
             rows: &rows,
+            classes: &class_rows,
             similarity: &similarity_rows,
             details: Some(&details),
             command,

@@ -6,7 +6,7 @@ use gapprobe_features::cache::{CacheEntry, SplitData};
 use gapprobe_features::datasets::{LabelLevel, Split};
 use gapprobe_features::FeaturePoint;
 use gapprobe_probes::{run_few_shot_probe, run_probe, FewShotReport, ProbeConfig, ProbeReport};
-use gapprobe_reports::ResultRow;
+use gapprobe_reports::{ClassRow, ResultRow};
 use ndarray::{Array2, Axis};
 use std::path::Path;
 use tracing::{info, warn};
@@ -38,11 +38,13 @@ fn level_arrays(
     ))
 }
 
-/// Result rows of one cache entry with their details for results.json.
+/// Result rows of one cache entry with their details for results.json and, for the standard
+/// probes, each test class's accuracy.
 #[derive(Default)]
 pub struct Probed {
     pub rows: Vec<ResultRow>,
     pub details: Vec<serde_json::Value>,
+    pub classes: Vec<ClassRow>,
 }
 
 /// Probes one cache entry at `levels` (every level it has when empty): the standard probe, then
@@ -92,7 +94,10 @@ pub fn probe_entry(
             report.top1 * 100.0,
             report.chosen_c
         );
-        out.rows.push(result_row(entry, level, &report, cfg)?);
+        let row = result_row(entry, level, &report, cfg)?;
+        out.classes
+            .extend(class_rows(&row, &report, &classes[level as usize]));
+        out.rows.push(row);
         out.details
             .push(detail(level, serde_json::to_value(&report)?));
         for &k in &cfg.few_shot {
@@ -155,6 +160,30 @@ fn result_row(
         draws: 1,
         top1_std: 0.0,
     })
+}
+
+/// Each class of `row`'s level with test images: its accuracy under the probe (`names` are the
+/// level's class names, in index order).
+fn class_rows(row: &ResultRow, report: &ProbeReport, names: &[String]) -> Vec<ClassRow> {
+    report
+        .per_class_accuracy
+        .iter()
+        .enumerate()
+        .filter_map(|(k, acc)| {
+            Some(ClassRow {
+                dataset: row.dataset.clone(),
+                model: row.model.clone(),
+                feature_point: row.feature_point.clone(),
+                stage: row.stage.clone(),
+                level: row.level.clone(),
+                class: names.get(k).cloned().unwrap_or_else(|| k.to_string()),
+                class_index: k as u64,
+                n_test: report.confusion[k].iter().map(|&c| c as u64).sum(),
+                accuracy: (*acc)?,
+                cache_key: row.cache_key.clone(),
+            })
+        })
+        .collect()
 }
 
 /// One results row from a few-shot report: means over its draws.

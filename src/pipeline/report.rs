@@ -1,7 +1,7 @@
 //! Writing results.csv/.parquet/.json, similarity.csv/.parquet, the figures and report.md.
 
 use anyhow::{Context, Result};
-use gapprobe_reports::{ResultRow, SimilarityRow};
+use gapprobe_reports::{ClassRow, ResultRow, SimilarityRow};
 use std::path::Path;
 use tracing::info;
 
@@ -15,6 +15,10 @@ const SIMILARITY_FILES: [&str; 4] = [
 
 /// Caption of the image-vs-text figure.
 const TEXT_TITLE: &str = "Probes on the LLM's hidden state: the image vs its attribute text";
+
+/// Caption of the per-class figure.
+const CLASS_TITLE: &str =
+    "Per-class test accuracy before vs after the projection (best probe of each stage)";
 
 /// Caption of the few-shot figure.
 const FEW_SHOT_TITLE: &str = "Few-shot linear probes: top-1 vs training images per class";
@@ -41,6 +45,8 @@ pub struct ReportInput<'a> {
     /// Caveats shown at the top of report.md.
     pub notes: &'a [String],
     pub rows: &'a [ResultRow],
+    /// Each class's accuracy under each standard probe (per_class.csv when not empty).
+    pub classes: &'a [ClassRow],
     /// Representation similarity between feature points (similarity.csv when not empty).
     pub similarity: &'a [SimilarityRow],
     /// Written to results.json when given; `None` leaves an existing results.json alone (the
@@ -50,7 +56,8 @@ pub struct ReportInput<'a> {
     pub command: &'a str,
 }
 
-/// Writes results.csv/.parquet/.json, similarity.csv/.parquet/.png/.svg, the modality-gap figure,
+/// Writes results.csv/.parquet/.json, per_class.csv/.parquet, similarity.csv/.parquet/.png/.svg,
+/// the modality-gap figure,
 /// the probe-accuracy-by-layer figure (layers.png/.svg, when the rows hold a layer sweep), the
 /// image-vs-text figure (image_vs_text.png/.svg, when the rows hold both `llm.image` and
 /// `llm.text` points), the few-shot figure (few_shot.png/.svg, when the rows hold few-shot
@@ -63,6 +70,16 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
         std::fs::write(
             out.join("results.json"),
             serde_json::to_string_pretty(details)?,
+        )?;
+    }
+    if !input.classes.is_empty() {
+        gapprobe_reports::write_class_csv(input.classes, &out.join("per_class.csv"))?;
+        gapprobe_reports::write_class_parquet(input.classes, &out.join("per_class.parquet"))?;
+    } else if input.details.is_some() {
+        // A fresh run without class rows: an earlier run's would be read as this run's.
+        remove_unless(
+            false,
+            &[&out.join("per_class.csv"), &out.join("per_class.parquet")],
         )?;
     }
     if input.similarity.is_empty() && input.details.is_some() {
@@ -112,6 +129,16 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
     let (few_png, few_svg) = (out.join("few_shot.png"), out.join("few_shot.svg"));
     let few = gapprobe_reports::few_shot_figure(input.rows, &few_png, &few_svg, FEW_SHOT_TITLE)?;
     remove_unless(few, &[&few_png, &few_svg])?;
+    // The per-class figure, when per_class rows cover the best probe of both stages.
+    let (class_png, class_svg) = (out.join("per_class.png"), out.join("per_class.svg"));
+    let class = gapprobe_reports::class_figure(
+        input.rows,
+        input.classes,
+        &class_png,
+        &class_svg,
+        CLASS_TITLE,
+    )?;
+    remove_unless(class, &[&class_png, &class_svg])?;
     let ctx = gapprobe_reports::ReportContext {
         title: input.title.into(),
         model: input.model.into(),
@@ -139,6 +166,12 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
         } else {
             String::new()
         },
+        class_figure: if class {
+            "per_class.png".into()
+        } else {
+            String::new()
+        },
+        classes: input.classes.to_vec(),
     };
     std::fs::write(
         out.join("report.md"),
