@@ -18,7 +18,7 @@
 use crate::products::{host_product, DenseMatrix};
 use anyhow::{bail, ensure, Result};
 use candle_core::Device;
-use ndarray::ArrayView2;
+use ndarray::{ArrayView1, ArrayView2};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -84,15 +84,19 @@ pub fn centroid_gap(x: ArrayView2<f32>, y: ArrayView2<f32>) -> Result<f64> {
         .sqrt())
 }
 
+/// Euclidean norm of `row`, summed in f64.
+fn l2_norm(row: ArrayView1<f32>) -> f64 {
+    row.iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum::<f64>()
+        .sqrt()
+}
+
 /// The mean of `a`'s L2-normalised rows, in f64.
 fn unit_centroid(a: ArrayView2<f32>, name: &str) -> Result<Vec<f64>> {
     let mut sum = vec![0f64; a.ncols()];
     for (i, row) in a.outer_iter().enumerate() {
-        let norm = row
-            .iter()
-            .map(|&v| (v as f64) * (v as f64))
-            .sum::<f64>()
-            .sqrt();
+        let norm = l2_norm(row);
         ensure!(
             norm.is_finite() && norm > 0.0,
             "{name}: row {i} has norm {norm}, so it has no direction to normalise"
@@ -245,11 +249,7 @@ fn neighbours(a: ArrayView2<f32>, k: usize, name: &str) -> Result<Vec<u32>> {
     let (n, d) = a.dim();
     let mut unit = Vec::with_capacity(n * d);
     for (i, row) in a.outer_iter().enumerate() {
-        let norm = row
-            .iter()
-            .map(|&v| (v as f64) * (v as f64))
-            .sum::<f64>()
-            .sqrt();
+        let norm = l2_norm(row);
         if norm == 0.0 {
             bail!("{name}: row {i} is all zeros, so it has no direction for cosine similarity");
         }

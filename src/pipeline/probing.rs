@@ -186,20 +186,15 @@ fn class_rows(row: &ResultRow, report: &ProbeReport, names: &[String]) -> Vec<Cl
         .collect()
 }
 
-/// One results row from a few-shot report: means over its draws.
+/// One results row from a few-shot report: means over its draws, otherwise as a standard row.
 fn few_shot_row(
     entry: &CacheEntry,
     level: LabelLevel,
     r: &FewShotReport,
     cfg: &ProbeConfig,
 ) -> Result<ResultRow> {
-    let fp: FeaturePoint = entry.provenance.feature_point.parse()?;
+    let first = &r.draws[0];
     Ok(ResultRow {
-        dataset: entry.provenance.dataset.clone(),
-        model: entry.provenance.model_id.clone(),
-        feature_point: fp.to_string(),
-        stage: fp.stage().into(),
-        level: level.to_string(),
         top1: r.top1,
         top1_ci_low: r.top1_ci.0,
         top1_ci_high: r.top1_ci.1,
@@ -208,12 +203,9 @@ fn few_shot_row(
         macro_f1: r.macro_f1,
         chosen_c: r.chosen_c,
         n_train: r.n_train as u64,
-        n_test: r.n_test as u64,
-        n_classes: r.n_classes as u64,
-        solver: cfg.solver.to_string(),
-        cache_key: entry.key.clone(),
         shots: r.shots as u64,
         draws: r.draws.len() as u64,
         top1_std: r.top1_std,
+        ..result_row(entry, level, first, cfg)?
     })
 }
