@@ -72,6 +72,9 @@ fn probe_with_shots_writes_few_shot_rows_and_report_draws_them() {
     let few = &details[1]["report"];
     assert_eq!(few["shots"], 1);
     assert_eq!(few["draws"].as_array().unwrap().len(), 2, "{few}");
+    // Each draw as a summary: its scores and sweep, not its confusion matrix.
+    assert!(few["draws"][0]["top1"].is_number() && few["draws"][0]["sweep"].is_array());
+    assert!(few["draws"][0].get("confusion").is_none(), "{few}");
 
     // `report` re-renders from results.csv alone: the few-shot figure and section come back.
     ok(

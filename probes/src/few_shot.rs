@@ -88,8 +88,43 @@ pub struct FewShotReport {
     pub n_classes: usize,
     /// Classes with fewer than `k` training images (they train on all they have).
     pub short_classes: Vec<usize>,
-    /// Each draw's full report (draw `i` used seed `cfg.seed + i`).
+    /// Each draw's full report (draw `i` used seed `cfg.seed + i`), serialised as
+    /// [`DrawSummary`]s: a confusion matrix per draw would swell results.json by the number of
+    /// draws and shot counts.
+    #[serde(serialize_with = "summaries")]
     pub draws: Vec<ProbeReport>,
+}
+
+/// What results.json keeps of one draw.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrawSummary<'a> {
+    pub top1: f64,
+    pub top5: f64,
+    pub mean_per_class: f64,
+    pub chosen_c: f64,
+    pub n_train: usize,
+    pub classes_absent_from_train: &'a [usize],
+    pub sweep: &'a [crate::SweepPoint],
+    pub objective: f64,
+}
+
+impl<'a> From<&'a ProbeReport> for DrawSummary<'a> {
+    fn from(r: &'a ProbeReport) -> Self {
+        Self {
+            top1: r.top1,
+            top5: r.top5,
+            mean_per_class: r.mean_per_class,
+            chosen_c: r.chosen_c,
+            n_train: r.n_train,
+            classes_absent_from_train: &r.classes_absent_from_train,
+            sweep: &r.sweep,
+            objective: r.objective,
+        }
+    }
+}
+
+fn summaries<S: serde::Serializer>(draws: &[ProbeReport], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(draws.iter().map(DrawSummary::from))
 }
 
 /// A `shots`-shot probe over `cfg.few_shot_draws` draws (seeds `cfg.seed`, `cfg.seed + 1`, …);
