@@ -1,5 +1,6 @@
-//! The per-class figure: which classes the projection loses. A scatter panel per dataset × label
-//! level (a row per dataset in order of appearance; columns superordinate, coarse, fine) whose
+//! The per-class figure: which classes the projection loses. A scatter panel per dataset × model ×
+//! label level (a row per dataset and model in order of appearance, the model named in the
+//! caption when there are several; columns superordinate, coarse, fine) whose (that model's)
 //! best pre-projection and best post-projection probes (the pair the modality-gap table compares)
 //! both have per-class accuracies: each class's test accuracy before the projection (x) against
 //! after it (y), a dashed y = x diagonal, classes below it (accuracy lost in the projection) in
@@ -7,6 +8,7 @@
 //! the panel's corners. The legend sits under the panels. Written as PNG and SVG.
 
 use crate::markdown::best_pairs;
+use crate::models::Models;
 use crate::style::{draw_legend, legend_height, level_rank, register_font, stage_colour, unique};
 use crate::{standard_rows, ClassRow, ResultRow};
 use anyhow::{anyhow, Result};
@@ -31,7 +33,7 @@ const AXIS_POINT_CHARS: usize = 30;
 /// The axes run a little past 0–100% so markers at the ends are drawn whole.
 const AXIS: (f64, f64) = (-0.03, 1.03);
 
-/// One (dataset, level)'s classes under its best pre- and post-projection probes.
+/// One (dataset, model, level)'s classes under its best pre- and post-projection probes.
 #[derive(Debug)]
 pub(crate) struct ClassPanel<'a> {
     pub pre: ResultRow,
@@ -99,13 +101,14 @@ fn probe_classes<'a>(row: &ResultRow, classes: &'a [ClassRow]) -> Vec<&'a ClassR
     out
 }
 
-/// A panel for each (dataset, level) of the standard probes in `rows` whose best pre- and best
-/// post-projection probes ([`best_pairs`]) share at least one class with test images in
-/// `classes`; by dataset in order of appearance, then by level (superordinate, coarse, fine,
-/// others).
+/// A panel for each (dataset, model, level) of the standard probes in `rows` whose best pre- and
+/// best post-projection probes ([`best_pairs`]: never of two models) share at least one class
+/// with test images in `classes`; by dataset, then model, in order of appearance, then by level
+/// (superordinate, coarse, fine, others).
 pub(crate) fn class_panels<'a>(rows: &[ResultRow], classes: &'a [ClassRow]) -> Vec<ClassPanel<'a>> {
     let rows = standard_rows(rows);
     let datasets = unique(rows.iter().map(|r| r.dataset.as_str()));
+    let models = Models::of(&rows);
     let mut panels: Vec<ClassPanel> = best_pairs(&rows)
         .into_iter()
         .filter_map(|(pre, post)| {
@@ -126,7 +129,7 @@ pub(crate) fn class_panels<'a>(rows: &[ResultRow], classes: &'a [ClassRow]) -> V
         .collect();
     panels.sort_by_key(|p| {
         let ds = datasets.iter().position(|d| *d == p.pre.dataset);
-        (ds, level_rank(&p.pre.level))
+        (ds, models.rank(&p.pre.model), level_rank(&p.pre.level))
     });
     panels
 }
@@ -159,23 +162,27 @@ pub fn class_figure(
         return Ok(false);
     }
     register_font();
-    let datasets = unique(panels.iter().map(|p| p.pre.dataset.as_str())).len() as u32;
+    let models = Models::of(&standard_rows(rows));
+    // A row of panels per dataset and model.
+    let lines = panel_rows(&panels).len() as u32;
     let mut levels = unique(panels.iter().map(|p| p.pre.level.as_str()));
     levels.sort_by_key(|l| level_rank(l));
     let size = (
         MIN_WIDTH.max(PANEL.0 * levels.len() as u32),
-        TITLE_HEIGHT + PANEL.1 * datasets + legend_height(LEGEND.len(), LEGEND.len()),
+        TITLE_HEIGHT + PANEL.1 * lines + legend_height(LEGEND.len(), LEGEND.len()),
     );
     draw(
         BitMapBackend::new(png, size).into_drawing_area(),
         &panels,
         &levels,
+        &models,
         title,
     )?;
     draw(
         SVGBackend::new(svg, size).into_drawing_area(),
         &panels,
         &levels,
+        &models,
         title,
     )?;
     Ok(true)
@@ -207,6 +214,7 @@ fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     panels: &[ClassPanel],
     levels: &[&str],
+    models: &Models,
     title: &str,
 ) -> Result<()>
 where
@@ -224,17 +232,17 @@ where
         .saturating_sub(PANEL.0 * levels.len() as u32)
         / 2;
     let grid = grid.margin(0, 0, pad, pad);
-    let datasets = unique(panels.iter().map(|p| p.pre.dataset.as_str()));
-    let cells = grid.split_evenly((datasets.len(), levels.len()));
+    let lines = panel_rows(panels);
+    let cells = grid.split_evenly((lines.len(), levels.len()));
     for (i, cell) in cells.iter().enumerate() {
-        let (ds, level) = (datasets[i / levels.len()], levels[i % levels.len()]);
+        let ((ds, model), level) = (lines[i / levels.len()], levels[i % levels.len()]);
         let Some(panel) = panels
             .iter()
-            .find(|p| p.pre.dataset == ds && p.pre.level == level)
+            .find(|p| p.pre.dataset == ds && p.pre.model == model && p.pre.level == level)
         else {
             continue;
         };
-        draw_panel(cell, panel).map_err(err)?;
+        draw_panel(cell, panel, models).map_err(err)?;
     }
     let labels: Vec<String> = LEGEND.iter().map(|(_, l)| l.to_string()).collect();
     draw_legend(&legend_area, &labels, LEGEND.len(), KEY_WIDTH, |i, x, y| {
@@ -245,15 +253,31 @@ where
     Ok(())
 }
 
-/// One (dataset, level)'s scatter.
+/// The (dataset, model) of each row of panels, in the panels' order.
+fn panel_rows<'a>(panels: &'a [ClassPanel]) -> Vec<(&'a str, &'a str)> {
+    unique(
+        panels
+            .iter()
+            .map(|p| (p.pre.dataset.as_str(), p.pre.model.as_str())),
+    )
+}
+
+/// One (dataset, model, level)'s scatter, captioned with the model's short name when there are
+/// several `models`.
 fn draw_panel<DB: DrawingBackend>(
     cell: &DrawingArea<DB, Shift>,
     panel: &ClassPanel,
+    models: &Models,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let (pre, post) = (&panel.pre, &panel.post);
     let mut chart = ChartBuilder::on(cell)
         .caption(
-            format!("{} · {}", pre.dataset, pre.level),
+            format!(
+                "{} · {}{}",
+                pre.dataset,
+                models.prefix(&pre.model),
+                pre.level
+            ),
             ("sans-serif", 17),
         )
         .margin(12)

@@ -1,5 +1,5 @@
 use super::*;
-use crate::test_rows::{class_row, result_row};
+use crate::test_rows::{class_row, of_model, result_row};
 
 /// Both stages' probes of `ds` at `level`, with classes whose (before, after) accuracies are
 /// `pairs`.
@@ -139,4 +139,73 @@ fn long_feature_points_lose_their_middle() {
     let short = shorten(long, 30);
     assert_eq!(short, "vision.layer[-…ntion_pool.mean");
     assert_eq!(short.chars().count(), 30);
+}
+
+#[test]
+fn never_pairs_one_models_pre_with_anothers_post() {
+    // A has the best pre-projection probe of all, B the best post-projection one; C has only a
+    // pre-projection probe. Across models the best pair would be A's pre with B's post.
+    let a_pre = of_model(result_row("d", "vision.cls", "fine", 0.9), "org/a");
+    let a_post = of_model(result_row("d", "projector.mean", "fine", 0.3), "org/a");
+    let b_pre = of_model(result_row("d", "vision.cls", "fine", 0.5), "org/b");
+    let b_post = of_model(result_row("d", "projector.mean", "fine", 0.8), "org/b");
+    let c_pre = of_model(result_row("d", "vision.cls", "fine", 0.95), "org/c");
+    let rows = vec![
+        a_pre.clone(),
+        a_post.clone(),
+        b_pre.clone(),
+        b_post.clone(),
+        c_pre.clone(),
+    ];
+    let mut classes = Vec::new();
+    for (i, (r, acc)) in [
+        (&a_pre, 0.9),
+        (&a_post, 0.2),
+        (&b_pre, 0.4),
+        (&b_post, 0.7),
+        (&c_pre, 1.0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Two classes per probe, the second a little better.
+        classes.push(class_row(r, 0, "c0", 10, acc));
+        classes.push(class_row(r, 1, "c1", 10, acc + 0.05 * (i % 2) as f64));
+    }
+    let panels = class_panels(&rows, &classes);
+    let pairs: Vec<(&str, &str, &str)> = panels
+        .iter()
+        .map(|p| {
+            (
+                p.pre.model.as_str(),
+                p.post.model.as_str(),
+                p.pre.feature_point.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("org/a", "org/a", "vision.cls"),
+            ("org/b", "org/b", "vision.cls")
+        ]
+    );
+    for p in &panels {
+        assert!(p
+            .classes
+            .iter()
+            .all(|(b, a)| b.model == p.pre.model && a.model == p.pre.model));
+    }
+    assert_eq!(panels[0].counts(), (2, 0, 0));
+    assert_eq!(panels[1].counts(), (0, 2, 0));
+    let dir = tempfile::tempdir().unwrap();
+    let (png, svg) = (dir.path().join("c.png"), dir.path().join("c.svg"));
+    assert!(class_figure(&rows, &classes, &png, &svg, "t").unwrap());
+    let bytes = std::fs::read(&png).unwrap();
+    let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap());
+    assert_eq!(be(20), 50 + 2 * 440 + 36, "a row of panels per model");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(lines.contains(&"d · a · fine") && lines.contains(&"d · b · fine"));
+    assert!(!lines.contains(&"d · c · fine") && !lines.contains(&"d · fine"));
 }

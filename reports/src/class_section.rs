@@ -1,23 +1,25 @@
-//! The per-class section of `report.md`: for each dataset and level, how many classes the best
-//! post-projection probe labels worse than the best pre-projection probe, and the classes with
-//! the largest drops.
+//! The per-class section of `report.md`: for each dataset, model and level, how many classes the
+//! model's best post-projection probe labels worse than its best pre-projection probe, and the
+//! classes with the largest drops.
 
 use crate::class_figure::{change, class_panels, fate, Fate, SAME};
 use crate::markdown::pct;
+use crate::models::Models;
 use crate::{ClassRow, ResultRow};
 use std::fmt::Write;
 
 /// The most classes a drop table lists.
 const TOP: usize = 10;
 
-/// The section, when some (dataset, level) of `rows` (standard probes) has class rows in
+/// The section, when some (dataset, model, level) of `rows` (standard probes) has class rows in
 /// `classes` for both its best pre- and best post-projection probe; `figure` is the class
-/// figure's file name (none when empty).
+/// figure's file name (none when empty); with several `models` each summary names its model.
 pub(crate) fn class_section(
     s: &mut String,
     rows: &[ResultRow],
     classes: &[ClassRow],
     figure: &str,
+    models: &Models,
 ) {
     let panels = class_panels(rows, classes);
     if panels.is_empty() {
@@ -45,9 +47,10 @@ pub(crate) fn class_section(
         };
         let _ = writeln!(
             s,
-            "**{} · {}** (`{}` → `{}`): {losses}, {gained} gain, {same} unchanged; mean per-class \
-             change {:+.1} points.\n",
+            "**{} · {}{}** (`{}` → `{}`): {losses}, {gained} gain, {same} unchanged; mean \
+             per-class change {:+.1} points.\n",
             pre.dataset,
+            models.prefix(&pre.model),
             pre.level,
             pre.feature_point,
             post.feature_point,

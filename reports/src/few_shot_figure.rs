@@ -1,14 +1,15 @@
 //! The few-shot figure: probe top-1 against training images per class (log2 axis, a tick at each
 //! shot count probed), a panel per dataset × label level (a row per dataset in order of
-//! appearance; columns superordinate, coarse, fine). A line per feature point in the
-//! modality-gap figure's colours (warm before the projection, teal after it) at the mean over the
-//! draws, with ±1 std error bars; the standard probe on all training images as a dotted line in
-//! the feature point's colour; chance dashed grey. The legend sits under the panels. Written as
-//! PNG and SVG.
+//! appearance; columns superordinate, coarse, fine). A line per feature point (of each model,
+//! legend labels led by its short name when there are several) in the modality-gap figure's
+//! colours (warm before the projection, teal after it) at the mean over the draws, with ±1 std
+//! error bars; the standard probe on all training images as a dotted line in the feature point's
+//! colour; chance dashed grey. The legend sits under the panels. Written as PNG and SVG.
 
+use crate::models::Models;
 use crate::style::{
     draw_legend, draw_percent_mesh, draw_x_ticks, legend_height, level_rank, register_font,
-    series_colours, stage_label, unique,
+    series_colours, unique, Series,
 };
 use crate::ResultRow;
 use anyhow::{anyhow, Result};
@@ -54,11 +55,13 @@ pub(crate) fn draws_text(rows: &[ResultRow]) -> String {
     }
 }
 
-/// The standard probe (all training images) of `r`'s dataset, stage, feature point and level.
+/// The standard probe (all training images) of `r`'s dataset, model, stage, feature point and
+/// level.
 pub(crate) fn full_data<'a>(rows: &'a [ResultRow], r: &ResultRow) -> Option<&'a ResultRow> {
     rows.iter().find(|s| {
         !s.is_few_shot()
             && s.dataset == r.dataset
+            && s.model == r.model
             && s.stage == r.stage
             && s.feature_point == r.feature_point
             && s.level == r.level
@@ -79,7 +82,7 @@ struct Figure<'a> {
     /// All rows (the standard probes give the dotted lines).
     rows: &'a [ResultRow],
     few: &'a [ResultRow],
-    series: Vec<(String, String, RGBColor)>,
+    series: Vec<(Series, RGBColor)>,
     legend: Vec<(Key, String)>,
     datasets: Vec<&'a str>,
     levels: Vec<&'a str>,
@@ -95,9 +98,10 @@ pub fn few_shot_figure(rows: &[ResultRow], png: &Path, svg: &Path, title: &str) 
     }
     register_font();
     let series = series_colours(&few);
+    let models = Models::of(&few);
     let mut legend: Vec<(Key, String)> = series
         .iter()
-        .map(|(stage, fp, c)| (Key::Series(*c), format!("{}: {fp}", stage_label(stage))))
+        .map(|(line, c)| (Key::Series(*c), line.label(&models, "")))
         .collect();
     if few.iter().any(|r| full_data(rows, r).is_some()) {
         legend.push((Key::FullData, "dotted: all training images".into()));
@@ -172,10 +176,10 @@ where
         chart
             .draw_series(across(chance, 6, GREY.stroke_width(1)))
             .map_err(err)?;
-        for (si, (stage, fp, c)) in f.series.iter().enumerate() {
+        for (si, (line, c)) in f.series.iter().enumerate() {
             let mut points: Vec<(f64, &ResultRow)> = here
                 .iter()
-                .filter(|r| &r.stage == stage && &r.feature_point == fp)
+                .filter(|r| line.matches(r))
                 .map(|r| (log2(r.shots) + dodge(si), *r))
                 .collect();
             let Some((_, any)) = points.first() else {
@@ -266,86 +270,5 @@ fn draw_key<DB: DrawingBackend>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_rows::result_row;
-
-    fn few(ds: &str, fp: &str, level: &str, shots: u64, top1: f64) -> ResultRow {
-        ResultRow {
-            shots,
-            draws: 3,
-            top1_std: 0.02,
-            ..result_row(ds, fp, level, top1)
-        }
-    }
-
-    #[test]
-    fn nothing_without_few_shot_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let (png, svg) = (dir.path().join("f.png"), dir.path().join("f.svg"));
-        let rows = [result_row("d", "projector.mean", "fine", 0.4)];
-        assert!(!few_shot_figure(&rows, &png, &svg, "t").unwrap());
-        assert!(!png.exists() && !svg.exists());
-    }
-
-    #[test]
-    fn a_panel_per_dataset_and_level_with_shot_ticks_and_the_full_data_line() {
-        let mut rows = vec![result_row("birds", "vision.layer[-2].cls", "fine", 0.7)];
-        for (ds, level) in [("birds", "fine"), ("birds", "coarse"), ("dogs", "fine")] {
-            for (k, v) in [(1, 0.2), (4, 0.35), (16, 0.5)] {
-                rows.push(few(ds, "vision.layer[-2].cls", level, k, v));
-                rows.push(few(ds, "projector.mean", level, k, v - 0.1));
-            }
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let (png, svg) = (dir.path().join("f.png"), dir.path().join("f.svg"));
-        assert!(few_shot_figure(&rows, &png, &svg, "Few-shot probes").unwrap());
-        let bytes = std::fs::read(&png).unwrap();
-        let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap());
-        // Two datasets × (coarse, fine); five legend entries in two columns.
-        assert_eq!((be(16), be(20)), (1000, 50 + 2 * 330 + 14 + 3 * 22));
-        let text = std::fs::read_to_string(&svg).unwrap();
-        let lines: Vec<&str> = text.lines().map(str::trim).collect();
-        let at = |needle: &str| lines.iter().position(|l| *l == needle);
-        for needle in [
-            "Few-shot probes",
-            "pre-projection: vision.layer[-2].cls",
-            "post-projection: projector.mean",
-            "bars: ±1 std over 3 draws",
-            "dashed: chance",
-            "training images per class",
-            "16",
-        ] {
-            assert!(at(needle).is_some(), "{needle} missing from the SVG");
-        }
-        // Coarse before fine; no panel where a dataset has no rows of a level.
-        assert!(at("birds · coarse") < at("birds · fine") && at("dogs · fine").is_some());
-        assert!(at("dogs · coarse").is_none());
-        let once = lines
-            .iter()
-            .filter(|l| **l == "dotted: all training images");
-        assert_eq!(once.count(), 1);
-        // Pre-projection in the warm family, post-projection in teal, as in the gap figure.
-        let colours: Vec<RGBColor> = series_colours(&rows).iter().map(|s| s.2).collect();
-        assert_eq!(colours, [RGBColor(224, 130, 20), RGBColor(1, 102, 94)]);
-        assert!(text.contains("#E08214") && text.contains("#01665E"));
-    }
-
-    #[test]
-    fn levels_in_label_order_and_draws_as_a_range() {
-        let rows = [
-            few("d", "projector.mean", "fine", 8, 0.4),
-            few("d", "projector.mean", "species", 8, 0.4),
-            few("d", "projector.mean", "superordinate", 2, 0.4),
-            ResultRow {
-                draws: 5,
-                ..few("d", "projector.mean", "coarse", 1, 0.4)
-            },
-        ];
-        let levels = ordered_levels(&rows);
-        assert_eq!(levels, ["superordinate", "coarse", "fine", "species"]);
-        assert_eq!(shot_counts(&rows), [1, 2, 8]);
-        assert_eq!(draws_text(&rows), "3–5");
-        assert_eq!(draws_text(&rows[..2]), "3");
-    }
-}
+#[path = "few_shot_figure_tests.rs"]
+mod tests;

@@ -1,9 +1,10 @@
 //! The few-shot section of `report.md`: the protocol, the few-shot figure, a table per dataset
 //! of top-1 (mean ± std over the draws) per shot count beside the standard probe's, and the pre −
-//! post gap at each shot count.
+//! post gap at each shot count; with several models both tables gain a model column.
 
 use crate::few_shot_figure::{draws_text, few_shot_rows, full_data, ordered_levels, shot_counts};
-use crate::markdown::{gap_rows, pct};
+use crate::markdown::{gap_rows, pct, Gap};
+use crate::models::Models;
 use crate::style::{series, unique};
 use crate::ResultRow;
 use std::fmt::Write;
@@ -19,7 +20,7 @@ fn header(s: &mut String, lead: &str, shots: &[u64]) {
 
 /// The section, when `rows` has few-shot rows; `figure` is the few-shot figure's file name
 /// (none when empty).
-pub(crate) fn few_shot_section(s: &mut String, rows: &[ResultRow], figure: &str) {
+pub(crate) fn few_shot_section(s: &mut String, rows: &[ResultRow], figure: &str, models: &Models) {
     let few = few_shot_rows(rows);
     if few.is_empty() {
         return;
@@ -42,18 +43,15 @@ pub(crate) fn few_shot_section(s: &mut String, rows: &[ResultRow], figure: &str)
         let here: Vec<ResultRow> = few.iter().filter(|r| r.dataset == *ds).cloned().collect();
         let shots = shot_counts(&here);
         let _ = writeln!(s, "**{ds}**\n");
-        header(s, "| level | feature point", &shots);
+        let lead = format!("| level |{} feature point", models.column_head());
+        header(s, &lead, &shots);
         for level in ordered_levels(&here) {
-            for (stage, fp) in series(&here) {
+            for line in series(&here) {
                 let at: Vec<Option<&ResultRow>> = shots
                     .iter()
                     .map(|k| {
-                        here.iter().find(|r| {
-                            r.level == level
-                                && r.stage == stage
-                                && r.feature_point == fp
-                                && r.shots == *k
-                        })
+                        here.iter()
+                            .find(|r| r.level == level && line.matches(r) && r.shots == *k)
                     })
                     .collect();
                 let Some(any) = at.iter().flatten().next() else {
@@ -68,20 +66,32 @@ pub(crate) fn few_shot_section(s: &mut String, rows: &[ResultRow], figure: &str)
                     })
                     .collect();
                 let all = full_data(rows, any).map_or("–".into(), |r| pct(r.top1));
-                let _ = writeln!(s, "| {level} | `{fp}` | {} | {all} |", cells.join(" | "));
+                let _ = writeln!(
+                    s,
+                    "| {level} |{} `{}` | {} | {all} |",
+                    models.cell(&line.model),
+                    line.feature_point,
+                    cells.join(" | ")
+                );
             }
         }
         let _ = writeln!(s);
     }
-    gap_table(s, rows, &few, &datasets);
+    gap_table(s, rows, &few, &datasets, models);
 }
 
-/// Best pre-projection − best post-projection top-1 per dataset and level at each shot count
-/// (and on the whole training split), where both stages were probed.
-fn gap_table(s: &mut String, rows: &[ResultRow], few: &[ResultRow], datasets: &[&str]) {
+/// Best pre-projection − best post-projection top-1 per dataset, model and level at each shot
+/// count (and on the whole training split), where both stages were probed.
+fn gap_table(
+    s: &mut String,
+    rows: &[ResultRow],
+    few: &[ResultRow],
+    datasets: &[&str],
+    models: &Models,
+) {
     let shots = shot_counts(few);
     // Gaps at each shot count, then on all training images (shots 0).
-    let gaps: Vec<Vec<(String, String, f64, f64)>> = shots
+    let gaps: Vec<Vec<Gap>> = shots
         .iter()
         .chain([0].iter())
         .map(|k| {
@@ -92,13 +102,17 @@ fn gap_table(s: &mut String, rows: &[ResultRow], few: &[ResultRow], datasets: &[
     let mut lines = Vec::new();
     for ds in datasets {
         let here: Vec<ResultRow> = few.iter().filter(|r| r.dataset == *ds).cloned().collect();
-        for level in ordered_levels(&here) {
+        let here_models = unique(here.iter().map(|r| r.model.as_str()));
+        for (level, model) in ordered_levels(&here)
+            .into_iter()
+            .flat_map(|l| here_models.iter().map(move |m| (l, *m)))
+        {
             let cells: Vec<Option<String>> = gaps
                 .iter()
                 .map(|g| {
                     g.iter()
-                        .find(|(d, l, _, _)| d == ds && l == level)
-                        .map(|(_, _, pre, post)| format!("{:+.1}", (pre - post) * 100.0))
+                        .find(|g| g.dataset == *ds && g.model == model && g.level == level)
+                        .map(|g| format!("{:+.1}", (g.pre - g.post) * 100.0))
                 })
                 .collect();
             if cells[..shots.len()].iter().any(Option::is_some) {
@@ -106,7 +120,11 @@ fn gap_table(s: &mut String, rows: &[ResultRow], few: &[ResultRow], datasets: &[
                     .into_iter()
                     .map(|c| c.unwrap_or_else(|| "–".into()))
                     .collect();
-                lines.push(format!("| {ds} | {level} | {} |", cells.join(" | ")));
+                lines.push(format!(
+                    "| {ds} |{} {level} | {} |",
+                    models.cell(model),
+                    cells.join(" | ")
+                ));
             }
         }
     }
@@ -117,7 +135,11 @@ fn gap_table(s: &mut String, rows: &[ResultRow], few: &[ResultRow], datasets: &[
         s,
         "### Modality gap by shots (best pre-projection − best post-projection top-1, points)\n"
     );
-    header(s, "| dataset | level", &shots);
+    header(
+        s,
+        &format!("| dataset |{} level", models.column_head()),
+        &shots,
+    );
     for line in lines {
         let _ = writeln!(s, "{line}");
     }

@@ -1,13 +1,16 @@
 //! The modality-gap figure: grouped bars of probe top-1 per dataset × label level, one bar per
 //! feature point (pre-projection in warm colours, post-projection in teal), with 95% bootstrap
-//! intervals and a dashed chance line per group. A layer sweep of three or more layers
-//! (`vision.layer[K].cls` for several K) is drawn as its best layer, labelled so; the whole
-//! sweep is in the layer figure ([`crate::layer_figure`]). Written as PNG and SVG.
+//! intervals and a dashed chance line per group. Rows of several models draw a series per model,
+//! stage and feature point, each legend label led by its model's short name. A layer sweep of
+//! three or more layers (`vision.layer[K].cls` for several K, of one model) is drawn as its best
+//! layer, labelled so; the whole sweep is in the layer figure ([`crate::layer_figure`]). Written
+//! as PNG and SVG.
 
 use crate::layer_figure::swept_layer;
+use crate::models::Models;
 use crate::style::{
-    draw_legend, draw_percent_mesh, legend_height, register_font, series_colours, stage_label,
-    unique, LLM_STAGES,
+    draw_legend, draw_percent_mesh, legend_height, register_font, series_colours, unique,
+    LLM_STAGES,
 };
 use crate::{standard_rows, ResultRow};
 use anyhow::{anyhow, Result};
@@ -75,8 +78,9 @@ pub fn modality_gap_figure(
 /// The image-vs-text figure: probe top-1 on the language model's hidden states with the image's
 /// projector tokens in the prompt against the same prompt with the image's attribute text (the
 /// Finer paper's image-only vs text-only comparison, as probes), bars as in the modality-gap
-/// figure, `title` as its caption. Returns false (and writes nothing) unless the standard
-/// probes' rows (few-shot rows are left out) have both arms.
+/// figure (a series per model, stage and feature point), `title` as its caption. Returns false
+/// (and writes nothing) unless the standard probes' rows (few-shot rows are left out) have both
+/// arms of some model.
 pub fn image_vs_text_figure(
     rows: &[ResultRow],
     png: &Path,
@@ -87,10 +91,12 @@ pub fn image_vs_text_figure(
         .into_iter()
         .filter(|r| LLM_STAGES.contains(&r.stage.as_str()))
         .collect();
-    if LLM_STAGES
-        .iter()
-        .any(|s| !arms.iter().any(|r| r.stage == *s))
-    {
+    let both_arms = |model: &str| {
+        LLM_STAGES
+            .iter()
+            .all(|s| arms.iter().any(|r| r.model == model && r.stage == *s))
+    };
+    if !arms.iter().any(|r| both_arms(&r.model)) {
         return Ok(false);
     }
     let opts = FigureOptions {
@@ -116,28 +122,39 @@ pub fn image_vs_text_figure(
     Ok(true)
 }
 
-/// The rows drawn as bars: of feature points that differ only in their layer (the vision
-/// tower's, or one arm of the language model's), when there are three or more layers, only the
-/// layer with the highest mean top-1 over all its rows stays; also returns a legend suffix for
-/// each such kept feature point.
-fn best_of_sweeps(rows: &[ResultRow]) -> (Vec<ResultRow>, Vec<(String, String)>) {
-    let mut families: Vec<((&str, &str), Vec<i64>)> = Vec::new();
-    for (prefix, k, tokens) in rows.iter().filter_map(|r| swept_layer(&r.feature_point)) {
-        match families.iter_mut().find(|(f, _)| *f == (prefix, tokens)) {
+/// A legend suffix for one model's feature point (its best layer of a sweep): (model, feature
+/// point, suffix).
+type Suffix = (String, String, String);
+
+/// A sweep's (model, layered prefix, tokens) and its layers.
+type Family<'a> = ((&'a str, &'a str, &'a str), Vec<i64>);
+
+/// The rows drawn as bars: of one model's feature points that differ only in their layer (the
+/// vision tower's, or one arm of the language model's), when there are three or more layers,
+/// only the layer with the highest mean top-1 over all that model's rows of it stays; also
+/// returns a legend suffix for each such kept (model, feature point).
+fn best_of_sweeps(rows: &[ResultRow]) -> (Vec<ResultRow>, Vec<Suffix>) {
+    let mut families: Vec<Family> = Vec::new();
+    for r in rows {
+        let Some((prefix, k, tokens)) = swept_layer(&r.feature_point) else {
+            continue;
+        };
+        let family = (r.model.as_str(), prefix, tokens);
+        match families.iter_mut().find(|(f, _)| *f == family) {
             Some((_, layers)) if !layers.contains(&k) => layers.push(k),
             Some(_) => {}
-            None => families.push(((prefix, tokens), vec![k])),
+            None => families.push((family, vec![k])),
         }
     }
-    let mut dropped: Vec<String> = Vec::new();
+    let mut dropped: Vec<(&str, String)> = Vec::new();
     let mut labels = Vec::new();
-    for ((prefix, tokens), layers) in families.iter().filter(|(_, l)| l.len() >= 3) {
+    for ((model, prefix, tokens), layers) in families.iter().filter(|(_, l)| l.len() >= 3) {
         let point = |k: i64| format!("{prefix}[{k}].{tokens}");
         let mean_top1 = |k: i64| {
             let fp = point(k);
             let v: Vec<f64> = rows
                 .iter()
-                .filter(|r| r.feature_point == fp)
+                .filter(|r| r.model == *model && r.feature_point == fp)
                 .map(|r| r.top1)
                 .collect();
             v.iter().sum::<f64>() / v.len() as f64
@@ -148,13 +165,21 @@ fn best_of_sweeps(rows: &[ResultRow]) -> (Vec<ResultRow>, Vec<(String, String)>)
             .max_by(|a, b| mean_top1(*a).total_cmp(&mean_top1(*b)))
             .unwrap_or(layers[0]);
         for k in layers.iter().filter(|k| **k != best) {
-            dropped.push(point(*k));
+            dropped.push((model, point(*k)));
         }
-        labels.push((point(best), format!(" (best of {} layers)", layers.len())));
+        labels.push((
+            model.to_string(),
+            point(best),
+            format!(" (best of {} layers)", layers.len()),
+        ));
     }
     let kept = rows
         .iter()
-        .filter(|r| !dropped.contains(&r.feature_point))
+        .filter(|r| {
+            !dropped
+                .iter()
+                .any(|(m, fp)| *m == r.model && *fp == r.feature_point)
+        })
         .cloned()
         .collect();
     (kept, labels)
@@ -163,7 +188,7 @@ fn best_of_sweeps(rows: &[ResultRow]) -> (Vec<ResultRow>, Vec<(String, String)>)
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     rows: &[ResultRow],
-    labels: &[(String, String)],
+    labels: &[Suffix],
     opts: &FigureOptions,
 ) -> Result<()>
 where
@@ -171,8 +196,10 @@ where
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the figure: {e:?}");
     root.fill(&WHITE).map_err(err)?;
-    // Series: pre-projection feature points first, then post-projection, then the LLM's.
+    // Series: per model, pre-projection feature points first, then post-projection, then the
+    // LLM's; each series' legend label names its model when there are several.
     let series = series_colours(rows);
+    let models = Models::of(rows);
     // The legend goes under the plot, where it cannot hide a bar: one or two columns.
     let legend_cols = series.len().clamp(1, 2);
     let legend_h = legend_height(series.len(), legend_cols);
@@ -193,11 +220,11 @@ where
 
     let k = series.len() as f64;
     let width = 0.8 / k;
-    for (si, (stage, fp, color)) in series.iter().enumerate() {
+    for (si, (line, color)) in series.iter().enumerate() {
         let color = *color;
         let bars: Vec<(f64, &ResultRow)> = rows
             .iter()
-            .filter(|r| &r.stage == stage && &r.feature_point == fp)
+            .filter(|r| line.matches(r))
             .filter_map(|r| {
                 groups
                     .iter()
@@ -214,17 +241,11 @@ where
                 )
             }))
             .map_err(err)?;
-        legend.push((
-            color,
-            format!(
-                "{}: {fp}{}",
-                stage_label(stage),
-                labels
-                    .iter()
-                    .find(|(p, _)| p == fp)
-                    .map_or("", |(_, suffix)| suffix.as_str())
-            ),
-        ));
+        let suffix = labels
+            .iter()
+            .find(|(m, p, _)| *m == line.model && *p == line.feature_point)
+            .map_or("", |(_, _, suffix)| suffix.as_str());
+        legend.push((color, line.label(&models, suffix)));
         chart
             .draw_series(bars.iter().map(|(g, r)| {
                 let xm = x0(*g) + width * 0.46;

@@ -1,5 +1,7 @@
 use super::*;
-use crate::test_rows::result_row;
+use crate::models::short_name;
+use crate::style::stage_colour;
+use crate::test_rows::{of_model, result_row};
 
 #[test]
 fn writes_png_and_svg_with_text() {
@@ -84,6 +86,7 @@ fn an_arm_swept_over_layers_is_drawn_as_its_best_layer() {
     assert_eq!(
         labels[1],
         (
+            "m".to_string(),
             "llm.text.layer[8].last".to_string(),
             " (best of 3 layers)".to_string()
         )
@@ -134,6 +137,7 @@ fn a_layer_sweep_is_drawn_as_its_best_layer() {
     assert_eq!(
         labels,
         [(
+            "m".to_string(),
             "vision.layer[2].cls".to_string(),
             " (best of 3 layers)".to_string()
         )]
@@ -157,4 +161,119 @@ fn image_dims(path: &Path) -> (u32, u32) {
     assert_eq!(&bytes[1..4], b"PNG");
     let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap());
     (be(16), be(20))
+}
+
+/// Two models probed at the same feature points: model A's vision sweep peaks at layer 8, B's
+/// at layer 4; both have the projector and both LLM arms.
+fn two_models() -> Vec<ResultRow> {
+    let mut rows = Vec::new();
+    for (model, peak) in [("llava-hf/llava-1.5-7b-hf", 8), ("/x/y/model", 4)] {
+        for k in [4, 8, 12] {
+            let v = if k == peak { 0.7 } else { 0.4 };
+            rows.push(of_model(
+                result_row("d", &format!("vision.layer[{k}].cls"), "fine", v),
+                model,
+            ));
+        }
+        for fp in [
+            "projector.mean",
+            "llm.image.layer[-1].last",
+            "llm.text.layer[-1].last",
+        ] {
+            rows.push(of_model(result_row("d", fp, "fine", 0.5), model));
+        }
+    }
+    rows
+}
+
+#[test]
+fn two_models_get_a_series_and_a_legend_entry_each() {
+    let rows = two_models();
+    let gap: Vec<ResultRow> = rows
+        .iter()
+        .filter(|r| !LLM_STAGES.contains(&r.stage.as_str()))
+        .cloned()
+        .collect();
+    // Each model's sweep is drawn as its own best layer.
+    let (kept, labels) = best_of_sweeps(&gap);
+    let points: Vec<(&str, &str)> = kept
+        .iter()
+        .map(|r| (short_name(&r.model), r.feature_point.as_str()))
+        .collect();
+    assert_eq!(
+        points,
+        [
+            ("llava-1.5-7b-hf", "vision.layer[8].cls"),
+            ("llava-1.5-7b-hf", "projector.mean"),
+            ("model", "vision.layer[4].cls"),
+            ("model", "projector.mean")
+        ]
+    );
+    assert_eq!(labels.len(), 2);
+    assert_eq!(
+        (labels[1].0.as_str(), labels[1].1.as_str()),
+        ("/x/y/model", "vision.layer[4].cls")
+    );
+    // A series per model, stage and feature point: by model, then stage; distinct shades of
+    // each stage's hue family.
+    let series = series_colours(&kept);
+    let keys: Vec<(&str, &str)> = series
+        .iter()
+        .map(|(s, _)| (short_name(&s.model), s.stage.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("llava-1.5-7b-hf", "pre-projection"),
+            ("llava-1.5-7b-hf", "post-projection"),
+            ("model", "pre-projection"),
+            ("model", "post-projection")
+        ]
+    );
+    let colours: Vec<RGBColor> = series.iter().map(|s| s.1).collect();
+    assert_eq!(colours[0], stage_colour("pre-projection"));
+    assert_eq!(colours[1], stage_colour("post-projection"));
+    assert!(colours[2] != colours[0] && colours[3] != colours[1]);
+    // Every series' rows are its own model's.
+    for (s, _) in &series {
+        assert_eq!(kept.iter().filter(|r| s.matches(r)).count(), 1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (png, svg) = (dir.path().join("g.png"), dir.path().join("g.svg"));
+    modality_gap_figure(&rows, &png, &svg, &FigureOptions::default()).unwrap();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    for want in [
+        "llava-1.5-7b-hf · pre-projection: vision.layer[8].cls (best of 3 layers)",
+        "llava-1.5-7b-hf · post-projection: projector.mean",
+        "model · pre-projection: vision.layer[4].cls (best of 3 layers)",
+        "model · post-projection: projector.mean",
+    ] {
+        assert!(lines.contains(&want), "{want} missing from the legend");
+    }
+    // The image-vs-text figure likewise.
+    let (png, svg) = (dir.path().join("t.png"), dir.path().join("t.svg"));
+    assert!(image_vs_text_figure(&rows, &png, &svg, "t").unwrap());
+    let text = std::fs::read_to_string(&svg).unwrap();
+    for want in [
+        "llava-1.5-7b-hf · LLM, image in prompt: llm.image.layer[-1].last",
+        "model · LLM, image in prompt: llm.image.layer[-1].last",
+        "model · LLM, attribute text in prompt: llm.text.layer[-1].last",
+    ] {
+        assert!(text.contains(want), "{want} missing from the SVG");
+    }
+}
+
+#[test]
+fn the_image_vs_text_figure_needs_both_arms_of_one_model() {
+    let rows = [
+        of_model(
+            result_row("d", "llm.image.layer[-1].last", "fine", 0.3),
+            "a",
+        ),
+        of_model(result_row("d", "llm.text.layer[-1].last", "fine", 0.8), "b"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (png, svg) = (dir.path().join("t.png"), dir.path().join("t.svg"));
+    assert!(!image_vs_text_figure(&rows, &png, &svg, "t").unwrap());
 }

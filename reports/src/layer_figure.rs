@@ -1,11 +1,13 @@
 //! Probe accuracy along a model's depth: for every dataset whose feature points differ only in
 //! their layer (`vision.layer[K].cls` for several K, a "layer sweep"; likewise the language
 //! model's `llm.image.layer[K].last` and `llm.text.layer[K].last`), top-1 per layer as a line per
-//! label level, with 95% bootstrap intervals. A panel per dataset and model part (vision encoder,
-//! language model): the vision panel draws the post-projection points as dashed horizontal lines
-//! in the level's colour; the language-model panel puts the image and text arms side by side
-//! (circles and triangles). Written as PNG and SVG.
+//! label level, with 95% bootstrap intervals. A panel per dataset, model (named in the caption
+//! when the rows hold several) and model part (vision encoder, language model): the vision panel
+//! draws the model's post-projection points as dashed horizontal lines in the level's colour; the
+//! language-model panel puts the image and text arms side by side (circles and triangles).
+//! Written as PNG and SVG.
 
+use crate::models::Models;
 use crate::style::{draw_percent_mesh, draw_x_ticks, register_font, unique, LEVEL_COLOURS};
 use crate::{standard_rows, ResultRow};
 use anyhow::{anyhow, Result};
@@ -40,10 +42,11 @@ pub(crate) fn swept_layer(feature_point: &str) -> Option<(&'static str, i64, &st
     })
 }
 
-/// The feature points of one dataset that differ only in their layer.
+/// The feature points of one dataset and model that differ only in their layer.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LayerSweep {
     pub dataset: String,
+    pub model: String,
     /// What comes before `[K]`: `vision.layer`, `llm.image.layer` or `llm.text.layer`.
     pub prefix: &'static str,
     /// What follows `[K].`, e.g. `cls`, `patch.mean` or `last`.
@@ -57,6 +60,7 @@ impl LayerSweep {
     pub fn rows<'a>(&'a self, rows: &'a [ResultRow]) -> impl Iterator<Item = &'a ResultRow> {
         rows.iter().filter(move |r| {
             r.dataset == self.dataset
+                && r.model == self.model
                 && swept_layer(&r.feature_point)
                     .is_some_and(|(p, _, t)| p == self.prefix && t == self.tokens)
         })
@@ -86,21 +90,22 @@ impl LayerSweep {
     }
 }
 
-/// Every (dataset, tokens) with at least `min_layers` distinct layers, in order of appearance.
+/// Every (dataset, model, layered prefix, tokens) with at least `min_layers` distinct layers, in
+/// order of appearance, but the models' sweeps of the same points together.
 pub(crate) fn layer_sweeps(rows: &[ResultRow], min_layers: usize) -> Vec<LayerSweep> {
     let mut sweeps: Vec<LayerSweep> = Vec::new();
     for r in rows {
         let Some((prefix, k, tokens)) = swept_layer(&r.feature_point) else {
             continue;
         };
-        match sweeps
-            .iter_mut()
-            .find(|s| s.dataset == r.dataset && s.prefix == prefix && s.tokens == tokens)
-        {
+        match sweeps.iter_mut().find(|s| {
+            s.dataset == r.dataset && s.model == r.model && s.prefix == prefix && s.tokens == tokens
+        }) {
             Some(s) if !s.layers.contains(&k) => s.layers.push(k),
             Some(_) => {}
             None => sweeps.push(LayerSweep {
                 dataset: r.dataset.clone(),
+                model: r.model.clone(),
                 prefix,
                 tokens: tokens.to_string(),
                 layers: vec![k],
@@ -108,6 +113,13 @@ pub(crate) fn layer_sweeps(rows: &[ResultRow], min_layers: usize) -> Vec<LayerSw
         }
     }
     sweeps.retain(|s| s.layers.len() >= min_layers);
+    // The models' sweeps of the same points side by side.
+    Models::of(rows).side_by_side(&mut sweeps, |s| {
+        (
+            (s.dataset.clone(), s.prefix, s.tokens.clone()),
+            s.model.as_str(),
+        )
+    });
     sweeps
 }
 
@@ -121,6 +133,14 @@ pub(crate) fn in_display_order(layers: &mut [i64]) -> bool {
     by_value
 }
 
+/// One panel: a dataset, a model and a part of it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Panel<'a> {
+    dataset: &'a str,
+    model: &'a str,
+    part: &'static str,
+}
+
 /// Writes the figure to `png` and `svg` when some dataset has a layer sweep (at least two
 /// layers of the same tokens) among the standard probes' rows (few-shot rows are left out);
 /// returns whether it did.
@@ -132,13 +152,12 @@ pub fn layer_figure(rows: &[ResultRow], png: &Path, svg: &Path, title: &str) -> 
     if sweeps.is_empty() {
         return Ok(false);
     }
-    // A panel per dataset and model part, in order of appearance.
-    let mut panels: Vec<(&str, &str)> = Vec::new();
-    for s in &sweeps {
-        if !panels.contains(&(s.dataset.as_str(), s.part())) {
-            panels.push((s.dataset.as_str(), s.part()));
-        }
-    }
+    // A panel per dataset, model and model part, in order of appearance.
+    let panels = unique(sweeps.iter().map(|s| Panel {
+        dataset: &s.dataset,
+        model: &s.model,
+        part: s.part(),
+    }));
     let size = (1000, 120 + 420 * panels.len() as u32);
     draw(
         BitMapBackend::new(png, size).into_drawing_area(),
@@ -161,7 +180,7 @@ fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     rows: &[ResultRow],
     sweeps: &[LayerSweep],
-    panels: &[(&str, &str)],
+    panels: &[Panel],
     title: &str,
 ) -> Result<()>
 where
@@ -182,17 +201,25 @@ where
         let i = levels.iter().position(|l| *l == level).unwrap_or(0);
         LEVEL_COLOURS[i % LEVEL_COLOURS.len()]
     };
-    let several_parts = unique(panels.iter().map(|(_, part)| *part)).len() > 1;
-    for (panel, (dataset, part)) in root.split_evenly((panels.len(), 1)).iter().zip(panels) {
+    let several_parts = unique(panels.iter().map(|p| p.part)).len() > 1;
+    let models = Models::of(rows);
+    for (panel, p) in root.split_evenly((panels.len(), 1)).iter().zip(panels) {
+        let &Panel {
+            dataset,
+            model,
+            part,
+        } = p;
         let here: Vec<&LayerSweep> = sweeps
             .iter()
-            .filter(|s| s.dataset == *dataset && s.part() == *part)
+            .filter(|s| s.dataset == dataset && s.model == model && s.part() == part)
             .collect();
-        let caption = if several_parts {
-            format!("{dataset} · {part}")
-        } else {
-            dataset.to_string()
-        };
+        let mut caption = dataset.to_string();
+        if models.several() {
+            caption = format!("{caption} · {}", models.name(model));
+        }
+        if several_parts {
+            caption = format!("{caption} · {part}");
+        }
         // Layers placed by value when they share a sign, else in the order written.
         let mut layers: Vec<i64> = Vec::new();
         for s in &here {
@@ -285,9 +312,13 @@ where
                 }
             }
         }
-        // Post-projection points of this dataset: a dashed line per level (vision panels).
+        // Post-projection points of this dataset and model: a dashed line per level (vision
+        // panels).
         for r in rows.iter().filter(|r| {
-            r.dataset == *dataset && r.stage == "post-projection" && *part == "vision encoder"
+            r.dataset == dataset
+                && r.model == model
+                && r.stage == "post-projection"
+                && part == "vision encoder"
         }) {
             let c = colour(&r.level);
             chart

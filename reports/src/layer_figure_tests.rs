@@ -1,5 +1,6 @@
 use super::*;
-use crate::test_rows::result_row as row;
+use crate::models::short_name;
+use crate::test_rows::{of_model, result_row as row};
 
 #[test]
 fn finds_sweeps_per_dataset_and_tokens() {
@@ -21,6 +22,7 @@ fn finds_sweeps_per_dataset_and_tokens() {
         sweeps,
         vec![LayerSweep {
             dataset: "a".into(),
+            model: "m".into(),
             prefix: "vision.layer",
             tokens: "cls".into(),
             layers: vec![1, 2]
@@ -160,4 +162,90 @@ fn draws_a_panel_per_dataset_or_nothing() {
     ] {
         assert!(lines.contains(&needle), "{needle} missing from the SVG");
     }
+}
+
+#[test]
+fn two_models_sweep_and_draw_apart() {
+    // Both models probe the same layers and the projector; A peaks at 8, B at 4.
+    let mut rows = Vec::new();
+    for (model, peak) in [("org/a-7b", 8), ("/local/b-7b", 4)] {
+        for k in [4, 8, 12] {
+            let v = if k == peak { 0.7 } else { 0.3 };
+            rows.push(of_model(
+                row("d", &format!("vision.layer[{k}].cls"), "fine", v),
+                model,
+            ));
+        }
+        rows.push(of_model(row("d", "projector.mean", "fine", 0.5), model));
+    }
+    let sweeps = layer_sweeps(&rows, 2);
+    let names: Vec<(&str, &[i64])> = sweeps
+        .iter()
+        .map(|s| (s.model.as_str(), s.layers.as_slice()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("org/a-7b", &[4, 8, 12][..]),
+            ("/local/b-7b", &[4, 8, 12][..])
+        ]
+    );
+    // Each sweep's rows are its own model's: three layers, one level.
+    for s in &sweeps {
+        let mine: Vec<&ResultRow> = s.rows(&rows).collect();
+        assert_eq!(mine.len(), 3);
+        assert!(mine.iter().all(|r| r.model == s.model));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (png, svg) = (dir.path().join("l.png"), dir.path().join("l.svg"));
+    assert!(layer_figure(&rows, &png, &svg, "t").unwrap());
+    let bytes = std::fs::read(&png).unwrap();
+    let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap());
+    assert_eq!(be(20), 120 + 2 * 420, "a panel per model");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(lines.contains(&"d · a-7b") && lines.contains(&"d · b-7b"));
+    // Each panel has its own model's projector line, not the other's as well.
+    let dashed = lines.iter().filter(|l| **l == "fine · projector.mean");
+    assert_eq!(dashed.count(), 2);
+    // With language-model sweeps too (run by run: all of A, then all of B), the models' panels
+    // of a dataset and part come together.
+    let mut runs = Vec::new();
+    for model in ["org/a-7b", "/local/b-7b"] {
+        runs.extend(rows.iter().filter(|r| r.model == model).cloned());
+        for k in [0, 8] {
+            let fp = format!("llm.text.layer[{k}].last");
+            runs.push(of_model(row("d", &fp, "fine", 0.6), model));
+        }
+    }
+    let sweeps = layer_sweeps(&runs, 2);
+    let order: Vec<(&str, &str)> = sweeps
+        .iter()
+        .map(|s| (s.prefix, short_name(&s.model)))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("vision.layer", "a-7b"),
+            ("vision.layer", "b-7b"),
+            ("llm.text.layer", "a-7b"),
+            ("llm.text.layer", "b-7b")
+        ]
+    );
+    assert!(layer_figure(&runs, &png, &svg, "t").unwrap());
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let captions: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("d · "))
+        .collect();
+    assert_eq!(
+        captions,
+        [
+            "d · a-7b · vision encoder",
+            "d · b-7b · vision encoder",
+            "d · a-7b · language model",
+            "d · b-7b · language model"
+        ]
+    );
 }

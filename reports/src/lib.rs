@@ -9,8 +9,10 @@
 //! [`class_figure`]; the similarity matrices, [`similarity_figure`]) and a markdown report
 //! ([`markdown_report`]; its per-class section lists the classes the projection loses). Few-shot
 //! rows (`shots > 0`) appear only in `results.csv`, the few-shot figure and the report's few-shot
-//! section; every other figure and table reads the standard probes alone. Text is drawn with an
-//! embedded DejaVu Sans, so no system fonts or fontconfig are needed.
+//! section; every other figure and table reads the standard probes alone. Rows of several models
+//! (two runs' results together) are kept apart: a series, panel or table row per model, named by
+//! its short name; rows of one model render as they always have. Text is drawn with an embedded
+//! DejaVu Sans, so no system fonts or fontconfig are needed.
 
 mod class_figure;
 mod class_section;
@@ -19,8 +21,11 @@ mod few_shot_figure;
 mod few_shot_table;
 mod figure;
 mod layer_figure;
+mod layer_section;
 mod markdown;
+mod models;
 mod similarity_figure;
+mod similarity_section;
 mod similarity_table;
 mod style;
 mod table;
@@ -164,6 +169,14 @@ pub(crate) mod test_rows {
             n_test,
             accuracy,
             cache_key: r.cache_key.clone(),
+        }
+    }
+
+    /// `r` as a probe of `model`.
+    pub fn of_model(r: ResultRow, model: &str) -> ResultRow {
+        ResultRow {
+            model: model.into(),
+            ..r
         }
     }
 

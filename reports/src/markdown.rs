@@ -1,11 +1,14 @@
 //! `report.md`: what was measured, the figure, the table, the pre − post gap per level (and, with
 //! per-class accuracies, the classes the projection loses: [`crate::class_section`]), and how to
-//! reproduce it. Every section but the few-shot one ([`crate::few_shot_table`]) reads only the
-//! standard probes' rows.
+//! reproduce it. Rows of several models list their ids in place of the context's model, and
+//! every table gains a model column (or its label the model's short name). Every section but the
+//! few-shot one ([`crate::few_shot_table`]) reads only the standard probes' rows.
 
 use crate::class_section::class_section;
 use crate::few_shot_table::few_shot_section;
-use crate::layer_figure::{in_display_order, layer_sweeps, swept_layer};
+use crate::layer_section::layer_section;
+use crate::models::Models;
+use crate::similarity_section::{arm_gap_section, similarity_section};
 use crate::style::unique;
 use crate::{standard_rows, ClassRow, ResultRow, SimilarityRow};
 use std::fmt::Write;
@@ -61,7 +64,24 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
     for n in &ctx.notes {
         let _ = writeln!(s, "> **Note.** {n}\n");
     }
-    let _ = writeln!(s, "Model: `{}`\n", ctx.model);
+    // Rows of several models (results, similarity or per-class) name theirs in every table.
+    let models = Models::new(
+        all.iter()
+            .map(|r| r.model.as_str())
+            .chain(ctx.classes.iter().map(|c| c.model.as_str()))
+            .chain(
+                ctx.similarity
+                    .iter()
+                    .flat_map(|r| [r.model_a.as_str(), r.model_b.as_str()]),
+            ),
+    );
+    if models.several() {
+        let ids: Vec<String> = models.ids().iter().map(|m| format!("`{m}`")).collect();
+        let _ = writeln!(s, "Models: {}\n", ids.join(", "));
+    } else {
+        let _ = writeln!(s, "Model: `{}`\n", ctx.model);
+    }
+    let (head, rule) = (models.column_head(), models.column_rule());
     let _ = writeln!(
         s,
         "Linear probes (multinomial logistic regression, L2, C chosen on a validation split carved from train) on features \
@@ -72,13 +92,14 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
         let _ = writeln!(s, "![modality gap]({})\n", ctx.figure);
     }
     let _ = writeln!(s, "## Results\n");
-    let _ = writeln!(s, "| dataset | level | stage | feature point | top-1 (95% CI) | top-5 | mean per-class | macro-F1 | C | n train / test |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "| dataset |{head} level | stage | feature point | top-1 (95% CI) | top-5 | mean per-class | macro-F1 | C | n train / test |");
+    let _ = writeln!(s, "|---|{rule}---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | `{}` | {} ({}–{}) | {} | {} | {} | {} | {} / {} |",
+            "| {} |{} {} | {} | `{}` | {} ({}–{}) | {} | {} | {} | {} | {} / {} |",
             r.dataset,
+            models.cell(&r.model),
             r.level,
             r.stage,
             r.feature_point,
@@ -99,23 +120,27 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
             s,
             "\n## Modality gap (best pre-projection − best post-projection top-1, points)\n"
         );
-        let _ = writeln!(s, "| dataset | level | pre | post | gap |");
-        let _ = writeln!(s, "|---|---|---|---|---|");
-        for (ds, level, pre, post) in gaps {
+        let _ = writeln!(s, "| dataset |{head} level | pre | post | gap |");
+        let _ = writeln!(s, "|---|{rule}---|---|---|---|");
+        for g in gaps {
             let _ = writeln!(
                 s,
-                "| {ds} | {level} | {} | {} | {:+.1} |",
-                pct(pre),
-                pct(post),
-                (pre - post) * 100.0
+                "| {} |{} {} | {} | {} | {:+.1} |",
+                g.dataset,
+                models.cell(&g.model),
+                g.level,
+                pct(g.pre),
+                pct(g.post),
+                (g.pre - g.post) * 100.0
             );
         }
     }
-    class_section(&mut s, rows, &ctx.classes, &ctx.class_figure);
-    layer_section(&mut s, rows, &ctx.layer_figure);
-    few_shot_section(&mut s, all, &ctx.few_shot_figure);
-    image_text_section(&mut s, rows, &ctx.text_figure, &ctx.similarity);
-    similarity_section(&mut s, &ctx.similarity, &ctx.similarity_figure);
+    class_section(&mut s, rows, &ctx.classes, &ctx.class_figure, &models);
+    layer_section(&mut s, rows, &ctx.layer_figure, &models);
+    few_shot_section(&mut s, all, &ctx.few_shot_figure, &models);
+    image_text_section(&mut s, rows, &ctx.text_figure, &models);
+    arm_gap_section(&mut s, rows, &ctx.similarity, &models);
+    similarity_section(&mut s, &ctx.similarity, &ctx.similarity_figure, &models);
     let _ = writeln!(s, "\n## Provenance\n");
     let _ = writeln!(s, "Each row of `results.csv` carries the key of the cache entry its features came from; `gapprobe cache info <key>` prints everything that produced them.\n");
     if !ctx.command.is_empty() {
@@ -124,204 +149,14 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
     s
 }
 
-/// Top-1 per layer for every layer sweep (a dataset's vision or language-model feature points
-/// that differ only in their layer), with the dataset's post-projection points beneath a vision
-/// sweep; the best layer per level in bold.
-fn layer_section(s: &mut String, rows: &[ResultRow], figure: &str) {
-    let sweeps = layer_sweeps(rows, 2);
-    if sweeps.is_empty() {
+/// The language model's two arms side by side: per dataset, model and level, the best
+/// `llm.image.*` and the best `llm.text.*` top-1, and text − image (positive: the attribute text
+/// carries more linearly decodable label information into the LLM than the image does).
+fn image_text_section(s: &mut String, rows: &[ResultRow], figure: &str, models: &Models) {
+    let pairs = arm_pairs(rows);
+    if pairs.is_empty() {
         return;
     }
-    let _ = writeln!(s, "\n## Probe accuracy by layer\n");
-    let _ = writeln!(
-        s,
-        "Test top-1 (%) of the probes on each probed layer (`hidden_states` index, as \
-         transformers counts them), with the post-projection feature points beneath; the best \
-         layer of each level is in bold. The figure draws the post-projection points as dashed \
-         lines.\n"
-    );
-    if !figure.is_empty() {
-        let _ = writeln!(s, "![probe accuracy by layer]({figure})\n");
-    }
-    for sweep in &sweeps {
-        let sweep_rows: Vec<&ResultRow> = sweep.rows(rows).collect();
-        let levels = unique(sweep_rows.iter().map(|r| r.level.as_str()));
-        let top1 = |fp: &str, level: &str| {
-            rows.iter()
-                .find(|r| r.dataset == sweep.dataset && r.feature_point == fp && r.level == level)
-                .map(|r| r.top1)
-        };
-        let best = |level: &str| {
-            sweep_rows
-                .iter()
-                .filter(|r| r.level == level)
-                .map(|r| r.top1)
-                .fold(f64::NEG_INFINITY, f64::max)
-        };
-        let _ = writeln!(
-            s,
-            "**{}** · `{}[K].{}`\n",
-            sweep.dataset, sweep.prefix, sweep.tokens
-        );
-        let _ = writeln!(s, "| layer | {} |", levels.join(" | "));
-        let _ = writeln!(s, "|---|{}", "---|".repeat(levels.len()));
-        let mut layers = sweep.layers.clone();
-        in_display_order(&mut layers);
-        let post = unique(
-            rows.iter()
-                .filter(|r| {
-                    r.dataset == sweep.dataset
-                        && r.stage == "post-projection"
-                        && sweep.part() == "vision encoder"
-                })
-                .map(|r| r.feature_point.as_str()),
-        );
-        let lines = layers
-            .iter()
-            .map(|k| (k.to_string(), sweep.point(*k)))
-            .chain(post.iter().map(|fp| (format!("`{fp}`"), fp.to_string())));
-        for (name, fp) in lines {
-            let cells: Vec<String> = levels
-                .iter()
-                .map(|level| match top1(&fp, level) {
-                    Some(v) if swept_layer(&fp).is_some() && v == best(level) => {
-                        format!("**{}**", pct(v))
-                    }
-                    Some(v) => pct(v),
-                    None => "–".into(),
-                })
-                .collect();
-            let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
-        }
-        let _ = writeln!(s);
-    }
-}
-
-/// The representation-similarity table, if there are rows.
-fn similarity_section(s: &mut String, rows: &[SimilarityRow], figure: &str) {
-    if rows.is_empty() {
-        return;
-    }
-    let _ = writeln!(s, "\n## Representation similarity\n");
-    let _ = writeln!(
-        s,
-        "How alike the features of two feature points are on the same images, whatever their \
-         widths: linear CKA (Kornblith et al. 2019) and its debiased form (1 = the same geometry up \
-         to rotation and scale), and mutual k-NN alignment (Huh et al. 2024: the fraction of each \
-         image's k nearest neighbours, by cosine similarity, that both feature points share). \
-         For two feature points of the same width the centroid gap of Liang et al. 2022 (the \
-         distance between the means of their unit-normalised features, 0 to 2) is given too; it \
-         compares positions only where both live in one space. `similarity.csv` has the rows.\n"
-    );
-    if !figure.is_empty() {
-        let _ = writeln!(s, "![representation similarity]({figure})\n");
-    }
-    let _ = writeln!(
-        s,
-        "| dataset | split | a | b | linear CKA | debiased CKA | mutual k-NN | k | centroid gap | n |"
-    );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        let _ = writeln!(
-            s,
-            "| {} | {} | `{}` | `{}` | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
-            r.dataset,
-            r.split,
-            r.feature_point_a,
-            r.feature_point_b,
-            r.linear_cka,
-            r.debiased_cka,
-            r.mutual_knn,
-            r.k,
-            r.centroid_gap.map_or("–".into(), |g| format!("{g:.3}")),
-            r.n
-        );
-    }
-}
-
-/// The language model's image and text arms compared at the same layer and read: Liang et al.'s
-/// centroid gap between the two clouds of hidden states, with their CKA and mutual k-NN.
-fn arm_gap_section(s: &mut String, rows: &[SimilarityRow]) {
-    let matched: Vec<(&SimilarityRow, &str, &str)> = rows
-        .iter()
-        .filter_map(|r| {
-            let gap = r.centroid_gap.is_some();
-            match (r.stage_a.as_str(), r.stage_b.as_str()) {
-                ("llm-image", "llm-text") if gap => {
-                    Some((r, r.feature_point_a.as_str(), r.feature_point_b.as_str()))
-                }
-                ("llm-text", "llm-image") if gap => {
-                    Some((r, r.feature_point_b.as_str(), r.feature_point_a.as_str()))
-                }
-                _ => None,
-            }
-        })
-        .filter(|(_, image, text)| {
-            image.strip_prefix("llm.image.") == text.strip_prefix("llm.text.")
-        })
-        .collect();
-    if matched.is_empty() {
-        return;
-    }
-    let _ = writeln!(s, "\n### Modality gap between the arms\n");
-    let _ = writeln!(
-        s,
-        "The two arms' hidden states at the same layer and read live in one space: the centroid \
-         gap (Liang et al. 2022, ‖mean of unit image states − mean of unit text states‖; 0 = one \
-         centre, up to 2) says how far apart the language model keeps what it reads from the \
-         image and what it reads from the text; linear CKA and mutual k-NN say how alike their \
-         geometry is.\n"
-    );
-    let _ = writeln!(
-        s,
-        "| dataset | split | point | centroid gap | linear CKA | mutual k-NN | n |"
-    );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
-    for (r, image, _) in matched {
-        let point = image.replacen("llm.image.", "llm.{image,text}.", 1);
-        let _ = writeln!(
-            s,
-            "| {} | {} | `{point}` | {:.3} | {:.3} | {:.3} | {} |",
-            r.dataset,
-            r.split,
-            r.centroid_gap.unwrap_or(f64::NAN),
-            r.linear_cka,
-            r.mutual_knn,
-            r.n
-        );
-    }
-}
-
-/// The language model's two arms side by side: per dataset and level, the best `llm.image.*`
-/// and the best `llm.text.*` top-1, and text − image (positive: the attribute text carries more
-/// linearly decodable label information into the LLM than the image does). Then the arms'
-/// centroid gaps from `similarity`, if it compared them.
-fn image_text_section(
-    s: &mut String,
-    rows: &[ResultRow],
-    figure: &str,
-    similarity: &[SimilarityRow],
-) {
-    let mut groups: Vec<(&str, &str)> = Vec::new();
-    for r in rows
-        .iter()
-        .filter(|r| r.stage == "llm-image" || r.stage == "llm-text")
-    {
-        if !groups.contains(&(r.dataset.as_str(), r.level.as_str())) {
-            groups.push((r.dataset.as_str(), r.level.as_str()));
-        }
-    }
-    let best = |ds: &str, level: &str, stage: &str| {
-        rows.iter()
-            .filter(|r| r.dataset == ds && r.level == level && r.stage == stage)
-            .max_by(|a, b| a.top1.total_cmp(&b.top1))
-    };
-    let pairs: Vec<(&ResultRow, &ResultRow)> = groups
-        .iter()
-        .filter_map(|(ds, level)| {
-            Some((best(ds, level, "llm-image")?, best(ds, level, "llm-text")?))
-        })
-        .collect();
     if pairs.is_empty() {
         return;
     }
@@ -335,16 +170,18 @@ fn image_text_section(
     if !figure.is_empty() {
         let _ = writeln!(s, "![image vs text]({figure})\n");
     }
+    let (head, rule) = (models.column_head(), models.column_rule());
     let _ = writeln!(
         s,
-        "| dataset | level | image (feature point) | text (feature point) | text − image |"
+        "| dataset |{head} level | image (feature point) | text (feature point) | text − image |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|{rule}---|---|---|---|");
     for (img, txt) in pairs {
         let _ = writeln!(
             s,
-            "| {} | {} | {} (`{}`) | {} (`{}`) | {:+.1} |",
+            "| {} |{} {} | {} (`{}`) | {} (`{}`) | {:+.1} |",
             img.dataset,
+            models.cell(&img.model),
             img.level,
             pct(img.top1),
             img.feature_point,
@@ -353,26 +190,61 @@ fn image_text_section(
             (txt.top1 - img.top1) * 100.0
         );
     }
-    arm_gap_section(s, similarity);
+}
+
+/// The best `llm.image.*` and the best `llm.text.*` row by top-1 of every (dataset, model, level)
+/// that has both arms, in order of appearance (but the models of a dataset and level together).
+pub(crate) fn arm_pairs(rows: &[ResultRow]) -> Vec<(&ResultRow, &ResultRow)> {
+    let groups = unique(
+        rows.iter()
+            .filter(|r| r.stage == "llm-image" || r.stage == "llm-text")
+            .map(|r| (r.dataset.as_str(), r.model.as_str(), r.level.as_str())),
+    );
+    let best = |(ds, model, level): (&str, &str, &str), stage: &str| {
+        rows.iter()
+            .filter(|r| r.dataset == ds && r.model == model && r.level == level && r.stage == stage)
+            .max_by(|a, b| a.top1.total_cmp(&b.top1))
+    };
+    let mut pairs: Vec<(&ResultRow, &ResultRow)> = groups
+        .into_iter()
+        .filter_map(|g| Some((best(g, "llm-image")?, best(g, "llm-text")?)))
+        .collect();
+    side_by_side(rows, &mut pairs);
+    pairs
+}
+
+/// Puts pairs of one (dataset, level) together, by model (see [`Models::side_by_side`]).
+fn side_by_side(rows: &[ResultRow], pairs: &mut [(&ResultRow, &ResultRow)]) {
+    Models::of(rows).side_by_side(pairs, |(r, _)| {
+        ((r.dataset.as_str(), r.level.as_str()), r.model.as_str())
+    });
 }
 
 /// The best pre-projection and the best post-projection row by top-1 (the first of equals; a NaN
-/// only where nothing else is) of every (dataset, level) that has both, in order of appearance:
-/// the pair the modality-gap table compares.
+/// only where nothing else is) of every (dataset, model, level) that has both, in order of
+/// appearance (but the models of a dataset and level together): the pair the modality-gap table
+/// compares. A model's probes are never paired with
+/// another's.
 pub(crate) fn best_pairs(rows: &[ResultRow]) -> Vec<(&ResultRow, &ResultRow)> {
-    let mut seen: Vec<(&str, &str)> = Vec::new();
+    let mut seen: Vec<(&str, &str, &str)> = Vec::new();
     let mut out = Vec::new();
     for r in rows {
-        if seen.contains(&(r.dataset.as_str(), r.level.as_str())) {
+        let group = (r.dataset.as_str(), r.model.as_str(), r.level.as_str());
+        if seen.contains(&group) {
             continue;
         }
-        seen.push((r.dataset.as_str(), r.level.as_str()));
+        seen.push(group);
         // A number beats a smaller one and a NaN; equals keep the first.
         let beats =
             |x: &ResultRow, m: &ResultRow| x.top1 > m.top1 || (m.top1.is_nan() && !x.top1.is_nan());
         let best = |stage: &str| {
             rows.iter()
-                .filter(|x| x.dataset == r.dataset && x.level == r.level && x.stage == stage)
+                .filter(|x| {
+                    x.dataset == r.dataset
+                        && x.model == r.model
+                        && x.level == r.level
+                        && x.stage == stage
+                })
                 .fold(None, |m: Option<&ResultRow>, x| match m {
                     Some(m) if !beats(x, m) => Some(m),
                     _ => Some(x),
@@ -382,14 +254,32 @@ pub(crate) fn best_pairs(rows: &[ResultRow]) -> Vec<(&ResultRow, &ResultRow)> {
             out.push((pre, post));
         }
     }
+    side_by_side(rows, &mut out);
     out
 }
 
-/// (dataset, level, best pre top-1, best post top-1) for every group that has both stages.
-pub(crate) fn gap_rows(rows: &[ResultRow]) -> Vec<(String, String, f64, f64)> {
+/// One line of the modality-gap table: a (dataset, model, level)'s best pre- and
+/// post-projection top-1.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Gap {
+    pub dataset: String,
+    pub model: String,
+    pub level: String,
+    pub pre: f64,
+    pub post: f64,
+}
+
+/// The [`Gap`] of every (dataset, model, level) that has both stages, as [`best_pairs`].
+pub(crate) fn gap_rows(rows: &[ResultRow]) -> Vec<Gap> {
     best_pairs(rows)
         .into_iter()
-        .map(|(pre, post)| (pre.dataset.clone(), pre.level.clone(), pre.top1, post.top1))
+        .map(|(pre, post)| Gap {
+            dataset: pre.dataset.clone(),
+            model: pre.model.clone(),
+            level: pre.level.clone(),
+            pre: pre.top1,
+            post: post.top1,
+        })
         .collect()
 }
 

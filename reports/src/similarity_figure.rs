@@ -1,10 +1,12 @@
-//! The representation-similarity figure: per dataset, two matrices over its feature points,
+//! The representation-similarity figure: per dataset and model (pairs within one model; pairs
+//! across models are in the report's table only), two matrices over its feature points,
 //! linear CKA and mutual k-NN alignment (both symmetric, 1 on the diagonal), cells coloured on a
 //! viridis scale from 0 to 1 (drawn beside each matrix) and labelled with their values where
 //! cells are large enough (at least 24 px; a layer sweep's many points get 16 px cells and a
 //! wider figure instead). Written as PNG and SVG.
 
-use crate::style::register_font;
+use crate::models::Models;
+use crate::style::{register_font, unique};
 use crate::SimilarityRow;
 use anyhow::{anyhow, Result};
 use plotters::coord::Shift;
@@ -30,9 +32,11 @@ fn viridis(v: f64) -> RGBColor {
     RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
-/// One dataset's matrix: its feature points and the value of each pair under one measure.
+/// One dataset's and model's matrix: its feature points and the value of each pair under one
+/// measure.
 struct Matrix {
     dataset: String,
+    model: String,
     measure: String,
     points: Vec<String>,
     /// `values[i][j]`, `None` where the pair was not compared.
@@ -42,16 +46,24 @@ struct Matrix {
 /// Reads one measure off a row.
 type Measure = fn(&SimilarityRow) -> f64;
 
+/// The matrices of each (dataset, model), by dataset in order of appearance and then by model,
+/// from the pairs within one model (pairs across two models are in the report's table only).
 fn matrices(rows: &[SimilarityRow]) -> Vec<Matrix> {
-    let mut datasets: Vec<&str> = Vec::new();
-    for r in rows {
-        if !datasets.contains(&r.dataset.as_str()) {
-            datasets.push(&r.dataset);
-        }
-    }
+    let within: Vec<&SimilarityRow> = rows.iter().filter(|r| r.model_a == r.model_b).collect();
+    let mut groups = unique(
+        within
+            .iter()
+            .map(|r| (r.dataset.as_str(), r.model_a.as_str())),
+    );
+    // A dataset's models one after another.
+    models(rows).side_by_side(&mut groups, |(ds, model)| (*ds, *model));
     let mut out = Vec::new();
-    for ds in datasets {
-        let pairs: Vec<&SimilarityRow> = rows.iter().filter(|r| r.dataset == ds).collect();
+    for (ds, model) in groups {
+        let pairs: Vec<&SimilarityRow> = within
+            .iter()
+            .copied()
+            .filter(|r| r.dataset == ds && r.model_a == model)
+            .collect();
         let mut points: Vec<String> = Vec::new();
         for r in &pairs {
             for p in [&r.feature_point_a, &r.feature_point_b] {
@@ -81,6 +93,7 @@ fn matrices(rows: &[SimilarityRow]) -> Vec<Matrix> {
             }
             out.push(Matrix {
                 dataset: ds.to_string(),
+                model: model.to_string(),
                 measure,
                 points: points.clone(),
                 values,
@@ -90,12 +103,31 @@ fn matrices(rows: &[SimilarityRow]) -> Vec<Matrix> {
     out
 }
 
-/// Writes the figure to `png` and `svg`: a row per dataset, CKA left and mutual k-NN right.
+/// The models of `rows` (both sides of each pair).
+fn models(rows: &[SimilarityRow]) -> Models {
+    Models::new(
+        rows.iter()
+            .flat_map(|r| [r.model_a.as_str(), r.model_b.as_str()]),
+    )
+}
+
+/// Writes the figure to `png` and `svg`: a row per dataset and model (named in the titles when
+/// the rows hold several), CKA left and mutual k-NN right; pairs across two models are left out
+/// (when there are only such pairs the figure says so). An error when there are no rows.
 pub fn similarity_figure(rows: &[SimilarityRow], png: &Path, svg: &Path) -> Result<()> {
     register_font();
+    if rows.is_empty() {
+        return Err(anyhow!("no similarity rows to plot"));
+    }
+    let models = models(rows);
     let panels = matrices(rows);
     if panels.is_empty() {
-        return Err(anyhow!("no similarity rows to plot"));
+        // Only pairs across models: a line saying where they are, so a report still has its
+        // figure.
+        let size = (1040, 120);
+        draw_note(BitMapBackend::new(png, size).into_drawing_area())?;
+        draw_note(SVGBackend::new(svg, size).into_drawing_area())?;
+        return Ok(());
     }
     // Cells of at least 16 px: a layer sweep's 25 points widen and heighten the figure.
     let n = panels.iter().map(|m| m.points.len()).max().unwrap_or(1) as u32;
@@ -103,12 +135,24 @@ pub fn similarity_figure(rows: &[SimilarityRow], png: &Path, svg: &Path) -> Resu
         1040.max(2 * ((LABEL_WIDTH + SCALE_WIDTH) as u32 + 30 + 16 * n)),
         370.max(110 + 16 * n) * (panels.len() as u32 / 2),
     );
-    draw(BitMapBackend::new(png, size).into_drawing_area(), &panels)?;
-    draw(SVGBackend::new(svg, size).into_drawing_area(), &panels)?;
+    draw(
+        BitMapBackend::new(png, size).into_drawing_area(),
+        &panels,
+        &models,
+    )?;
+    draw(
+        SVGBackend::new(svg, size).into_drawing_area(),
+        &panels,
+        &models,
+    )?;
     Ok(())
 }
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[Matrix]) -> Result<()>
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    panels: &[Matrix],
+    models: &Models,
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
@@ -116,8 +160,29 @@ where
     root.fill(&WHITE).map_err(err)?;
     let areas = root.split_evenly((panels.len() / 2, 2));
     for (area, panel) in areas.iter().zip(panels) {
-        draw_panel(area, panel).map_err(err)?;
+        draw_panel(area, panel, models).map_err(err)?;
     }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// The figure when every pair is across two models: a line of text.
+fn draw_note<DB: DrawingBackend>(root: DrawingArea<DB, Shift>) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the figure: {e:?}");
+    root.fill(&WHITE).map_err(err)?;
+    let (w, h) = root.dim_in_pixel();
+    root.draw(&Text::new(
+        "Only pairs across two models were compared: see the report's table.",
+        (w as i32 / 2, h as i32 / 2),
+        ("sans-serif", 18)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Center, VPos::Center)),
+    ))
+    .map_err(err)?;
     root.present().map_err(err)?;
     Ok(())
 }
@@ -130,10 +195,15 @@ const SCALE_WIDTH: i32 = 50;
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     m: &Matrix,
+    models: &Models,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let (w, h) = area.dim_in_pixel();
     let (w, h) = (w as i32, h as i32);
-    let title = format!("{} — {}", m.dataset, m.measure);
+    let title = if models.several() {
+        format!("{} · {} — {}", m.dataset, models.name(&m.model), m.measure)
+    } else {
+        format!("{} — {}", m.dataset, m.measure)
+    };
     area.draw(&Text::new(
         title,
         (w / 2, 10),
@@ -214,100 +284,5 @@ fn draw_panel<DB: DrawingBackend>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(a: &str, b: &str, cka: f64, knn: f64) -> SimilarityRow {
-        SimilarityRow {
-            dataset: "cub".into(),
-            model_a: "m".into(),
-            feature_point_a: a.into(),
-            stage_a: "pre-projection".into(),
-            model_b: "m".into(),
-            feature_point_b: b.into(),
-            stage_b: "post-projection".into(),
-            split: "test".into(),
-            n: 100,
-            linear_cka: cka,
-            debiased_cka: cka,
-            mutual_knn: knn,
-            k: 10,
-            centroid_gap: None,
-            cache_key_a: "a".into(),
-            cache_key_b: "b".into(),
-        }
-    }
-
-    #[test]
-    fn matrices_are_symmetric_with_a_unit_diagonal() {
-        let rows = [
-            row("v", "p", 0.8, 0.3),
-            row("v", "c", 0.9, 0.5),
-            row("p", "c", 0.7, 0.2),
-        ];
-        let ms = matrices(&rows);
-        assert_eq!(ms.len(), 2);
-        assert_eq!(ms[0].points, ["v", "p", "c"]);
-        assert_eq!(ms[0].values[1][0], Some(0.8));
-        assert_eq!(ms[0].values[0][1], Some(0.8));
-        assert_eq!(ms[0].values[2][2], Some(1.0));
-        assert_eq!(ms[1].measure, "mutual k-NN@10");
-        assert_eq!(ms[1].values[2][1], Some(0.2));
-    }
-
-    #[test]
-    fn viridis_ends_and_middle() {
-        assert_eq!(viridis(0.0), RGBColor(68, 1, 84));
-        assert_eq!(viridis(1.0), RGBColor(253, 231, 37));
-        assert_eq!(viridis(0.5), RGBColor(33, 145, 140));
-        assert_eq!(viridis(2.0), viridis(1.0));
-    }
-
-    #[test]
-    fn writes_png_and_svg_with_values() {
-        let dir = std::env::temp_dir().join(format!("gapprobe-simfig-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (png, svg) = (dir.join("s.png"), dir.join("s.svg"));
-        similarity_figure(
-            &[row("vision.layer[-2].cls", "projector.mean", 0.8123, 0.3)],
-            &png,
-            &svg,
-        )
-        .unwrap();
-        let bytes = std::fs::read(&png).unwrap();
-        let text = std::fs::read_to_string(&svg).unwrap();
-        std::fs::remove_dir_all(&dir).ok();
-        assert_eq!(&bytes[1..4], b"PNG");
-        assert!(
-            text.contains("0.81") && text.contains("mutual k-NN@10"),
-            "{text}"
-        );
-        assert!(text.contains("1 vision.layer[-2].cls") && text.contains("2 projector.mean"));
-    }
-
-    #[test]
-    fn a_layer_sweep_widens_the_figure_and_drops_the_cell_values() {
-        let points: Vec<String> = (0..25)
-            .map(|k| format!("vision.layer[{k}].cls"))
-            .chain(["projector.mean".to_string()])
-            .collect();
-        let mut rows = Vec::new();
-        for (i, a) in points.iter().enumerate() {
-            for b in &points[i + 1..] {
-                rows.push(row(a, b, 0.4567, 0.25));
-            }
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let (png, svg) = (dir.path().join("s.png"), dir.path().join("s.svg"));
-        similarity_figure(&rows, &png, &svg).unwrap();
-        let bytes = std::fs::read(&png).unwrap();
-        let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap());
-        assert_eq!(
-            (be(16), be(20)),
-            (2 * (215 + 50 + 30 + 16 * 26), 110 + 16 * 26)
-        );
-        let text = std::fs::read_to_string(&svg).unwrap();
-        assert!(text.contains("26 projector.mean"), "row labels");
-        assert!(!text.contains("0.46"), "cell values at 16 px");
-    }
-}
+#[path = "similarity_figure_tests.rs"]
+mod tests;

@@ -2,6 +2,7 @@
 //! named and ordered, the label levels' order and palette, the 0–100% y axis, the legend under a
 //! plot and hand-drawn x ticks.
 
+use crate::models::Models;
 use crate::ResultRow;
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
@@ -79,14 +80,43 @@ fn stage_order(stage: &str) -> usize {
     }
 }
 
-/// The (stage, feature point) series of `rows`: pre-projection feature points first, then
-/// post-projection, then the LLM's, each in order of appearance.
-pub(crate) fn series(rows: &[ResultRow]) -> Vec<(String, String)> {
-    let mut series = unique(
-        rows.iter()
-            .map(|r| (r.stage.clone(), r.feature_point.clone())),
-    );
-    series.sort_by_key(|(stage, _)| stage_order(stage));
+/// A line or a set of bars: one feature point of one stage of one model.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Series {
+    pub model: String,
+    pub stage: String,
+    pub feature_point: String,
+}
+
+impl Series {
+    /// Whether `r` belongs to this series.
+    pub fn matches(&self, r: &ResultRow) -> bool {
+        r.model == self.model && r.stage == self.stage && r.feature_point == self.feature_point
+    }
+
+    /// The legend label: `stage: feature point` and `suffix`, after the model's short name when
+    /// there are several `models`.
+    pub fn label(&self, models: &Models, suffix: &str) -> String {
+        format!(
+            "{}{}: {}{suffix}",
+            models.prefix(&self.model),
+            stage_label(&self.stage),
+            self.feature_point
+        )
+    }
+}
+
+/// The (model, stage, feature point) series of `rows`: by model in order of appearance, and for
+/// each pre-projection feature points first, then post-projection, then the LLM's, each in order
+/// of appearance.
+pub(crate) fn series(rows: &[ResultRow]) -> Vec<Series> {
+    let models = Models::of(rows);
+    let mut series = unique(rows.iter().map(|r| Series {
+        model: r.model.clone(),
+        stage: r.stage.clone(),
+        feature_point: r.feature_point.clone(),
+    }));
+    series.sort_by_key(|s| (models.rank(&s.model), stage_order(&s.stage)));
     series
 }
 
@@ -97,17 +127,18 @@ pub(crate) fn stage_colour(stage: &str) -> RGBColor {
 }
 
 /// [`series`] with a colour each: a hue family per stage (warm before the projection, teal
-/// after it, purple and green for the LLM's image and text arms), so the gap reads at a glance.
-pub(crate) fn series_colours(rows: &[ResultRow]) -> Vec<(String, String, RGBColor)> {
+/// after it, purple and green for the LLM's image and text arms), so the gap reads at a glance;
+/// the series of a family (of every model) take its shades in turn.
+pub(crate) fn series_colours(rows: &[ResultRow]) -> Vec<(Series, RGBColor)> {
     let mut used = [0usize; 4];
     series(rows)
         .into_iter()
-        .map(|(stage, fp)| {
-            let order = stage_order(&stage);
+        .map(|s| {
+            let order = stage_order(&s.stage);
             let palette = [WARM, TEAL, PURPLE, GREEN][order];
             let color = palette[used[order] % palette.len()];
             used[order] += 1;
-            (stage, fp, color)
+            (s, color)
         })
         .collect()
 }
