@@ -20,7 +20,11 @@ pub struct Experiment {
     /// Cache root; default `<output>/cache`.
     #[serde(default)]
     pub cache: Option<PathBuf>,
-    pub model: ModelSection,
+    /// The model (`[model]`); or several, compared in one report (`[[models]]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSection>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelSection>,
     pub datasets: Vec<DatasetSection>,
     #[serde(default)]
     pub probe: ProbeSection,
@@ -264,8 +268,10 @@ impl Experiment {
         if let Some(c) = &mut self.cache {
             fix(c);
         }
-        if Path::new(&self.model.id).is_relative() && base.join(&self.model.id).is_dir() {
-            self.model.id = base.join(&self.model.id).to_string_lossy().into_owned();
+        for m in self.model.iter_mut().chain(self.models.iter_mut()) {
+            if Path::new(&m.id).is_relative() && base.join(&m.id).is_dir() {
+                m.id = base.join(&m.id).to_string_lossy().into_owned();
+            }
         }
         for d in &mut self.datasets {
             if let Ok(mut spec) = d.spec.parse::<DatasetSpec>() {
@@ -293,12 +299,38 @@ impl Experiment {
         }
         self.probe.to_config()?;
         self.similarity.to_options()?;
-        crate::device::parse_device(&self.model.device)?;
-        crate::device::parse_dtype(&self.model.dtype)?;
-        if let Some(l) = self.model.compress {
-            gapprobe_features::cache::Compression::new(l, false).context("[model] compress")?;
+        let models = self.all_models()?;
+        for (i, m) in models.iter().enumerate() {
+            if models[..i].iter().any(|o| o.id == m.id) {
+                bail!("model '{}' is listed twice in [[models]]", m.id);
+            }
+            crate::device::parse_device(&m.device)?;
+            crate::device::parse_dtype(&m.dtype)?;
+            if let Some(l) = m.compress {
+                gapprobe_features::cache::Compression::new(l, false)
+                    .with_context(|| format!("model '{}': compress", m.id))?;
+            }
         }
         Ok(())
+    }
+
+    /// The models to run: `[model]`, or each of `[[models]]` in order (exactly one of the two
+    /// forms).
+    pub fn all_models(&self) -> Result<Vec<&ModelSection>> {
+        match (&self.model, self.models.is_empty()) {
+            (Some(m), true) => Ok(vec![m]),
+            (None, false) => Ok(self.models.iter().collect()),
+            (Some(_), false) => bail!(
+                "experiment '{}' has both [model] and [[models]]: use [model] for one model, \
+                 [[models]] (one table each) to compare several in one report",
+                self.name
+            ),
+            (None, true) => bail!(
+                "experiment '{}' names no model: add a [model] table (id = \"llava-hf/llava-1.5-7b-hf\") \
+                 or [[models]] tables",
+                self.name
+            ),
+        }
     }
 
     /// The cache root in effect.
@@ -328,7 +360,7 @@ mod tests {
         )
         .unwrap();
         exp.validate().unwrap();
-        assert_eq!(exp.model.dtype, "f32");
+        assert_eq!(exp.all_models().unwrap()[0].dtype, "f32");
         assert_eq!(
             exp.probe.to_config().unwrap().c_grid,
             ProbeConfig::default().c_grid
@@ -382,6 +414,41 @@ mod tests {
         assert!(
             err.contains("vision.layer[4:].cls") && err.contains("depth"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn one_model_or_a_list_of_models() {
+        let exp = |models: &str| -> Experiment {
+            toml::from_str(&format!(
+                "name = \"t\"\noutput = \"o\"\n{models}\n[[datasets]]\nspec = \"manifest:/d/m.csv\"\n\
+                 feature_points = [\"projector.mean\"]\n"
+            ))
+            .unwrap()
+        };
+        let one = exp("[model]\nid = \"a\"");
+        assert_eq!(one.all_models().unwrap()[0].id, "a");
+        let two = exp("[[models]]\nid = \"a\"\n[[models]]\nid = \"b\"\ndtype = \"bf16\"");
+        let ids: Vec<&str> = two
+            .all_models()
+            .unwrap()
+            .iter()
+            .map(|m| m.id.as_str())
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        two.validate().unwrap();
+        let err = exp("").validate().unwrap_err().to_string();
+        assert!(err.contains("names no model"), "{err}");
+        let err = exp("[[models]]\nid = \"a\"\n[[models]]\nid = \"a\"")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listed twice"), "{err}");
+        // Written back (the demo writes the experiment it ran), one model stays `[model]`.
+        let text = toml::to_string_pretty(&one).unwrap();
+        assert!(
+            text.contains("[model]") && !text.contains("models"),
+            "{text}"
         );
     }
 
@@ -464,7 +531,9 @@ mod tests {
                         .unwrap_or_else(|err| panic!("{}: {err:#}", e.path().display()));
                 }
                 exp.probe.to_config().unwrap();
-                crate::device::parse_dtype(&exp.model.dtype).unwrap();
+                for m in exp.all_models().unwrap() {
+                    crate::device::parse_dtype(&m.dtype).unwrap();
+                }
                 n += 1;
             }
         }

@@ -56,14 +56,19 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
     let start_passes = forward_passes();
     let cache = FeatureCache::new(exp.cache_root());
     let cfg = exp.probe.to_config()?;
-    let opts = ExtractOptions {
-        batch_size: exp.model.batch_size,
-        device: parse_device(&exp.model.device)?,
-        dtype: parse_dtype(&exp.model.dtype)?,
-        f32_residual: exp.model.f32_residual,
-        prompt: exp.model.prompt.clone(),
-    };
-    crate::device::check_dtype_on(&opts.device, opts.dtype)?;
+    let models = exp.all_models()?;
+    let mut model_opts = Vec::new();
+    for m in &models {
+        let opts = ExtractOptions {
+            batch_size: m.batch_size,
+            device: parse_device(&m.device)?,
+            dtype: parse_dtype(&m.dtype)?,
+            f32_residual: m.f32_residual,
+            prompt: m.prompt.clone(),
+        };
+        crate::device::check_dtype_on(&opts.device, opts.dtype)?;
+        model_opts.push(opts);
+    }
     let mut summary = RunSummary::default();
     let mut rows = Vec::new();
     let mut details = Vec::new();
@@ -82,56 +87,58 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
         if !ds.skipped.is_empty() {
             notes.push(skipped_note(&ds.name, &ds.skipped));
         }
-        let entries = ensure_features_with(
-            &cache,
-            &exp.model.id,
-            &ds,
-            &points,
-            &opts,
-            &CacheOptions {
-                dataset_spec: spec.to_string(),
-                compress: exp
-                    .model
-                    .compress
-                    .map(|l| Compression::new(l, false))
-                    .transpose()?,
-                ..Default::default()
-            },
-            ui,
-            &mut summary,
-        )?;
-        let mut pooled = Vec::new();
-        for entry in &entries {
-            if !entry
-                .provenance
-                .feature_point
-                .parse::<FeaturePoint>()?
-                .is_pooled()
-            {
-                info!(
-                    "not probing {}: unpooled features are cached for other uses",
-                    entry.provenance.feature_point
-                );
-                continue;
+        // Each model on the same images; similarity compares points within one model.
+        for (m, opts) in models.iter().zip(&model_opts) {
+            let entries = ensure_features_with(
+                &cache,
+                &m.id,
+                &ds,
+                &points,
+                opts,
+                &CacheOptions {
+                    dataset_spec: spec.to_string(),
+                    compress: m.compress.map(|l| Compression::new(l, false)).transpose()?,
+                    ..Default::default()
+                },
+                ui,
+                &mut summary,
+            )?;
+            let mut pooled = Vec::new();
+            for entry in &entries {
+                if !entry
+                    .provenance
+                    .feature_point
+                    .parse::<FeaturePoint>()?
+                    .is_pooled()
+                {
+                    info!(
+                        "not probing {}: unpooled features are cached for other uses",
+                        entry.provenance.feature_point
+                    );
+                    continue;
+                }
+                pooled.push(entry);
+                let probed = probe_entry(entry, &levels, &cfg, ui)?;
+                rows.extend(probed.rows);
+                details.extend(probed.details);
+                class_rows.extend(probed.classes);
             }
-            pooled.push(entry);
-            let probed = probe_entry(entry, &levels, &cfg, ui)?;
-            rows.extend(probed.rows);
-            details.extend(probed.details);
-            class_rows.extend(probed.classes);
-        }
-        if exp.similarity.enabled {
-            // Similarity is an addition to the probes: a pair that cannot be compared becomes a
-            // note in the report, never a run that loses the probe results above.
-            for c in compare_pairs(&pooled, &similarity_opts, ui) {
-                match c {
-                    Ok(row) => similarity_rows.push(row),
-                    Err(e) => {
-                        warn!("{e:#}");
-                        notes.push(format!(
-                            "Dataset '{}': {e:#}. The other results are unaffected.",
-                            ds.name
-                        ));
+            if exp.similarity.enabled {
+                // Similarity is an addition to the probes: a pair that cannot be compared becomes
+                // a note in the report, never a run that loses the probe results above.
+                for c in compare_pairs(&pooled, &similarity_opts, ui) {
+                    match c {
+                        Ok(row) => similarity_rows.push(row),
+                        Err(e) => {
+                            warn!("{e:#}");
+                            let which = if models.len() > 1 {
+                                format!("Dataset '{}', model '{}'", ds.name, m.id)
+                            } else {
+                                format!("Dataset '{}'", ds.name)
+                            };
+                            notes
+                                .push(format!("{which}: {e:#}. The other results are unaffected."));
+                        }
                     }
                 }
             }
@@ -142,7 +149,11 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
         &exp.output,
         &ReportInput {
             title: &exp.name,
-            model: &exp.model.id,
+            model: &models
+                .iter()
+                .map(|m| m.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             notes: &notes,
             rows: &rows,
             classes: &class_rows,
