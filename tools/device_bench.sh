@@ -74,10 +74,10 @@ if [ "${SMOKE_EXTRACT:-1}" = 1 ]; then
   timeout 120 /tmp/gapprobe extract --model /tmp/gp-demo/model --dataset demo:/tmp/gp-demo/data \
     -f 'vision.layer[-2].patch.mean' -f projector.mean --device cuda --dtype bf16 --cache /tmp/gp-cache 2>&1 \
     | grep -E "batch size|extracted|error" | tee "$OUT/extract_auto.txt"
-  echo "== the language model's two arms on CUDA (the demo's 2-layer decoder, bf16) =="
+  echo "== the language model's two arms on CUDA (the demo's 2-layer decoder, bf16, --batch-size auto sized with the decoder) =="
   timeout 120 /tmp/gapprobe extract --model /tmp/gp-demo/model --dataset demo:/tmp/gp-demo/data \
     -f 'llm.image.layer[-1].last' -f 'llm.text.layer[-1].last' --device cuda --dtype bf16 \
-    --batch-size 64 --cache /tmp/gp-cache 2>&1 | grep -E "extracted|cached|rror" | tee "$OUT/extract_llm.txt"
+    --cache /tmp/gp-cache 2>&1 | grep -E "batch size|extracted|cached|rror" | tee "$OUT/extract_llm.txt"
 fi
 if [ "${AB_OFF:-0}" = 1 ]; then
   echo "== gapprobe bench, fused kernels off (candle's composite ops): the A/B for features/kernels/fused.cu =="
