@@ -1,7 +1,7 @@
 //! Batch size: given, or chosen from the device's free memory; and out-of-memory errors that say
 //! which batch size would fit.
 
-use crate::models::{fused, VisionLanguageModel};
+use crate::models::{fused, LlamaConfig, VisionLanguageModel};
 use crate::FeaturePoint;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
@@ -166,21 +166,27 @@ pub fn bytes_per_image(
         bytes += elems * s + 3.0 * h * w * (4.0 + s);
     }
     if let (Some(lm), true) = (&model.language, work.llm_tokens > 0) {
-        let c = lm.config();
-        let t = work.llm_tokens as f64;
-        let d = c.hidden_size as f64;
-        let heads = c.num_attention_heads.max(1) as f64;
-        let kv = (c.head_dim() * c.kv_heads()) as f64;
-        let f = c.intermediate_size as f64;
-        // Attention: input, norm, q, k, v, rotated q and k, k and v repeated for grouped
-        // queries, output and its projection; the MLP's gate, up, product and down; RMSNorm's
-        // f32 copies; the scores (16-bit product, scaled, f32, masked, softmax, 16-bit probs).
-        let layer = t * s * (8.0 * d + 4.0 * kv + 4.0 * f + 2.0 * d) + 2.0 * t * d * 4.0;
-        let scores = heads * t * t * (12.0 + s);
-        let kept = (work.llm_reads as f64 + 1.0) * t * d * (s + 4.0);
-        bytes += layer + scores + kept;
+        bytes += decoder_bytes(lm.config(), work.llm_tokens, work.llm_reads, dtype);
     }
     (bytes * 1.25) as u64
+}
+
+/// Bytes one sequence of `tokens` tokens needs inside a decoder layer of `c` at `dtype`, with
+/// `reads` hidden states kept for reading (before the 25% margin): the attention's input, norm,
+/// q, k, v, rotated q and k, k and v repeated for grouped queries, output and its projection;
+/// the MLP's gate, up, product and down; RMSNorm's f32 copies; the scores (16-bit product,
+/// scaled, f32, masked, softmax, 16-bit probabilities).
+pub fn decoder_bytes(c: &LlamaConfig, tokens: usize, reads: usize, dtype: DType) -> f64 {
+    let s = dtype.size_in_bytes() as f64;
+    let t = tokens as f64;
+    let d = c.hidden_size as f64;
+    let heads = c.num_attention_heads.max(1) as f64;
+    let kv = (c.head_dim() * c.kv_heads()) as f64;
+    let f = c.intermediate_size as f64;
+    let layer = t * s * (8.0 * d + 4.0 * kv + 4.0 * f + 2.0 * d) + 2.0 * t * d * 4.0;
+    let scores = heads * t * t * (12.0 + s);
+    let kept = (reads as f64 + 1.0) * t * d * (s + 4.0);
+    layer + scores + kept
 }
 
 /// Free and total memory of a CUDA device in bytes; `None` on the CPU. Waits for the device and
@@ -216,21 +222,22 @@ pub fn fitting_batch(free: u64, per_image: u64) -> usize {
 
 /// Resolves `batch` for `model` on `device`: a fixed size as given; `auto` from free memory on
 /// CUDA (call after the model is loaded, so its weights are already counted), [`CPU_BATCH`]
-/// elsewhere.
+/// elsewhere. `work` is asked for only on CUDA with `auto` (sizing the language model's
+/// sequences tokenises every text).
 pub fn resolve(
     batch: BatchSize,
     model: &VisionLanguageModel,
-    work: &Workload,
+    work: impl FnOnce() -> Result<Workload>,
     device: &Device,
     dtype: DType,
-) -> usize {
+) -> Result<usize> {
     if let BatchSize::Fixed(n) = batch {
-        return n;
+        return Ok(n);
     }
-    match device_memory(device) {
+    Ok(match device_memory(device) {
         None => CPU_BATCH,
         Some((free, _)) => {
-            let per = bytes_per_image(model, work, device, dtype);
+            let per = bytes_per_image(model, &work()?, device, dtype);
             let n = fitting_batch(free, per);
             tracing::info!(
                 "batch size {n} (auto: {:.1} GiB free, about {:.0} MiB per image)",
@@ -239,7 +246,7 @@ pub fn resolve(
             );
             n
         }
-    }
+    })
 }
 
 const GIB: f64 = (1u64 << 30) as f64;

@@ -150,17 +150,8 @@ pub fn extract_batches(
     // Tokenising every text to size the language model's sequences costs a pass over them:
     // only when `auto` needs it, or to explain an out-of-memory failure.
     let workload = || Workload::of(model, points, texts, (h, w));
-    let batch = match opts.batch_size {
-        BatchSize::Fixed(n) => n,
-        BatchSize::Auto => batching::resolve(
-            BatchSize::Auto,
-            model,
-            &workload()?,
-            &opts.device,
-            opts.dtype,
-        ),
-    }
-    .max(1);
+    let batch =
+        batching::resolve(opts.batch_size, model, workload, &opts.device, opts.dtype)?.max(1);
 
     std::thread::scope(|scope| -> Result<()> {
         // 8-bit planes cross to the device; the level table turns them into model inputs there.

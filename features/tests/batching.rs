@@ -22,11 +22,18 @@ fn estimate_scales_with_dtype_and_auto_is_fixed_on_the_cpu() {
     let bf16b = bytes_per_image(&m, &work, &Device::Cpu, DType::BF16);
     assert!(f32b > bf16b && bf16b > 0, "{f32b} {bf16b}");
     assert_eq!(
-        resolve(BatchSize::Auto, &m, &work, &Device::Cpu, DType::F32),
+        resolve(BatchSize::Auto, &m, || Ok(work), &Device::Cpu, DType::F32).unwrap(),
         CPU_BATCH
     );
     assert_eq!(
-        resolve(BatchSize::Fixed(7), &m, &work, &Device::Cpu, DType::F32),
+        resolve(
+            BatchSize::Fixed(7),
+            &m,
+            || Ok(work),
+            &Device::Cpu,
+            DType::F32
+        )
+        .unwrap(),
         7
     );
 }
@@ -48,4 +55,29 @@ fn out_of_memory_names_a_batch_size_and_other_errors_pass_through() {
         explain_oom(other, 64, &m, &work, &Device::Cpu, DType::BF16)
     );
     assert_eq!(msg, "shape mismatch in matmul");
+}
+
+/// The figure docs/feature-points.md quotes: LLaVA-1.5-7B's decoder (transformers' LlamaConfig
+/// defaults, which llava-1.5-7b-hf's text_config relies on), ~600 tokens (the default prompt
+/// around 576 projector tokens), one read, bf16: about 0.4 GB per image with the 25% margin,
+/// the vision tower's share coming on top.
+#[test]
+fn llava_7b_decoder_share_per_image() {
+    use gapprobe_features::batching::decoder_bytes;
+    use gapprobe_features::models::LlamaConfig;
+    let cfg: LlamaConfig = serde_json::from_str("{}").unwrap();
+    assert_eq!(
+        (
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.num_attention_heads
+        ),
+        (4096, 11008, 32)
+    );
+    let mib = decoder_bytes(&cfg, 600, 1, DType::BF16) * 1.25 / (1u64 << 20) as f64;
+    assert!((390.0..400.0).contains(&mib), "{mib} MiB");
+    // The scores grow with the square of the sequence: twice the tokens, more than twice the bytes.
+    assert!(
+        decoder_bytes(&cfg, 1200, 1, DType::BF16) > 2.0 * decoder_bytes(&cfg, 600, 1, DType::BF16)
+    );
 }

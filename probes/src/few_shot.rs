@@ -88,7 +88,8 @@ pub struct FewShotReport {
     pub n_classes: usize,
     /// Classes with fewer than `k` training images (they train on all they have).
     pub short_classes: Vec<usize>,
-    /// Each draw's full report (draw `i` used seed `cfg.seed + i`), serialised as
+    /// Each draw's full report (draw `i` used seed `cfg.seed + i`; no bootstrap of its own, so
+    /// its `top1_ci` is NaN), serialised as
     /// [`DrawSummary`]s: a confusion matrix per draw would swell results.json by the number of
     /// draws and shot counts.
     #[serde(serialize_with = "summaries")]
@@ -152,9 +153,11 @@ pub fn run_few_shot_probe(
             pool: &split.train,
             refit: false,
         };
+        // No bootstrap per draw: the interval reported is the one over the draws' mean.
         let draw_cfg = ProbeConfig {
             seed,
             refine: false,
+            bootstrap: 0,
             ..cfg.clone()
         };
         let report = probe_on(

@@ -175,22 +175,19 @@ pub fn ensure_features_with(
         // Loaded before `auto` reads the free memory: its weights are then counted, and its
         // activations over the longest prompt are part of each image's share.
         load_language(&ck, &mut model, &todo, opts)?;
-        let batch = match opts.batch_size {
-            BatchSize::Fixed(n) => n,
-            BatchSize::Auto => {
-                let texts: Vec<String> = if todo.iter().any(FeaturePoint::is_text) {
-                    ds.samples
-                        .iter()
-                        .map(|s| ds.attributes[&s.id].clone())
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                let work = Workload::of(&model, &todo, &texts, preprocess.output_size())?;
-                batching::resolve(BatchSize::Auto, &model, &work, &opts.device, opts.dtype)
-            }
-        }
-        .max(1);
+        let workload = || {
+            let texts: Vec<String> = if todo.iter().any(FeaturePoint::is_text) {
+                ds.samples
+                    .iter()
+                    .map(|s| ds.attributes[&s.id].clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Workload::of(&model, &todo, &texts, preprocess.output_size())
+        };
+        let batch =
+            batching::resolve(opts.batch_size, &model, workload, &opts.device, opts.dtype)?.max(1);
         let splits: Vec<(Split, Vec<&Sample>)> = [Split::Train, Split::Val, Split::Test]
             .into_iter()
             .map(|s| (s, ds.split(s)))
