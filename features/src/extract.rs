@@ -310,6 +310,34 @@ fn read_point(model: &VisionLanguageModel, point: &FeaturePoint, state: &Tensor)
     model.read_point(point, state)
 }
 
+/// What LLaVA's language model is given for each image: `paths` decoded and preprocessed on
+/// rayon's threads, through the vision tower to the projector, [B, N, D] on `device` (the
+/// tokens that stand where the prompt's `<image>` is).
+pub fn image_tokens(
+    model: &VisionLanguageModel,
+    pre: &PreprocessConfig,
+    paths: &[PathBuf],
+    device: &Device,
+    dtype: DType,
+) -> Result<Tensor> {
+    if model.projector.is_none() {
+        bail!("this checkpoint has no projector: its language model cannot be shown an image");
+    }
+    let (h, w) = pre.output_size();
+    let planes = decode_planes(paths, pre)?;
+    let planes = Tensor::from_vec(planes, (paths.len(), 3, h as usize, w as usize), device)?;
+    let levels = Tensor::from_vec(pre.level_table(), 3 * 256, device)?;
+    let pixels = planes::planes_to_input(&planes, &levels, dtype)?;
+    let states = model
+        .vision
+        .hidden_states(&pixels, &[model.projector_layer])?;
+    FORWARD_PASSES.fetch_add(1, Ordering::Relaxed);
+    let tokens = FeaturePoint::Projector {
+        pool: crate::featurepoint::Pool::None,
+    };
+    read_point(model, &tokens, &states[0])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -279,6 +279,11 @@ impl Checkpoint {
         Ok(self.source().get(name, true)?.expect("required"))
     }
 
+    /// A file of the checkpoint that may be absent (fetched from the hub when it is there).
+    pub fn optional_file(&self, name: &str) -> Result<Option<PathBuf>> {
+        self.source().get(name, false)
+    }
+
     /// The safetensors files holding the language model (fetched only when asked for: vision
     /// features never download the LLM's shards).
     pub fn language_files(&self) -> Result<Vec<PathBuf>> {

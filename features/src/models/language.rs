@@ -77,7 +77,7 @@ pub fn language_fingerprints(ck: &Checkpoint, tops: &[usize]) -> Result<Vec<Stri
 
 /// The prefix of the language model's tensors (`model.language_model.` in transformers 5's
 /// llava-hf layout, `language_model.model.` in older ones).
-fn language_prefix(names: &[String]) -> String {
+pub(super) fn language_prefix(names: &[String]) -> String {
     names
         .iter()
         .find_map(|n| n.strip_suffix("embed_tokens.weight"))

@@ -2,7 +2,8 @@
 //! states: `hidden_states[0]` is the input embeddings, `hidden_states[i]` the output of decoder
 //! layer `i`, and `hidden_states[L]` the last layer's output after the final RMSNorm (as
 //! transformers returns it with `output_hidden_states=True`). Only the layers a request needs are
-//! loaded and run; there is no language-model head and no KV cache (features are read once).
+//! loaded and run. Generation (a KV cache and the language-model head) is in
+//! [`super::generate`].
 
 use super::Act;
 use candle_core::{DType, Device, Module, Result, Tensor, D};
@@ -176,10 +177,18 @@ impl Attention {
         })
     }
 
-    /// Causal self-attention over [B, T, D]; `rope` is (cos, sin) [T, head_dim / 2], `mask`
-    /// [T, T] with −∞ above the diagonal. Scores and softmax in f32 (as transformers' eager path
+    /// Causal self-attention over [B, T, D]; `rope` is (cos, sin) [T or B×T, head_dim / 2],
+    /// `mask` broadcasts to [B, heads, T, T_keys] (−∞ or a large negative where a query may not
+    /// look). With a `cache`, the new keys and values are appended to the ones it holds and
+    /// attention runs over all of them. Scores and softmax in f32 (as transformers' eager path
     /// upcasts the softmax).
-    fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), mask: &Tensor) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        mask: &Tensor,
+        cache: Option<&mut LayerCache>,
+    ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor, heads: usize| {
             y.reshape((b, t, heads, self.head_dim))?
@@ -191,6 +200,11 @@ impl Attention {
         let v = split(self.v.forward(x)?, self.kv_heads)?;
         let q = candle_nn::rotary_emb::rope(&q, &rope.0, &rope.1)?;
         let k = candle_nn::rotary_emb::rope(&k, &rope.0, &rope.1)?;
+        let (k, v) = match cache {
+            Some(c) => c.append(k, v)?,
+            None => (k, v),
+        };
+        let tk = k.dim(2)?;
         let groups = self.heads / self.kv_heads;
         let repeat = |y: Tensor| -> Result<Tensor> {
             if groups == 1 {
@@ -198,8 +212,8 @@ impl Attention {
             }
             // [B, KV, T, hd] → [B, KV, G, T, hd] → [B, KV·G, T, hd] (query head h uses KV h / G).
             y.unsqueeze(2)?
-                .expand((b, self.kv_heads, groups, t, self.head_dim))?
-                .reshape((b, self.heads, t, self.head_dim))
+                .expand((b, self.kv_heads, groups, tk, self.head_dim))?
+                .reshape((b, self.heads, tk, self.head_dim))
         };
         let (k, v) = (repeat(k)?, repeat(v)?);
         let scale = 1.0 / (self.head_dim as f64).sqrt();
@@ -212,6 +226,34 @@ impl Attention {
             .transpose(1, 2)?
             .reshape((b, t, self.heads * self.head_dim))?;
         self.o.forward(&out)
+    }
+}
+
+/// The keys and values one attention layer has seen so far, [B, KV heads, T_seen, head_dim]
+/// (after RoPE): what lets generation run one new token at a time.
+#[derive(Clone, Default)]
+pub struct LayerCache {
+    kv: Option<(Tensor, Tensor)>,
+}
+
+impl LayerCache {
+    /// Appends new keys and values along the sequence and returns all of them.
+    fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        let (k, v) = match self.kv.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        self.kv = Some((k.clone(), v.clone()));
+        Ok((k, v))
+    }
+
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.kv.as_ref().map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -257,10 +299,16 @@ impl DecoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, rope: &(Tensor, Tensor), mask: &Tensor) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        mask: &Tensor,
+        cache: Option<&mut LayerCache>,
+    ) -> Result<Tensor> {
         let h = (x + self
             .attention
-            .forward(&self.input_norm.forward(x)?, rope, mask)?)?;
+            .forward(&self.input_norm.forward(x)?, rope, mask, cache)?)?;
         &h + self.mlp.forward(&self.post_attention_norm.forward(&h)?)?
     }
 }
@@ -353,7 +401,7 @@ impl LlamaModel {
         };
         keep(0, &x);
         for (i, layer) in self.layers.iter().take(top).enumerate() {
-            x = layer.forward(&x, &rope, &mask)?;
+            x = layer.forward(&x, &rope, &mask, None)?;
             if i + 1 == last {
                 x = self
                     .norm
@@ -369,20 +417,60 @@ impl LlamaModel {
             .collect())
     }
 
+    /// Runs every decoder layer and the final norm over new input embeddings [B, T, D], whose
+    /// positions are `positions` [B, T] (u32), attending through `mask` (broadcast to
+    /// [B, heads, T, T_seen + T]) to what `caches` (one per layer) hold and to themselves; the
+    /// caches gain the new keys and values. Returns the normed last hidden state [B, T, D].
+    pub fn forward_cached(
+        &self,
+        embeds: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        caches: &mut [LayerCache],
+    ) -> Result<Tensor> {
+        let norm = match &self.norm {
+            Some(n) if self.layers.len() == self.cfg.num_hidden_layers => n,
+            _ => candle_core::bail!(
+                "generation needs all {} decoder layers and the final norm loaded",
+                self.cfg.num_hidden_layers
+            ),
+        };
+        if caches.len() != self.layers.len() {
+            candle_core::bail!(
+                "{} layer caches for {} layers",
+                caches.len(),
+                self.layers.len()
+            );
+        }
+        let (b, t) = positions.dims2()?;
+        let pos = positions.to_dtype(DType::F32)?.reshape((b, t, 1))?;
+        let rope = self.rope_of(&pos)?;
+        let mut x = embeds.to_dtype(self.dtype)?;
+        for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
+            x = layer.forward(&x, &rope, mask, Some(cache))?;
+        }
+        norm.forward(&x)
+    }
+
     /// (cos, sin) [T, head_dim / 2] for positions 0..T, computed in f32 as transformers does.
     fn rope(&self, t: usize) -> Result<(Tensor, Tensor)> {
+        let pos = Tensor::arange(0u32, t as u32, &self.device)?
+            .to_dtype(DType::F32)?
+            .reshape((t, 1))?;
+        self.rope_of(&pos)
+    }
+
+    /// (cos, sin) for f32 positions [..., 1]: [..., head_dim / 2] in the weights' dtype.
+    fn rope_of(&self, pos: &Tensor) -> Result<(Tensor, Tensor)> {
         let hd = self.cfg.head_dim();
         let inv: Vec<f32> = (0..hd / 2)
             .map(|i| 1.0 / self.cfg.rope_base().powf(2.0 * i as f64 / hd as f64) as f32)
             .collect();
         let inv = Tensor::from_vec(inv, (1, hd / 2), &self.device)?;
-        let pos = Tensor::arange(0u32, t as u32, &self.device)?
-            .to_dtype(DType::F32)?
-            .reshape((t, 1))?;
         let freqs = pos.broadcast_mul(&inv)?;
         Ok((
-            freqs.cos()?.to_dtype(self.dtype)?,
-            freqs.sin()?.to_dtype(self.dtype)?,
+            freqs.cos()?.to_dtype(self.dtype)?.contiguous()?,
+            freqs.sin()?.to_dtype(self.dtype)?.contiguous()?,
         ))
     }
 }

@@ -72,7 +72,8 @@ impl Prompt {
         &self.text
     }
 
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+    /// Token ids of `text` as the tokenizer encodes it (BOS included).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self
             .tokenizer
             .encode(text, true)
@@ -83,19 +84,36 @@ impl Prompt {
 
     /// Token ids of the prompt before and after its `<image>` (BOS included).
     pub fn image_ids(&self) -> Result<(Vec<u32>, Vec<u32>)> {
-        if self.text.matches(IMAGE_PLACEHOLDER).count() != 1 {
+        self.image_ids_of(&self.text)
+    }
+
+    /// Token ids of another prompt `text` before and after its `<image>` (BOS included).
+    pub fn image_ids_of(&self, text: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+        if text.matches(IMAGE_PLACEHOLDER).count() != 1 {
             bail!(
-                "prompt {:?} must contain {IMAGE_PLACEHOLDER} exactly once (where the image, or the \
-                 text standing for it, goes)",
-                self.text
+                "prompt {text:?} must contain {IMAGE_PLACEHOLDER} exactly once (where the image, or \
+                 the text standing for it, goes)"
             );
         }
-        let ids = self.encode(&self.text)?;
+        let ids = self.encode(text)?;
         let at = ids
             .iter()
             .position(|&t| t == self.image_token)
             .context("the tokenizer did not keep <image> as one token")?;
         Ok((ids[..at].to_vec(), ids[at + 1..].to_vec()))
+    }
+
+    /// Text of generated token ids, special tokens left out (transformers'
+    /// `decode(ids, skip_special_tokens=True)`).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| anyhow::anyhow!("decoding tokens {ids:?}: {e}"))
+    }
+
+    /// The id of `token` in the vocabulary, if it has one.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
     }
 
     /// Token ids of the prompt with `text` in place of `<image>`.
