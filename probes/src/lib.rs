@@ -1,10 +1,13 @@
 //! Linear probes on feature arrays: standardisation, multinomial L2 logistic regression with
 //! scikit-learn's objective (candle L-BFGS or linfa-logistic), C sweeps on a validation split,
-//! metrics with a bootstrap interval, few-shot probes, and representation similarity (CKA, mutual k-NN). Knows nothing of images or files.
+//! metrics with a bootstrap interval, few-shot probes, representation similarity (CKA, mutual k-NN),
+//! and zero-shot answer scoring as the Finer paper does it (exact match, token F1). Knows nothing
+//! of images or files.
 
 pub mod bootstrap;
 pub mod candle_solver;
 mod device_memory;
+pub mod exact_match;
 pub mod few_shot;
 pub mod lbfgs;
 pub mod lbfgs_memory;

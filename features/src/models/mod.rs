@@ -13,6 +13,7 @@ mod generate;
 pub mod language;
 mod linear;
 mod llama;
+mod llama_config;
 #[cfg(feature = "cuda")]
 mod lt_cuda;
 mod norm;
