@@ -11,8 +11,13 @@
 //! rows (`shots > 0`) appear only in `results.csv`, the few-shot figure and the report's few-shot
 //! section; every other figure and table reads the standard probes alone. Rows of several models
 //! (two runs' results together) are kept apart: a series, panel or table row per model, named by
-//! its short name; rows of one model render as they always have. Text is drawn with an embedded
-//! DejaVu Sans, so no system fonts or fontconfig are needed.
+//! its short name; rows of one model render as they always have. Zero-shot answers
+//! ([`ZeroShotRow`]s: the language model's greedy answer to "what is the name of the … in this
+//! image?", with the photo or the image's attributes written out in its place, scored with the
+//! Finer paper's exact match) go to `zero_shot.csv` ([`write_zero_shot_csv`]), the
+//! performance-cliff figure, exact match by label level ([`zero_shot_figure`]), and the report's
+//! zero-shot section; a report of zero-shot answers without probe rows leaves the probe tables
+//! out. Text is drawn with an embedded DejaVu Sans, so no system fonts or fontconfig are needed.
 
 mod class_figure;
 mod class_section;
@@ -29,6 +34,9 @@ mod similarity_section;
 mod similarity_table;
 mod style;
 mod table;
+mod zero_shot_figure;
+mod zero_shot_section;
+mod zero_shot_table;
 
 pub use class_figure::class_figure;
 pub use class_table::{read_class_csv, write_class_csv, write_class_parquet};
@@ -39,6 +47,8 @@ pub use markdown::{markdown_report, ReportContext};
 pub use similarity_figure::similarity_figure;
 pub use similarity_table::{read_similarity_csv, write_similarity_csv, write_similarity_parquet};
 pub use table::{read_results_csv, write_results_csv, write_results_parquet};
+pub use zero_shot_figure::zero_shot_figure;
+pub use zero_shot_table::{read_zero_shot_csv, write_zero_shot_csv, write_zero_shot_parquet};
 
 use serde::{Deserialize, Serialize};
 
@@ -145,10 +155,40 @@ pub struct SimilarityRow {
     pub cache_key_b: String,
 }
 
-/// Result (and class) rows for the crate's tests.
+/// Zero-shot answers of one model on one dataset, arm and label level, scored with Finer's exact
+/// match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZeroShotRow {
+    pub dataset: String,
+    /// Model id or path that answered.
+    pub model: String,
+    /// `image` (the photo) or `text` (the image's attributes written out in its place).
+    pub arm: String,
+    /// Label level asked for: `superordinate`, `coarse` or `fine`.
+    pub level: String,
+    /// Questions asked (test images).
+    pub n: u64,
+    /// Fraction of answers right under Finer's exact match (the normalised label within the
+    /// first 20 words of the normalised answer), in [0, 1].
+    pub exact_match: f64,
+    /// Lower end of the 95% bootstrap interval of `exact_match`.
+    pub em_ci_low: f64,
+    /// Upper end of the 95% bootstrap interval of `exact_match`.
+    pub em_ci_high: f64,
+    /// Mean token F1 between answer and label, in [0, 1].
+    pub f1: f64,
+    /// The question template as asked.
+    pub prompt: String,
+    /// Greedy decoding's budget of new tokens.
+    pub max_new_tokens: u64,
+    /// Fingerprint of the weights and tokenizer the answers came from.
+    pub model_key: String,
+}
+
+/// Result (class and zero-shot) rows for the crate's tests.
 #[cfg(test)]
 pub(crate) mod test_rows {
-    use crate::{ClassRow, ResultRow};
+    use crate::{ClassRow, ResultRow, ZeroShotRow};
 
     /// Class `index` (named `class`) of the probe `r`, with `n_test` test images and `accuracy`.
     pub fn class_row(
@@ -215,124 +255,27 @@ pub(crate) mod test_rows {
             top1_std: 0.0,
         }
     }
+
+    /// A zero-shot answer of model `m` on `dataset`: 100 questions, a ±5-point interval (within
+    /// 0–100%), F1 halfway between `em` and 1, Finer's question, 32 new tokens, key `k`.
+    pub fn zero_shot_row(dataset: &str, arm: &str, level: &str, em: f64) -> ZeroShotRow {
+        ZeroShotRow {
+            dataset: dataset.into(),
+            model: "m".into(),
+            arm: arm.into(),
+            level: level.into(),
+            n: 100,
+            exact_match: em,
+            em_ci_low: (em - 0.05).max(0.0),
+            em_ci_high: (em + 0.05).min(1.0),
+            f1: (em + 1.0) / 2.0,
+            prompt: "What is the name of the {concept} in this image?".into(),
+            max_new_tokens: 32,
+            model_key: "k".into(),
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::test_rows::result_row as row;
-    use crate::*;
-    use std::path::Path;
-
-    /// A few-shot copy of `r` at `shots` with another score.
-    fn at(r: &ResultRow, shots: u64) -> ResultRow {
-        ResultRow {
-            shots,
-            draws: 5,
-            top1_std: 0.03,
-            top1: r.top1 * 0.5 + 0.01 * shots as f64,
-            ..r.clone()
-        }
-    }
-
-    /// What every figure but the few-shot one writes (its PNG and SVG bytes, and whether it drew).
-    fn figures(rows: &[ResultRow], dir: &Path) -> Vec<(bool, Vec<u8>, Vec<u8>)> {
-        let files = |name: &str| {
-            (
-                dir.join(format!("{name}.png")),
-                dir.join(format!("{name}.svg")),
-            )
-        };
-        let read = |p: &Path| std::fs::read(p).unwrap_or_default();
-        let mut out = Vec::new();
-        let (png, svg) = files("gap");
-        let drew = modality_gap_figure(rows, &png, &svg, &FigureOptions::default()).is_ok();
-        out.push((drew, read(&png), read(&svg)));
-        let (png, svg) = files("text");
-        let drew = image_vs_text_figure(rows, &png, &svg, "t").unwrap();
-        out.push((drew, read(&png), read(&svg)));
-        let (png, svg) = files("layers");
-        let drew = layer_figure(rows, &png, &svg, "t").unwrap();
-        out.push((drew, read(&png), read(&svg)));
-        out
-    }
-
-    #[test]
-    fn few_shot_rows_change_no_other_figure_or_table() {
-        // Standard rows for every section: a layer sweep, the projector, both LLM arms.
-        let mut standard = vec![row("d", "projector.mean", "fine", 0.4)];
-        for (k, v) in [(1, 0.2), (2, 0.55), (3, 0.5)] {
-            standard.push(row("d", &format!("vision.layer[{k}].cls"), "fine", v));
-            standard.push(row("d", &format!("llm.image.layer[{k}].last"), "fine", v));
-            standard.push(row(
-                "d",
-                &format!("llm.text.layer[{k}].last"),
-                "fine",
-                v + 0.3,
-            ));
-        }
-        // Few-shot copies at two shot counts, plus points, layers, levels and a dataset only
-        // few-shot rows have; some before the standard rows, so they would lead any order.
-        let mut extra = vec![
-            row("d", "vision.layer[4].cls", "fine", 0.9),
-            row("d", "projector.cls", "coarse", 0.9),
-            row("other", "llm.text.layer[1].last", "fine", 0.9),
-        ];
-        extra.extend(standard.iter().cloned());
-        let few: Vec<ResultRow> = extra.iter().flat_map(|r| [at(r, 1), at(r, 8)]).collect();
-        let (head, tail) = few.split_at(few.len() / 2);
-        let mixed: Vec<ResultRow> = [head, &standard, tail].concat();
-
-        let ctx = ReportContext {
-            figure: "modality_gap.png".into(),
-            layer_figure: "layers.png".into(),
-            text_figure: "image_vs_text.png".into(),
-            few_shot_figure: "few_shot.png".into(),
-            ..Default::default()
-        };
-        let plain = markdown_report(&standard, &ctx);
-        let md = markdown_report(&mixed, &ctx);
-        assert!(!plain.contains("Few-shot"), "{plain}");
-        // Only the new section differs, and it sits between the layer and image-vs-text ones.
-        let (before, rest) = md
-            .split_once("\n## Few-shot probes\n")
-            .expect("the section");
-        let after = &rest[rest.find("\n## ").expect("a section after it")..];
-        assert!(before.contains("## Probe accuracy by layer"), "{md}");
-        assert!(after.starts_with("\n## Image vs text"), "{md}");
-        assert_eq!(format!("{before}{after}"), plain);
-
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let drawn = figures(&standard, a.path());
-        assert!(drawn
-            .iter()
-            .all(|(drew, png, svg)| *drew && !png.is_empty() && !svg.is_empty()));
-        assert!(drawn == figures(&mixed, b.path()), "a figure changed");
-
-        // Sweeps and arms that only few-shot rows have draw no figure and no section.
-        let standard = vec![
-            row("d", "vision.a", "fine", 0.6),
-            row("d", "projector.mean", "fine", 0.4),
-        ];
-        let mixed = [&standard[..], &few].concat();
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let drawn = figures(&mixed, a.path());
-        assert!(drawn == figures(&standard, b.path()), "a figure changed");
-        assert_eq!(
-            drawn.iter().map(|d| d.0).collect::<Vec<_>>(),
-            [true, false, false]
-        );
-        let md = markdown_report(&mixed, &ReportContext::default());
-        assert!(
-            !md.contains("by layer") && !md.contains("Image vs text"),
-            "{md}"
-        );
-        // With only few-shot rows there is no modality-gap figure to draw, as with no rows.
-        assert!(modality_gap_figure(
-            &few,
-            &a.path().join("g.png"),
-            &a.path().join("g.svg"),
-            &FigureOptions::default()
-        )
-        .is_err());
-    }
-}
+#[path = "lib_tests.rs"]
+mod tests;

@@ -2,7 +2,9 @@
 //! per-class accuracies, the classes the projection loses: [`crate::class_section`]), and how to
 //! reproduce it. Rows of several models list their ids in place of the context's model, and
 //! every table gains a model column (or its label the model's short name). Every section but the
-//! few-shot one ([`crate::few_shot_table`]) reads only the standard probes' rows.
+//! few-shot one ([`crate::few_shot_table`]) reads only the standard probes' rows; zero-shot
+//! answers have a section of their own ([`crate::zero_shot_section`]), and a report of them
+//! without probe rows leaves the probe tables out.
 
 use crate::class_section::class_section;
 use crate::few_shot_table::few_shot_section;
@@ -10,7 +12,8 @@ use crate::layer_section::layer_section;
 use crate::models::Models;
 use crate::similarity_section::{arm_gap_section, similarity_section};
 use crate::style::unique;
-use crate::{standard_rows, ClassRow, ResultRow, SimilarityRow};
+use crate::zero_shot_section::{zero_shot_provenance, zero_shot_section};
+use crate::{standard_rows, ClassRow, ResultRow, SimilarityRow, ZeroShotRow};
 use std::fmt::Write;
 
 /// Free-form facts the report states alongside the numbers.
@@ -40,6 +43,10 @@ pub struct ReportContext {
     /// Each class's test accuracy under each standard probe (`per_class.csv`): the per-class
     /// section compares the modality-gap table's pairs class by class.
     pub classes: Vec<ClassRow>,
+    /// Zero-shot answers scored with Finer's exact match (a section when not empty).
+    pub zero_shot: Vec<ZeroShotRow>,
+    /// File name of the zero-shot figure next to the report (none when empty).
+    pub zero_shot_figure: String,
 }
 
 /// A regularisation constant in 3 significant digits.
@@ -59,12 +66,15 @@ pub(crate) fn pct(v: f64) -> String {
 pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
     let all = rows;
     let rows = &standard_rows(all);
+    // Zero-shot answers alone (no probe rows): no probe tables, nothing pointing at them.
+    let probes = !all.is_empty() || ctx.zero_shot.is_empty();
     let mut s = String::new();
     let _ = writeln!(s, "# {}\n", ctx.title);
     for n in &ctx.notes {
         let _ = writeln!(s, "> **Note.** {n}\n");
     }
-    // Rows of several models (results, similarity or per-class) name theirs in every table.
+    // Rows of several models (results, similarity, per-class or zero-shot) name theirs in every
+    // table.
     let models = Models::new(
         all.iter()
             .map(|r| r.model.as_str())
@@ -73,14 +83,40 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
                 ctx.similarity
                     .iter()
                     .flat_map(|r| [r.model_a.as_str(), r.model_b.as_str()]),
-            ),
+            )
+            .chain(ctx.zero_shot.iter().map(|r| r.model.as_str())),
     );
+    // A blank line after it, unless a section (starting with one) follows.
+    let blank = if probes { "\n" } else { "" };
     if models.several() {
         let ids: Vec<String> = models.ids().iter().map(|m| format!("`{m}`")).collect();
-        let _ = writeln!(s, "Models: {}\n", ids.join(", "));
+        let _ = writeln!(s, "Models: {}{blank}", ids.join(", "));
     } else {
-        let _ = writeln!(s, "Model: `{}`\n", ctx.model);
+        let _ = writeln!(s, "Model: `{}`{blank}", ctx.model);
     }
+    if probes {
+        probe_results(&mut s, rows, &ctx.figure, &models);
+    }
+    class_section(&mut s, rows, &ctx.classes, &ctx.class_figure, &models);
+    layer_section(&mut s, rows, &ctx.layer_figure, &models);
+    few_shot_section(&mut s, all, &ctx.few_shot_figure, &models);
+    image_text_section(&mut s, rows, &ctx.text_figure, &models);
+    arm_gap_section(&mut s, rows, &ctx.similarity, &models);
+    zero_shot_section(&mut s, &ctx.zero_shot, &ctx.zero_shot_figure, &models);
+    similarity_section(&mut s, &ctx.similarity, &ctx.similarity_figure, &models);
+    let _ = writeln!(s, "\n## Provenance\n");
+    if probes {
+        let _ = writeln!(s, "Each row of `results.csv` carries the key of the cache entry its features came from; `gapprobe cache info <key>` prints everything that produced them.\n");
+    }
+    zero_shot_provenance(&mut s, &ctx.zero_shot);
+    if !ctx.command.is_empty() {
+        let _ = writeln!(s, "Reproduce with:\n\n```sh\n{}\n```", ctx.command);
+    }
+    s
+}
+
+/// The probes' protocol, the modality-gap figure, the results table and the modality-gap table.
+fn probe_results(s: &mut String, rows: &[ResultRow], figure: &str, models: &Models) {
     let (head, rule) = (models.column_head(), models.column_rule());
     let _ = writeln!(
         s,
@@ -88,8 +124,8 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
          read before the projection layer (the vision encoder) and after it (what the language model receives). \
          Bars: test top-1 with 95% bootstrap intervals; dashed line: chance.\n"
     );
-    if !ctx.figure.is_empty() {
-        let _ = writeln!(s, "![modality gap]({})\n", ctx.figure);
+    if !figure.is_empty() {
+        let _ = writeln!(s, "![modality gap]({figure})\n");
     }
     let _ = writeln!(s, "## Results\n");
     let _ = writeln!(s, "| dataset |{head} level | stage | feature point | top-1 (95% CI) | top-5 | mean per-class | macro-F1 | C | n train / test |");
@@ -135,18 +171,6 @@ pub fn markdown_report(rows: &[ResultRow], ctx: &ReportContext) -> String {
             );
         }
     }
-    class_section(&mut s, rows, &ctx.classes, &ctx.class_figure, &models);
-    layer_section(&mut s, rows, &ctx.layer_figure, &models);
-    few_shot_section(&mut s, all, &ctx.few_shot_figure, &models);
-    image_text_section(&mut s, rows, &ctx.text_figure, &models);
-    arm_gap_section(&mut s, rows, &ctx.similarity, &models);
-    similarity_section(&mut s, &ctx.similarity, &ctx.similarity_figure, &models);
-    let _ = writeln!(s, "\n## Provenance\n");
-    let _ = writeln!(s, "Each row of `results.csv` carries the key of the cache entry its features came from; `gapprobe cache info <key>` prints everything that produced them.\n");
-    if !ctx.command.is_empty() {
-        let _ = writeln!(s, "Reproduce with:\n\n```sh\n{}\n```", ctx.command);
-    }
-    s
 }
 
 /// The language model's two arms side by side: per dataset, model and level, the best
