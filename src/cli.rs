@@ -198,6 +198,9 @@ A second run reuses the cache and performs no forward pass."
         #[arg(long)]
         skip_bad: bool,
     },
+    /// Ask the language model to name each test image's class per label level (image and/or
+    /// text arm) and score its greedy answers with the Finer paper's exact match.
+    ZeroShot(crate::zero_shot_cmd::ZeroShotArgs),
     /// Measure encoder + projector throughput (images/s, ms/batch, TFLOP/s) and end-to-end rate.
     Bench(bench::BenchOptions),
     /// Inspect the feature cache.

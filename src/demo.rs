@@ -2,6 +2,8 @@
 //! random-weight LLaVA-style model, both written to disk in their real formats first.
 
 use crate::experiment::{DatasetSection, Experiment, ModelSection, ProbeSection};
+use crate::pipeline::zero_shot::Arm;
+use crate::zero_shot_cmd::ZeroShotSection;
 use anyhow::{Context, Result};
 use gapprobe_features::batching::BatchSize;
 use gapprobe_features::models::{write_random_llava, RandomLlavaSpec};
@@ -77,6 +79,13 @@ pub fn prepare(opts: &DemoOptions) -> Result<Experiment> {
         }],
         probe: ProbeSection { bootstrap: 500, shots: vec![1, 4, 16], ..Default::default() },
         similarity: Default::default(),
+        zero_shot: ZeroShotSection {
+            enabled: true,
+            arms: vec![Arm::Image, Arm::Text],
+            limit: Some(48),
+            max_new_tokens: 8,
+            ..Default::default()
+        },
         notes: vec![
             "This is the offline demo. The encoder, projector and language model have random weights (seeded): they \
              demonstrate the pipeline, not a model, and the gap shown says nothing about any real VLM."
@@ -88,6 +97,9 @@ pub fn prepare(opts: &DemoOptions) -> Result<Experiment> {
              instead (e.g. 'shape: ring; stripe color: blue; spot: left'; about one text in five leaves one attribute out). \
              The text arm shows what the language model can do with the information stated in words; the image arm, what \
              reaches it from the pixels."
+                .into(),
+            "Zero-shot answers come from the same random language model: its words are drawn from the demo's vocabulary, so \
+             an exact match is chance, not recognition."
                 .into(),
         ],
     })

@@ -1,6 +1,7 @@
 //! Experiment files: one TOML names the model, datasets, feature points, probe settings and the
 //! output folder. `gapprobe run experiment.toml` executes extract → cache → probe → report.
 
+use crate::zero_shot_cmd::ZeroShotSection;
 use anyhow::{bail, Context, Result};
 use gapprobe_features::batching::BatchSize;
 use gapprobe_features::datasets::{DatasetSpec, LabelLevel};
@@ -30,6 +31,9 @@ pub struct Experiment {
     pub probe: ProbeSection,
     #[serde(default)]
     pub similarity: SimilaritySection,
+    /// Zero-shot answers scored with Finer's exact match (`[zero_shot]`, off by default).
+    #[serde(default, skip_serializing_if = "ZeroShotSection::is_off")]
+    pub zero_shot: ZeroShotSection,
     /// Caveats printed at the top of the report.
     #[serde(default)]
     pub notes: Vec<String>,

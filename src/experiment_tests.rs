@@ -190,6 +190,7 @@ fn shipped_examples_parse() {
             for m in exp.all_models().unwrap() {
                 crate::device::parse_dtype(&m.dtype).unwrap();
             }
+            zero_shot_options(&exp.zero_shot).unwrap();
             n += 1;
         }
     }
@@ -208,4 +209,61 @@ fn readme_example_parses() {
         d.parse().unwrap();
     }
     exp.probe.to_config().unwrap();
+    assert!(exp.zero_shot.enabled);
+    let z = zero_shot_options(&exp.zero_shot).unwrap();
+    assert_eq!(
+        (z.limit, z.max_new_tokens, z.arms.len()),
+        (Some(1000), 32, 2)
+    );
+}
+
+fn zero_shot_options(z: &ZeroShotSection) -> Result<crate::pipeline::zero_shot::ZeroShotOptions> {
+    let cpu = candle_core::Device::Cpu;
+    z.to_options("m", vec![], &cpu, candle_core::DType::F32, Path::new("o"))
+}
+
+/// `[zero_shot]`: off unless enabled, Finer's questions unless replaced, and bad values refused
+/// with the field named.
+#[test]
+fn zero_shot_section_defaults_and_checks() {
+    let base = r#"
+        name = "t"
+        output = "o"
+        [model]
+        id = "m"
+        [[datasets]]
+        spec = "manifest:/d"
+        feature_points = ["projector.mean"]
+    "#;
+    let exp: Experiment = toml::from_str(base).unwrap();
+    assert!(!exp.zero_shot.enabled);
+    assert!(!toml::to_string(&exp).unwrap().contains("zero_shot"));
+    let z = zero_shot_options(&exp.zero_shot).unwrap();
+    assert_eq!(
+        z.questions[2],
+        crate::pipeline::zero_shot::DEFAULT_QUESTIONS[2]
+    );
+    assert_eq!(z.arms, [crate::pipeline::zero_shot::Arm::Image]);
+
+    let with = |section: &str| toml::from_str::<Experiment>(&format!("{base}\n{section}"));
+    let exp =
+        with("[zero_shot]\nenabled = true\nquestions = { fine = \"Which {concept}?\" }").unwrap();
+    let z = zero_shot_options(&exp.zero_shot).unwrap();
+    assert_eq!(z.questions[2], "Which {concept}?");
+    assert_eq!(
+        z.questions[1],
+        crate::pipeline::zero_shot::DEFAULT_QUESTIONS[1]
+    );
+    assert!(toml::to_string(&exp).unwrap().contains("[zero_shot]"));
+
+    let exp = with("[zero_shot]\nquestions = { finest = \"?\" }").unwrap();
+    let err = format!("{:#}", zero_shot_options(&exp.zero_shot).unwrap_err());
+    assert!(
+        err.contains("zero_shot.questions") && err.contains("finest"),
+        "{err}"
+    );
+    assert!(with("[zero_shot]\narms = [\"photo\"]").is_err());
+    assert!(with("[zero_shot]\nlimt = 3").is_err());
+    let exp = with("[zero_shot]\nmax_new_tokens = 0").unwrap();
+    assert!(zero_shot_options(&exp.zero_shot).is_err());
 }

@@ -10,6 +10,7 @@ mod device;
 mod experiment;
 mod pipeline;
 mod ui;
+mod zero_shot_cmd;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -97,6 +98,7 @@ fn run(cli: Cli) -> Result<()> {
                 s.forward_passes
             );
         }
+        Command::ZeroShot(args) => zero_shot_cmd::run(args, &ui, &command_line())?,
         Command::Run {
             experiment,
             skip_bad,
@@ -268,6 +270,13 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 Vec::new()
             };
+            // And a zero_shot.csv (from `run` with [zero_shot], or `zero-shot` into the same folder).
+            let zero_shot_csv = results.with_file_name("zero_shot.csv");
+            let zero_shot = if zero_shot_csv.is_file() {
+                gapprobe_reports::read_zero_shot_csv(&zero_shot_csv)?
+            } else {
+                Vec::new()
+            };
             pipeline::write_report(
                 &out,
                 &pipeline::ReportInput {
@@ -277,6 +286,7 @@ fn run(cli: Cli) -> Result<()> {
                     rows: &rows,
                     classes: &classes,
                     similarity: &similarity,
+                    zero_shot: &zero_shot,
                     details: None,
                     command: &command_line(),
                 },

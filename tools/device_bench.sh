@@ -78,6 +78,17 @@ if [ "${SMOKE_EXTRACT:-1}" = 1 ]; then
   timeout 120 /tmp/gapprobe extract --model /tmp/gp-demo/model --dataset demo:/tmp/gp-demo/data \
     -f 'llm.image.layer[-1].last' -f 'llm.text.layer[-1].last' --device cuda --dtype bf16 \
     --cache /tmp/gp-cache 2>&1 | grep -E "batch size|extracted|cached|rror" | tee "$OUT/extract_llm.txt"
+  echo "== zero-shot answers on CUDA (KV-cached greedy decoding): f32 on CUDA against f32 on the CPU, then bf16 =="
+  for d in cpu cuda; do
+    timeout 120 /tmp/gapprobe -q zero-shot --model /tmp/gp-demo/model --dataset demo:/tmp/gp-demo/data \
+      --arms image,text --limit 32 --max-new-tokens 8 --device $d --dtype f32 --out /tmp/gp-zs-$d 2>&1 \
+      | tail -n 8 | tee "$OUT/zero_shot_$d.txt"
+  done
+  python3 -c 'import json,sys; a,b=[[json.loads(l)["output"] for l in open(f"/tmp/gp-zs-{d}/answers.jsonl")] for d in ("cpu","cuda")]; print(f"zero-shot f32 answers identical on CPU and CUDA: {sum(x==y for x,y in zip(a,b))} of {len(a)}")' \
+    | tee -a "$OUT/zero_shot_cuda.txt"
+  timeout 120 /tmp/gapprobe -q zero-shot --model /tmp/gp-demo/model --dataset demo:/tmp/gp-demo/data \
+    --arms image,text --limit 256 --batch-size 64 --device cuda --dtype bf16 --out /tmp/gp-zs-bf16 2>&1 \
+    | tail -n 8 | tee "$OUT/zero_shot_bf16.txt"
 fi
 if [ "${AB_OFF:-0}" = 1 ]; then
   echo "== gapprobe bench, fused kernels off (candle's composite ops): the A/B for features/kernels/fused.cu =="

@@ -178,3 +178,68 @@ fn bad_prompt_lengths_are_refused() {
     let err = g.greedy(&e, &[3, 4], 2).unwrap_err().to_string();
     assert!(err.contains("[3, 4]"), "{err}");
 }
+
+/// Decoding with the KV cache gives what recomputing the whole sequence at every step gives, on
+/// a random decoder with one KV head per query head (LLaVA-1.5's layout: attention reads the
+/// cache's views directly, where the grouped-query fixture copies them), for prompts of
+/// different lengths in one left-padded batch.
+#[test]
+fn cached_decoding_equals_recomputing_every_step() {
+    use gapprobe_features::models::{write_random_llava, RandomLlavaSpec, RandomLlmSpec};
+    let mut spec = RandomLlavaSpec::default();
+    spec.vision.hidden_size = 16;
+    spec.vision.intermediate_size = 32;
+    spec.vision.num_hidden_layers = 1;
+    spec.vision.num_attention_heads = 2;
+    spec.vision.image_size = 16;
+    spec.llm_hidden = 64;
+    spec.llm = RandomLlmSpec {
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 4,
+        intermediate_size: 96,
+        ..RandomLlmSpec::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_random_llava(dir.path(), &spec).unwrap();
+    let ck = Checkpoint::from_dir("random", dir.path()).unwrap();
+    let chat = gapprobe_features::models::DEFAULT_PROMPT;
+    let mut g = Generator::load(&ck, chat, &Device::Cpu, DType::F32).unwrap();
+    g.set_eos(vec![]); // random weights: run the whole budget
+    let prompts: Vec<String> = [
+        "shape : ring ; stripe color : blue",
+        "spot : left",
+        "shape : square",
+    ]
+    .iter()
+    .map(|t| chat.replace("<image>", t))
+    .collect();
+    let steps = 6;
+    let cached = g.answer_texts(&prompts, steps).unwrap();
+    for (p, got) in prompts.iter().zip(&cached) {
+        let mut ids = g.tokenizer().encode(p).unwrap();
+        let mut want = Vec::new();
+        for _ in 0..steps {
+            let e = g
+                .llama()
+                .embed(
+                    &Tensor::new(ids.as_slice(), &Device::Cpu)
+                        .unwrap()
+                        .unsqueeze(0)
+                        .unwrap(),
+                )
+                .unwrap();
+            let logits = g.next_token_logits(&e, &[ids.len()]).unwrap();
+            let next = logits
+                .squeeze(0)
+                .unwrap()
+                .argmax(0)
+                .unwrap()
+                .to_scalar::<u32>()
+                .unwrap();
+            want.push(next);
+            ids.push(next);
+        }
+        assert_eq!(got, &want, "{p}");
+    }
+}

@@ -5,14 +5,16 @@
 //! two entries' representations, [`report`] writes files;
 //! [`run_experiment`] runs all three for an experiment TOML.
 
+mod answers;
 mod features;
 mod probing;
 mod report;
 mod similarity;
+pub mod zero_shot;
 
 pub use features::{ensure_features_with, CacheOptions};
 pub use probing::probe_entry;
-pub use report::{write_report, ReportInput};
+pub use report::{write_report, ReportInput, ZERO_SHOT_TITLE};
 pub use similarity::{compare_pairs, CompareOptions};
 
 use crate::device::{parse_device, parse_dtype};
@@ -74,6 +76,7 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
     let mut details = Vec::new();
     let mut class_rows = Vec::new();
     let mut similarity_rows = Vec::new();
+    let mut zero_shot_rows = Vec::new();
     let similarity_opts = exp.similarity.to_options()?;
     let mut notes = exp.notes.clone();
     for section in &exp.datasets {
@@ -142,6 +145,21 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
                     }
                 }
             }
+            if exp.zero_shot.enabled {
+                let levels = if levels.is_empty() {
+                    ds.levels()
+                } else {
+                    levels.clone()
+                };
+                let zopts = exp.zero_shot.to_options(
+                    &m.id,
+                    levels,
+                    &opts.device,
+                    opts.dtype,
+                    &exp.output,
+                )?;
+                zero_shot_rows.extend(zero_shot::zero_shot(&ds, &zopts, ui)?);
+            }
         }
     }
     let details = serde_json::Value::Array(details);
@@ -158,6 +176,7 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
             rows: &rows,
             classes: &class_rows,
             similarity: &similarity_rows,
+            zero_shot: &zero_shot_rows,
             details: Some(&details),
             command,
         },

@@ -1,7 +1,7 @@
 //! Writing results.csv/.parquet/.json, similarity.csv/.parquet, the figures and report.md.
 
 use anyhow::{Context, Result};
-use gapprobe_reports::{ClassRow, ResultRow, SimilarityRow};
+use gapprobe_reports::{ClassRow, ResultRow, SimilarityRow, ZeroShotRow};
 use std::path::Path;
 use tracing::info;
 
@@ -22,6 +22,9 @@ const CLASS_TITLE: &str =
 
 /// Caption of the few-shot figure.
 const FEW_SHOT_TITLE: &str = "Few-shot linear probes: top-1 vs training images per class";
+
+/// Caption of the zero-shot figure.
+pub const ZERO_SHOT_TITLE: &str = "Zero-shot exact match by label level (Finer's metric)";
 
 /// Removes `paths` left by an earlier run unless this run `made` them.
 fn remove_unless(made: bool, paths: &[&Path]) -> Result<()> {
@@ -49,6 +52,8 @@ pub struct ReportInput<'a> {
     pub classes: &'a [ClassRow],
     /// Representation similarity between feature points (similarity.csv when not empty).
     pub similarity: &'a [SimilarityRow],
+    /// Zero-shot answers' scores (zero_shot.csv/.parquet/.png/.svg when not empty).
+    pub zero_shot: &'a [ZeroShotRow],
     /// Written to results.json when given; `None` leaves an existing results.json alone (the
     /// `report` command re-renders from results.csv and has no per-probe details).
     pub details: Option<&'a serde_json::Value>,
@@ -139,6 +144,19 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
         CLASS_TITLE,
     )?;
     remove_unless(class, &[&class_png, &class_svg])?;
+    // The zero-shot tables and figure, when there are answers. Without, zero_shot.* files are
+    // left alone: `gapprobe zero-shot` may have written them into this folder.
+    let zero_shot = !input.zero_shot.is_empty();
+    if zero_shot {
+        gapprobe_reports::write_zero_shot_csv(input.zero_shot, &out.join("zero_shot.csv"))?;
+        gapprobe_reports::write_zero_shot_parquet(input.zero_shot, &out.join("zero_shot.parquet"))?;
+        gapprobe_reports::zero_shot_figure(
+            input.zero_shot,
+            &out.join("zero_shot.png"),
+            &out.join("zero_shot.svg"),
+            ZERO_SHOT_TITLE,
+        )?;
+    }
     let ctx = gapprobe_reports::ReportContext {
         title: input.title.into(),
         model: input.model.into(),
@@ -172,6 +190,12 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<()> {
             String::new()
         },
         classes: input.classes.to_vec(),
+        zero_shot: input.zero_shot.to_vec(),
+        zero_shot_figure: if zero_shot {
+            "zero_shot.png".into()
+        } else {
+            String::new()
+        },
     };
     std::fs::write(
         out.join("report.md"),

@@ -130,7 +130,7 @@ impl Generator {
     /// The next-token logits [B, vocab] (f32) after prompts given as input embeddings [B, T, D]
     /// whose row `i` holds `lens[i]` real tokens at its end (left padding before them).
     pub fn next_token_logits(&self, embeds: &Tensor, lens: &[usize]) -> Result<Tensor> {
-        let mut caches = vec![LayerCache::default(); self.llama.loaded_layers()];
+        let mut caches = self.caches(embeds.dim(1)?);
         self.prefill(embeds, lens, &mut caches)
     }
 
@@ -145,7 +145,7 @@ impl Generator {
         let (b, t, _) = embeds.dims3()?;
         let device = self.llama.device();
         let pads: Vec<usize> = lens.iter().map(|&l| t.saturating_sub(l)).collect();
-        let mut caches = vec![LayerCache::default(); self.llama.loaded_layers()];
+        let mut caches = self.caches(t + max_new_tokens);
         let mut logits = self.prefill(embeds, lens, &mut caches)?;
         let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
         let mut done = vec![false; b];
@@ -175,6 +175,13 @@ impl Generator {
             logits = self.head(&hidden)?;
         }
         Ok(out)
+    }
+
+    /// One empty cache per layer with room for `capacity` positions.
+    fn caches(&self, capacity: usize) -> Vec<LayerCache> {
+        (0..self.llama.loaded_layers())
+            .map(|_| LayerCache::new(capacity))
+            .collect()
     }
 
     /// Runs the prompts into empty `caches`; the logits after their last token [B, vocab].

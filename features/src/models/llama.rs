@@ -106,7 +106,7 @@ impl Attention {
             .to_dtype(DType::F32)?
             .broadcast_add(mask)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
-        let out = probs.matmul(&v.contiguous()?)?;
+        let out = probs.matmul(&v)?;
         let out = out
             .transpose(1, 2)?
             .reshape((b, t, self.heads * self.head_dim))?;
@@ -115,26 +115,29 @@ impl Attention {
 }
 
 /// The keys and values one attention layer has seen so far, [B, KV heads, T_seen, head_dim]
-/// (after RoPE): what lets generation run one new token at a time.
-#[derive(Clone, Default)]
+/// (after RoPE): what lets generation run one new token at a time. Backed by candle-nn's
+/// preallocated `KvCache`: a step writes its token in place, and attention reads views of it.
+#[derive(Clone)]
 pub struct LayerCache {
-    kv: Option<(Tensor, Tensor)>,
+    kv: candle_nn::kv_cache::KvCache,
 }
 
 impl LayerCache {
+    /// A cache with room for `capacity` positions (it grows past them if it must).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            kv: candle_nn::kv_cache::KvCache::new(2, capacity.max(1)),
+        }
+    }
+
     /// Appends new keys and values along the sequence and returns all of them.
     fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
-        let (k, v) = match self.kv.take() {
-            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-            None => (k, v),
-        };
-        self.kv = Some((k.clone(), v.clone()));
-        Ok((k, v))
+        self.kv.append(&k.contiguous()?, &v.contiguous()?)
     }
 
     /// Positions held.
     pub fn len(&self) -> usize {
-        self.kv.as_ref().map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+        self.kv.current_seq_len()
     }
 
     pub fn is_empty(&self) -> bool {

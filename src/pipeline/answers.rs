@@ -1,0 +1,146 @@
+//! `answers.jsonl`: every zero-shot answer as it is generated, one JSON object a line, appended
+//! and flushed batch by batch, so an interrupted run loses at most the batch in flight and a
+//! rerun asks only what is not answered yet. Each answer carries the key of everything that
+//! produced it (weights, tokenizer, prompt, decoding, dtype, dataset); answers under another key
+//! are kept in the file but never reused.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+/// One generated answer and its score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// Key of the run settings that produced it ([`AnswerStore`]).
+    pub key: String,
+    pub dataset: String,
+    pub model: String,
+    /// `image` or `text`.
+    pub arm: String,
+    pub level: String,
+    pub sample_id: String,
+    /// The label at `level`.
+    pub label: String,
+    /// Labels counted as right (at broad levels the finer labels too, as Finer does).
+    pub accepted: Vec<String>,
+    /// The question as asked (the level's template with its concept filled in).
+    pub question: String,
+    /// The generated text (special tokens left out).
+    pub output: String,
+    /// The part scored: after "Answer:" when the output has it.
+    pub answer: String,
+    pub exact: bool,
+    pub f1: f64,
+}
+
+/// The answers file of an output folder.
+pub struct AnswerStore {
+    path: PathBuf,
+    file: std::fs::File,
+    done: HashSet<(String, String, String, String, String)>,
+    answers: Vec<Answer>,
+}
+
+impl AnswerStore {
+    /// Opens (or creates) `dir/answers.jsonl` and reads what it holds; a line that does not
+    /// parse (a run killed mid-write leaves at most one, the last) is reported with its number.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("answers.jsonl");
+        let mut answers = Vec::new();
+        let mut torn = false;
+        if path.exists() {
+            let f = std::fs::File::open(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let lines: Vec<String> = std::io::BufReader::new(f)
+                .lines()
+                .collect::<std::io::Result<_>>()
+                .with_context(|| format!("reading {}", path.display()))?;
+            for (i, line) in lines.iter().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<Answer>(line) {
+                    Ok(a) => answers.push(a),
+                    Err(_) if i + 1 == lines.len() => torn = true,
+                    Err(e) => anyhow::bail!(
+                        "{} line {}: not an answer ({e}); move the file away to start afresh",
+                        path.display(),
+                        i + 1
+                    ),
+                }
+            }
+        }
+        if torn {
+            // Rewrite without the torn last line so appends start on a line of their own.
+            let mut text = String::new();
+            for a in &answers {
+                text.push_str(&serde_json::to_string(a)?);
+                text.push('\n');
+            }
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            tracing::warn!("{}: dropped a torn last line", path.display());
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let done = answers.iter().map(Self::id).collect();
+        Ok(Self {
+            path,
+            file,
+            done,
+            answers,
+        })
+    }
+
+    fn id(a: &Answer) -> (String, String, String, String, String) {
+        (
+            a.key.clone(),
+            a.dataset.clone(),
+            a.arm.clone(),
+            a.level.clone(),
+            a.sample_id.clone(),
+        )
+    }
+
+    /// Whether this sample was answered under `key` at this arm and level.
+    pub fn has(&self, key: &str, dataset: &str, arm: &str, level: &str, sample: &str) -> bool {
+        self.done.contains(&(
+            key.into(),
+            dataset.into(),
+            arm.into(),
+            level.into(),
+            sample.into(),
+        ))
+    }
+
+    /// Appends answers and flushes them to disk.
+    pub fn append(&mut self, new: Vec<Answer>) -> Result<()> {
+        let mut text = String::new();
+        for a in &new {
+            text.push_str(&serde_json::to_string(a)?);
+            text.push('\n');
+        }
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|_| self.file.sync_data())
+            .with_context(|| format!("appending to {}", self.path.display()))?;
+        for a in new {
+            self.done.insert(Self::id(&a));
+            self.answers.push(a);
+        }
+        Ok(())
+    }
+
+    /// The answers under `key` for one dataset, arm and level, in file order.
+    pub fn of(&self, key: &str, dataset: &str, arm: &str, level: &str) -> Vec<&Answer> {
+        self.answers
+            .iter()
+            .filter(|a| a.key == key && a.dataset == dataset && a.arm == arm && a.level == level)
+            .collect()
+    }
+}
