@@ -144,3 +144,72 @@ impl AnswerStore {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(key: &str, sample: &str) -> Answer {
+        Answer {
+            key: key.into(),
+            dataset: "d".into(),
+            model: "m".into(),
+            arm: "image".into(),
+            level: "fine".into(),
+            sample_id: sample.into(),
+            label: "Bald Eagle".into(),
+            accepted: vec!["Bald Eagle".into()],
+            question: "Q?\n\"quoted\"".into(),
+            output: "Answer: a bald eagle".into(),
+            answer: "a bald eagle".into(),
+            exact: true,
+            f1: 1.0,
+        }
+    }
+
+    #[test]
+    fn answers_survive_a_reopen_and_only_their_key_reuses_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = AnswerStore::open(dir.path()).unwrap();
+        store
+            .append(vec![
+                answer("k1", "a"),
+                answer("k1", "b"),
+                answer("k2", "a"),
+            ])
+            .unwrap();
+        drop(store);
+        let store = AnswerStore::open(dir.path()).unwrap();
+        assert!(store.has("k1", "d", "image", "fine", "b"));
+        assert!(!store.has("k1", "d", "text", "fine", "b"));
+        assert!(!store.has("k3", "d", "image", "fine", "a"));
+        let k1 = store.of("k1", "d", "image", "fine");
+        assert_eq!(k1.len(), 2);
+        assert_eq!(*k1[0], answer("k1", "a"));
+        assert_eq!(store.of("k2", "d", "image", "fine").len(), 1);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_dropped_and_a_corrupt_one_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("answers.jsonl");
+        let good = serde_json::to_string(&answer("k", "a")).unwrap();
+        std::fs::write(&path, format!("{good}\n{}", &good[..good.len() / 2])).unwrap();
+        let mut store = AnswerStore::open(dir.path()).unwrap();
+        assert_eq!(store.of("k", "d", "image", "fine").len(), 1);
+        store.append(vec![answer("k", "b")]).unwrap();
+        let lines: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines
+            .iter()
+            .all(|l| serde_json::from_str::<Answer>(l).is_ok()));
+
+        std::fs::write(&path, format!("{good}\nnot json\n{good}\n")).unwrap();
+        let err = AnswerStore::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("answers.jsonl line 2"), "{err}");
+    }
+}

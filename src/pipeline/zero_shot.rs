@@ -177,6 +177,14 @@ pub fn zero_shot(ds: &Dataset, opts: &ZeroShotOptions, ui: &Ui) -> Result<Vec<Ze
             }
             bar.finish_and_clear();
             let done = store.of(&key, &ds.name, arm.as_str(), level.as_str());
+            if done.is_empty() {
+                tracing::warn!(
+                    "{}: no {} image has a {level} label: nothing asked",
+                    ds.name,
+                    opts.split
+                );
+                continue;
+            }
             let scores: Vec<AnswerScore> = done
                 .iter()
                 .map(|a| AnswerScore {
