@@ -12,6 +12,7 @@ use gapprobe_features::extract::image_tokens;
 use gapprobe_features::models::{
     answer_fingerprint, Checkpoint, Generator, VisionLanguageModel, IMAGE_PLACEHOLDER,
 };
+use gapprobe_features::preprocess::PreprocessConfig;
 use gapprobe_probes::exact_match::{answer_text, score_answer, summarize, AnswerScore};
 use gapprobe_reports::ZeroShotRow;
 use sha2::{Digest, Sha256};
@@ -142,31 +143,26 @@ pub fn zero_shot(ds: &Dataset, opts: &ZeroShotOptions, ui: &Ui) -> Result<Vec<Ze
                 &format!("{} {} {level}", ds.name, arm.as_str()),
             );
             for chunk in todo.chunks(opts.batch_size.max(1)) {
-                let texts = match arm {
-                    Arm::Image => {
-                        let model = vision.as_ref().expect("loaded for the image arm");
-                        let paths: Vec<PathBuf> = chunk.iter().map(|s| ds.image_path(s)).collect();
-                        let tokens = image_tokens(model, &pre, &paths, &opts.device, opts.dtype)
-                            .with_context(|| {
-                                format!("images {} … of dataset '{}'", chunk[0].id, ds.name)
-                            })?;
-                        answer_images(&generator, ds, chunk, level, &tokens, opts)?
-                    }
-                    Arm::Text => {
-                        let prompts: Vec<String> = chunk
-                            .iter()
-                            .map(|s| {
-                                prompt(ds, s, level, opts).replacen(
-                                    IMAGE_PLACEHOLDER,
-                                    &ds.attributes[&s.id],
-                                    1,
-                                )
-                            })
-                            .collect();
-                        let ids = generator.answer_texts(&prompts, opts.max_new_tokens)?;
-                        decode_all(&generator, &ids)?
-                    }
-                };
+                let texts = ask(
+                    &generator,
+                    vision.as_ref(),
+                    &pre,
+                    ds,
+                    chunk,
+                    level,
+                    arm,
+                    opts,
+                )
+                .with_context(|| {
+                    format!(
+                        "{} answers ({} arm, {level}, from image '{}'); if the device ran out of \
+                         memory, lower --batch-size (zero_shot.batch_size; now {})",
+                        chunk.len(),
+                        arm.as_str(),
+                        chunk[0].id,
+                        opts.batch_size
+                    )
+                })?;
                 let answers = chunk
                     .iter()
                     .zip(texts)
@@ -212,6 +208,38 @@ pub fn zero_shot(ds: &Dataset, opts: &ZeroShotOptions, ui: &Ui) -> Result<Vec<Ze
         }
     }
     Ok(rows)
+}
+
+/// The generated text of each sample of `chunk` at `level` in `arm`.
+#[allow(clippy::too_many_arguments)]
+fn ask(
+    generator: &Generator,
+    vision: Option<&VisionLanguageModel>,
+    pre: &PreprocessConfig,
+    ds: &Dataset,
+    chunk: &[&Sample],
+    level: LabelLevel,
+    arm: Arm,
+    opts: &ZeroShotOptions,
+) -> Result<Vec<String>> {
+    match arm {
+        Arm::Image => {
+            let model = vision.expect("loaded for the image arm");
+            let paths: Vec<PathBuf> = chunk.iter().map(|s| ds.image_path(s)).collect();
+            let tokens = image_tokens(model, pre, &paths, &opts.device, opts.dtype)?;
+            answer_images(generator, ds, chunk, level, &tokens, opts)
+        }
+        Arm::Text => {
+            let prompts: Vec<String> = chunk
+                .iter()
+                .map(|s| {
+                    prompt(ds, s, level, opts).replacen(IMAGE_PLACEHOLDER, &ds.attributes[&s.id], 1)
+                })
+                .collect();
+            let ids = generator.answer_texts(&prompts, opts.max_new_tokens)?;
+            decode_all(generator, &ids)
+        }
+    }
 }
 
 /// Image arm: one generation call per distinct question in the batch (the concept differs
