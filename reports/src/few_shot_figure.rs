@@ -8,8 +8,8 @@
 
 use crate::models::Models;
 use crate::style::{
-    draw_legend, draw_percent_mesh, draw_x_ticks, legend_height, level_rank, register_font,
-    series_colours, unique, Series,
+    draw_legend, draw_percent_mesh, draw_whisker, draw_x_ticks, legend_height, level_rank,
+    register_font, series_colours, unique, Series,
 };
 use crate::ResultRow;
 use anyhow::{anyhow, Result};
@@ -251,20 +251,7 @@ fn draw_key<DB: DrawingBackend>(
             area.draw(&Circle::new((x + KEY_WIDTH / 2, y), 3, c.filled()))
         }
         Key::FullData => dashes(2, 4, BLACK.mix(0.7).stroke_width(2)),
-        Key::Spread => {
-            // A whisker: a vertical line with a cap at each end.
-            let (m, style) = (x + KEY_WIDTH / 2, BLACK.stroke_width(1));
-            let (top, bottom) = (y - 7, y + 7);
-            [
-                (m, top, m, bottom),
-                (m - 4, top, m + 4, top),
-                (m - 4, bottom, m + 4, bottom),
-            ]
-            .into_iter()
-            .try_for_each(|(x0, y0, x1, y1)| {
-                area.draw(&PathElement::new(vec![(x0, y0), (x1, y1)], style))
-            })
-        }
+        Key::Spread => draw_whisker(area, x + KEY_WIDTH / 2, y),
         Key::Chance => dashes(6, 4, GREY.stroke_width(1)),
     }
 }

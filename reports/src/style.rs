@@ -239,3 +239,20 @@ pub(crate) fn draw_x_ticks<DB: DrawingBackend>(
         ("sans-serif", 14).into_font().color(&BLACK).pos(below),
     ))
 }
+
+/// An error bar's legend key centred on (`x`, `y`): a vertical whisker with a cap at each end.
+pub(crate) fn draw_whisker<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    x: i32,
+    y: i32,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let style = BLACK.stroke_width(1);
+    let (top, bottom) = (y - 7, y + 7);
+    [
+        (x, top, x, bottom),
+        (x - 4, top, x + 4, top),
+        (x - 4, bottom, x + 4, bottom),
+    ]
+    .into_iter()
+    .try_for_each(|(x0, y0, x1, y1)| area.draw(&PathElement::new(vec![(x0, y0), (x1, y1)], style)))
+}

@@ -8,8 +8,8 @@
 
 use crate::models::Models;
 use crate::style::{
-    draw_legend, draw_percent_mesh, draw_x_ticks, legend_height, level_rank, register_font, unique,
-    LEVEL_COLOURS,
+    draw_legend, draw_percent_mesh, draw_whisker, draw_x_ticks, legend_height, level_rank,
+    register_font, unique, LEVEL_COLOURS,
 };
 use crate::ZeroShotRow;
 use anyhow::{anyhow, Result};
@@ -229,7 +229,7 @@ where
     draw_legend(&legend_area, &f.labels, 2, KEY_WIDTH, |i, x, y| {
         match f.lines.get(i) {
             Some(line) => draw_key(&legend_area, line, x, y),
-            None => draw_whisker(&legend_area, x, y),
+            None => draw_whisker(&legend_area, x + KEY_WIDTH / 2, y),
         }
     })
     .map_err(err)?;
@@ -280,23 +280,6 @@ fn draw_key<DB: DrawingBackend>(
             area.draw(&PathElement::new(vec![(a, y), (b, y)], style))
         })?;
     draw_marker(area, line.marker, (x + KEY_WIDTH / 2, y), line.colour)
-}
-
-/// The error bars' legend key: a whisker with a cap at each end.
-fn draw_whisker<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    x: i32,
-    y: i32,
-) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let (m, style) = (x + KEY_WIDTH / 2, BLACK.stroke_width(1));
-    let (top, bottom) = (y - 7, y + 7);
-    [
-        (m, top, m, bottom),
-        (m - 4, top, m + 4, top),
-        (m - 4, bottom, m + 4, bottom),
-    ]
-    .into_iter()
-    .try_for_each(|(x0, y0, x1, y1)| area.draw(&PathElement::new(vec![(x0, y0), (x1, y1)], style)))
 }
 
 #[cfg(test)]
