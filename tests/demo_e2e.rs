@@ -264,6 +264,15 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
 
     let first = summary(&out);
     assert!(first["forward_passes"].as_u64().unwrap() > 0);
+    // Zero-shot answers: 48 images × 3 levels × 2 arms, scored, drawn and in the report.
+    let zero_shot = gapprobe_reports::read_zero_shot_csv(&out.join("zero_shot.csv")).unwrap();
+    assert_eq!(zero_shot.len(), 6);
+    assert!(zero_shot.iter().all(|r| r.n == 48));
+    let answers = std::fs::read_to_string(out.join("answers.jsonl")).unwrap();
+    assert_eq!(answers.lines().count(), 6 * 48);
+    assert!(out.join("zero_shot.png").is_file() && out.join("zero_shot.svg").is_file());
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## Zero-shot answers"), "{report}");
     assert_eq!(first["entries_extracted"].as_array().unwrap().len(), 8);
 
     // Second run: everything from the cache, zero forward passes, same numbers.
@@ -276,6 +285,15 @@ fn demo_runs_end_to_end_and_second_run_reuses_the_cache() {
     assert_eq!(
         again, all_rows,
         "a cached rerun must reproduce the numbers exactly"
+    );
+    // And every answer came from answers.jsonl: none asked again, the same scores.
+    assert_eq!(
+        std::fs::read_to_string(out.join("answers.jsonl")).unwrap(),
+        answers
+    );
+    assert_eq!(
+        gapprobe_reports::read_zero_shot_csv(&out.join("zero_shot.csv")).unwrap(),
+        zero_shot
     );
 
     // The cache commands see the entries.

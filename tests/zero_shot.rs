@@ -160,6 +160,49 @@ fn answers_are_transformers_greedy_answers_scored_by_exact_match() {
         full.starts_with(short.as_str().unwrap().trim()),
         "{short} vs {full}"
     );
+
+    // `gapprobe report` takes a zero_shot.csv beside results.csv into report.md.
+    let row = gapprobe_reports::ResultRow {
+        dataset: "m".into(),
+        model: "llava_tiny".into(),
+        feature_point: "projector.mean".into(),
+        stage: "post-projection".into(),
+        level: "fine".into(),
+        top1: 0.5,
+        top1_ci_low: 0.4,
+        top1_ci_high: 0.6,
+        top5: 1.0,
+        mean_per_class: 0.5,
+        macro_f1: 0.5,
+        chosen_c: 1.0,
+        n_train: 2,
+        n_test: 2,
+        n_classes: 2,
+        solver: "candle".into(),
+        cache_key: "k".into(),
+        shots: 0,
+        draws: 1,
+        top1_std: 0.0,
+    };
+    gapprobe_reports::write_results_csv(&[row], &out.join("results.csv")).unwrap();
+    let rendered = tmp.path().join("report");
+    let r = bin()
+        .args([
+            "-q",
+            "report",
+            "--results",
+            out.join("results.csv").to_str().unwrap(),
+        ])
+        .args(["--out", rendered.to_str().unwrap()])
+        .output()
+        .unwrap();
+    ok(r, "report");
+    let md = std::fs::read_to_string(rendered.join("report.md")).unwrap();
+    assert!(
+        md.contains("## Zero-shot answers") && md.contains("## Results"),
+        "{md}"
+    );
+    assert!(rendered.join("zero_shot.png").is_file());
 }
 
 #[test]
