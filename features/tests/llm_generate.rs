@@ -67,7 +67,8 @@ fn image_answers_match_transformers_generate() {
         .collect();
     // Both images in one batch: the answers must not depend on the batch.
     let batch = Tensor::stack(&tokens, 0).unwrap();
-    let answers = g.answer_images(chat, &batch, max_new).unwrap();
+    let chats = vec![chat.to_string(); names.len()];
+    let answers = g.answer_images(&chats, &batch, max_new).unwrap();
     for (i, name) in names.iter().enumerate() {
         let want = &fx["images"][name.as_str()];
         assert_eq!(answers[i], ids(&want["ids"]), "image {name}");
@@ -76,7 +77,7 @@ fn image_answers_match_transformers_generate() {
             want["text"].as_str().unwrap()
         );
         let alone = g
-            .answer_images(chat, &tokens[i].unsqueeze(0).unwrap(), max_new)
+            .answer_images(&chats[i..=i], &tokens[i].unsqueeze(0).unwrap(), max_new)
             .unwrap();
         assert_eq!(alone[0], answers[i], "image {name} alone");
     }
@@ -106,6 +107,35 @@ fn image_answers_match_transformers_generate() {
     }
 }
 
+/// Images asked different questions in one batch (left-padded to the longer prompt) get the
+/// answers each gets alone.
+#[test]
+fn images_with_different_prompts_share_a_batch() {
+    let mut g = generator();
+    g.set_eos(vec![]);
+    let expected = tensors("llava_tiny/expected.safetensors");
+    let tokens = Tensor::stack(
+        &[&expected["projector/wide"], &expected["projector/tall"]],
+        0,
+    )
+    .unwrap();
+    let chats = [
+        "USER: <image>\nWhat is this? ASSISTANT:".to_string(),
+        "USER: <image>\nbill shape: dagger; wing color: blue, white. crown color: blue. What is this? ASSISTANT:"
+            .to_string(),
+    ];
+    let together = g.answer_images(&chats, &tokens, 8).unwrap();
+    for i in 0..2 {
+        let alone = g
+            .answer_images(&chats[i..=i], &tokens.narrow(0, i, 1).unwrap(), 8)
+            .unwrap();
+        assert_eq!(together[i], alone[0], "chat {i}");
+        assert_eq!(together[i].len(), 8);
+    }
+    let err = g.answer_images(&chats[..1], &tokens, 8).unwrap_err();
+    assert!(err.to_string().contains("1 chats for 2 images"), "{err}");
+}
+
 #[test]
 fn an_end_token_cuts_the_answer_before_it() {
     let mut g = generator();
@@ -116,7 +146,7 @@ fn an_end_token_cuts_the_answer_before_it() {
     let tokens = expected[&format!("projector/{name}")].unsqueeze(0).unwrap();
     g.set_eos(vec![case["eos"].as_u64().unwrap() as u32]);
     let chat = fx["image_prompt"].as_str().unwrap();
-    let got = g.answer_images(chat, &tokens, 12).unwrap();
+    let got = g.answer_images(&[chat.to_string()], &tokens, 12).unwrap();
     assert_eq!(got[0], ids(&case["ids"]));
     assert!(got[0].len() < fx["images"][name]["ids"].as_array().unwrap().len());
 }

@@ -6,7 +6,7 @@
 use super::answers::{Answer, AnswerStore};
 use crate::ui::Ui;
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use gapprobe_features::datasets::{Dataset, LabelLevel, Sample, Split};
 use gapprobe_features::extract::image_tokens;
 use gapprobe_features::models::{
@@ -227,7 +227,9 @@ fn ask(
             let model = vision.expect("loaded for the image arm");
             let paths: Vec<PathBuf> = chunk.iter().map(|s| ds.image_path(s)).collect();
             let tokens = image_tokens(model, pre, &paths, &opts.device, opts.dtype)?;
-            answer_images(generator, ds, chunk, level, &tokens, opts)
+            let chats: Vec<String> = chunk.iter().map(|s| prompt(ds, s, level, opts)).collect();
+            let ids = generator.answer_images(&chats, &tokens, opts.max_new_tokens)?;
+            decode_all(generator, &ids)
         }
         Arm::Text => {
             let prompts: Vec<String> = chunk
@@ -240,35 +242,6 @@ fn ask(
             decode_all(generator, &ids)
         }
     }
-}
-
-/// Image arm: one generation call per distinct question in the batch (the concept differs
-/// between images of different superordinate classes).
-fn answer_images(
-    generator: &Generator,
-    ds: &Dataset,
-    chunk: &[&Sample],
-    level: LabelLevel,
-    tokens: &Tensor,
-    opts: &ZeroShotOptions,
-) -> Result<Vec<String>> {
-    let prompts: Vec<String> = chunk.iter().map(|s| prompt(ds, s, level, opts)).collect();
-    let mut out = vec![String::new(); chunk.len()];
-    let mut distinct: Vec<&String> = prompts.iter().collect();
-    distinct.sort();
-    distinct.dedup();
-    for p in distinct {
-        let rows: Vec<u32> = (0..chunk.len() as u32)
-            .filter(|&i| &prompts[i as usize] == p)
-            .collect();
-        let index = Tensor::new(rows.as_slice(), tokens.device())?;
-        let ids =
-            generator.answer_images(p, &tokens.index_select(&index, 0)?, opts.max_new_tokens)?;
-        for (&r, text) in rows.iter().zip(decode_all(generator, &ids)?) {
-            out[r as usize] = text;
-        }
-    }
-    Ok(out)
 }
 
 fn decode_all(generator: &Generator, ids: &[Vec<u32>]) -> Result<Vec<String>> {

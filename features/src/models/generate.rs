@@ -83,25 +83,44 @@ impl Generator {
         &self.llama
     }
 
-    /// Answers to `chat` (one `<image>`) for each image: `image_tokens` [B, N, D] (the
-    /// projector's output) stand where `<image>` is. Generated ids, the end token left out.
+    /// Answers for each image: `chats[i]` (one `<image>`) with `image_tokens[i]` [N, D] (the
+    /// projector's output) where its `<image>` is; chats of different lengths are left-padded
+    /// into one batch. Generated ids, the end token left out.
     pub fn answer_images(
         &self,
-        chat: &str,
+        chats: &[String],
         image_tokens: &Tensor,
         max_new_tokens: usize,
     ) -> Result<Vec<Vec<u32>>> {
         let (b, n, _) = image_tokens.dims3()?;
-        let (before, after) = self.tokenizer.image_ids_of(chat)?;
+        if chats.len() != b {
+            bail!("{} chats for {b} images", chats.len());
+        }
+        let parts: Vec<(Vec<u32>, Vec<u32>)> = chats
+            .iter()
+            .map(|c| self.tokenizer.image_ids_of(c))
+            .collect::<Result<_>>()?;
+        let lens: Vec<usize> = parts.iter().map(|(p, a)| p.len() + n + a.len()).collect();
+        let t = lens.iter().copied().max().unwrap_or(0);
         let device = image_tokens.device();
         let embed = |ids: &[u32]| -> Result<Tensor> {
-            let t = Tensor::new(ids, device)?.unsqueeze(0)?;
-            Ok(self.llama.embed(&t)?.repeat((b, 1, 1))?)
+            Ok(self.llama.embed(&Tensor::new(ids, device)?.unsqueeze(0)?)?)
         };
         let tokens = image_tokens.to_dtype(self.llama.dtype())?;
-        let embeds = Tensor::cat(&[embed(&before)?, tokens, embed(&after)?], 1)?;
-        let len = before.len() + n + after.len();
-        self.greedy(&embeds, &vec![len; b], max_new_tokens)
+        let rows = parts
+            .iter()
+            .zip(&lens)
+            .enumerate()
+            .map(|(i, ((before, after), &len))| {
+                // Padding (token 0, never attended to), the prompt up to <image>, the image.
+                let head: Vec<u32> = std::iter::repeat_n(0, t - len)
+                    .chain(before.iter().copied())
+                    .collect();
+                let image = tokens.narrow(0, i, 1)?;
+                Ok(Tensor::cat(&[embed(&head)?, image, embed(after)?], 1)?)
+            })
+            .collect::<Result<Vec<Tensor>>>()?;
+        self.greedy(&Tensor::cat(&rows, 0)?, &lens, max_new_tokens)
     }
 
     /// Answers to whole prompts (no `<image>`: a text stands in its place), left-padded into
