@@ -141,6 +141,21 @@ fn answers_are_transformers_greedy_answers_scored_by_exact_match() {
     // A rerun asks nothing; a new decoding budget asks again, keeping the old answers.
     ok(zero_shot(&m, &out, &args), "rerun");
     assert_eq!(answers(&out).len(), 8);
+    // A smaller --limit asks nothing new and scores only its own images.
+    let mut fewer = args.to_vec();
+    fewer.extend(["--limit", "1"]);
+    ok(zero_shot(&m, &out, &fewer), "limit 1");
+    assert_eq!(answers(&out).len(), 8);
+    let rows = gapprobe_reports::read_zero_shot_csv(&out.join("zero_shot.csv")).unwrap();
+    assert!(rows.iter().all(|r| r.n == 1), "{rows:?}");
+    let image_fine = rows
+        .iter()
+        .find(|r| r.arm == "image" && r.level == "fine")
+        .unwrap();
+    assert_eq!(
+        image_fine.exact_match, 1.0,
+        "the first image is the one answered right"
+    );
     let longer = [
         "--arms",
         "image",

@@ -16,6 +16,7 @@ use gapprobe_features::preprocess::PreprocessConfig;
 use gapprobe_probes::exact_match::{answer_text, score_answer, summarize, AnswerScore};
 use gapprobe_reports::ZeroShotRow;
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 /// LLaVA-1.5's chat format around the question; `<image>` is where the image (or its text) goes.
@@ -172,7 +173,18 @@ pub fn zero_shot(ds: &Dataset, opts: &ZeroShotOptions, ui: &Ui) -> Result<Vec<Ze
                 bar.inc(chunk.len() as u64);
             }
             bar.finish_and_clear();
-            let done = store.of(&key, &ds.name, arm.as_str(), level.as_str());
+            // This run's images only (an earlier run may have asked more), scored anew from the
+            // stored output (the scoring is cheap; a stored score could predate a fix).
+            let asked: HashSet<&str> = samples
+                .iter()
+                .filter(|s| s.label(level).is_some())
+                .map(|s| s.id.as_str())
+                .collect();
+            let done: Vec<&Answer> = store
+                .of(&key, &ds.name, arm.as_str(), level.as_str())
+                .into_iter()
+                .filter(|a| asked.contains(a.sample_id.as_str()))
+                .collect();
             if done.is_empty() {
                 tracing::warn!(
                     "{}: no {} image has a {level} label: nothing asked",
@@ -181,13 +193,8 @@ pub fn zero_shot(ds: &Dataset, opts: &ZeroShotOptions, ui: &Ui) -> Result<Vec<Ze
                 );
                 continue;
             }
-            let scores: Vec<AnswerScore> = done
-                .iter()
-                .map(|a| AnswerScore {
-                    exact: a.exact,
-                    f1: a.f1,
-                })
-                .collect();
+            let scores: Vec<AnswerScore> =
+                done.iter().map(|a| score(&a.output, &a.accepted)).collect();
             let s = summarize(&scores, 0);
             rows.push(ZeroShotRow {
                 dataset: ds.name.clone(),
@@ -280,9 +287,7 @@ fn answer(
     output: String,
 ) -> Answer {
     let accepted = accepted(ds, s, level);
-    let answer = answer_text(&output, "Answer:");
-    let refs: Vec<&str> = accepted.iter().map(String::as_str).collect();
-    let score = score_answer(&answer, &refs);
+    let score = score(&output, &accepted);
     let label = s.label(level).expect("asked only with a label");
     Answer {
         key: key.into(),
@@ -294,11 +299,20 @@ fn answer(
         label: ds.classes(level)[label as usize].clone(),
         accepted,
         question: prompt(ds, s, level, opts),
+        answer: answer_text(&output, ANSWER_PREFIX),
         output,
-        answer,
         exact: score.exact,
         f1: score.f1,
     }
+}
+
+/// Where the scored answer starts in a generated text (Finer's prompts ask for it).
+const ANSWER_PREFIX: &str = "Answer:";
+
+/// Finer's exact match and F1 of a generated text against its accepted labels.
+fn score(output: &str, accepted: &[String]) -> AnswerScore {
+    let refs: Vec<&str> = accepted.iter().map(String::as_str).collect();
+    score_answer(&answer_text(output, ANSWER_PREFIX), &refs)
 }
 
 /// At most `limit` samples, spread evenly over the split's order (so every part of a sorted
