@@ -3,12 +3,12 @@
 
 use crate::device::{check_dtype_on, parse_device, parse_dtype};
 use crate::pipeline::zero_shot::{
-    zero_shot, Arm, ZeroShotOptions, DEFAULT_CHAT, DEFAULT_QUESTIONS,
+    check, zero_shot, Answerer, Arm, ZeroShotOptions, DEFAULT_CHAT, DEFAULT_QUESTIONS,
 };
 use crate::ui::Ui;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
-use gapprobe_features::datasets::{DatasetSpec, LabelLevel, Split};
+use gapprobe_features::datasets::{Dataset, DatasetSpec, LabelLevel, Split};
 use gapprobe_reports::ZeroShotRow;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -79,29 +79,42 @@ pub fn run(args: ZeroShotArgs, ui: &Ui, command: &str) -> Result<()> {
         .iter()
         .map(|l| l.parse())
         .collect::<Result<_>>()?;
-    let mut rows = Vec::new();
-    for spec in &args.dataset {
-        let ds = spec.parse::<DatasetSpec>()?.load()?;
-        let levels = if levels.is_empty() {
+    let mut opts = ZeroShotOptions {
+        model: args.model.clone(),
+        split: args.split.parse::<Split>()?,
+        levels: Vec::new(),
+        arms: args.arms.clone(),
+        limit: args.limit,
+        max_new_tokens: args.max_new_tokens,
+        batch_size: args.batch_size,
+        chat: args.chat.clone(),
+        questions,
+        device,
+        dtype,
+        out: args.out.clone(),
+    };
+    // Datasets are loaded (and checked) before the model, which is loaded once for all.
+    let datasets = args
+        .dataset
+        .iter()
+        .map(|spec| spec.parse::<DatasetSpec>()?.load())
+        .collect::<Result<Vec<_>>>()?;
+    let levels_of = |ds: &Dataset| {
+        if levels.is_empty() {
             ds.levels()
         } else {
             levels.clone()
-        };
-        let opts = ZeroShotOptions {
-            model: args.model.clone(),
-            split: args.split.parse::<Split>()?,
-            levels,
-            arms: args.arms.clone(),
-            limit: args.limit,
-            max_new_tokens: args.max_new_tokens,
-            batch_size: args.batch_size,
-            chat: args.chat.clone(),
-            questions: questions.clone(),
-            device: device.clone(),
-            dtype,
-            out: args.out.clone(),
-        };
-        rows.extend(zero_shot(&ds, &opts, ui)?);
+        }
+    };
+    for ds in &datasets {
+        opts.levels = levels_of(ds);
+        check(ds, &opts)?;
+    }
+    let model = Answerer::load(&opts)?;
+    let mut rows = Vec::new();
+    for ds in &datasets {
+        opts.levels = levels_of(ds);
+        rows.extend(zero_shot(&model, ds, &opts, ui)?);
     }
     write_outputs(&rows, &args.out, command)?;
     for r in &rows {

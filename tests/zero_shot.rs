@@ -156,6 +156,12 @@ fn answers_are_transformers_greedy_answers_scored_by_exact_match() {
         image_fine.exact_match, 1.0,
         "the first image is the one answered right"
     );
+    // Text answers do not depend on whether images were asked about in the same run.
+    ok(
+        zero_shot(&m, &out, &["--arms", "text", "--levels", "fine"]),
+        "text only",
+    );
+    assert_eq!(answers(&out).len(), 8);
     let longer = [
         "--arms",
         "image",
@@ -175,6 +181,16 @@ fn answers_are_transformers_greedy_answers_scored_by_exact_match() {
         full.starts_with(short.as_str().unwrap().trim()),
         "{short} vs {full}"
     );
+
+    // Changed texts (which the manifest's hash leaves out) are asked again.
+    let text = std::fs::read_to_string(&m).unwrap();
+    assert!(text.contains("dagger"));
+    std::fs::write(&m, text.replace("dagger", "cone")).unwrap();
+    ok(
+        zero_shot(&m, &out, &["--arms", "text", "--levels", "fine"]),
+        "new texts",
+    );
+    assert_eq!(answers(&out).len(), 12);
 
     // `gapprobe report` takes a zero_shot.csv beside results.csv into report.md.
     let row = gapprobe_reports::ResultRow {

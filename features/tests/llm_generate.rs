@@ -38,6 +38,19 @@ fn generator() -> Generator {
     Generator::load(&ck, &chat, &Device::Cpu, DType::F32).unwrap()
 }
 
+/// The next-token logits [vocab] after the token ids `ids`, run from scratch (no cache).
+fn logits_after(g: &Generator, ids: &[u32]) -> Tensor {
+    let ids_t = Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let e = g.llama().embed(&ids_t).unwrap();
+    g.next_token_logits(&e, &[ids.len()])
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+}
+
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
         .unwrap()
@@ -167,18 +180,8 @@ fn text_answers_match_alone_and_left_padded() {
         assert_eq!(alone[0], ids(&c["ids"]), "text {i}");
         assert_eq!(g.decode(&alone[0]).unwrap(), c["text"].as_str().unwrap());
         let ids = g.tokenizer().encode(&prompts[i]).unwrap();
-        let e = g
-            .llama()
-            .embed(
-                &Tensor::new(ids.as_slice(), &Device::Cpu)
-                    .unwrap()
-                    .unsqueeze(0)
-                    .unwrap(),
-            )
-            .unwrap();
-        let got = g.next_token_logits(&e, &[ids.len()]).unwrap();
         let d = max_abs_diff(
-            &got.squeeze(0).unwrap(),
+            &logits_after(&g, &ids),
             &logits[&format!("logits/text/{i}")],
         );
         assert!(d < 1e-4, "text {i}: logits differ by {d}");
@@ -250,19 +253,7 @@ fn cached_decoding_equals_recomputing_every_step() {
         let mut ids = g.tokenizer().encode(p).unwrap();
         let mut want = Vec::new();
         for _ in 0..steps {
-            let e = g
-                .llama()
-                .embed(
-                    &Tensor::new(ids.as_slice(), &Device::Cpu)
-                        .unwrap()
-                        .unsqueeze(0)
-                        .unwrap(),
-                )
-                .unwrap();
-            let logits = g.next_token_logits(&e, &[ids.len()]).unwrap();
-            let next = logits
-                .squeeze(0)
-                .unwrap()
+            let next = logits_after(&g, &ids)
                 .argmax(0)
                 .unwrap()
                 .to_scalar::<u32>()

@@ -25,7 +25,8 @@ pub struct Answer {
     pub label: String,
     /// Labels counted as right (at broad levels the finer labels too, as Finer does).
     pub accepted: Vec<String>,
-    /// The question as asked (the level's template with its concept filled in).
+    /// The prompt as asked: the chat template with the level's question (its concept filled
+    /// in), `<image>` where the image or its text went.
     pub question: String,
     /// The generated text (special tokens left out).
     pub output: String,

@@ -5,6 +5,7 @@
 //! two entries' representations, [`report`] writes files;
 //! [`run_experiment`] runs all three for an experiment TOML.
 
+mod answerer;
 mod answers;
 mod features;
 mod probing;
@@ -158,7 +159,9 @@ pub fn run_experiment(exp: &Experiment, ui: &Ui, command: &str) -> Result<RunSum
                     opts.dtype,
                     &exp.output,
                 )?;
-                zero_shot_rows.extend(zero_shot::zero_shot(&ds, &zopts, ui)?);
+                zero_shot::check(&ds, &zopts)?;
+                let model = zero_shot::Answerer::load(&zopts)?;
+                zero_shot_rows.extend(zero_shot::zero_shot(&model, &ds, &zopts, ui)?);
             }
         }
     }

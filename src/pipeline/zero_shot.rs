@@ -3,19 +3,17 @@
 //! image's projector tokens (image arm) or the image's attributes written out (text arm) where
 //! the chat template's `<image>` is; its greedy answer is scored with Finer's exact match.
 
+pub use super::answerer::Answerer;
 use super::answers::{Answer, AnswerStore};
 use crate::ui::Ui;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use gapprobe_features::datasets::{Dataset, LabelLevel, Sample, Split};
 use gapprobe_features::extract::image_tokens;
-use gapprobe_features::models::{
-    answer_fingerprint, Checkpoint, Generator, VisionLanguageModel, IMAGE_PLACEHOLDER,
-};
+use gapprobe_features::models::{Generator, VisionLanguageModel, IMAGE_PLACEHOLDER};
 use gapprobe_features::preprocess::PreprocessConfig;
 use gapprobe_probes::exact_match::{answer_text, score_answer, summarize, AnswerScore};
 use gapprobe_reports::ZeroShotRow;
-use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::path::PathBuf;
 
@@ -72,16 +70,9 @@ pub struct ZeroShotOptions {
     pub out: PathBuf,
 }
 
-/// Asks every question not yet answered under the same settings and returns one summary row
-/// per arm and level (over every answer of this dataset under these settings).
-pub fn zero_shot(ds: &Dataset, opts: &ZeroShotOptions, ui: &Ui) -> Result<Vec<ZeroShotRow>> {
-    if !opts.chat.contains(IMAGE_PLACEHOLDER) || !opts.chat.contains("{question}") {
-        bail!(
-            "the chat template {:?} needs {IMAGE_PLACEHOLDER} (where the image or its text goes) \
-             and {{question}}",
-            opts.chat
-        );
-    }
+/// What can be checked of a dataset before any model is loaded: images to ask about, labels at
+/// every level asked, and a text for every image when the text arm is asked.
+pub fn check(ds: &Dataset, opts: &ZeroShotOptions) -> Result<()> {
     let samples = pick(ds.split(opts.split), opts.limit);
     if samples.is_empty() {
         bail!(
@@ -106,23 +97,29 @@ pub fn zero_shot(ds: &Dataset, opts: &ZeroShotOptions, ui: &Ui) -> Result<Vec<Ze
             );
         }
     }
-    let ck = Checkpoint::resolve(&opts.model)?;
-    let generator = Generator::load(&ck, &opts.chat, &opts.device, opts.dtype)
-        .with_context(|| format!("model '{}': loading its language model", opts.model))?;
-    let vision = if opts.arms.contains(&Arm::Image) {
-        // Layer 0 asked: the tower loads only up to what the projector reads.
-        Some(VisionLanguageModel::load(&ck, 0, &opts.device, opts.dtype)?)
-    } else {
-        None
-    };
-    let model_key = run_fingerprint(&ck, vision.as_ref(), ds, opts)?;
+    Ok(())
+}
+
+/// Asks every question not yet answered under the same settings and returns one summary row
+/// per arm and level (over this run's images).
+pub fn zero_shot(
+    model: &Answerer,
+    ds: &Dataset,
+    opts: &ZeroShotOptions,
+    ui: &Ui,
+) -> Result<Vec<ZeroShotRow>> {
+    check(ds, opts)?;
+    let samples = pick(ds.split(opts.split), opts.limit);
+    if opts.arms.contains(&Arm::Image) && model.vision.is_none() {
+        bail!("the image arm needs the vision side, which this model was loaded without");
+    }
     let mut store = AnswerStore::open(&opts.out)?;
-    let mut pre = ck.preprocess.clone();
+    let mut pre = model.preprocess.clone();
     pre.crop_bottom = ds.crop_bottom_px;
     let mut rows = Vec::new();
     for &arm in &opts.arms {
         for &level in &opts.levels {
-            let key = answer_key(&model_key, arm, level, opts);
+            let key = model.key(ds, arm, level, opts);
             let todo: Vec<&Sample> = samples
                 .iter()
                 .copied()
@@ -145,8 +142,8 @@ pub fn zero_shot(ds: &Dataset, opts: &ZeroShotOptions, ui: &Ui) -> Result<Vec<Ze
             );
             for chunk in todo.chunks(opts.batch_size.max(1)) {
                 let texts = ask(
-                    &generator,
-                    vision.as_ref(),
+                    &model.generator,
+                    model.vision.as_ref(),
                     &pre,
                     ds,
                     chunk,
@@ -322,43 +319,6 @@ fn pick(samples: Vec<&Sample>, limit: Option<usize>) -> Vec<&Sample> {
         Some(k) if k < samples.len() => (0..k).map(|i| samples[i * samples.len() / k]).collect(),
         _ => samples,
     }
-}
-
-/// SHA-256 of what every answer of this run depends on: the language model (weights, head,
-/// tokenizer), the vision tower and projector when images are shown, the preprocessing, the
-/// dataset's manifest, the dtype and the decoding budget.
-fn run_fingerprint(
-    ck: &Checkpoint,
-    vision: Option<&VisionLanguageModel>,
-    ds: &Dataset,
-    opts: &ZeroShotOptions,
-) -> Result<String> {
-    let mut h = Sha256::new();
-    h.update(answer_fingerprint(ck)?);
-    if let Some(v) = vision {
-        h.update(&v.weights_fingerprint);
-        h.update(&v.config_hash);
-    }
-    h.update(serde_json::to_string(&ck.preprocess)?);
-    h.update(ds.manifest_hash());
-    h.update(opts.dtype.as_str());
-    h.update(opts.max_new_tokens.to_le_bytes());
-    Ok(hex::encode(h.finalize()))
-}
-
-/// The key of one arm and level's answers: the run's fingerprint, the arm, and the prompt.
-fn answer_key(run: &str, arm: Arm, level: LabelLevel, opts: &ZeroShotOptions) -> String {
-    let mut h = Sha256::new();
-    for part in [
-        run,
-        arm.as_str(),
-        &opts.chat,
-        &opts.questions[level as usize],
-    ] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    hex::encode(&h.finalize()[..8])
 }
 
 #[cfg(test)]

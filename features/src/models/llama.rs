@@ -134,15 +134,6 @@ impl LayerCache {
     fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
         self.kv.append(&k.contiguous()?, &v.contiguous()?)
     }
-
-    /// Positions held.
-    pub fn len(&self) -> usize {
-        self.kv.current_seq_len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 struct Mlp {
