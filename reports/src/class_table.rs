@@ -7,6 +7,17 @@ use anyhow::Result;
 use polars::prelude::{Column, DataFrame};
 use std::path::Path;
 
+/// The text columns.
+const TEXT: [&str; 7] = [
+    "dataset",
+    "model",
+    "feature_point",
+    "stage",
+    "level",
+    "class",
+    "cache_key",
+];
+
 /// Writes `rows` as CSV with a header.
 pub fn write_class_csv(rows: &[ClassRow], path: &Path) -> Result<()> {
     write_csv(&mut frame(rows)?, path)
@@ -42,7 +53,7 @@ fn frame(rows: &[ClassRow]) -> Result<DataFrame> {
 
 /// Reads a `per_class.csv` written by [`write_class_csv`].
 pub fn read_class_csv(path: &Path) -> Result<Vec<ClassRow>> {
-    let df = read_csv(path)?;
+    let df = read_csv(path, &TEXT)?;
     let text = |c: &str| text_column(&df, path, c);
     let num = |c: &str| number_column(&df, path, c);
     let (ds, model, fp, stage, level, class, key) = (
@@ -99,5 +110,12 @@ mod tests {
         let back = read_class_csv(&path).unwrap();
         std::fs::remove_file(&path).ok();
         assert_eq!(back, rows);
+        // A file whose class names are all digits (a manifest's numeric labels) keeps them as
+        // written, not as the numbers CSV type inference would make of them.
+        let numeric = vec![row("007", 0, 0.5), row("1.0", 1, 0.25)];
+        write_class_csv(&numeric, &path).unwrap();
+        let back = read_class_csv(&path).unwrap();
+        std::fs::remove_file(&path).ok();
+        assert_eq!(back, numeric);
     }
 }

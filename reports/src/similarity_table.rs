@@ -52,7 +52,21 @@ fn frame(rows: &[SimilarityRow]) -> Result<DataFrame> {
 
 /// Reads a `similarity.csv` written by [`write_similarity_csv`].
 pub fn read_similarity_csv(path: &Path) -> Result<Vec<SimilarityRow>> {
-    let df = read_csv(path)?;
+    let df = read_csv(
+        path,
+        &[
+            "dataset",
+            "model_a",
+            "feature_point_a",
+            "stage_a",
+            "model_b",
+            "feature_point_b",
+            "stage_b",
+            "split",
+            "cache_key_a",
+            "cache_key_b",
+        ],
+    )?;
     let text = |c: &str| text_column(&df, path, c);
     let num = |c: &str| number_column(&df, path, c);
     let (ds, model_a, fp_a, stage_a) = (

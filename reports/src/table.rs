@@ -4,9 +4,22 @@
 use crate::ResultRow;
 use anyhow::{Context, Result};
 use polars::prelude::{
-    Column, CsvReadOptions, CsvWriter, DataFrame, DataType, ParquetWriter, SerReader, SerWriter,
+    Column, CsvReadOptions, CsvWriter, DataFrame, DataType, Field, ParquetWriter, Schema,
+    SerReader, SerWriter,
 };
 use std::path::Path;
+use std::sync::Arc;
+
+/// The text columns.
+const TEXT: [&str; 7] = [
+    "dataset",
+    "model",
+    "feature_point",
+    "stage",
+    "level",
+    "solver",
+    "cache_key",
+];
 
 fn frame(rows: &[ResultRow]) -> Result<DataFrame> {
     let s = |f: fn(&ResultRow) -> &str| rows.iter().map(f).map(String::from).collect::<Vec<_>>();
@@ -65,10 +78,16 @@ pub(crate) fn write_csv(df: &mut DataFrame, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Reads a CSV with a header.
-pub(crate) fn read_csv(path: &Path) -> Result<DataFrame> {
+/// Reads a CSV with a header, the `text` columns as text whatever they look like (a key or class
+/// name of digits keeps its leading zeros, a name like `1.0` stays `1.0`).
+pub(crate) fn read_csv(path: &Path, text: &[&str]) -> Result<DataFrame> {
+    let schema: Schema = text
+        .iter()
+        .map(|c| Field::new((*c).into(), DataType::String))
+        .collect();
     CsvReadOptions::default()
         .with_has_header(true)
+        .with_schema_overwrite(Some(Arc::new(schema)))
         .try_into_reader_with_file_path(Some(path.to_path_buf()))
         .and_then(|r| r.finish())
         .with_context(|| format!("reading {}", path.display()))
@@ -107,7 +126,7 @@ pub(crate) fn optional_number_column(df: &DataFrame, c: &str) -> Result<Vec<Opti
 
 /// Reads a `results.csv` written by [`write_results_csv`].
 pub fn read_results_csv(path: &Path) -> Result<Vec<ResultRow>> {
-    let df = read_csv(path)?;
+    let df = read_csv(path, &TEXT)?;
     let text = |c: &str| text_column(&df, path, c);
     let num = |c: &str| number_column(&df, path, c);
     let (ds, model, fp, stage, level, solver, key) = (

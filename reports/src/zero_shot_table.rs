@@ -1,12 +1,11 @@
 //! `zero_shot.csv` (and `zero_shot.parquet`): the zero-shot answers' exact match and token F1 per
 //! dataset, model, arm and label level, written and read with polars.
 
-use crate::table::{number_column, text_column, write_csv, write_parquet};
+use crate::table::{number_column, read_csv, text_column, write_csv, write_parquet};
 use crate::ZeroShotRow;
-use anyhow::{Context, Result};
-use polars::prelude::{Column, CsvReadOptions, DataFrame, DataType, Field, Schema, SerReader};
+use anyhow::Result;
+use polars::prelude::{Column, DataFrame};
 use std::path::Path;
-use std::sync::Arc;
 
 /// The text columns, in the order written.
 const TEXT: [&str; 6] = ["dataset", "model", "arm", "level", "prompt", "model_key"];
@@ -44,24 +43,9 @@ fn frame(rows: &[ZeroShotRow]) -> Result<DataFrame> {
     )?)
 }
 
-/// Reads a CSV with a header, the text columns as text whatever they look like (a model key of
-/// digits keeps its leading zeros, a prompt of `1.0` stays `1.0`).
-fn read_csv(path: &Path) -> Result<DataFrame> {
-    let schema: Schema = TEXT
-        .iter()
-        .map(|c| Field::new((*c).into(), DataType::String))
-        .collect();
-    CsvReadOptions::default()
-        .with_has_header(true)
-        .with_schema_overwrite(Some(Arc::new(schema)))
-        .try_into_reader_with_file_path(Some(path.to_path_buf()))
-        .and_then(|r| r.finish())
-        .with_context(|| format!("reading {}", path.display()))
-}
-
 /// Reads a `zero_shot.csv` written by [`write_zero_shot_csv`].
 pub fn read_zero_shot_csv(path: &Path) -> Result<Vec<ZeroShotRow>> {
-    let df = read_csv(path)?;
+    let df = read_csv(path, &TEXT)?;
     let text = |c: &str| text_column(&df, path, c);
     let num = |c: &str| number_column(&df, path, c);
     let (ds, model, arm, level, prompt, key) = (
