@@ -86,9 +86,10 @@ A second run reuses the cache and performs no forward pass."
         dtype: String,
         /// Keep the residual stream (the hidden states between layers) in f32 around bf16/f16
         /// layers: about halves the bf16 error at layer −2, for twice the stream's memory traffic.
-        /// Part of the cache key. Also: GAPPROBE_RESIDUAL=f32.
-        #[arg(long)]
-        f32_residual: bool,
+        /// The default with bf16 (on CUDA); `--f32-residual=false` keeps a bf16 stream, as
+        /// PyTorch's eager bf16 does. Part of the cache key. Also: GAPPROBE_RESIDUAL=f32|model.
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        f32_residual: Option<bool>,
         /// The language model's prompt for llm.* feature points; `<image>` marks where the image
         /// (llm.image) or the image's attribute text (llm.text) goes. Part of the cache key.
         #[arg(long, default_value = gapprobe_features::models::DEFAULT_PROMPT)]

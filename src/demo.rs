@@ -65,7 +65,7 @@ pub fn prepare(opts: &DemoOptions) -> Result<Experiment> {
         output: opts.out.clone(),
         cache: opts.cache.clone(),
         models: Vec::new(),
-        model: Some(ModelSection { id: model.to_string_lossy().into_owned(), device: "cpu".into(), dtype: "f32".into(), f32_residual: false, prompt: gapprobe_features::models::DEFAULT_PROMPT.into(), batch_size: BatchSize::Fixed(64), compress: None }),
+        model: Some(ModelSection { id: model.to_string_lossy().into_owned(), device: "cpu".into(), dtype: "f32".into(), f32_residual: None, prompt: gapprobe_features::models::DEFAULT_PROMPT.into(), batch_size: BatchSize::Fixed(64), compress: None }),
         datasets: vec![DatasetSection {
             spec: format!("demo:{}", data.display()),
             feature_points: vec![

@@ -49,9 +49,10 @@ pub struct ModelSection {
     pub device: String,
     #[serde(default = "default_dtype")]
     pub dtype: String,
-    /// Keep the residual stream in f32 around bf16/f16 layers (`extract --f32-residual`).
-    #[serde(default)]
-    pub f32_residual: bool,
+    /// Keep the residual stream in f32 around bf16/f16 layers (`extract --f32-residual`);
+    /// unset: f32 around bf16, f16 around f16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f32_residual: Option<bool>,
     /// The language model's prompt for `llm.*` feature points (`extract --prompt`), `<image>`
     /// where the image or its attribute text goes.
     #[serde(default = "default_prompt")]

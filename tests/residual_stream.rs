@@ -1,6 +1,7 @@
 //! `extract --f32-residual`: an f32 residual stream around 16-bit layers is its own cache entry
 //! (the compute dtype says so), lands closer to the f32 features, and is a no-op where it cannot
-//! apply. f16 on the CPU through the fused ops' references (GAPPROBE_KERNELS=on).
+//! apply; `--f32-residual=false` asks for the layers' own dtype (f16's default). f16 on the CPU
+//! through the fused ops' references (GAPPROBE_KERNELS=on).
 
 mod cache_support;
 use cache_support::*;
@@ -61,6 +62,18 @@ fn f32_residual_is_its_own_entry_and_closer_to_f32() {
             h.provenance.feature_point
         );
     }
+    // f16's default stream is f16: asking for it explicitly reuses the same entries.
+    let narrow = extract(
+        &model,
+        &spec,
+        &c16,
+        &["--dtype", "f16", "--f32-residual=false"],
+    );
+    assert_eq!(
+        narrow.iter().map(|e| &e.key).collect::<Vec<_>>(),
+        half.iter().map(|e| &e.key).collect::<Vec<_>>()
+    );
+    assert_eq!(FeatureCache::new(&c16).list().unwrap().len(), 2);
     // Where it cannot apply (f32), the flag changes nothing: the same entries are reused.
     let again = extract(&model, &spec, &c32, &["--dtype", "f32", "--f32-residual"]);
     assert_eq!(

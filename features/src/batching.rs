@@ -164,6 +164,10 @@ pub fn bytes_per_image(
             elems += t * (2.0 * hidden as f64 + out as f64);
         }
         bytes += elems * s + 3.0 * h * w * (4.0 + s);
+        // An f32 residual stream around 16-bit layers: the stream's tensors in flight (the
+        // layer's input, the sum after attention, the output) are wider than the layers'.
+        let stream = model.vision.stream_dtype().size_in_bytes() as f64;
+        bytes += 3.0 * t * d * (stream - s).max(0.0);
     }
     if let (Some(lm), true) = (&model.language, work.llm_tokens > 0) {
         bytes += decoder_bytes(lm.config(), work.llm_tokens, work.llm_reads, dtype);

@@ -5,6 +5,7 @@ use crate::batching::{self, BatchSize, Workload};
 use crate::featurepoint::{FeaturePoint, LlmRead};
 use crate::models::{planes, LanguageModel, VisionLanguageModel};
 use crate::preprocess::{load_rgb, PreprocessConfig};
+use crate::upload::Uploader;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use indicatif::ProgressBar;
@@ -30,9 +31,10 @@ pub struct ExtractOptions {
     pub batch_size: BatchSize,
     pub device: Device,
     pub dtype: DType,
-    /// Keep the residual stream in f32 around bf16/f16 layers (see
-    /// [`crate::models::fused::RESIDUAL_ENV`], which also turns it on).
-    pub f32_residual: bool,
+    /// Keep the residual stream in f32 around bf16/f16 layers (`Some(true)`), in the layers'
+    /// dtype (`Some(false)`), or as [`crate::models::fused::RESIDUAL_ENV`] and the default say
+    /// (`None`: f32 around bf16, f16 around f16).
+    pub f32_residual: Option<bool>,
     /// The language model's prompt for `llm.*` points, with `<image>` where the image (or the
     /// text standing for it) goes; part of those points' cache key.
     pub prompt: String,
@@ -44,7 +46,7 @@ impl Default for ExtractOptions {
             batch_size: BatchSize::Fixed(32),
             device: Device::Cpu,
             dtype: DType::F32,
-            f32_residual: false,
+            f32_residual: None,
             prompt: crate::models::DEFAULT_PROMPT.to_string(),
         }
     }
@@ -153,14 +155,31 @@ pub fn extract_batches(
     let batch =
         batching::resolve(opts.batch_size, model, workload, &opts.device, opts.dtype)?.max(1);
 
+    let started = Instant::now();
+    let per_image = 3 * h as usize * w as usize;
+    let mut uploader = Uploader::new(
+        &opts.device,
+        if needs_pixels {
+            batch.min(paths.len()) * per_image
+        } else {
+            0
+        },
+    )?;
+    let decoders = decode_pool(&opts.device)?;
+    let uploader_pinned = uploader.is_pinned();
+    let decode_threads = decoders
+        .as_ref()
+        .map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
     std::thread::scope(|scope| -> Result<()> {
         // 8-bit planes cross to the device; the level table turns them into model inputs there.
-        // The decoding thread also uploads them: candle's CUDA device issues work on each host
-        // thread's own default stream, so the copy overlaps the previous batch's compute on this
-        // thread's stream. It waits for its copy to land before handing the tensor over.
+        // The decoding thread also uploads them (through a pinned buffer on CUDA): candle's CUDA
+        // device issues work on each host thread's own default stream, so the copy overlaps the
+        // previous batch's compute on this thread's stream. It waits for its copy to land before
+        // handing the tensor over.
         let (tx, rx) = sync_channel::<Result<Tensor>>(2);
         let levels = Tensor::from_vec(pre.level_table(), 3 * 256, &opts.device)?;
         let device = &opts.device;
+        let decoders = decoders.as_ref();
         scope.spawn(move || {
             for chunk in paths.chunks(batch) {
                 if !needs_pixels {
@@ -171,11 +190,10 @@ pub fn extract_batches(
                     }
                     continue;
                 }
-                let pixels = decode_planes(chunk, pre).and_then(|v| {
-                    let shape = (chunk.len(), 3, h as usize, w as usize);
-                    let t = Tensor::from_vec(v, shape, device)?;
-                    device.synchronize()?;
-                    Ok(t)
+                let shape = (chunk.len(), 3, h as usize, w as usize);
+                let pixels = uploader.upload(shape, |buf| match decoders {
+                    Some(pool) => pool.install(|| decode_planes_into(chunk, pre, buf)),
+                    None => decode_planes_into(chunk, pre, buf),
                 });
                 if tx.send(pixels).is_err() {
                     return;
@@ -184,7 +202,9 @@ pub fn extract_batches(
         });
         let mut row0 = 0;
         // Where the time goes: waiting for decoded images vs. the device's work (logged at the end).
-        let (mut waited, mut computed) = (Duration::ZERO, Duration::ZERO);
+        let (mut waited, mut computed, mut issued) =
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        let setup = started.elapsed();
         let mut chunks = paths.chunks(batch);
         loop {
             let t0 = Instant::now();
@@ -225,6 +245,8 @@ pub fn extract_batches(
                         lm.text_features(&chunk, r)
                     })?;
                 }
+                // Until here the host only queued work (on a GPU); reading back waits for it.
+                issued += t1.elapsed();
                 let mut feats = Vec::with_capacity(points.len());
                 for slot in read {
                     let feat = slot
@@ -249,10 +271,19 @@ pub fn extract_batches(
             progress.inc(n as u64);
         }
         info!(
-            "extracted {row0} images in batches of {batch}: {:.2} s waiting for decoded and \
-             uploaded images, {:.2} s computing and reading back",
+            "extracted {row0} images in batches of {batch}: {:.2} s setting up, {:.2} s waiting \
+             for decoded and uploaded images, {:.2} s computing and reading back ({:.2} s of it \
+             queueing the work on the host; {} upload, {} decoding threads)",
+            setup.as_secs_f64(),
             waited.as_secs_f64(),
-            computed.as_secs_f64()
+            computed.as_secs_f64(),
+            issued.as_secs_f64(),
+            if uploader_pinned {
+                "pinned"
+            } else {
+                "pageable"
+            },
+            decode_threads
         );
         Ok(())
     })
@@ -260,12 +291,53 @@ pub fn extract_batches(
 
 /// Selects and pools the tokens of one feature point from its hidden state (see
 /// [`VisionLanguageModel::read_point`]: token layout per encoder family, CLS checks).
+/// `GAPPROBE_DECODE_THREADS=N`: decode on N threads when extracting on a GPU (default: every
+/// core but two, which stay free for the thread driving the GPU and the uploading thread, as
+/// PyTorch's DataLoader leaves the main process cores of its own).
+pub const DECODE_THREADS_ENV: &str = "GAPPROBE_DECODE_THREADS";
+
+/// The decoding thread pool for extraction on `device`: on a GPU, every core but two (or
+/// [`DECODE_THREADS_ENV`]); on the CPU none (rayon's global pool, shared with the model's work).
+fn decode_pool(device: &Device) -> Result<Option<rayon::ThreadPool>> {
+    if device.is_cpu() {
+        return Ok(None);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = match std::env::var(DECODE_THREADS_ENV) {
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .with_context(|| format!("{DECODE_THREADS_ENV}={v:?}: expected a thread count"))?,
+        Err(_) => cores.saturating_sub(2).max(1),
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("gapprobe-decode-{i}"))
+        .build()?;
+    Ok(Some(pool))
+}
+
 /// Decodes and preprocesses `paths` on rayon's threads into one buffer of CHW 8-bit planes,
 /// image after image (each thread writes its images' slices: no concatenation pass after).
 pub fn decode_planes(paths: &[PathBuf], pre: &PreprocessConfig) -> Result<Vec<u8>> {
     let (h, w) = pre.output_size();
+    let mut out = vec![0u8; paths.len() * 3 * h as usize * w as usize];
+    decode_planes_into(paths, pre, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode_planes`] into `out`, which holds exactly `paths.len()` images' planes.
+pub fn decode_planes_into(paths: &[PathBuf], pre: &PreprocessConfig, out: &mut [u8]) -> Result<()> {
+    let (h, w) = pre.output_size();
     let per_image = 3 * h as usize * w as usize;
-    let mut out = vec![0u8; paths.len() * per_image];
+    anyhow::ensure!(
+        out.len() == paths.len() * per_image,
+        "a buffer of {} bytes for {} images of {per_image} bytes",
+        out.len(),
+        paths.len()
+    );
     out.par_chunks_mut(per_image)
         .zip(paths.par_iter())
         .try_for_each(|(dst, p)| -> Result<()> {
@@ -283,8 +355,7 @@ pub fn decode_planes(paths: &[PathBuf], pre: &PreprocessConfig) -> Result<Vec<u8
             }
             dst.copy_from_slice(&planes);
             Ok(())
-        })?;
-    Ok(out)
+        })
 }
 
 /// Runs one arm of the language model (`run`, once for all its points) and puts each point's

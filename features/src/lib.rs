@@ -15,6 +15,7 @@ pub mod models;
 pub mod preprocess;
 pub mod resample;
 pub mod synth;
+pub mod upload;
 
 pub use featurepoint::FeaturePoint;
 

@@ -38,6 +38,27 @@ fn estimate_scales_with_dtype_and_auto_is_fixed_on_the_cpu() {
     );
 }
 
+/// A bf16 model with an f32 residual stream (the fused ops' default around bf16) is planned with
+/// the wider stream's bytes.
+#[test]
+fn estimate_counts_an_f32_residual_stream() {
+    use gapprobe_features::models::fused;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/clip_a");
+    let ck = Checkpoint::from_dir("clip_a", &dir).unwrap();
+    let work = Workload::images(ck.preprocess.output_size());
+    let load = |wide: bool| {
+        fused::with_mode(true, || {
+            fused::with_f32_residual(wide, || {
+                VisionLanguageModel::load(&ck, usize::MAX, &Device::Cpu, DType::BF16).unwrap()
+            })
+        })
+    };
+    let (narrow, wide) = (load(false), load(true));
+    assert_eq!(wide.vision.stream_dtype(), DType::F32);
+    let b = |m: &VisionLanguageModel| bytes_per_image(m, &work, &Device::Cpu, DType::BF16);
+    assert!(b(&wide) > b(&narrow), "{} {}", b(&wide), b(&narrow));
+}
+
 #[test]
 fn out_of_memory_names_a_batch_size_and_other_errors_pass_through() {
     let (m, work) = model();

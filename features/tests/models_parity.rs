@@ -141,24 +141,36 @@ fn every_feature_point_matches_transformers() {
 
 /// The same check with the fused ops (packed q|k|v + fused attention, bias+activation and
 /// residual passes) that CUDA runs, here through their CPU reference: the model wiring of the
-/// fused path is what transformers computes.
+/// fused path is what transformers computes. This is the path without the defaults below: the
+/// attention kernel that takes a biased q|k|v (`GAPPROBE_ATTENTION=mma`) and biases and residuals
+/// in separate passes (`GAPPROBE_GEMM_EPILOGUE=0`).
 #[test]
 fn every_feature_point_matches_transformers_with_fused_ops() {
-    check_feature_points(true);
+    fused::with_attention_kernel(fused::AttentionKernel::Mma, || {
+        gemm_epilogue::with_epilogue(false, || check_feature_points(true))
+    });
 }
 
-/// The same with the attention kernel that folds the q|k|v bias in (`GAPPROBE_ATTENTION=fa`): the
-/// projection skips its bias pass and hands the bias to the attention op.
+/// The same with the attention kernel that folds the q|k|v bias in (the default,
+/// `GAPPROBE_ATTENTION=fa`): the projection skips its bias pass and hands the bias to the
+/// attention op.
 #[test]
 fn every_feature_point_matches_transformers_with_bias_folding_attention() {
-    fused::with_attention_kernel(fused::AttentionKernel::Flash, || check_feature_points(true));
+    fused::with_attention_kernel(fused::AttentionKernel::Flash, || {
+        gemm_epilogue::with_epilogue(false, || check_feature_points(true))
+    });
 }
 
-/// Biases and residual adds in the GEMMs' epilogue (`GAPPROBE_GEMM_EPILOGUE=1`): the op's CPU
-/// reference, wired into every family's Linear layers, against transformers.
+/// Biases and residual adds in the GEMMs' epilogue (the default; `GAPPROBE_GEMM_EPILOGUE=0`
+/// turns it off): the op's CPU reference, wired into every family's Linear layers, against
+/// transformers, with either attention kernel.
 #[test]
 fn every_feature_point_matches_transformers_with_gemm_epilogues() {
-    gemm_epilogue::with_epilogue(true, || check_feature_points(true));
+    for kernel in [fused::AttentionKernel::Mma, fused::AttentionKernel::Flash] {
+        fused::with_attention_kernel(kernel, || {
+            gemm_epilogue::with_epilogue(true, || check_feature_points(true))
+        });
+    }
 }
 
 fn check_feature_points(fused_ops: bool) {

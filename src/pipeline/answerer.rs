@@ -43,6 +43,10 @@ impl Answerer {
             h.update(&v.weights_fingerprint);
             h.update(&v.config_hash);
             h.update(serde_json::to_string(&ck.preprocess)?);
+            // An f32 residual stream around 16-bit layers changes the image tokens.
+            if v.vision.stream_dtype() != opts.dtype {
+                h.update(format!("{}-residual", v.vision.stream_dtype().as_str()));
+            }
             vision_key = hex::encode(h.finalize());
             Some(v)
         } else {

@@ -61,15 +61,14 @@ pub fn ensure_features_with(
         .max()
         .unwrap_or(0);
     let load = || VisionLanguageModel::load(&ck, max_layer, &opts.device, opts.dtype);
-    let mut model = if opts.f32_residual {
-        fused::with_f32_residual(true, load)
-    } else {
-        load()
+    let mut model = match opts.f32_residual {
+        Some(on) => fused::with_f32_residual(on, load),
+        None => load(),
     }
     .with_context(|| format!("loading model '{model_id}'"))?;
     let llm_input = llm_keys(&ck, ds, points, opts)
         .with_context(|| format!("model '{model_id}': the language model for llm.* points"))?;
-    if opts.f32_residual && model.vision.stream_dtype() == opts.dtype {
+    if opts.f32_residual == Some(true) && model.vision.stream_dtype() == opts.dtype {
         tracing::warn!(
             "--f32-residual has no effect here: it applies to bf16/f16 with the fused ops \
              (on CUDA by default; GAPPROBE_KERNELS=on elsewhere)"

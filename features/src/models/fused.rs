@@ -20,7 +20,9 @@ pub const KERNELS_ENV: &str = "GAPPROBE_KERNELS";
 /// Environment variable: `f32` keeps the residual stream (the hidden states between layers) in
 /// float32 around bf16/f16 layers: LayerNorms read it in f32 and hand 16-bit inputs to the
 /// layers, whose outputs are added to it in f32. About halves the bf16 error at layer −2 for
-/// twice the stream's memory traffic. Anything else keeps the stream in the model's dtype.
+/// twice the stream's memory traffic. Any other value keeps the stream in the model's dtype.
+/// Unset: f32 around bf16 layers (bf16's 8-bit mantissa is what puts a 16-bit stream over 1e-2
+/// relative error), f16's stream in f16.
 pub const RESIDUAL_ENV: &str = "GAPPROBE_RESIDUAL";
 
 /// Head dimension the fused attention kernel is written for (CLIP, DINOv2; SigLIP-so400m's 72
@@ -45,19 +47,23 @@ pub(super) fn with_override<T: Copy + 'static, R>(
     r
 }
 
-/// Runs `f` with models built on this thread keeping (or not) an f32 residual stream, whatever
-/// `GAPPROBE_RESIDUAL` says.
+/// Runs `f` with models built on this thread keeping (or not) an f32 residual stream around
+/// 16-bit layers, whatever `GAPPROBE_RESIDUAL` or the default says.
 pub fn with_f32_residual<R>(on: bool, f: impl FnOnce() -> R) -> R {
     with_override(&F32_RESIDUAL, on, f)
 }
 
 /// The residual stream's dtype for a model built now that computes in `dtype` on `device`: f32
-/// around 16-bit layers when asked for ([`RESIDUAL_ENV`], [`with_f32_residual`]) and the fused
-/// ops are on (they take the mixed dtypes), else `dtype`.
+/// around 16-bit layers when asked for ([`with_f32_residual`], else [`RESIDUAL_ENV`], else by
+/// default around bf16) and the fused ops are on (they take the mixed dtypes), else `dtype`.
 pub fn residual_dtype(device: &Device, dtype: DType) -> DType {
-    let asked = F32_RESIDUAL
-        .with(|m| m.get())
-        .unwrap_or_else(|| std::env::var(RESIDUAL_ENV).is_ok_and(|v| v == "f32"));
+    let asked =
+        F32_RESIDUAL
+            .with(|m| m.get())
+            .unwrap_or_else(|| match std::env::var(RESIDUAL_ENV) {
+                Ok(v) => v == "f32",
+                Err(_) => dtype == DType::BF16,
+            });
     if asked && enabled_for(device) && matches!(dtype, DType::BF16 | DType::F16) {
         DType::F32
     } else {
@@ -127,7 +133,8 @@ pub fn bias_residual(x: &Tensor, bias: &Tensor, residual: &Tensor) -> Result<Ten
 /// Which CUDA attention kernel runs (the CPU reference ignores it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttentionKernel {
-    /// Scores, probabilities and output in registers (mma.sync), 4 warps per block; the default.
+    /// Scores, probabilities and output in registers (mma.sync), 4 warps per block
+    /// (`GAPPROBE_ATTENTION=mma`).
     Mma,
     /// The same with 8 warps (128 queries) per block (`GAPPROBE_ATTENTION=mma8`).
     Mma8,
@@ -135,7 +142,8 @@ pub enum AttentionKernel {
     Wmma,
     /// [`AttentionKernel::Mma`] with cp.async double-buffered K/V tiles, ldmatrix fragments and the
     /// q|k|v bias folded in (Q's in registers, K's dropped, V's on the output), so the projection
-    /// needs no bias pass (`GAPPROBE_ATTENTION=fa`).
+    /// needs no bias pass (`GAPPROBE_ATTENTION=fa`); the default (1.10× the whole model's
+    /// throughput of [`AttentionKernel::Mma`] on an H200, docs/performance.md).
     Flash,
     /// [`AttentionKernel::Flash`] held to 128 registers for 4 blocks per SM
     /// (`GAPPROBE_ATTENTION=fa128`).
@@ -145,8 +153,8 @@ pub enum AttentionKernel {
     Flash8,
 }
 
-/// Environment variable choosing the attention kernel: `mma` (default), `mma8`, `wmma`, `fa`,
-/// `fa128` or `fa8`.
+/// Environment variable choosing the attention kernel: `fa` (default), `fa128`, `fa8`, `mma`,
+/// `mma8` or `wmma`.
 pub const ATTENTION_ENV: &str = "GAPPROBE_ATTENTION";
 
 impl AttentionKernel {
@@ -157,11 +165,11 @@ impl AttentionKernel {
         }
         match std::env::var(ATTENTION_ENV).ok().as_deref() {
             Some("wmma") => AttentionKernel::Wmma,
+            Some("mma") => AttentionKernel::Mma,
             Some("mma8") => AttentionKernel::Mma8,
-            Some("fa") => AttentionKernel::Flash,
             Some("fa128") => AttentionKernel::Flash128,
             Some("fa8") => AttentionKernel::Flash8,
-            _ => AttentionKernel::Mma,
+            _ => AttentionKernel::Flash,
         }
     }
 
@@ -246,6 +254,30 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// The residual stream's default: f32 around bf16 (the 1e-2 error goal), the layers' own
+    /// dtype around f16 and f32; asked either way, the override wins; the fused ops are needed.
+    #[test]
+    fn residual_stream_defaults_to_f32_around_bf16() {
+        if std::env::var(RESIDUAL_ENV).is_ok() {
+            return; // the variable replaces the default this test is about
+        }
+        let cpu = Device::Cpu;
+        with_mode(true, || {
+            assert_eq!(residual_dtype(&cpu, DType::BF16), DType::F32);
+            assert_eq!(residual_dtype(&cpu, DType::F16), DType::F16);
+            assert_eq!(residual_dtype(&cpu, DType::F32), DType::F32);
+            with_f32_residual(false, || {
+                assert_eq!(residual_dtype(&cpu, DType::BF16), DType::BF16)
+            });
+            with_f32_residual(true, || {
+                assert_eq!(residual_dtype(&cpu, DType::F16), DType::F32)
+            });
+        });
+        with_mode(false, || {
+            assert_eq!(residual_dtype(&cpu, DType::BF16), DType::BF16)
+        });
+    }
 
     /// Largest absolute difference, in f32 (shared with the Linear tests).
     pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -1,8 +1,10 @@
 //! A Linear layer's GEMM with its bias and residual add in the GEMM's epilogue: `x Wᵀ + b (+ r)`
 //! in one cuBLASLt call on CUDA (`CUBLASLT_EPILOGUE_BIAS`, the residual as the `β·C` term, the
 //! output in a new buffer), instead of a GEMM followed by a pass that reads its output back.
-//! Chosen per model at build time ([`enabled_for`]); off by default until measured on a GPU
-//! (`GAPPROBE_GEMM_EPILOGUE=1`, or [`with_epilogue`] for one thread). On the CPU the op runs an
+//! Chosen per model at build time ([`enabled_for`]); on by default with the fused ops (the model
+//! 2.4% faster on an H200, docs/performance.md); `GAPPROBE_GEMM_EPILOGUE=0` (or [`with_epilogue`]
+//! for one thread) keeps the GEMM and a separate pass. An f32 residual stream around 16-bit
+//! layers keeps its separate pass: a 16-bit GEMM writing the f32 sum measured no faster. On the CPU the op runs an
 //! f32 reference (candle's matmul, rounded once to the dtype), which is also what the cuBLASLt
 //! call is checked against.
 
@@ -10,8 +12,9 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor};
 use std::cell::Cell;
 
-/// Environment variable: `1` (or `on`) puts the bias and residual adds of models built from now
-/// into the GEMMs' epilogues (with the fused ops on; 16-bit or f32 residual of the layer's dtype).
+/// Environment variable: `0` (or `off`) keeps the bias and residual adds of models built from
+/// now in separate passes after the GEMMs; unset or anything else puts them into the GEMMs'
+/// epilogues (with the fused ops on; residuals of the layer's own dtype).
 pub const EPILOGUE_ENV: &str = "GAPPROBE_GEMM_EPILOGUE";
 
 thread_local! {
@@ -28,7 +31,7 @@ pub fn with_epilogue<R>(on: bool, f: impl FnOnce() -> R) -> R {
 pub fn enabled_for(device: &Device) -> bool {
     let asked = EPILOGUE
         .with(|c| c.get())
-        .unwrap_or_else(|| std::env::var(EPILOGUE_ENV).is_ok_and(|v| v == "1" || v == "on"));
+        .unwrap_or_else(|| !std::env::var(EPILOGUE_ENV).is_ok_and(|v| v == "0" || v == "off"));
     asked && super::fused::enabled_for(device)
 }
 
