@@ -15,8 +15,8 @@ use candle_nn::VarBuilder;
 use gapprobe_features::batching::BatchSize;
 use gapprobe_features::extract::{decode_planes, extract, ExtractOptions};
 use gapprobe_features::models::{
-    clip_tower_tensors, fused, gemm_epilogue, mlp2x_projector_tensors, planes, Act,
-    ClipVisionConfig, ClipVisionModel, Fill, Projector, ProjectorConfig, ProjectorKind,
+    clip_tower_tensors, fused, gemm_epilogue, mean_tokens_kernel, mlp2x_projector_tensors, planes,
+    Act, ClipVisionConfig, ClipVisionModel, Fill, Projector, ProjectorConfig, ProjectorKind,
     ProjectorLayout, VisionLanguageModel,
 };
 use gapprobe_features::preprocess::PreprocessConfig;
@@ -411,6 +411,9 @@ fn check_kernels(device: &Device) -> Result<()> {
             };
             report(what, dtype, &got, &want)?;
         }
+        // The token mean of `.mean` points (GAPPROBE_MEAN_KERNEL=1), 577 tokens of 1024.
+        let got = mean_tokens_kernel(&on(&x)?)?;
+        report("token mean", dtype, &got, &mean_tokens_kernel(&x)?)?;
         // 8-bit planes through a level table (the model input): the CPU reference is exact.
         let planes = Tensor::rand(0f32, 256.0, (2, 3, 336, 336), &cpu)?
             .floor()?

@@ -4,7 +4,9 @@
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
-use gapprobe_features::models::{fused, gemm_epilogue, planes, Act};
+use gapprobe_features::models::{
+    fused, gemm_epilogue, mean_tokens, mean_tokens_kernel, planes, Act,
+};
 use std::time::Instant;
 
 /// Median milliseconds of `iters` runs of `f` after one warm-up.
@@ -190,6 +192,47 @@ pub fn profile(
         "{:<10} {:<28} {:>9.3}",
         "batch", "upload 8-bit planes", upload
     );
+    // The same through extraction's page-locked staging buffer (GAPPROBE_PINNED=0: pageable).
+    // The buffer is written once; the timed uploads leave it as it is (decoding writes it).
+    let mut uploader = gapprobe_features::upload::Uploader::new(device, planes.len())?;
+    uploader.upload((batch, 3, 336, 336), |buf| {
+        buf.fill(128);
+        Ok(())
+    })?;
+    let staged = time_ms(device, iters, || {
+        uploader.upload((batch, 3, 336, 336), |_| Ok(()))
+    })?;
+    println!(
+        "{:<10} {:<28} {:>9.3}",
+        "batch",
+        if uploader.is_pinned() {
+            "upload, pinned staging"
+        } else {
+            "upload, pageable staging"
+        },
+        staged
+    );
+    // After the projector: the `.mean` pooling of extraction's feature points, [B, 576, 4096].
+    let tokens = Tensor::zeros((batch, 576, 4096), dtype, device)?;
+    let pooled = time_ms(device, iters, || Ok(mean_tokens(&tokens)?))?;
+    let candle_mean = time_ms(device, iters, || {
+        Ok(tokens.to_dtype(DType::F32)?.mean(1)?)
+    })?;
+    println!(
+        "{:<10} {:<28} {:>9.3}",
+        "batch", "mean over 576 tokens", pooled
+    );
+    println!(
+        "{:<10} {:<28} {:>9.3}",
+        "batch", "the same, candle's mean", candle_mean
+    );
+    if fused_on {
+        let kernel = time_ms(device, iters, || Ok(mean_tokens_kernel(&tokens)?))?;
+        println!(
+            "{:<10} {:<28} {:>9.3}",
+            "batch", "the same, token-mean kernel", kernel
+        );
+    }
     let on_device = Tensor::from_slice(&planes, (batch, 3, 336, 336), device)?;
     let levels = Tensor::zeros(768, DType::F32, device)?;
     let input = time_ms(device, iters, || {

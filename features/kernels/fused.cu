@@ -13,7 +13,8 @@
 //                in (no bias pass before it). In attention_wmma.cuh: `attention_hd64_*`, the
 //                first, simpler one (WMMA products, softmax through shared memory), kept as a
 //                cross-check.
-//   layer_norm_* one warp per row; planes_input_* the model input from 8-bit planes.
+//   layer_norm_* one warp per row; planes_input_* the model input from 8-bit planes;
+//   token_mean_* the mean over the token axis in f32 (extraction's `.mean` pooling).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
@@ -238,3 +239,29 @@ __device__ void planes_input(const uint8_t *__restrict__ x, const float *__restr
 PLANES_INPUT(float, planes_input_f32)
 PLANES_INPUT(__half, planes_input_f16)
 PLANES_INPUT(__nv_bfloat16, planes_input_bf16)
+
+// Mean over the token axis: x [B, T, D] (contiguous) → y [B, D] in f32. One thread per output
+// column, consecutive threads on consecutive columns, so each of the T rows is read coalesced;
+// the sum runs over t in order, in f32.
+template <typename T>
+__device__ void token_mean(const T *__restrict__ x, float *__restrict__ y, unsigned tokens,
+                           unsigned dim, unsigned long long outputs) {
+  unsigned long long stride = (unsigned long long)blockDim.x * gridDim.x;
+  for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+       i < outputs; i += stride) {
+    unsigned long long b = i / dim, d = i % dim;
+    const T *p = x + b * tokens * (unsigned long long)dim + d;
+    float s = 0.0f;
+    for (unsigned t = 0; t < tokens; ++t) s += to_f(p[(unsigned long long)t * dim]);
+    y[i] = s / (float)tokens;
+  }
+}
+
+#define TOKEN_MEAN(T, NAME)                                                                      \
+  extern "C" __global__ void NAME(const T *x, float *y, unsigned tokens, unsigned dim,           \
+                                  unsigned long long outputs) {                                  \
+    token_mean<T>(x, y, tokens, dim, outputs);                                                   \
+  }
+TOKEN_MEAN(float, token_mean_f32)
+TOKEN_MEAN(__half, token_mean_f16)
+TOKEN_MEAN(__nv_bfloat16, token_mean_bf16)

@@ -7,7 +7,7 @@ use super::fused;
 use super::linear::{linear, stack, FusedLinear as Linear};
 use super::norm::{layer_norm, FusedLayerNorm as LayerNorm};
 use super::Act;
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -346,9 +346,4 @@ pub(super) fn collect_states<L>(
         .iter()
         .map(|&i| states[i].clone().expect("state recorded above"))
         .collect())
-}
-
-/// Mean over the token axis of [B, T, D] → [B, D], accumulated in f32.
-pub fn mean_tokens(x: &Tensor) -> Result<Tensor> {
-    x.to_dtype(candle_core::DType::F32)?.mean(D::Minus2)
 }

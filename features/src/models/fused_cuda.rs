@@ -347,3 +347,50 @@ pub(super) fn planes_input(
         other => candle_core::bail!("model input in f32/f16/bf16, not {other:?}"),
     }
 }
+
+/// Mean over the token axis of a contiguous [B, T, D] tensor, in f32 ([B, D]).
+pub(super) fn token_mean(
+    x: &CudaStorage,
+    lx: &Layout,
+    (b, t, d): (usize, usize, usize),
+) -> Result<CudaStorage> {
+    fn run<T: CudaDType + DeviceRepr>(
+        name: &str,
+        x: &CudaStorage,
+        lx: &Layout,
+        (b, t, d): (usize, usize, usize),
+    ) -> Result<CudaStorage> {
+        let dev: CudaDevice = x.device().clone();
+        let (x0, x1) = contiguous_range(lx, "the tokens")?;
+        if x1 - x0 != b * t * d {
+            candle_core::bail!("token mean: {} values for [{b}, {t}, {d}]", x1 - x0);
+        }
+        let xs = x.as_cuda_slice::<T>()?.slice(x0..x1);
+        let outputs = b * d;
+        // SAFETY: every one of the `outputs` values is written by the kernel.
+        let out = unsafe { dev.alloc::<f32>(outputs)? };
+        let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        let cfg = LaunchConfig {
+            grid_dim: (outputs.div_ceil(256).clamp(1, 1 << 16) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (t_arg, d_arg, n_arg) = (t as u32, d as u32, outputs as u64);
+        let mut builder = func.builder();
+        builder.arg(&xs);
+        builder.arg(&out);
+        builder.arg(&t_arg);
+        builder.arg(&d_arg);
+        builder.arg(&n_arg);
+        // SAFETY: argument types and count match `token_mean_*` in fused.cu; x holds b·t·d
+        // elements, out b·d.
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(out, dev))
+    }
+    match x.dtype() {
+        DType::F32 => run::<f32>("token_mean_f32", x, lx, (b, t, d)),
+        DType::F16 => run::<f16>("token_mean_f16", x, lx, (b, t, d)),
+        DType::BF16 => run::<bf16>("token_mean_bf16", x, lx, (b, t, d)),
+        other => candle_core::bail!("token mean of f32/f16/bf16, not {other:?}"),
+    }
+}

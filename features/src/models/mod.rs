@@ -23,11 +23,12 @@ mod prompt;
 mod random;
 mod read;
 mod siglip;
+mod token_mean;
 mod tower;
 mod vlm;
 
 pub use checkpoint::Checkpoint;
-pub use clip::{mean_tokens, resolve_layer, ClipVisionConfig, ClipVisionModel};
+pub use clip::{resolve_layer, ClipVisionConfig, ClipVisionModel};
 pub use dinov2::{Dinov2Config, Dinov2Model};
 pub use generate::{answer_fingerprint, Generator};
 pub use language::{language_fingerprints, text_config, LanguageModel};
@@ -39,6 +40,7 @@ pub use random::{
     RandomLlmSpec, TensorSpec,
 };
 pub use siglip::{SiglipVisionConfig, SiglipVisionModel};
+pub use token_mean::{mean_tokens, mean_tokens_kernel};
 pub use tower::{Family, TowerInfo, VisionTower};
 pub use vlm::VisionLanguageModel;
 
