@@ -22,14 +22,10 @@ TORCH_SECTIONS=${TORCH_SECTIONS:-encoder,pipeline}
 echo "== PyTorch anchor ($TORCH_SECTIONS) =="
 timeout ${TORCH_TIMEOUT:-300} python3 .device/torch_baseline.py --sections "$TORCH_SECTIONS" --probe-backends torch --dtypes "$DTYPES" \
   --batch-sizes "$BATCHES" --iters 10 --warmup 3 --num-jpegs "$E2E" --epochs 2 --out "$OUT" ${TORCH_EXTRA:-} 2>&1 | tee "$OUT/torch.log" | grep -E "^\[|ips|img/s|images/s" | tail -40
-if [ "${TORCH_BF16_ERR:-1}" = 1 ]; then
-  echo "== PyTorch's own bf16 error (yardstick for gapprobe's 'relative error ... vs f32' lines) =="
-  timeout 150 python3 tools/torch_bf16_error.py --anchor .device/torch_baseline.py --f32-residual 2>&1 | tail -2 | tee "$OUT/torch_bf16_error.txt"
-fi
-# Probe solver on the GPU (issue 7), when the `cuda` bench_probe example was carried; run right
+# Probe solver on the GPU (issue 7; PROBE=0 skips it), when the `cuda` bench_probe example was carried; run right
 # after the default bench, so that a call cut short by its time limit still has both issues' figures.
 probe_section() {
-  if [ -f .device/bench_probe.xz ]; then
+  if [ "${PROBE:-1}" = 1 ] && [ -f .device/bench_probe.xz ]; then
     echo "== gapprobe probe solver (candle, CUDA) on the anchor's CUB-shaped data =="
     python3 -c 'import lzma,sys; sys.stdout.buffer.write(lzma.open(".device/bench_probe.xz").read())' > /tmp/bench_probe
     chmod +x /tmp/bench_probe
@@ -54,19 +50,21 @@ timeout 240 /tmp/gapprobe bench --device cuda --dtypes "$DTYPES" --batch-sizes "
   --e2e-images "$E2E" --e2e-batch 256 --preprocess-images "$E2E" $OPS_FLAG 2>&1 | tee "$OUT/gapprobe_bench.txt"
 probe_section
 # Variants of the default build, NAME:VAR=VALUE[,VAR=VALUE]: each a row of the ratio table
-# (gapprobe_bench_NAME.txt); those in E2E_VARIANTS also end to end. `mma8:GAPPROBE_ATTENTION=mma8`
-# is the 8-warp A/B of the default attention kernel.
-# The fa128/fa8 kernels are timed per op by `--ops` above and checked there; add them here as
-# `fa128:GAPPROBE_ATTENTION=fa128` for whole-model rows. `_lt`: biases and residual adds in the
-# GEMMs' cuBLASLt epilogue (GAPPROBE_GEMM_EPILOGUE=1). `nokeep`: CUDA's default memory pool,
-# which returns freed memory to the driver at every synchronisation (the A/B of features/src/cuda_pool.rs).
-for v in ${VARIANTS:-nokeep:GAPPROBE_POOL_RETAIN=0 fa:GAPPROBE_ATTENTION=fa fa_lt:GAPPROBE_ATTENTION=fa,GAPPROBE_GEMM_EPILOGUE=1 mma_lt:GAPPROBE_GEMM_EPILOGUE=1 fa_f32stream:GAPPROBE_ATTENTION=fa,GAPPROBE_RESIDUAL=f32}; do
+# (gapprobe_bench_NAME.txt); those in E2E_VARIANTS also end to end. The defaults they vary
+# (docs/performance.md): the bias-folding attention kernel (GAPPROBE_ATTENTION=fa; mma, mma8,
+# fa128, fa8 and wmma are the others, all timed per op by `--ops` above), biases and residual adds
+# in the GEMMs' cuBLASLt epilogue (GAPPROBE_GEMM_EPILOGUE=0 turns it off), an f32 residual stream
+# around bf16 layers (GAPPROBE_RESIDUAL=model keeps it in bf16), freed memory kept in CUDA's pool
+# (GAPPROBE_POOL_RETAIN=0), uploads through a pinned buffer (GAPPROBE_PINNED=0) and decoding on
+# every core but two (GAPPROBE_DECODE_THREADS=N). `meank`: `.mean` pooling by the token-mean
+# kernel (GAPPROBE_MEAN_KERNEL=1; off by default until measured).
+for v in ${VARIANTS:-meank:GAPPROBE_MEAN_KERNEL=1 bf16stream:GAPPROBE_RESIDUAL=model meank_bf16:GAPPROBE_MEAN_KERNEL=1,GAPPROBE_RESIDUAL=model before:GAPPROBE_ATTENTION=mma,GAPPROBE_GEMM_EPILOGUE=0,GAPPROBE_RESIDUAL=model}; do
   name=${v%%:*}
   E2E_FLAGS=""
-  case " ${E2E_VARIANTS:-nokeep fa fa_lt} " in *" $name "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac
+  case " ${E2E_VARIANTS:-meank bf16stream meank_bf16} " in *" $name "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac
   echo "== gapprobe bench, variant $name (${v#*:}) =="
-  env $(echo "${v#*:}" | tr , ' ') timeout 150 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes 256 \
-    --iters 10 --warmup 3 $E2E_FLAGS 2>&1 | grep -E "^(encoder|e2e-jpeg|check|pool)|rror" | tee "$OUT/gapprobe_bench_$name.txt"
+  env $(echo "${v#*:}" | tr , ' ') timeout 150 /tmp/gapprobe bench --device cuda --dtypes "$DTYPES" --batch-sizes 256 \
+    --iters 10 --warmup 3 $E2E_FLAGS 2>&1 | grep -E "^(encoder|e2e-jpeg|check|pool)|rror|INFO extracted 2048" | tee "$OUT/gapprobe_bench_$name.txt"
 done
 if [ "${SMOKE_EXTRACT:-1}" = 1 ]; then
   echo "== extract on CUDA with --batch-size auto (the demo's model and images) =="
@@ -94,5 +92,9 @@ if [ "${AB_OFF:-0}" = 1 ]; then
   echo "== gapprobe bench, fused kernels off (candle's composite ops): the A/B for features/kernels/fused.cu =="
   GAPPROBE_KERNELS=off timeout 120 /tmp/gapprobe -q bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 5 --warmup 2 \
     2>&1 | tee "$OUT/gapprobe_bench_kernels_off.txt"
+fi
+if [ "${TORCH_BF16_ERR:-1}" = 1 ]; then
+  echo "== PyTorch's own bf16 error (yardstick for gapprobe's 'relative error ... vs f32' lines) =="
+  timeout 150 python3 tools/torch_bf16_error.py --anchor .device/torch_baseline.py --f32-residual 2>&1 | tail -2 | tee "$OUT/torch_bf16_error.txt"
 fi
 python3 tools/ratio_table.py "$OUT" | tee "$OUT/ratios.md"
