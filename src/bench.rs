@@ -395,7 +395,7 @@ fn check_kernels(device: &Device) -> Result<()> {
             let want = fused::layer_norm(&wide, &w, &b, 1e-5)?;
             report("layer norm (from the f32 stream)", dtype, &got, &want)?;
         }
-        // A Linear with its bias and residual in the GEMM's epilogue (GAPPROBE_GEMM_EPILOGUE=1).
+        // A Linear with its bias and residual in the GEMM's epilogue (the default).
         let wl = Tensor::randn(0f32, 0.05, (1024, 1024), &cpu)?.to_dtype(dtype)?;
         for residual in [None, Some(&r)] {
             let got = gemm_epilogue::linear(

@@ -135,8 +135,9 @@ pub fn profile(
         }
     }
     if fused_on {
-        // The same Linear layers with the bias (and residual) in the GEMM's epilogue
-        // (GAPPROBE_GEMM_EPILOGUE=1): compare with the GEMM plus its pass above and below.
+        // The same Linear layers with the bias (and residual) in the GEMM's epilogue (the
+        // default; GAPPROBE_GEMM_EPILOGUE=0 turns it off): compare with the GEMM plus its pass
+        // above and below.
         let lt = |w: &Tensor, b: &Tensor, input: &Tensor, res: Option<&Tensor>| {
             time_ms(device, iters, || {
                 Ok(gemm_epilogue::linear(input, w, b, res)?)

@@ -289,8 +289,6 @@ pub fn extract_batches(
     })
 }
 
-/// Selects and pools the tokens of one feature point from its hidden state (see
-/// [`VisionLanguageModel::read_point`]: token layout per encoder family, CLS checks).
 /// `GAPPROBE_DECODE_THREADS=N`: decode on N threads when extracting on a GPU (default: every
 /// core but two, which stay free for the thread driving the GPU and the uploading thread, as
 /// PyTorch's DataLoader leaves the main process cores of its own).
