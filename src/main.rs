@@ -1,6 +1,7 @@
 //! The `gapprobe` command line.
 
 mod bench;
+mod bench_checks;
 mod bench_ops;
 mod cache_cmd;
 mod cli;

@@ -4,9 +4,9 @@
 //! Chosen per model at build time ([`enabled_for`]); on by default with the fused ops (the model
 //! 2.4% faster on an H200, docs/performance.md); `GAPPROBE_GEMM_EPILOGUE=0` (or [`with_epilogue`]
 //! for one thread) keeps the GEMM and a separate pass. An f32 residual stream around 16-bit
-//! layers keeps its separate pass: a 16-bit GEMM writing the f32 sum measured no faster. On the CPU the op runs an
-//! f32 reference (candle's matmul, rounded once to the dtype), which is also what the cuBLASLt
-//! call is checked against.
+//! layers keeps its separate pass: a 16-bit GEMM writing the f32 sum measured no faster. On the
+//! CPU the op runs an f32 reference (candle's matmul, rounded once to the dtype), which is also
+//! what the cuBLASLt call is checked against.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor};

@@ -1,0 +1,116 @@
+//! `gapprobe bench --device cuda`'s first step: every fused kernel on the device against its f32
+//! CPU reference, on the same random inputs at the benchmark's shapes.
+
+use crate::bench::relative_error;
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use gapprobe_features::models::{fused, gemm_epilogue, mean_tokens_kernel, planes, Act};
+
+/// Runs each fused kernel on the device and its f32 reference on the CPU, on the same random
+/// inputs at the benchmark's shapes, and prints the relative error ‖a − b‖ / ‖b‖ of each.
+pub fn check_kernels(device: &Device) -> Result<()> {
+    let cpu = Device::Cpu;
+    let report = |what: &str, dtype: DType, got: &Tensor, want: &Tensor| -> Result<()> {
+        let err = relative_error(&got.to_device(&cpu)?, &want.to_dtype(DType::F32)?)?;
+        println!(
+            "{:<10} {:<6} relative error of the {what} kernel vs its CPU reference: {err:.2e}",
+            "kernel",
+            format!("{dtype:?}").to_lowercase()
+        );
+        Ok(())
+    };
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        // Inputs rounded to `dtype` first, so both sides see identical values.
+        let x = Tensor::randn(0f32, 1.0, (3, 577, 1024), &cpu)?.to_dtype(dtype)?;
+        let b = Tensor::randn(0f32, 1.0, 1024, &cpu)?.to_dtype(dtype)?;
+        let r = Tensor::randn(0f32, 1.0, (3, 577, 1024), &cpu)?.to_dtype(dtype)?;
+        let on = |t: &Tensor| t.to_device(device);
+        for act in [Act::QuickGelu, Act::Gelu] {
+            let got = fused::bias_act(&on(&x)?, &on(&b)?, Some(act))?;
+            let want = fused::bias_act(&x, &b, Some(act))?;
+            report(&format!("bias+{act:?}"), dtype, &got, &want)?;
+        }
+        let got = fused::bias_residual(&on(&x)?, &on(&b)?, &on(&r)?)?;
+        report(
+            "bias+residual",
+            dtype,
+            &got,
+            &fused::bias_residual(&x, &b, &r)?,
+        )?;
+        if dtype != DType::F32 {
+            // Around an f32 residual stream (GAPPROBE_RESIDUAL=f32): 16-bit layer output plus
+            // f32 residual into f32, and the LayerNorm from the f32 stream into 16 bits.
+            let wide = Tensor::randn(0f32, 1.0, (3, 577, 1024), &cpu)?;
+            let got = fused::bias_residual(&on(&x)?, &on(&b)?, &on(&wide)?)?;
+            let want = fused::bias_residual(&x, &b, &wide)?;
+            report("bias+residual (f32 stream)", dtype, &got, &want)?;
+            let w = Tensor::randn(0f32, 1.0, 1024, &cpu)?.to_dtype(dtype)?;
+            let got = fused::layer_norm(&on(&wide)?, &on(&w)?, &on(&b)?, 1e-5)?;
+            let want = fused::layer_norm(&wide, &w, &b, 1e-5)?;
+            report("layer norm (from the f32 stream)", dtype, &got, &want)?;
+        }
+        // A Linear with its bias and residual in the GEMM's epilogue (the default).
+        let wl = Tensor::randn(0f32, 0.05, (1024, 1024), &cpu)?.to_dtype(dtype)?;
+        for residual in [None, Some(&r)] {
+            let got = gemm_epilogue::linear(
+                &on(&x)?,
+                &on(&wl)?,
+                &on(&b)?,
+                residual.map(on).transpose()?.as_ref(),
+            )?;
+            let want = gemm_epilogue::linear(&x, &wl, &b, residual)?;
+            let what = match residual {
+                Some(_) => "GEMM+bias+residual epilogue",
+                None => "GEMM+bias epilogue",
+            };
+            report(what, dtype, &got, &want)?;
+        }
+        // The token mean of `.mean` points (GAPPROBE_MEAN_KERNEL=1), 577 tokens of 1024.
+        let got = mean_tokens_kernel(&on(&x)?)?;
+        report("token mean", dtype, &got, &mean_tokens_kernel(&x)?)?;
+        // 8-bit planes through a level table (the model input): the CPU reference is exact.
+        let planes = Tensor::rand(0f32, 256.0, (2, 3, 336, 336), &cpu)?
+            .floor()?
+            .to_dtype(DType::U8)?;
+        let levels = Tensor::randn(0f32, 1.0, 768, &cpu)?;
+        let got = planes::planes_to_input(&on(&planes)?, &on(&levels)?, dtype)?;
+        let want = planes::planes_to_input(&planes, &levels, dtype)?;
+        report("planes input", dtype, &got, &want)?;
+        let w = Tensor::randn(0f32, 1.0, 1024, &cpu)?.to_dtype(dtype)?;
+        let shifted = (&x * 3.0)?.affine(1.0, 2.0)?;
+        let got = fused::layer_norm(&on(&shifted)?, &on(&w)?, &on(&b)?, 1e-5)?;
+        report(
+            "layer norm",
+            dtype,
+            &got,
+            &fused::layer_norm(&shifted, &w, &b, 1e-5)?,
+        )?;
+        // A width that is no multiple of the vector: the scalar kernel.
+        let xo = x.narrow(2, 0, 1001)?.contiguous()?;
+        let bo = b.narrow(0, 0, 1001)?.contiguous()?;
+        let got = fused::bias_act(&on(&xo)?, &on(&bo)?, Some(Act::QuickGelu))?;
+        let want = fused::bias_act(&xo, &bo, Some(Act::QuickGelu))?;
+        report("bias+QuickGelu (width 1001)", dtype, &got, &want)?;
+        if dtype != DType::F32 {
+            // 577 tokens (not a multiple of the tiles), 16 heads of 64, 2 images.
+            let qkv = Tensor::randn(0f32, 1.0, (2, 577, 3 * 1024), &cpu)?.to_dtype(dtype)?;
+            let qb = Tensor::randn(0f32, 1.0, 3 * 1024, &cpu)?.to_dtype(dtype)?;
+            let qb_dev = on(&qb)?;
+            for bias in [None, Some(&qb)] {
+                let want = fused::attention_packed(&qkv, bias, 16, 0.125)?;
+                let bias_dev = bias.map(|_| &qb_dev);
+                for kernel in fused::AttentionKernel::ALL {
+                    let got =
+                        fused::attention_packed_with(&on(&qkv)?, bias_dev, 16, 0.125, kernel)?;
+                    let what = if bias.is_some() {
+                        "attention+bias"
+                    } else {
+                        "attention"
+                    };
+                    report(&format!("{what} ({kernel:?})"), dtype, &got, &want)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
