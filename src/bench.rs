@@ -52,6 +52,10 @@ pub struct BenchOptions {
     /// Also time the encoder layer's operations one by one (at the first batch size and dtype).
     #[arg(long)]
     pub ops: bool,
+    /// Also run one batch (each dtype's first batch size) with the device synchronised after
+    /// every stage of the model, and print where the time goes.
+    #[arg(long)]
+    pub stages: bool,
     /// Also time decoding and preprocessing alone (the end-to-end path's CPU side) over this many
     /// JPEGs, on all of rayon's threads (0 skips it).
     #[arg(long, default_value_t = 0)]
@@ -296,6 +300,12 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
                 Err(e) => println!("{:<10} {:<6} {:>6} failed: {e:#}", "encoder", dtype_name, b),
             }
         }
+        if opts.stages {
+            let b = opts.batch_sizes.first().copied().unwrap_or(8);
+            let px = Tensor::randn(0f32, 1.0, (b, 3, cfg.image_size, cfg.image_size), &device)?
+                .to_dtype(dtype)?;
+            crate::bench_ops::print_stages(&device, dtype_name, b, || forward(&model, &px))?;
+        }
         if let Some(bytes) = gapprobe_features::cuda_pool::reserved_bytes(&device)? {
             println!(
                 "{:<10} {:<6} the memory pool holds {:.2} GiB after the last batch's \
@@ -405,6 +415,7 @@ fn write_jpegs(dir: &std::path::Path, n: usize) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gapprobe_features::models::stages;
 
     #[test]
     fn flop_model_matches_the_torch_anchor() {
@@ -426,9 +437,39 @@ mod tests {
             e2e_images: 4,
             e2e_batch: 2,
             ops: false,
+            stages: true,
             preprocess_images: 3,
             preprocess_only: false,
         };
         run(&opts, &Ui { quiet: true }).unwrap();
+    }
+
+    /// A marked pass of the fused model books every layer's stages once per layer, the last
+    /// layer's residual add on its own (no next norm to fuse) and the projector's once.
+    #[test]
+    fn stages_name_each_layer_op() {
+        let (cfg, proj) = preset("smoke").unwrap();
+        let layers = cfg.num_hidden_layers - 1;
+        let dev = Device::Cpu;
+        let tensors = random_tensors(&cfg, proj, layers, &dev).unwrap();
+        let model = fused::with_mode(true, || {
+            build_model(&tensors, &cfg, proj, layers, DType::F32)
+        })
+        .unwrap();
+        let px = Tensor::randn(0f32, 1.0, (2, 3, cfg.image_size, cfg.image_size), &dev).unwrap();
+        let (_, stages) = stages::record(&dev, || {
+            forward(&model, &px).map_err(|e| candle_core::Error::Msg(e.to_string()))
+        })
+        .unwrap();
+        let calls = |name: &str| stages.iter().find(|s| s.name == name).map(|s| s.calls);
+        assert_eq!(calls("embeddings: patch conv"), Some(1));
+        assert_eq!(calls("embeddings: widen + pre-norm"), Some(1));
+        assert_eq!(calls("first layer's norm"), Some(1));
+        assert_eq!(calls("attention"), Some(layers));
+        assert_eq!(calls("out GEMM + residual + norm"), Some(layers));
+        assert_eq!(calls("fc1 GEMM + activation"), Some(layers));
+        assert_eq!(calls("fc2 GEMM + residual + next norm"), Some(layers - 1));
+        assert_eq!(calls("fc2 GEMM + residual (last layer)"), Some(1));
+        assert_eq!(calls("projector: fc2 GEMM"), Some(1));
     }
 }

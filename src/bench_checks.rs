@@ -4,7 +4,7 @@
 use crate::bench::relative_error;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
-use gapprobe_features::models::{fused, gemm_epilogue, mean_tokens_kernel, planes, Act};
+use gapprobe_features::models::{add_norm, fused, gemm_epilogue, mean_tokens_kernel, planes, Act};
 
 /// Runs each fused kernel on the device and its f32 reference on the CPU, on the same random
 /// inputs at the benchmark's shapes, and prints the relative error ‖a − b‖ / ‖b‖ of each.
@@ -30,6 +30,12 @@ pub fn check_kernels(device: &Device) -> Result<()> {
             let want = fused::bias_act(&x, &b, Some(act))?;
             report(&format!("bias+{act:?}"), dtype, &got, &want)?;
         }
+        // quick_gelu through the fast intrinsics (GAPPROBE_FAST_ACT=1); the reference is exact.
+        let got = fused::with_fast_act(true, || {
+            fused::bias_act(&on(&x)?, &on(&b)?, Some(Act::QuickGelu))
+        })?;
+        let want = fused::bias_act(&x, &b, Some(Act::QuickGelu))?;
+        report("bias+QuickGelu (fast)", dtype, &got, &want)?;
         let got = fused::bias_residual(&on(&x)?, &on(&b)?, &on(&r)?)?;
         report(
             "bias+residual",
@@ -48,6 +54,38 @@ pub fn check_kernels(device: &Device) -> Result<()> {
             let got = fused::layer_norm(&on(&wide)?, &on(&w)?, &on(&b)?, 1e-5)?;
             let want = fused::layer_norm(&wide, &w, &b, 1e-5)?;
             report("layer norm (from the f32 stream)", dtype, &got, &want)?;
+            // The residual add and the next LayerNorm in one pass (GAPPROBE_ADD_NORM=1), at
+            // CLIP-L's width, at one whose rows end inside a lane's last vector, and at SigLIP
+            // so400m's (the 8-vector kernel).
+            for width in [1024, 1000, 1152] {
+                let rows = |w: usize| Tensor::randn(0f32, 1.0, (3, 577, w), &cpu);
+                let vec = |w: usize| -> Result<Tensor> {
+                    Ok(Tensor::randn(0f32, 1.0, w, &cpu)?.to_dtype(dtype)?)
+                };
+                let (xw, rw) = (rows(width)?.to_dtype(dtype)?, rows(width)?);
+                let (bw, ww) = (vec(width)?, vec(width)?);
+                let (s, n) = add_norm::add_layer_norm(
+                    &on(&xw)?,
+                    &on(&bw)?,
+                    &on(&rw)?,
+                    &on(&ww)?,
+                    &on(&bw)?,
+                    1e-5,
+                )?;
+                let (ws, wn) = add_norm::add_layer_norm(&xw, &bw, &rw, &ww, &bw, 1e-5)?;
+                report(
+                    &format!("add+layer norm, stream (width {width})"),
+                    dtype,
+                    &s,
+                    &ws,
+                )?;
+                report(
+                    &format!("add+layer norm, norm (width {width})"),
+                    dtype,
+                    &n,
+                    &wn,
+                )?;
+            }
         }
         // A Linear with its bias and residual in the GEMM's epilogue (the default).
         let wl = Tensor::randn(0f32, 0.05, (1024, 1024), &cpu)?.to_dtype(dtype)?;

@@ -5,9 +5,42 @@
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use gapprobe_features::models::{
-    fused, gemm_epilogue, mean_tokens, mean_tokens_kernel, planes, Act,
+    add_norm, fused, gemm_epilogue, mean_tokens, mean_tokens_kernel, planes, stages, Act,
 };
 use std::time::Instant;
+
+/// One marked pass of `forward` ([`stages::record`]) after one unmarked: prints each stage's
+/// total, its calls and its share of the pass, so the gap between the per-op sum and the batch
+/// time has names.
+pub fn print_stages(
+    device: &Device,
+    dtype_name: &str,
+    batch: usize,
+    forward: impl Fn() -> Result<Tensor>,
+) -> Result<()> {
+    forward()?;
+    let (_, stages) = stages::record(device, || {
+        forward().map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
+    })?;
+    let total: f64 = stages.iter().map(|s| s.ms).sum();
+    println!("# stages of one marked pass at batch {batch} ({dtype_name}); ms summed over calls");
+    for s in &stages {
+        println!(
+            "{:<10} {:<6} {:<36} {:>5} calls {:>9.3} ms {:>6.1}%",
+            "stage",
+            dtype_name,
+            s.name,
+            s.calls,
+            s.ms,
+            100.0 * s.ms / total
+        );
+    }
+    println!(
+        "{:<10} {:<6} {:<36} {:>11} {:>9.3} ms",
+        "stage", dtype_name, "marked pass", "", total
+    );
+    Ok(())
+}
 
 /// Median milliseconds of `iters` runs of `f` after one warm-up.
 fn time_ms(device: &Device, iters: usize, mut f: impl FnMut() -> Result<Tensor>) -> Result<f64> {
@@ -132,6 +165,16 @@ pub fn profile(
                 })?,
                 false,
             );
+            // Both of the above in one pass (GAPPROBE_ADD_NORM=1): compare with their sum.
+            add(
+                "add+layer_norm f32 stream (×2)",
+                2.0 * time_ms(device, iters, || {
+                    let (s, n) = add_norm::add_layer_norm(&x, &b_d, &wide, &ln_w, &b_d, 1e-5)?;
+                    drop(s);
+                    Ok(n)
+                })?,
+                false,
+            );
         }
     }
     if fused_on {
@@ -171,6 +214,16 @@ pub fn profile(
                 Ok(fused::bias_act(&h, &b_f, Some(Act::QuickGelu))?)
             })?,
             true,
+        );
+        // Through the fast intrinsics (GAPPROBE_FAST_ACT=1).
+        add(
+            "bias+quick_gelu fast",
+            time_ms(device, iters, || {
+                Ok(fused::with_fast_act(true, || {
+                    fused::bias_act(&h, &b_f, Some(Act::QuickGelu))
+                })?)
+            })?,
+            false,
         );
     }
     add(

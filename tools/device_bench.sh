@@ -45,9 +45,12 @@ probe_section() {
 }
 echo "== gapprobe bench =="
 OPS_FLAG=""; [ "${OPS:-1}" = 1 ] && OPS_FLAG="--ops"
+# --stages: one batch with the device synchronised after each stage, so the batch time splits by
+# name (STAGES=0 leaves it out, here and in the variants).
+STAGES_FLAG=""; [ "${STAGES:-1}" = 1 ] && STAGES_FLAG="--stages"
 # Not quiet: extraction logs how long it waited for decoded images vs. the device's work.
 timeout 240 /tmp/gapprobe bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 10 --warmup 3 \
-  --e2e-images "$E2E" --e2e-batch 256 --preprocess-images "$E2E" $OPS_FLAG 2>&1 | tee "$OUT/gapprobe_bench.txt"
+  --e2e-images "$E2E" --e2e-batch 256 --preprocess-images "$E2E" $OPS_FLAG $STAGES_FLAG 2>&1 | tee "$OUT/gapprobe_bench.txt"
 probe_section
 # Variants of the default build, NAME:VAR=VALUE[,VAR=VALUE]: each a row of the ratio table
 # (gapprobe_bench_NAME.txt); those in E2E_VARIANTS also end to end. The defaults they vary
@@ -57,14 +60,17 @@ probe_section
 # around bf16 layers (GAPPROBE_RESIDUAL=model keeps it in bf16), freed memory kept in CUDA's pool
 # (GAPPROBE_POOL_RETAIN=0), uploads through a pinned buffer (GAPPROBE_PINNED=0) and decoding on
 # every core but two (GAPPROBE_DECODE_THREADS=N). `meank`: `.mean` pooling by the token-mean
-# kernel (GAPPROBE_MEAN_KERNEL=1; off by default until measured).
-for v in ${VARIANTS:-meank:GAPPROBE_MEAN_KERNEL=1 bf16stream:GAPPROBE_RESIDUAL=model meank_bf16:GAPPROBE_MEAN_KERNEL=1,GAPPROBE_RESIDUAL=model before:GAPPROBE_ATTENTION=mma,GAPPROBE_GEMM_EPILOGUE=0,GAPPROBE_RESIDUAL=model}; do
+# kernel (GAPPROBE_MEAN_KERNEL=1). `addnorm`: each residual add and the LayerNorm after it in one
+# pass over the f32 stream (GAPPROBE_ADD_NORM=1); `fastact`: quick_gelu through the fast
+# intrinsics (GAPPROBE_FAST_ACT=1); `new`: the three together. All three are off by default until
+# measured; the default bench above checks each kernel against its CPU reference.
+for v in ${VARIANTS:-new:GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1 addnorm:GAPPROBE_ADD_NORM=1 fastact:GAPPROBE_FAST_ACT=1 meank:GAPPROBE_MEAN_KERNEL=1 bf16stream:GAPPROBE_RESIDUAL=model}; do
   name=${v%%:*}
   E2E_FLAGS=""
-  case " ${E2E_VARIANTS:-meank bf16stream meank_bf16} " in *" $name "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac
+  case " ${E2E_VARIANTS:-new meank} " in *" $name "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac
   echo "== gapprobe bench, variant $name (${v#*:}) =="
   env $(echo "${v#*:}" | tr , ' ') timeout 150 /tmp/gapprobe bench --device cuda --dtypes "$DTYPES" --batch-sizes 256 \
-    --iters 10 --warmup 3 $E2E_FLAGS 2>&1 | grep -E "^(encoder|e2e-jpeg|check|pool)|rror|INFO extracted 2048" | tee "$OUT/gapprobe_bench_$name.txt"
+    --iters 10 --warmup 3 $E2E_FLAGS $STAGES_FLAG 2>&1 | grep -E "^(encoder|e2e-jpeg|check|pool|stage)|rror|INFO extracted 2048" | tee "$OUT/gapprobe_bench_$name.txt"
 done
 if [ "${SMOKE_EXTRACT:-1}" = 1 ]; then
   echo "== extract on CUDA with --batch-size auto (the demo's model and images) =="

@@ -13,7 +13,9 @@
 //                in (no bias pass before it). In attention_wmma.cuh: `attention_hd64_*`, the
 //                first, simpler one (WMMA products, softmax through shared memory), kept as a
 //                cross-check.
-//   layer_norm_* one warp per row; planes_input_* the model input from 8-bit planes;
+//   layer_norm_* one warp per row; add_layer_norm* (add_norm.cuh) the residual add and the next
+//                LayerNorm in one pass over an f32 stream; planes_input_* the model input from
+//                8-bit planes;
 //   token_mean_* the mean over the token axis in f32 (extraction's `.mean` pooling).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -40,6 +42,9 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 #define ACT_GELU_TANH 3
 #define ACT_RELU 4
 #define ACT_SILU 5
+// quick_gelu through the fast intrinsics (__expf, __fdividef: about 2 ulp in f32, far below a
+// 16-bit output's rounding) instead of expf and an IEEE division (GAPPROBE_FAST_ACT=1).
+#define ACT_QUICK_GELU_FAST 6
 
 __device__ __forceinline__ float activate(float v, int act) {
   switch (act) {
@@ -51,6 +56,8 @@ __device__ __forceinline__ float activate(float v, int act) {
   }
   case ACT_RELU: return v > 0.0f ? v : 0.0f;
   case ACT_SILU: return v / (1.0f + expf(-v));
+  // v / inf is -0 here too: __fdividef multiplies by the reciprocal, which is 0.
+  case ACT_QUICK_GELU_FAST: return __fdividef(v, 1.0f + __expf(-1.702f * v));
   default: return v;
   }
 }
@@ -207,6 +214,9 @@ LAYER_NORM(__half, __half, layer_norm_f16)
 LAYER_NORM(__nv_bfloat16, __nv_bfloat16, layer_norm_bf16)
 LAYER_NORM(float, __half, layer_norm_f32_f16)
 LAYER_NORM(float, __nv_bfloat16, layer_norm_f32_bf16)
+
+// Residual add + LayerNorm in one pass (own file, same PTX module).
+#include "add_norm.cuh"
 
 // ---------------------------------------------------------------------------------------------
 // Model input from 8-bit planes [B, 3, plane]: y[i] = levels[256 * channel(i) + x[i]], the

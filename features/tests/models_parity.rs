@@ -4,7 +4,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use gapprobe_features::featurepoint::FeaturePoint;
-use gapprobe_features::models::{fused, gemm_epilogue, Checkpoint, Family, VisionLanguageModel};
+use gapprobe_features::models::{
+    add_norm, fused, gemm_epilogue, Checkpoint, Family, VisionLanguageModel,
+};
 use gapprobe_features::preprocess::load_rgb;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -171,6 +173,24 @@ fn every_feature_point_matches_transformers_with_gemm_epilogues() {
             gemm_epilogue::with_epilogue(true, || check_feature_points(true))
         });
     }
+}
+
+/// Each residual add fused with the LayerNorm after it (`GAPPROBE_ADD_NORM=1`): the layers hand
+/// their next LayerNorm's output over, in f32 against transformers, and around an f32 stream
+/// (f16 layers, the path the CUDA kernel takes) with the same numbers as the separate passes.
+#[test]
+fn every_feature_point_matches_transformers_with_add_norm() {
+    add_norm::with_add_norm(true, || check_feature_points(true));
+    let on = fused::with_f32_residual(true, || {
+        add_norm::with_add_norm(true, || feature_points_error(true, DType::F16))
+    });
+    let off = fused::with_f32_residual(true, || {
+        add_norm::with_add_norm(false, || feature_points_error(true, DType::F16))
+    });
+    assert!(
+        (on - off).abs() <= 1e-9 * off,
+        "add+norm {on:.6e} vs separate passes {off:.6e}"
+    );
 }
 
 fn check_feature_points(fused_ops: bool) {

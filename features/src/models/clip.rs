@@ -6,6 +6,7 @@
 use super::fused;
 use super::linear::{linear, stack, FusedLinear as Linear};
 use super::norm::{layer_norm, FusedLayerNorm as LayerNorm};
+use super::stages::mark;
 use super::Act;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
@@ -107,17 +108,20 @@ impl Embeddings {
             .forward(pixels)?
             .flatten_from(2)?
             .transpose(1, 2)?; // [B, T, D]
+        mark(&patches, "embeddings: patch conv")?;
         let d = patches.dim(2)?;
         let cls = self
             .class
             .reshape((1, 1, d))?
             .broadcast_as((b, 1, d))?
             .to_dtype(patches.dtype())?;
-        fused::add_table(
+        let x = fused::add_table(
             &Tensor::cat(&[&cls, &patches], 1)?,
             &self.position,
             self.fused,
-        )
+        )?;
+        mark(&x, "embeddings: class + positions")?;
+        Ok(x)
     }
 }
 
@@ -180,11 +184,17 @@ impl Attention {
             // The fa kernels take the bias at no cost, so the projection skips its pass.
             Qkv::Packed(qkv, kernel) if kernel.folds_bias() => {
                 let (y, bias) = qkv.forward_unbiased(x)?;
-                return fused::attention_packed_with(&y, bias, self.heads, self.scale, *kernel);
+                mark(&y, "q|k|v GEMM")?;
+                let a = fused::attention_packed_with(&y, bias, self.heads, self.scale, *kernel)?;
+                mark(&a, "attention")?;
+                return Ok(a);
             }
             Qkv::Packed(qkv, kernel) => {
                 let qkv = qkv.forward(x)?;
-                return fused::attention_packed_with(&qkv, None, self.heads, self.scale, *kernel);
+                mark(&qkv, "q|k|v GEMM + bias")?;
+                let a = fused::attention_packed_with(&qkv, None, self.heads, self.scale, *kernel)?;
+                mark(&a, "attention")?;
+                return Ok(a);
             }
             Qkv::Separate { q, k, v } => (q, k, v),
         };
@@ -197,8 +207,11 @@ impl Attention {
         let q = split((q.forward(x)? * self.scale)?)?;
         let k = split(k.forward(x)?)?;
         let v = split(v.forward(x)?)?;
+        mark(&v, "q, k, v GEMMs + head split")?;
         let attn = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))
+        let a = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        mark(&a, "attention")?;
+        Ok(a)
     }
 
     /// Folds an elementwise scale of the attention output into the output projection.
@@ -216,6 +229,19 @@ impl Attention {
     pub(super) fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         self.out.forward_residual(&self.mix(x)?, residual)
     }
+
+    /// `(s, norm(s))` for `s = residual + attention(x)`; `fuse` as in
+    /// [`Linear::forward_residual_norm`].
+    pub(super) fn forward_residual_norm(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        norm: &LayerNorm,
+        fuse: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        self.out
+            .forward_residual_norm(&self.mix(x)?, residual, norm, fuse)
+    }
 }
 
 /// A pre-norm transformer layer with CLIP's tensor names (also SigLIP's).
@@ -226,6 +252,8 @@ pub(super) struct EncoderLayer {
     fc1: Linear,
     fc2: Linear,
     act: Act,
+    /// Each residual add and the LayerNorm after it in one pass ([`super::add_norm`]).
+    add_norm: bool,
 }
 
 impl EncoderLayer {
@@ -256,16 +284,66 @@ impl EncoderLayer {
             fc1: linear(d, inter, vb.pp("mlp.fc1"))?,
             fc2: linear(inter, d, vb.pp("mlp.fc2"))?,
             act,
+            add_norm: super::add_norm::enabled(),
         })
     }
 
-    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.attn.forward_residual(&self.ln1.forward(x)?, x)?;
-        let h = self
-            .fc1
-            .forward_act(&self.ln2.forward(&x)?, Some(self.act))?;
-        self.fc2.forward_residual(&h, &x)
+    /// The layer on its input `x` and `ln1(x)`, computed by the caller (in the previous layer's
+    /// last residual add, when fused). With `next` (the next layer's first LayerNorm), also
+    /// returns `next(output)`, so that norm can ride in this layer's last residual add.
+    fn forward_normed(
+        &self,
+        x: &Tensor,
+        normed: &Tensor,
+        next: Option<&LayerNorm>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (x, n2) = self
+            .attn
+            .forward_residual_norm(normed, x, &self.ln2, self.add_norm)?;
+        mark(&n2, "out GEMM + residual + norm")?;
+        let h = self.fc1.forward_act(&n2, Some(self.act))?;
+        mark(&h, "fc1 GEMM + activation")?;
+        match next {
+            Some(norm) => {
+                let (y, n) = self
+                    .fc2
+                    .forward_residual_norm(&h, &x, norm, self.add_norm)?;
+                mark(&n, "fc2 GEMM + residual + next norm")?;
+                Ok((y, Some(n)))
+            }
+            None => {
+                let y = self.fc2.forward_residual(&h, &x)?;
+                mark(&y, "fc2 GEMM + residual (last layer)")?;
+                Ok((y, None))
+            }
+        }
     }
+}
+
+/// Runs CLIP-style `layers` from the embedding output `x` like [`collect_states`], handing each
+/// layer's first LayerNorm output over from the previous layer's last residual add (one pass
+/// for both where [`super::add_norm`] is on; the same numbers either way).
+pub(super) fn run_layers(
+    x: Tensor,
+    layers: &[EncoderLayer],
+    wanted: &[usize],
+) -> Result<Vec<Tensor>> {
+    let last = wanted.iter().copied().max().unwrap_or(0);
+    let mut normed: Option<Tensor> = None;
+    collect_states(x, layers, wanted, |i, layer, x| {
+        let n = match normed.take() {
+            Some(n) => n,
+            None => {
+                let n = layer.ln1.forward(x)?;
+                mark(&n, "first layer's norm")?;
+                n
+            }
+        };
+        let next = layers.get(i + 1).filter(|_| i + 1 < last);
+        let (y, n) = layer.forward_normed(x, &n, next.map(|l| &l.ln1))?;
+        normed = n;
+        Ok(y)
+    })
 }
 
 /// The CLIP vision tower. Loads only the layers below `max_layer`, so a layer −2 request never
@@ -313,17 +391,19 @@ impl ClipVisionModel {
         let x = self
             .pre_layernorm
             .forward(&self.embeddings.forward(pixels)?.to_dtype(stream)?)?;
-        collect_states(x, &self.layers, wanted, EncoderLayer::forward)
+        mark(&x, "embeddings: widen + pre-norm")?;
+        run_layers(x, &self.layers, wanted)
     }
 }
 
 /// Runs `layers` from the embedding output `x` as far as the deepest wanted hidden state and
-/// returns the wanted states in request order (`hidden_states[0]` is `x`).
+/// returns the wanted states in request order (`hidden_states[0]` is `x`). `forward` gets each
+/// layer's index, the layer and its input.
 pub(super) fn collect_states<L>(
     mut x: Tensor,
     layers: &[L],
     wanted: &[usize],
-    forward: impl Fn(&L, &Tensor) -> Result<Tensor>,
+    mut forward: impl FnMut(usize, &L, &Tensor) -> Result<Tensor>,
 ) -> Result<Vec<Tensor>> {
     let last = wanted.iter().copied().max().unwrap_or(0);
     if last > layers.len() {
@@ -337,7 +417,7 @@ pub(super) fn collect_states<L>(
         states[0] = Some(x.clone());
     }
     for (i, layer) in layers.iter().take(last).enumerate() {
-        x = forward(layer, &x)?;
+        x = forward(i, layer, &x)?;
         if wanted.contains(&(i + 1)) {
             states[i + 1] = Some(x.clone());
         }

@@ -241,7 +241,7 @@ impl Dinov2Model {
             x.to_dtype(self.stream)?,
             &self.layers,
             wanted,
-            Layer::forward,
+            |_, layer, x| layer.forward(x),
         )
     }
 }

@@ -33,6 +33,25 @@ thread_local! {
     static MODE: Cell<Option<bool>> = const { Cell::new(None) };
     static KERNEL: Cell<Option<AttentionKernel>> = const { Cell::new(None) };
     static F32_RESIDUAL: Cell<Option<bool>> = const { Cell::new(None) };
+    static FAST_ACT: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Environment variable: `1` runs quick_gelu on CUDA through the fast intrinsics (`__expf`,
+/// `__fdividef`, about 2 ulp in f32) instead of `expf` and an IEEE division. Off until a GPU has
+/// timed and checked it (`gapprobe bench --device cuda` does both).
+pub const FAST_ACT_ENV: &str = "GAPPROBE_FAST_ACT";
+
+/// Whether [`bias_act`] asks for the fast quick_gelu now ([`with_fast_act`], else
+/// [`FAST_ACT_ENV`]).
+pub fn fast_act() -> bool {
+    FAST_ACT
+        .with(|c| c.get())
+        .unwrap_or_else(|| std::env::var(FAST_ACT_ENV).is_ok_and(|v| v == "1"))
+}
+
+/// Runs `f` with the fast quick_gelu on or off on this thread, whatever the environment says.
+pub fn with_fast_act<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    with_override(&FAST_ACT, on, f)
 }
 
 /// Runs `f` with `cell` (one of the thread-local overrides above) set to `value`, then restores it.
@@ -106,8 +125,13 @@ pub fn attention_supported(device: &Device, dtype: DType, head_dim: usize) -> bo
 
 /// `act(x + bias)` over the last dimension of `x` (bias: [cols]).
 pub fn bias_act(x: &Tensor, bias: &Tensor, act: Option<Act>) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op2_no_bwd(&bias.contiguous()?, &BiasAct { act })
+    x.contiguous()?.apply_op2_no_bwd(
+        &bias.contiguous()?,
+        &BiasAct {
+            act,
+            fast: fast_act(),
+        },
+    )
 }
 
 /// `x + table` for `x` [B, T, D] and a position table of T·D values shared by every image: with
@@ -126,7 +150,10 @@ pub fn bias_residual(x: &Tensor, bias: &Tensor, residual: &Tensor) -> Result<Ten
     x.contiguous()?.apply_op3_no_bwd(
         &bias.contiguous()?,
         &residual.contiguous()?,
-        &BiasAct { act: None },
+        &BiasAct {
+            act: None,
+            fast: false,
+        },
     )
 }
 

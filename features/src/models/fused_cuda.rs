@@ -9,10 +9,10 @@ use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result};
 use half::{bf16, f16};
 
 /// The PTX that build.rs compiled from `kernels/fused.cu`.
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
-const MODULE: &str = "gapprobe_fused";
+pub(super) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
+pub(super) const MODULE: &str = "gapprobe_fused";
 
-fn contiguous_range(l: &Layout, what: &str) -> Result<(usize, usize)> {
+pub(super) fn contiguous_range(l: &Layout, what: &str) -> Result<(usize, usize)> {
     l.contiguous_offsets().ok_or_else(|| {
         candle_core::Error::Msg(format!("{what} must be contiguous for the fused kernel"))
     })

@@ -11,10 +11,13 @@ use candle_core::{CpuStorage, DType, Layout, Result, Shape};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+/// The kernel's activation code (`ACT_*` in fused.cu); `fast` picks quick_gelu's fast-intrinsic
+/// form.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-fn act_code(act: Option<Act>) -> i32 {
+fn act_code(act: Option<Act>, fast: bool) -> i32 {
     match act {
         None => 0,
+        Some(Act::QuickGelu) if fast => 6,
         Some(Act::QuickGelu) => 1,
         Some(Act::Gelu) => 2,
         Some(Act::GeluTanh) => 3,
@@ -82,6 +85,10 @@ fn wide_enough(wide: DType, narrow: DType, what: &str) -> Result<()> {
 /// `act(x + bias)`, or as a three-input op `x + bias + residual` (in the residual's dtype).
 pub(super) struct BiasAct {
     pub(super) act: Option<Act>,
+    /// On CUDA, quick_gelu through the fast intrinsics ([`super::fused::FAST_ACT_ENV`]); the
+    /// reference is the same either way.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(super) fast: bool,
 }
 
 impl BiasAct {
@@ -137,7 +144,8 @@ impl candle_core::CustomOp2 for BiasAct {
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let cols = Self::check(l1, l2)?;
-        let y = super::fused_cuda::bias_act(s1, l1, s2, l2, None, cols, act_code(self.act))?;
+        let y =
+            super::fused_cuda::bias_act(s1, l1, s2, l2, None, cols, act_code(self.act, self.fast))?;
         Ok((y, l1.shape().clone()))
     }
 }
@@ -189,8 +197,15 @@ impl candle_core::CustomOp3 for BiasAct {
                 l1.dims()
             );
         }
-        let y =
-            super::fused_cuda::bias_act(s1, l1, s2, l2, Some((s3, l3)), cols, act_code(self.act))?;
+        let y = super::fused_cuda::bias_act(
+            s1,
+            l1,
+            s2,
+            l2,
+            Some((s3, l3)),
+            cols,
+            act_code(self.act, self.fast),
+        )?;
         Ok((y, l1.shape().clone()))
     }
 }

@@ -6,8 +6,9 @@
 //! goes through a single `act(y + b) (+ residual)` kernel; otherwise candle's Linear and
 //! composite ops run, as on the CPU.
 
+use super::norm::FusedLayerNorm;
 use super::Act;
-use super::{fused, gemm_epilogue};
+use super::{add_norm, fused, gemm_epilogue};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -133,6 +134,31 @@ impl FusedLinear {
             _ => self.plain.forward(x)?.to_dtype(residual.dtype())? + residual,
         }
     }
+
+    /// `(s, norm(s))` with `s = x Wᵀ + b + residual`: the residual add and the LayerNorm after
+    /// it. With `fuse`, a 16-bit layer around an f32 stream and a kernel-backed norm, one pass
+    /// after the GEMM ([`add_norm::add_layer_norm`]); otherwise [`Self::forward_residual`] and
+    /// the norm (the same numbers).
+    pub fn forward_residual_norm(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        norm: &FusedLayerNorm,
+        fuse: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let wide_stream = residual.dtype() == DType::F32 && self.dtype() != DType::F32;
+        if let (true, true, Some(b), Some((w, lb, eps))) = (
+            fuse && self.fused,
+            wide_stream,
+            self.plain.bias(),
+            norm.fused_parts(),
+        ) {
+            return add_norm::add_layer_norm(&self.gemm(x)?, b, residual, w, lb, eps);
+        }
+        let s = self.forward_residual(x, residual)?;
+        let n = norm.forward(&s)?;
+        Ok((s, n))
+    }
 }
 
 impl Module for FusedLinear {
@@ -218,6 +244,48 @@ mod tests {
         });
         let wide = lt16.forward_residual(&h(&x), &r).unwrap();
         assert_eq!(wide.dtype(), DType::F32);
+    }
+
+    /// The residual add with the LayerNorm after it, fused or not, around an f32 stream and in
+    /// the layer's own dtype: the stream and the norm are those of the separate steps.
+    #[test]
+    fn residual_norm_equals_residual_then_norm() {
+        let dev = Device::Cpu;
+        let h = |t: Tensor| t.to_dtype(DType::BF16).unwrap();
+        let w = h(Tensor::randn(0f32, 1.0, (8, 11), &dev).unwrap());
+        let b = h(Tensor::randn(0f32, 1.0, 8, &dev).unwrap());
+        let lin = FusedLinear::new(candle_nn::Linear::new(w, Some(b)), true);
+        let vb = candle_nn::VarBuilder::from_tensors(
+            [
+                (
+                    "weight".to_string(),
+                    Tensor::randn(0f32, 1.0, 8, &dev).unwrap(),
+                ),
+                (
+                    "bias".to_string(),
+                    Tensor::randn(0f32, 1.0, 8, &dev).unwrap(),
+                ),
+            ]
+            .into(),
+            DType::BF16,
+            &dev,
+        );
+        let norm = fused::with_mode(true, || super::super::norm::layer_norm(8, 1e-5, vb)).unwrap();
+        assert!(norm.fused_parts().is_some());
+        let x = h(Tensor::randn(0f32, 1.0, (2, 3, 11), &dev).unwrap());
+        let wide = Tensor::randn(0f32, 1.0, (2, 3, 8), &dev).unwrap();
+        for residual in [wide.clone(), h(wide)] {
+            let want_s = lin.forward_residual(&x, &residual).unwrap();
+            let want_n = norm.forward(&want_s).unwrap();
+            for fuse in [true, false] {
+                let (s, n) = lin
+                    .forward_residual_norm(&x, &residual, &norm, fuse)
+                    .unwrap();
+                assert_eq!((s.dtype(), n.dtype()), (residual.dtype(), DType::BF16));
+                assert_eq!(max_abs_diff(&s, &want_s), 0.0);
+                assert_eq!(max_abs_diff(&n, &want_n), 0.0);
+            }
+        }
     }
 
     /// Folding an output scale into the weights equals scaling the outputs.

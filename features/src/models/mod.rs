@@ -1,5 +1,6 @@
 //! Vision encoders and projectors, loaded from Hugging Face checkpoints as they are.
 
+pub mod add_norm;
 mod checkpoint;
 mod clip;
 mod convert;
@@ -23,6 +24,7 @@ mod prompt;
 mod random;
 mod read;
 mod siglip;
+pub mod stages;
 mod token_mean;
 mod tower;
 mod vlm;

@@ -32,6 +32,15 @@ impl FusedLayerNorm {
         self.plain.weight().dtype()
     }
 
+    /// Weight, bias and eps when this norm runs gapprobe's kernel, so that a fused residual add
+    /// + LayerNorm ([`super::add_norm`]) may stand in for it; `None` for candle's LayerNorm.
+    pub fn fused_parts(&self) -> Option<(&Tensor, &Tensor, f64)> {
+        match (self.fused, self.plain.bias()) {
+            (true, Some(b)) => Some((self.plain.weight(), b, self.eps)),
+            _ => None,
+        }
+    }
+
     /// The same norm with its weight and bias in `dtype` (its output takes their dtype).
     pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
         let bias = self.plain.bias().map(|b| b.to_dtype(dtype)).transpose()?;

@@ -3,6 +3,7 @@
 //! (`model.mm_projector.0/2`) layouts.
 
 use super::linear::{linear, FusedLinear as Linear};
+use super::stages::mark;
 use super::Act;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -83,9 +84,16 @@ impl Module for Projector {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // Hidden states from an f32 residual stream enter in the projector's own dtype.
         let x = &x.to_dtype(self.first.dtype())?;
-        match &self.second {
-            Some(second) => second.forward(&self.first.forward_act(x, Some(self.act))?),
-            None => self.first.forward(x),
-        }
+        mark(x, "projector: input in its dtype")?;
+        let Some(second) = &self.second else {
+            let y = self.first.forward(x)?;
+            mark(&y, "projector: linear")?;
+            return Ok(y);
+        };
+        let h = self.first.forward_act(x, Some(self.act))?;
+        mark(&h, "projector: fc1 GEMM + activation")?;
+        let y = second.forward(&h)?;
+        mark(&y, "projector: fc2 GEMM")?;
+        Ok(y)
     }
 }

@@ -3,7 +3,7 @@
 //! CLIP, `hidden_states[0]` is the embedding output and `hidden_states[i]` the output of layer `i`
 //! (before `post_layernorm`).
 
-use super::clip::{collect_states, EncoderLayer};
+use super::clip::{run_layers, EncoderLayer};
 use super::Act;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
@@ -114,6 +114,6 @@ impl SiglipVisionModel {
             .flatten_from(2)?
             .transpose(1, 2)?;
         let x = super::fused::add_table(&x, &self.position, self.fused)?.to_dtype(self.stream)?;
-        collect_states(x, &self.layers, wanted, EncoderLayer::forward)
+        run_layers(x, &self.layers, wanted)
     }
 }
