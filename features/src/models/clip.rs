@@ -225,12 +225,8 @@ impl Attention {
         self.out.forward(&self.mix(x)?)
     }
 
-    /// `residual + attention(x)`, the add fused into the output projection's bias pass.
-    pub(super) fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        self.out.forward_residual(&self.mix(x)?, residual)
-    }
-
-    /// `(s, norm(s))` for `s = residual + attention(x)`; `fuse` as in
+    /// `(s, norm(s))` for `s = residual + attention(x)`, the add in the output projection's
+    /// bias pass or epilogue; `fuse` as in
     /// [`Linear::forward_residual_norm`].
     pub(super) fn forward_residual_norm(
         &self,
@@ -277,20 +273,59 @@ impl EncoderLayer {
         eps: f64,
     ) -> Result<Self> {
         let names = ["q_proj", "k_proj", "v_proj", "out_proj"];
-        Ok(Self {
-            ln1: layer_norm(d, eps, vb.pp("layer_norm1"))?,
-            attn: Attention::with_names(vb.pp("self_attn"), d, heads, names)?,
-            ln2: layer_norm(d, eps, vb.pp("layer_norm2"))?,
-            fc1: linear(d, inter, vb.pp("mlp.fc1"))?,
-            fc2: linear(inter, d, vb.pp("mlp.fc2"))?,
+        Ok(Self::from_parts(
+            layer_norm(d, eps, vb.pp("layer_norm1"))?,
+            Attention::with_names(vb.pp("self_attn"), d, heads, names)?,
+            layer_norm(d, eps, vb.pp("layer_norm2"))?,
+            linear(d, inter, vb.pp("mlp.fc1"))?,
+            linear(inter, d, vb.pp("mlp.fc2"))?,
             act,
-            add_norm: super::add_norm::enabled(),
-        })
+        ))
     }
 
-    /// The layer on its input `x` and `ln1(x)`, computed by the caller (in the previous layer's
-    /// last residual add, when fused). With `next` (the next layer's first LayerNorm), also
-    /// returns `next(output)`, so that norm can ride in this layer's last residual add.
+    /// `x + attn(ln1(x))`, then `+ fc2(act(fc1(ln2(·))))`: the pre-norm layer from its parts
+    /// (DINOv2's, once its layer scales are folded into `attn` and `fc2`).
+    pub(super) fn from_parts(
+        ln1: LayerNorm,
+        attn: Attention,
+        ln2: LayerNorm,
+        fc1: Linear,
+        fc2: Linear,
+        act: Act,
+    ) -> Self {
+        Self {
+            ln1,
+            attn,
+            ln2,
+            fc1,
+            fc2,
+            act,
+            add_norm: super::add_norm::enabled(),
+        }
+    }
+}
+
+/// A pre-norm layer that [`run_layers`] can hand its first LayerNorm's output to.
+pub(super) trait PreNormLayer {
+    /// The LayerNorm the layer's input goes through first.
+    fn first_norm(&self) -> &LayerNorm;
+
+    /// The layer on its input `x` and `first_norm(x)`, computed by the caller (in the previous
+    /// layer's last residual add, when fused). With `next` (the next layer's first LayerNorm),
+    /// also returns `next(output)`, so that norm can ride in this layer's last residual add.
+    fn forward_normed(
+        &self,
+        x: &Tensor,
+        normed: &Tensor,
+        next: Option<&LayerNorm>,
+    ) -> Result<(Tensor, Option<Tensor>)>;
+}
+
+impl PreNormLayer for EncoderLayer {
+    fn first_norm(&self) -> &LayerNorm {
+        &self.ln1
+    }
+
     fn forward_normed(
         &self,
         x: &Tensor,
@@ -320,12 +355,12 @@ impl EncoderLayer {
     }
 }
 
-/// Runs CLIP-style `layers` from the embedding output `x` like [`collect_states`], handing each
+/// Runs pre-norm `layers` from the embedding output `x` like [`collect_states`], handing each
 /// layer's first LayerNorm output over from the previous layer's last residual add (one pass
 /// for both where [`super::add_norm`] is on; the same numbers either way).
-pub(super) fn run_layers(
+pub(super) fn run_layers<L: PreNormLayer>(
     x: Tensor,
-    layers: &[EncoderLayer],
+    layers: &[L],
     wanted: &[usize],
 ) -> Result<Vec<Tensor>> {
     let last = wanted.iter().copied().max().unwrap_or(0);
@@ -334,13 +369,13 @@ pub(super) fn run_layers(
         let n = match normed.take() {
             Some(n) => n,
             None => {
-                let n = layer.ln1.forward(x)?;
+                let n = layer.first_norm().forward(x)?;
                 mark(&n, "first layer's norm")?;
                 n
             }
         };
         let next = layers.get(i + 1).filter(|_| i + 1 < last);
-        let (y, n) = layer.forward_normed(x, &n, next.map(|l| &l.ln1))?;
+        let (y, n) = layer.forward_normed(x, &n, next.map(|l| l.first_norm()))?;
         normed = n;
         Ok(y)
     })

@@ -3,7 +3,7 @@
 //! `hidden_states[i]` the output of layer `i` (before the final `layernorm`). Position embeddings
 //! are interpolated to the input grid exactly as transformers does (bicubic, torch's kernels).
 
-use super::clip::{collect_states, Attention};
+use super::clip::{run_layers, Attention, EncoderLayer, PreNormLayer};
 use super::linear::{linear, FusedLinear as Linear};
 use super::norm::{layer_norm, FusedLayerNorm as LayerNorm};
 use super::Act;
@@ -51,7 +51,15 @@ fn default_eps() -> f64 {
     1e-6
 }
 
-struct Layer {
+/// One DINOv2 layer: with the fused ops, its layer scales folded into the output projection and
+/// fc2 so that it is CLIP's pre-norm layer (residual adds in their bias passes, each fused with
+/// the LayerNorm after it where [`super::add_norm`] is on); otherwise as transformers runs it.
+enum Layer {
+    Folded(EncoderLayer),
+    Plain(PlainLayer),
+}
+
+struct PlainLayer {
     norm1: LayerNorm,
     attn: Attention,
     scale1: Tensor,
@@ -60,9 +68,6 @@ struct Layer {
     fc2: Linear,
     scale2: Tensor,
     act: Act,
-    /// Fused ops: the layer scales are folded into the output projection and fc2, and the
-    /// residual adds ride in their bias passes.
-    folded: bool,
 }
 
 impl Layer {
@@ -78,41 +83,57 @@ impl Layer {
         let mut attn =
             Attention::with_names(vb.pp("attention"), d, cfg.num_attention_heads, names)?;
         let scale1 = vb.get(d, "layer_scale1.lambda1")?;
-        let mut fc2 = linear(inter, d, vb.pp("mlp.fc2"))?;
+        let fc2 = linear(inter, d, vb.pp("mlp.fc2"))?;
         let scale2 = vb.get(d, "layer_scale2.lambda1")?;
-        let folded = fc2.is_fused();
-        if folded {
+        let (norm1, norm2) = (
+            layer_norm(d, eps, vb.pp("norm1"))?,
+            layer_norm(d, eps, vb.pp("norm2"))?,
+        );
+        let fc1 = linear(d, inter, vb.pp("mlp.fc1"))?;
+        if fc2.is_fused() {
             attn.scale_output(&scale1)?;
-            fc2 = fc2.scaled_outputs(&scale2)?;
+            let fc2 = fc2.scaled_outputs(&scale2)?;
+            let layer = EncoderLayer::from_parts(norm1, attn, norm2, fc1, fc2, cfg.hidden_act);
+            return Ok(Layer::Folded(layer));
         }
-        Ok(Self {
-            norm1: layer_norm(d, eps, vb.pp("norm1"))?,
+        Ok(Layer::Plain(PlainLayer {
+            norm1,
             attn,
             scale1,
-            norm2: layer_norm(d, eps, vb.pp("norm2"))?,
-            fc1: linear(d, inter, vb.pp("mlp.fc1"))?,
+            norm2,
+            fc1,
             fc2,
             scale2,
             act: cfg.hidden_act,
-            folded,
-        })
+        }))
+    }
+}
+
+impl PreNormLayer for Layer {
+    fn first_norm(&self) -> &LayerNorm {
+        match self {
+            Layer::Folded(l) => l.first_norm(),
+            Layer::Plain(l) => &l.norm1,
+        }
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.folded {
-            let x = self.attn.forward_residual(&self.norm1.forward(x)?, x)?;
-            let h = self
-                .fc1
-                .forward_act(&self.norm2.forward(&x)?, Some(self.act))?;
-            return self.fc2.forward_residual(&h, &x);
-        }
-        let a = self.attn.forward(&self.norm1.forward(x)?)?;
-        let x = (x + a.broadcast_mul(&self.scale1)?)?;
-        let h = self.norm2.forward(&x)?;
-        let h = self
-            .fc2
-            .forward(&self.act.forward(&self.fc1.forward(&h)?)?)?;
-        x + h.broadcast_mul(&self.scale2)?
+    fn forward_normed(
+        &self,
+        x: &Tensor,
+        normed: &Tensor,
+        next: Option<&LayerNorm>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let l = match self {
+            Layer::Folded(l) => return l.forward_normed(x, normed, next),
+            Layer::Plain(l) => l,
+        };
+        let a = l.attn.forward(normed)?;
+        let x = (x + a.broadcast_mul(&l.scale1)?)?;
+        let h = l.norm2.forward(&x)?;
+        let h = l.fc2.forward(&l.act.forward(&l.fc1.forward(&h)?)?)?;
+        let y = (x + h.broadcast_mul(&l.scale2)?)?;
+        let n = next.map(|norm| norm.forward(&y)).transpose()?;
+        Ok((y, n))
     }
 }
 
@@ -237,12 +258,7 @@ impl Dinov2Model {
             }
             None => x,
         };
-        collect_states(
-            x.to_dtype(self.stream)?,
-            &self.layers,
-            wanted,
-            |_, layer, x| layer.forward(x),
-        )
+        run_layers(x.to_dtype(self.stream)?, &self.layers, wanted)
     }
 }
 
