@@ -3,7 +3,7 @@
 //! `hidden_states[i]` the output of layer `i` (before the final `layernorm`). Position embeddings
 //! are interpolated to the input grid exactly as transformers does (bicubic, torch's kernels).
 
-use super::clip::{run_layers, Attention, EncoderLayer, PreNormLayer};
+use super::layers::{run_layers, Attention, EncoderLayer, PreNormLayer};
 use super::linear::{linear, FusedLinear as Linear};
 use super::norm::{layer_norm, FusedLayerNorm as LayerNorm};
 use super::Act;

@@ -12,6 +12,7 @@ mod fused_ops;
 pub mod gemm_epilogue;
 mod generate;
 pub mod language;
+mod layers;
 mod linear;
 mod llama;
 mod llama_config;

@@ -3,7 +3,7 @@
 //! CLIP, `hidden_states[0]` is the embedding output and `hidden_states[i]` the output of layer `i`
 //! (before `post_layernorm`).
 
-use super::clip::{run_layers, EncoderLayer};
+use super::layers::{run_layers, EncoderLayer};
 use super::Act;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
