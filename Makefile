@@ -2,6 +2,7 @@
 # Whatever the build needs beyond cargo is bootstrapped into .tools/ (git-ignored):
 #   * CMake >= 3.26 from PyPI (hdf5-metno's bundled static HDF5 2.x needs it; Debian 12 ships 3.25)
 #   * a Python venv with h5py + numpy for the cache interoperability check in `make test`
+# `make test` also runs a CUDA kernel's host emulation (tools/kernel_emulation, g++ only).
 SHELL := /bin/bash
 TOOLS := $(CURDIR)/.tools
 CMAKE_VENV := $(TOOLS)/cmake-venv
@@ -23,6 +24,7 @@ build: $(CMAKE_STAMP)
 test: $(CMAKE_STAMP) $(PY_STAMP)
 	$(CARGO) test --release --locked --workspace
 	GAPPROBE_BIN=$(CURDIR)/target/release/gapprobe $(PY_VENV)/bin/python tools/check_cache_h5py.py
+	bash tools/kernel_emulation/run.sh
 
 bench: $(CMAKE_STAMP)
 	$(CARGO) run --release --locked -- bench
