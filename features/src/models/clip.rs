@@ -141,18 +141,17 @@ impl ClipVisionModel {
         let embeddings = Embeddings::new(vb.pp("embeddings"), cfg)?;
         let pre_layernorm = layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("pre_layrnorm"))?
             .to_dtype(fused::residual_dtype(vb.device(), vb.dtype()))?;
-        let layers = (0..max_layer.min(cfg.num_hidden_layers))
-            .map(|i| {
-                EncoderLayer::with_dims(
-                    vb.pp(format!("encoder.layers.{i}")),
-                    cfg.hidden_size,
-                    cfg.intermediate_size,
-                    cfg.num_attention_heads,
-                    cfg.hidden_act,
-                    cfg.layer_norm_eps,
-                )
-            })
-            .collect::<Result<_>>()?;
+        let layers = EncoderLayer::load_all(
+            &vb,
+            max_layer.min(cfg.num_hidden_layers),
+            (
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                cfg.num_attention_heads,
+            ),
+            cfg.hidden_act,
+            cfg.layer_norm_eps,
+        )?;
         Ok(Self {
             embeddings,
             pre_layernorm,

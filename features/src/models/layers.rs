@@ -139,7 +139,7 @@ pub(super) struct EncoderLayer {
 
 impl EncoderLayer {
     /// Loads a layer of width `d` (MLP `inter`, `heads` heads) with CLIP's tensor names under `vb`.
-    pub(super) fn with_dims(
+    fn with_dims(
         vb: VarBuilder,
         d: usize,
         inter: usize,
@@ -156,6 +156,28 @@ impl EncoderLayer {
             linear(inter, d, vb.pp("mlp.fc2"))?,
             act,
         ))
+    }
+
+    /// Layers `0..count` under `vb`'s `encoder.layers.{i}` (CLIP's and SigLIP's layout).
+    pub(super) fn load_all(
+        vb: &VarBuilder,
+        count: usize,
+        (d, inter, heads): (usize, usize, usize),
+        act: Act,
+        eps: f64,
+    ) -> Result<Vec<Self>> {
+        (0..count)
+            .map(|i| {
+                Self::with_dims(
+                    vb.pp(format!("encoder.layers.{i}")),
+                    d,
+                    inter,
+                    heads,
+                    act,
+                    eps,
+                )
+            })
+            .collect()
     }
 
     /// `x + attn(ln1(x))`, then `+ fc2(act(fc1(ln2(·))))`: the pre-norm layer from its parts

@@ -74,18 +74,17 @@ impl SiglipVisionModel {
             (cfg.num_patches(), cfg.hidden_size),
             "position_embedding.weight",
         )?;
-        let layers = (0..max_layer.min(cfg.num_hidden_layers))
-            .map(|i| {
-                EncoderLayer::with_dims(
-                    vb.pp(format!("encoder.layers.{i}")),
-                    cfg.hidden_size,
-                    cfg.intermediate_size,
-                    cfg.num_attention_heads,
-                    cfg.hidden_act,
-                    cfg.layer_norm_eps,
-                )
-            })
-            .collect::<Result<_>>()?;
+        let layers = EncoderLayer::load_all(
+            &vb,
+            max_layer.min(cfg.num_hidden_layers),
+            (
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                cfg.num_attention_heads,
+            ),
+            cfg.hidden_act,
+            cfg.layer_norm_eps,
+        )?;
         Ok(Self {
             patch,
             position,
