@@ -42,11 +42,12 @@ thread_local! {
 pub const FAST_ACT_ENV: &str = "GAPPROBE_FAST_ACT";
 
 /// Whether [`bias_act`] asks for the fast quick_gelu now ([`with_fast_act`], else
-/// [`FAST_ACT_ENV`]).
+/// [`FAST_ACT_ENV`], read once per process: `bias_act` runs for every Linear layer).
 pub fn fast_act() -> bool {
-    FAST_ACT
-        .with(|c| c.get())
-        .unwrap_or_else(|| std::env::var(FAST_ACT_ENV).is_ok_and(|v| v == "1"))
+    static FROM_ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    FAST_ACT.with(|c| c.get()).unwrap_or_else(|| {
+        *FROM_ENV.get_or_init(|| std::env::var(FAST_ACT_ENV).is_ok_and(|v| v == "1"))
+    })
 }
 
 /// Runs `f` with the fast quick_gelu on or off on this thread, whatever the environment says.
