@@ -8,9 +8,10 @@
 use anyhow::{bail, Context, Result};
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::path::Path;
 
-pub use crate::resample::pil_resize;
+pub use crate::resample::{pil_resize, pil_resize_window, Window};
 
 /// How the image is resized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,7 +275,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
-    Ok(img.to_rgb8())
+    Ok(img.into_rgb8())
 }
 
 /// Pads to a square canvas filled with `fill`, image centred (transformers' `expand2square`).
@@ -292,37 +293,47 @@ pub fn pad_to_square(img: &RgbImage, fill: [u8; 3]) -> RgbImage {
 impl PreprocessConfig {
     /// The image after padding and resizing (before crop), as 8-bit RGB.
     pub fn resized(&self, img: &RgbImage) -> RgbImage {
-        let cropped;
+        let img = self.padded(img);
+        match self.resize_size(&img) {
+            Some((w, h)) => pil_resize(&img, w, h, self.resample),
+            None => img.into_owned(),
+        }
+    }
+
+    /// The image after the bottom crop and padding (borrowed when neither applies).
+    fn padded<'a>(&self, img: &'a RgbImage) -> Cow<'a, RgbImage> {
         let img = if self.crop_bottom > 0 && img.height() > self.crop_bottom {
             let (w, h) = img.dimensions();
-            cropped = image::imageops::crop_imm(img, 0, 0, w, h - self.crop_bottom).to_image();
-            &cropped
+            Cow::Owned(image::imageops::crop_imm(img, 0, 0, w, h - self.crop_bottom).to_image())
+        } else {
+            Cow::Borrowed(img)
+        };
+        if self.pad_to_square && img.width() != img.height() {
+            Cow::Owned(pad_to_square(&img, self.pad_fill()))
         } else {
             img
-        };
-        let mut img = if self.pad_to_square {
-            pad_to_square(img, self.pad_fill())
-        } else {
-            img.clone()
-        };
-        if self.do_resize {
-            let (w, h) = img.dimensions();
-            let (nw, nh) = match self.resize {
-                ResizeTo::Exact(th, tw) => (tw, th),
-                ResizeTo::ShortestEdge(s) => {
-                    // transformers' get_resize_output_image_size: int(size * long / short)
-                    let (short, long) = (w.min(h), w.max(h));
-                    let new_long = (s as f64 * long as f64 / short as f64) as u32;
-                    if w <= h {
-                        (s, new_long)
-                    } else {
-                        (new_long, s)
-                    }
-                }
-            };
-            img = pil_resize(&img, nw, nh, self.resample);
         }
-        img
+    }
+
+    /// The (width, height) `img` is resized to, or `None` without a resize.
+    fn resize_size(&self, img: &RgbImage) -> Option<(u32, u32)> {
+        if !self.do_resize {
+            return None;
+        }
+        let (w, h) = img.dimensions();
+        Some(match self.resize {
+            ResizeTo::Exact(th, tw) => (tw, th),
+            ResizeTo::ShortestEdge(s) => {
+                // transformers' get_resize_output_image_size: int(size * long / short)
+                let (short, long) = (w.min(h), w.max(h));
+                let new_long = (s as f64 * long as f64 / short as f64) as u32;
+                if w <= h {
+                    (s, new_long)
+                } else {
+                    (new_long, s)
+                }
+            }
+        })
     }
 
     /// Turns an RGB image into a normalised CHW f32 tensor of [`PreprocessConfig::output_size`].
@@ -341,8 +352,8 @@ impl PreprocessConfig {
     /// [`PreprocessConfig::output_size`], before rescaling and normalisation: a quarter of the
     /// f32 bytes to move to the device, where [`PreprocessConfig::level_table`] finishes the job.
     pub fn apply_u8(&self, img: &RgbImage) -> Result<Vec<u8>> {
-        let img = self.resized(img);
-        let (w, h) = img.dimensions();
+        let img = self.padded(img);
+        let (w, h) = self.resize_size(&img).unwrap_or(img.dimensions());
         let (ch, cw) = if self.do_center_crop {
             self.crop
         } else {
@@ -351,16 +362,26 @@ impl PreprocessConfig {
         if ch > h || cw > w {
             bail!("image of {w}x{h} after resizing is smaller than the {cw}x{ch} crop");
         }
-        let (top, left) = ((h - ch) / 2, (w - cw) / 2);
+        // Only the crop is resized: the same pixels as resizing all and cropping.
+        let window = Window {
+            left: (w - cw) / 2,
+            top: (h - ch) / 2,
+            width: cw,
+            height: ch,
+        };
+        let crop = if self.do_resize {
+            pil_resize_window(&img, (w, h), self.resample, window)
+        } else {
+            image::imageops::crop_imm(&*img, window.left, window.top, cw, ch).to_image()
+        };
         let plane = (ch * cw) as usize;
         let mut out = vec![0u8; 3 * plane];
-        for y in 0..ch {
-            for x in 0..cw {
-                let p = img.get_pixel(left + x, top + y).0;
-                for c in 0..3 {
-                    out[c * plane + (y * cw + x) as usize] = p[c];
-                }
-            }
+        let (r, gb) = out.split_at_mut(plane);
+        let (g, b) = gb.split_at_mut(plane);
+        for (i, p) in crop.as_raw().chunks_exact(3).enumerate() {
+            r[i] = p[0];
+            g[i] = p[1];
+            b[i] = p[2];
         }
         Ok(out)
     }

@@ -1,9 +1,15 @@
 //! Pillow's 8-bit resampling (`Resample.c`), ported bit-exactly: separable convolution with
 //! fixed-point coefficients, bicubic (a = -0.5) or bilinear, antialiased when shrinking, and
 //! Pillow 13's pass order (vertical first when the height shrinks much more than the width).
+//!
+//! [`pil_resize_window`] computes only a window of the resized image (the center crop that
+//! follows), which is the same numbers as resizing everything and cropping: each output pixel
+//! depends on its own taps alone. The taps of one axis are padded with zero weights to one
+//! length, so the passes run fixed-length loops; integer sums with zero terms are unchanged.
 
 use crate::preprocess::Resample;
 use image::RgbImage;
+use std::ops::Range;
 
 /// PIL's fixed-point precision for 8-bit resampling (`Resample.c`).
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -81,65 +87,194 @@ fn fixed_point(coeffs: Vec<(usize, Vec<f64>)>) -> Vec<(usize, Vec<i32>)> {
         .collect()
 }
 
+/// PIL's `clip8`: the fixed-point sum rounded down to 8 bits and clamped (written as a clamp so
+/// that the loops vectorise; the same values as Pillow's branches).
+#[inline(always)]
 fn clip8(v: i32) -> u8 {
-    if v >= (1 << PRECISION_BITS << 8) {
-        255
-    } else if v <= 0 {
-        0
-    } else {
-        (v >> PRECISION_BITS) as u8
+    (v >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// The fixed-point taps of the outputs `range` of one axis, padded to one length: output `i`
+/// reads inputs `start[i]..start[i] + len` with weights `weights[i * len..(i + 1) * len]`.
+struct Taps {
+    start: Vec<usize>,
+    weights: Vec<i32>,
+    len: usize,
+}
+
+impl Taps {
+    fn new(in_size: usize, out_size: usize, resample: Resample, range: Range<usize>) -> Self {
+        let taps = fixed_point(resample_coeffs(in_size, out_size, resample));
+        let taps = &taps[range];
+        let len = taps.iter().map(|(_, k)| k.len()).max().unwrap_or(0).max(1);
+        let mut start = Vec::with_capacity(taps.len());
+        let mut weights = vec![0i32; taps.len() * len];
+        for (i, (x0, k)) in taps.iter().enumerate() {
+            // A shorter list is padded on the right, or on the left at the image's end (no list
+            // is longer than the input, so `len <= in_size`).
+            let s = (*x0).min(in_size.saturating_sub(len));
+            let at = i * len + (x0 - s);
+            weights[at..at + k.len()].copy_from_slice(k);
+            start.push(s);
+        }
+        Self {
+            start,
+            weights,
+            len,
+        }
+    }
+
+    /// The inputs any output reads.
+    fn span(&self) -> Range<usize> {
+        let lo = self.start.iter().copied().min().unwrap_or(0);
+        let hi = self.start.iter().map(|s| s + self.len).max().unwrap_or(0);
+        lo..hi
+    }
+
+    fn count(&self) -> usize {
+        self.start.len()
     }
 }
 
-/// Horizontal 8-bit pass over rows `row0..row0 + rows` of `src` (`src_w` wide, RGB).
-fn horizontal_pass(
+/// Horizontal 8-bit pass over `rows` of `src` (`src_w` pixels wide, RGB), input columns offset
+/// by `-col0`; the output is `taps.count()` pixels wide. Each input row is widened once to four
+/// i32 lanes a pixel (the fourth unused), so that one output pixel's three sums are one vector.
+#[inline(always)]
+fn horizontal_pass<const AVX2: bool>(
     src: &[u8],
     src_w: usize,
-    row0: usize,
-    rows: usize,
-    taps: &[(usize, Vec<i32>)],
+    rows: Range<usize>,
+    col0: usize,
+    taps: &Taps,
 ) -> Vec<u8> {
-    let w = taps.len();
-    let half = 1i32 << (PRECISION_BITS - 1);
-    let mut out = vec![0u8; rows * w * 3];
-    for y in 0..rows {
-        let line = &src[(y + row0) * src_w * 3..(y + row0 + 1) * src_w * 3];
-        for (xx, (x0, k)) in taps.iter().enumerate() {
-            let mut ss = [half; 3];
-            for (j, &kw) in k.iter().enumerate() {
-                let p = &line[(x0 + j) * 3..(x0 + j) * 3 + 3];
-                for c in 0..3 {
-                    ss[c] += p[c] as i32 * kw;
-                }
-            }
-            for c in 0..3 {
-                out[(y * w + xx) * 3 + c] = clip8(ss[c]);
-            }
+    let w = taps.count();
+    let mut out = vec![0u8; rows.len() * w * 3];
+    if w == 0 {
+        return out;
+    }
+    let mut line = vec![[0i32; 4]; src_w];
+    for (y, out_row) in rows.zip(out.chunks_exact_mut(w * 3)) {
+        let pixels = src[y * src_w * 3..(y + 1) * src_w * 3].chunks_exact(3);
+        for (l, p) in line.iter_mut().zip(pixels) {
+            *l = [p[0] as i32, p[1] as i32, p[2] as i32, 0];
+        }
+        #[cfg(target_arch = "x86_64")]
+        if AVX2 {
+            // SAFETY: `AVX2` is true only in `resize_avx2`, called once AVX2 was detected.
+            unsafe { x86::horizontal_row(&line, col0, taps, out_row) };
+            continue;
+        }
+        match taps.len {
+            // The common lengths as constants, so the tap loop unrolls.
+            4 => horizontal_row::<4>(&line, col0, taps, out_row),
+            5 => horizontal_row::<5>(&line, col0, taps, out_row),
+            6 => horizontal_row::<6>(&line, col0, taps, out_row),
+            7 => horizontal_row::<7>(&line, col0, taps, out_row),
+            8 => horizontal_row::<8>(&line, col0, taps, out_row),
+            _ => horizontal_row_any(&line, col0, taps, out_row),
         }
     }
     out
 }
 
-/// Vertical 8-bit pass over `src` (`w` wide, RGB); tap rows are offset by `-row0`.
-fn vertical_pass(src: &[u8], w: usize, row0: usize, taps: &[(usize, Vec<i32>)]) -> Vec<u8> {
+#[inline(always)]
+fn horizontal_row<const K: usize>(line: &[[i32; 4]], col0: usize, taps: &Taps, out: &mut [u8]) {
     let half = 1i32 << (PRECISION_BITS - 1);
-    let mut out = vec![0u8; taps.len() * w * 3];
-    for (yy, (y0, k)) in taps.iter().enumerate() {
-        let y0 = y0 - row0;
-        for xx in 0..w {
-            let mut ss = [half; 3];
-            for (j, &kw) in k.iter().enumerate() {
-                let i = ((y0 + j) * w + xx) * 3;
-                for c in 0..3 {
-                    ss[c] += src[i + c] as i32 * kw;
-                }
+    for ((px, &s), k) in out
+        .chunks_exact_mut(3)
+        .zip(&taps.start)
+        .zip(taps.weights.chunks_exact(K))
+    {
+        let seg: &[[i32; 4]; K] = line[s - col0..s - col0 + K].try_into().expect("tap span");
+        let k: &[i32; K] = k.try_into().expect("tap weights");
+        let mut ss = [half; 4];
+        for j in 0..K {
+            for c in 0..4 {
+                ss[c] += seg[j][c] * k[j];
             }
-            for c in 0..3 {
-                out[(yy * w + xx) * 3 + c] = clip8(ss[c]);
+        }
+        px[0] = clip8(ss[0]);
+        px[1] = clip8(ss[1]);
+        px[2] = clip8(ss[2]);
+    }
+}
+
+#[inline(always)]
+fn horizontal_row_any(line: &[[i32; 4]], col0: usize, taps: &Taps, out: &mut [u8]) {
+    let half = 1i32 << (PRECISION_BITS - 1);
+    for ((px, &s), k) in out
+        .chunks_exact_mut(3)
+        .zip(&taps.start)
+        .zip(taps.weights.chunks_exact(taps.len))
+    {
+        let mut ss = [half; 4];
+        for (p, &kw) in line[s - col0..s - col0 + taps.len].iter().zip(k) {
+            for c in 0..4 {
+                ss[c] += p[c] * kw;
             }
+        }
+        px[0] = clip8(ss[0]);
+        px[1] = clip8(ss[1]);
+        px[2] = clip8(ss[2]);
+    }
+}
+
+/// Vertical 8-bit pass over columns `cols` of `src` (`src_w` pixels wide, RGB), input rows
+/// offset by `-row0`; the output is `cols.len()` pixels wide and `taps.count()` rows high. Each
+/// output row accumulates whole input rows, so the inner loop runs along memory.
+#[inline(always)]
+fn vertical_pass(
+    src: &[u8],
+    src_w: usize,
+    cols: Range<usize>,
+    row0: usize,
+    taps: &Taps,
+) -> Vec<u8> {
+    let half = 1i32 << (PRECISION_BITS - 1);
+    let w = cols.len() * 3;
+    let mut out = vec![0u8; taps.count() * w];
+    if w == 0 {
+        return out;
+    }
+    let mut acc = vec![0i32; w];
+    for ((out_row, &s), k) in out
+        .chunks_exact_mut(w)
+        .zip(&taps.start)
+        .zip(taps.weights.chunks_exact(taps.len))
+    {
+        acc.fill(half);
+        for (j, &kw) in k.iter().enumerate() {
+            if kw == 0 {
+                continue;
+            }
+            let at = ((s - row0 + j) * src_w + cols.start) * 3;
+            for (a, &p) in acc.iter_mut().zip(&src[at..at + w]) {
+                *a += p as i32 * kw;
+            }
+        }
+        for (o, &a) in out_row.iter_mut().zip(&acc) {
+            *o = clip8(a);
         }
     }
     out
+}
+
+/// The pixels of `rows` × `cols` of `src` (`src_w` pixels wide, RGB).
+fn copy_window(src: &[u8], src_w: usize, rows: Range<usize>, cols: Range<usize>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * cols.len() * 3);
+    for y in rows {
+        out.extend_from_slice(&src[(y * src_w + cols.start) * 3..(y * src_w + cols.end) * 3]);
+    }
+    out
+}
+
+/// A window of an image: `width` × `height` pixels from column `left` and row `top`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub left: u32,
+    pub top: u32,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// PIL's `Image.resize(size, resample)` for RGB images (`ImagingResampleInner`,
@@ -147,27 +282,214 @@ fn vertical_pass(src: &[u8], w: usize, row0: usize, taps: &[(usize, Vec<i32>)]) 
 /// rounded to 8 bits; the horizontal pass first unless the height shrinks by more than twice as
 /// many pixels as the width (Pillow's rule: vertical first, to make the second pass cheaper).
 pub fn pil_resize(img: &RgbImage, w: u32, h: u32, resample: Resample) -> RgbImage {
+    let all = Window {
+        left: 0,
+        top: 0,
+        width: w,
+        height: h,
+    };
+    pil_resize_window(img, (w, h), resample, all)
+}
+
+/// The `window` of [`pil_resize`]`(img, size.0, size.1, resample)`, computing only what the
+/// window needs: the same pixels as resizing the whole image and cropping it.
+///
+/// # Panics
+/// If `window` does not lie inside `size`.
+pub fn pil_resize_window(
+    img: &RgbImage,
+    size: (u32, u32),
+    resample: Resample,
+    window: Window,
+) -> RgbImage {
+    #[cfg(target_arch = "x86_64")]
+    let out = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above), all `resize_avx2` requires.
+        unsafe { resize_avx2(img, size, resample, window) }
+    } else {
+        resize::<false>(img, size, resample, window)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let out = resize::<false>(img, size, resample, window);
+    RgbImage::from_raw(window.width, window.height, out).expect("buffer size")
+}
+
+/// [`resize`] compiled for AVX2 (8-lane integer multiplies), chosen at run time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn resize_avx2(img: &RgbImage, size: (u32, u32), resample: Resample, window: Window) -> Vec<u8> {
+    resize::<true>(img, size, resample, window)
+}
+
+/// The window's pixels (RGB, row-major), both passes inlined here so that each build of it
+/// vectorises them for its own instruction set.
+#[inline(always)]
+fn resize<const AVX2: bool>(
+    img: &RgbImage,
+    size: (u32, u32),
+    resample: Resample,
+    window: Window,
+) -> Vec<u8> {
     let (iw, ih) = (img.width() as usize, img.height() as usize);
-    let (w, h) = (w as usize, h as usize);
+    let (w, h) = (size.0 as usize, size.1 as usize);
+    let cols = window.left as usize..(window.left + window.width) as usize;
+    let rows = window.top as usize..(window.top + window.height) as usize;
+    assert!(
+        cols.end <= w && rows.end <= h,
+        "window {window:?} outside the {w}x{h} image"
+    );
     let src = img.as_raw();
-    let (need_h, need_v) = (iw != w, ih != h);
     let horizontal_first = !(ih > h && (ih as i64 - h as i64) > (iw as i64 - w as i64) * 2);
-    let horiz = need_h.then(|| fixed_point(resample_coeffs(iw, w, resample)));
-    let vert = need_v.then(|| fixed_point(resample_coeffs(ih, h, resample)));
-    let out = match (horiz, vert) {
-        (None, None) => return img.clone(),
-        (Some(hz), None) => horizontal_pass(src, iw, 0, ih, &hz),
-        (None, Some(vt)) => vertical_pass(src, iw, 0, &vt),
+    let horiz = (iw != w).then(|| Taps::new(iw, w, resample, cols.clone()));
+    let vert = (ih != h).then(|| Taps::new(ih, h, resample, rows.clone()));
+    match (horiz, vert) {
+        (None, None) => copy_window(src, iw, rows, cols),
+        (Some(hz), None) => horizontal_pass::<AVX2>(src, iw, rows, 0, &hz),
+        (None, Some(vt)) => vertical_pass(src, iw, cols, 0, &vt),
         (Some(hz), Some(vt)) if horizontal_first => {
-            let first = vt[0].0;
-            let last = vt[h - 1].0 + vt[h - 1].1.len();
-            let tmp = horizontal_pass(src, iw, first, last - first, &hz);
-            vertical_pass(&tmp, w, first, &vt)
+            let span = vt.span();
+            let tmp = horizontal_pass::<AVX2>(src, iw, span.clone(), 0, &hz);
+            vertical_pass(&tmp, hz.count(), 0..hz.count(), span.start, &vt)
         }
         (Some(hz), Some(vt)) => {
-            let tmp = vertical_pass(src, iw, 0, &vt);
-            horizontal_pass(&tmp, iw, 0, h, &hz)
+            let span = hz.span();
+            let tmp = vertical_pass(src, iw, span.clone(), 0, &vt);
+            horizontal_pass::<AVX2>(&tmp, span.len(), 0..vt.count(), span.start, &hz)
         }
-    };
-    RgbImage::from_raw(w as u32, h as u32, out).expect("buffer size")
+    }
+}
+
+/// The horizontal pass's row in SSE4.1 vectors (available wherever AVX2 is): one output pixel's
+/// three channel sums (and an unused fourth) in one vector of i32 lanes.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Taps, PRECISION_BITS};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn horizontal_row(
+        line: &[[i32; 4]],
+        col0: usize,
+        taps: &Taps,
+        out: &mut [u8],
+    ) {
+        let half = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
+        for ((px, &s), k) in out
+            .chunks_exact_mut(3)
+            .zip(&taps.start)
+            .zip(taps.weights.chunks_exact(taps.len))
+        {
+            let seg = &line[s - col0..s - col0 + taps.len];
+            let mut ss = half;
+            for (p, &kw) in seg.iter().zip(k) {
+                // SAFETY: `p` is 16 readable bytes; the load is unaligned.
+                let v = unsafe { _mm_loadu_si128(p.as_ptr().cast()) };
+                ss = _mm_add_epi32(ss, _mm_mullo_epi32(v, _mm_set1_epi32(kw)));
+            }
+            // `clip8`: shift, then the saturating packs clamp to 0..=255.
+            let v = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(ss);
+            let v = _mm_packs_epi32(v, v);
+            let v = _mm_packus_epi16(v, v);
+            let rgb = (_mm_cvtsi128_si32(v) as u32).to_le_bytes();
+            px.copy_from_slice(&rgb[..3]);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "resample_reference.rs"]
+mod reference;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random_image(rng: &mut rand::rngs::StdRng, w: u32, h: u32) -> RgbImage {
+        let raw = (0..w * h * 3).map(|_| rng.gen::<u8>()).collect();
+        RgbImage::from_raw(w, h, raw).unwrap()
+    }
+
+    /// The window of the fast passes equals the straight port's whole resize, cropped, bit for
+    /// bit: shrinking and enlarging, both pass orders, both filters, edge and middle windows.
+    #[test]
+    fn windows_equal_the_straight_port_cropped() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let cases = [
+            ((500, 375), (448, 336)), // CUB-like 4:3 to CLIP's shortest edge 336
+            ((375, 500), (336, 448)),
+            ((500, 500), (336, 336)),
+            ((1024, 700), (327, 224)),
+            ((64, 300), (60, 40)), // height shrinks far more: vertical pass first
+            ((40, 30), (97, 71)),  // enlarging
+            ((33, 47), (33, 20)),  // width unchanged
+            ((33, 47), (17, 47)),  // height unchanged
+            ((13, 9), (13, 9)),    // nothing to resize
+            ((3, 2), (1, 1)),
+        ];
+        for ((iw, ih), (w, h)) in cases {
+            let img = random_image(&mut rng, iw, ih);
+            for resample in [Resample::Bicubic, Resample::Bilinear] {
+                let full = reference::pil_resize(&img, w, h, resample);
+                assert_eq!(
+                    pil_resize(&img, w, h, resample),
+                    full,
+                    "{iw}x{ih} -> {w}x{h}"
+                );
+                for _ in 0..4 {
+                    let width = rng.gen_range(1..=w);
+                    let height = rng.gen_range(1..=h);
+                    let left = rng.gen_range(0..=w - width);
+                    let top = rng.gen_range(0..=h - height);
+                    let window = Window {
+                        left,
+                        top,
+                        width,
+                        height,
+                    };
+                    let got = pil_resize_window(&img, (w, h), resample, window);
+                    let want =
+                        image::imageops::crop_imm(&full, left, top, width, height).to_image();
+                    assert_eq!(got, want, "{iw}x{ih} -> {w}x{h}, {window:?}, {resample:?}");
+                    // The build for the CPU's baseline instruction set, which the dispatch
+                    // above skips on an AVX2 machine.
+                    let baseline = resize::<false>(&img, (w, h), resample, window);
+                    assert_eq!(baseline, want.into_raw(), "baseline build, {window:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn clip8_as_a_clamp_equals_pillows_branches() {
+        let pillow = |v: i32| -> u8 {
+            if v >= (1 << PRECISION_BITS << 8) {
+                255
+            } else if v <= 0 {
+                0
+            } else {
+                (v >> PRECISION_BITS) as u8
+            }
+        };
+        let edges = [
+            i32::MIN,
+            -1,
+            0,
+            1,
+            (1 << 22) - 1,
+            1 << 22,
+            (1 << 30) - 1,
+            1 << 30,
+            i32::MAX,
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for v in edges
+            .into_iter()
+            .chain((0..10_000).map(|_| rng.gen::<i32>()))
+        {
+            assert_eq!(clip8(v), pillow(v), "{v}");
+        }
+    }
 }
