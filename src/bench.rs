@@ -340,6 +340,15 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
                 &eo,
                 &indicatif::ProgressBar::hidden(),
             )?;
+            if device.is_cuda() {
+                // The timed pass should find the warm-up's page-locked buffer (no pinning in it).
+                println!(
+                    "{:<10} {:<6} page-locked staging buffer kept from the warm-up pass: {}",
+                    "upload",
+                    dtype_name,
+                    gapprobe_features::upload::spare_staging_for(&device)
+                );
+            }
             let t0 = Instant::now();
             extract(&model, &pre, &paths, &[], &points, &eo, &bar)?;
             sync(&device)?;

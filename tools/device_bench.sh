@@ -70,7 +70,7 @@ for v in ${VARIANTS:-new:GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_K
   case " ${E2E_VARIANTS:-new meank} " in *" $name "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac
   echo "== gapprobe bench, variant $name (${v#*:}) =="
   env $(echo "${v#*:}" | tr , ' ') timeout 150 /tmp/gapprobe bench --device cuda --dtypes "$DTYPES" --batch-sizes 256 \
-    --iters 10 --warmup 3 $E2E_FLAGS $STAGES_FLAG 2>&1 | grep -E "^(encoder|e2e-jpeg|check|pool|stage)|rror|INFO extracted 2048" | tee "$OUT/gapprobe_bench_$name.txt"
+    --iters 10 --warmup 3 $E2E_FLAGS $STAGES_FLAG 2>&1 | grep -E "^(encoder|e2e-jpeg|check|pool|stage|upload)|rror|INFO extracted 2048" | tee "$OUT/gapprobe_bench_$name.txt"
 done
 if [ "${SMOKE_EXTRACT:-1}" = 1 ]; then
   echo "== extract on CUDA with --batch-size auto (the demo's model and images) =="

@@ -170,7 +170,7 @@ pub fn extract_batches(
     let decode_threads = decoders
         .as_ref()
         .map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
-    std::thread::scope(|scope| -> Result<()> {
+    let stats = std::thread::scope(|scope| -> Result<Timings> {
         // 8-bit planes cross to the device; the level table turns them into model inputs there.
         // The decoding thread also uploads them (through a pinned buffer on CUDA): candle's CUDA
         // device issues work on each host thread's own default stream, so the copy overlaps the
@@ -202,16 +202,21 @@ pub fn extract_batches(
         });
         let mut row0 = 0;
         // Where the time goes: waiting for decoded images vs. the device's work (logged at the end).
-        let (mut waited, mut computed, mut issued) =
-            (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-        let setup = started.elapsed();
+        let mut t = Timings {
+            setup: started.elapsed(),
+            ..Timings::default()
+        };
         let mut chunks = paths.chunks(batch);
         loop {
             let t0 = Instant::now();
             let Some(chunk) = chunks.next() else { break };
             let Ok(pixels) = rx.recv() else { break };
             let t1 = Instant::now();
-            waited += t1 - t0;
+            if row0 == 0 {
+                t.first_wait = t1 - t0;
+            } else {
+                t.waited += t1 - t0;
+            }
             let n = chunk.len();
             let feats = (|| -> Result<Vec<ArrayD<f32>>> {
                 let pixels = pixels?;
@@ -246,7 +251,7 @@ pub fn extract_batches(
                     })?;
                 }
                 // Until here the host only queued work (on a GPU); reading back waits for it.
-                issued += t1.elapsed();
+                t.issued += t1.elapsed();
                 let mut feats = Vec::with_capacity(points.len());
                 for slot in read {
                     let feat = slot
@@ -265,28 +270,55 @@ pub fn extract_batches(
                 let work = workload().unwrap_or(Workload::images((h, w)));
                 batching::explain_oom(e, n, model, &work, &opts.device, opts.dtype)
             })?;
-            computed += t1.elapsed();
+            t.computed += t1.elapsed();
             on_batch(row0, feats)?;
             row0 += n;
             progress.inc(n as u64);
         }
-        info!(
-            "extracted {row0} images in batches of {batch}: {:.2} s setting up, {:.2} s waiting \
-             for decoded and uploaded images, {:.2} s computing and reading back ({:.2} s of it \
-             queueing the work on the host; {} upload, {} decoding threads)",
-            setup.as_secs_f64(),
-            waited.as_secs_f64(),
-            computed.as_secs_f64(),
-            issued.as_secs_f64(),
-            if uploader_pinned {
-                "pinned"
-            } else {
-                "pageable"
-            },
-            decode_threads
-        );
-        Ok(())
-    })
+        t.images = row0;
+        t.loop_end = Some(Instant::now());
+        Ok(t)
+    })?;
+    // What follows the last batch: joining the decoding thread (which gives the staging buffer
+    // back) and stopping the decoding pool.
+    drop(decoders);
+    let teardown = stats.loop_end.map_or(Duration::ZERO, |e| e.elapsed());
+    info!(
+        "extracted {} images in batches of {batch}: {:.3} s setting up, {:.3} s waiting for the \
+         first batch's images, {:.3} s waiting for later ones, {:.3} s computing and reading back \
+         ({:.3} s of it queueing the work on the host), {:.3} s finishing; {} upload, {} decoding \
+         threads",
+        stats.images,
+        stats.setup.as_secs_f64(),
+        stats.first_wait.as_secs_f64(),
+        stats.waited.as_secs_f64(),
+        stats.computed.as_secs_f64(),
+        stats.issued.as_secs_f64(),
+        teardown.as_secs_f64(),
+        if uploader_pinned {
+            "pinned"
+        } else {
+            "pageable"
+        },
+        decode_threads
+    );
+    Ok(())
+}
+
+/// Where an extraction's time went, for its closing log line.
+#[derive(Default)]
+struct Timings {
+    images: usize,
+    /// Staging buffer, decoding threads, level table: before the first image is decoded.
+    setup: Duration,
+    /// Waiting for the first batch (its decoding, with nothing yet for the device to do).
+    first_wait: Duration,
+    /// Waiting for later batches (decoding slower than the device).
+    waited: Duration,
+    computed: Duration,
+    /// The part of `computed` the host spent queueing work (the rest is waiting for the device).
+    issued: Duration,
+    loop_end: Option<Instant>,
 }
 
 /// `GAPPROBE_DECODE_THREADS=N`: decode on N threads when extracting on a GPU (default: every

@@ -2,7 +2,9 @@
 //! buffer and copied from there. On CUDA the buffer is page-locked (pinned) host memory, so the
 //! copy is one DMA transfer at the bus's rate instead of the driver's staged copy from pageable
 //! memory (12.5 ms per batch of 256 CLIP-336 images on an H200 machine, docs/performance.md),
-//! and the buffer is allocated once per extraction rather than once per batch.
+//! and the buffer is allocated once, not once per batch: when an extraction ends its buffer is
+//! kept for the next one on the same device (pinning and unpinning 86 MB costs tens of
+//! milliseconds each, at every extraction's start and end), unless `GAPPROBE_POOL_RETAIN=0`.
 //!
 //! The copy runs on the calling thread's stream (candle's CUDA device uses per-thread default
 //! streams), so on the decoding thread it overlaps the previous batch's compute; [`Uploader::upload`]
@@ -42,20 +44,23 @@ impl Uploader {
         let staging = match device {
             #[cfg(feature = "cuda")]
             Device::Cuda(d) if pinned_enabled() && capacity > 0 => {
-                // SAFETY: the buffer is written (by the decoder) before any byte is copied out.
-                match unsafe {
-                    d.cuda_stream()
-                        .context()
-                        .alloc_pinned_with_flags::<u8>(capacity, 0)
-                } {
-                    Ok(p) => Staging::Pinned(p),
-                    Err(e) => {
-                        tracing::warn!(
-                            "no page-locked staging buffer of {capacity} bytes ({e:?}); \
+                match spare::take(device, capacity) {
+                    Some(p) => Staging::Pinned(p),
+                    // SAFETY: the buffer is written (by the decoder) before any byte is copied out.
+                    None => match unsafe {
+                        d.cuda_stream()
+                            .context()
+                            .alloc_pinned_with_flags::<u8>(capacity, 0)
+                    } {
+                        Ok(p) => Staging::Pinned(p),
+                        Err(e) => {
+                            tracing::warn!(
+                                "no page-locked staging buffer of {capacity} bytes ({e:?}); \
                              uploading from pageable memory"
-                        );
-                        Staging::Pageable
-                    }
+                            );
+                            Staging::Pageable
+                        }
+                    },
                 }
             }
             _ => Staging::Pageable,
@@ -114,6 +119,67 @@ impl Uploader {
                 Ok(Tensor::from((candle_core::Storage::Cuda(storage), shape)))
             }
         }
+    }
+}
+
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        #[cfg(feature = "cuda")]
+        if let Staging::Pinned(p) = std::mem::replace(&mut self.staging, Staging::Pageable) {
+            spare::put(&self.device, p);
+        }
+    }
+}
+
+/// The page-locked buffer the last extraction on a device gave back (one, the latest).
+#[cfg(feature = "cuda")]
+mod spare {
+    use candle_core::cuda_backend::cudarc::driver::PinnedHostSlice;
+    use candle_core::Device;
+    use std::sync::Mutex;
+
+    static SPARE: Mutex<Option<(Device, PinnedHostSlice<u8>)>> = Mutex::new(None);
+
+    /// The spare buffer if it belongs to `device` and holds `capacity` bytes; a smaller one is
+    /// freed (the caller allocates a larger one).
+    pub(super) fn take(device: &Device, capacity: usize) -> Option<PinnedHostSlice<u8>> {
+        let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+        match spare.take() {
+            Some((d, p)) if d.same_device(device) && p.len() >= capacity => Some(p),
+            Some(other) => {
+                // Another device's buffer stays for that device; a short one is dropped.
+                if !other.0.same_device(device) {
+                    *spare = Some(other);
+                }
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Keeps `buffer` for the next extraction on `device` (unless `GAPPROBE_POOL_RETAIN=0`).
+    pub(super) fn put(device: &Device, buffer: PinnedHostSlice<u8>) {
+        if crate::cuda_pool::retain_enabled() {
+            *SPARE.lock().unwrap_or_else(|e| e.into_inner()) = Some((device.clone(), buffer));
+        }
+    }
+
+    /// Whether a spare buffer is kept for `device`.
+    pub fn held_for(device: &Device) -> bool {
+        let spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+        spare.as_ref().is_some_and(|(d, _)| d.same_device(device))
+    }
+}
+
+/// Whether a page-locked staging buffer from a finished extraction is kept for `device`'s next
+/// one (always false without the `cuda` feature or off CUDA).
+pub fn spare_staging_for(device: &Device) -> bool {
+    #[cfg(feature = "cuda")]
+    return spare::held_for(device);
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = device;
+        false
     }
 }
 
