@@ -6,6 +6,7 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use gapprobe_features::models::{
     add_norm, fused, gemm_epilogue, mean_tokens, mean_tokens_kernel, planes, stages, Act,
+    PatchEmbedding,
 };
 use std::time::Instant;
 
@@ -295,6 +296,44 @@ pub fn profile(
     println!(
         "{:<10} {:<28} {:>9.3}",
         "batch", "planes → model input", input
+    );
+    // The patch embedding and the class token, as the tower runs them before 2026-12-07
+    // (candle's conv2d, its tokens transposed back and concatenated) and since (a GEMM over
+    // the permuted patches: tokens in memory order).
+    let (px, w_patch) = (
+        Tensor::randn(0f32, 1.0, (batch, 3, 336, 336), device)?.to_dtype(dtype)?,
+        Tensor::randn(0f32, 0.02, (d, 3, 14, 14), device)?.to_dtype(dtype)?,
+    );
+    let cls = rnd((1, d))?
+        .reshape((1, 1, d))?
+        .broadcast_as((batch, 1, d))?;
+    let conv_cfg = candle_nn::Conv2dConfig {
+        stride: 14,
+        ..Default::default()
+    };
+    let conv = candle_nn::Conv2d::new(w_patch.clone(), None, conv_cfg);
+    let conv_ms = time_ms(device, iters, || {
+        use candle_core::Module;
+        let p = conv.forward(&px)?.flatten_from(2)?.transpose(1, 2)?;
+        Ok(Tensor::cat(&[&cls, &p], 1)?.contiguous()?)
+    })?;
+    let vb = candle_nn::VarBuilder::from_tensors(
+        [("weight".to_string(), w_patch)].into(),
+        dtype,
+        device,
+    );
+    let embed = PatchEmbedding::new(vb, 3, d, 14, false)?;
+    let gemm_ms = time_ms(device, iters, || {
+        let (p, _) = embed.forward(&px)?;
+        Ok(Tensor::cat(&[&cls, &p], 1)?)
+    })?;
+    println!(
+        "{:<10} {:<28} {:>9.3}",
+        "batch", "patches: conv2d + class", conv_ms
+    );
+    println!(
+        "{:<10} {:<28} {:>9.3}",
+        "batch", "patches: GEMM + class", gemm_ms
     );
     let per_layer: f64 = layer.iter().sum();
     println!("{:<10} {:<28} {:>9.3}", "sum", "per layer", per_layer);

@@ -6,10 +6,11 @@
 use super::fused;
 use super::layers::{run_layers, EncoderLayer};
 use super::norm::{layer_norm, FusedLayerNorm as LayerNorm};
+use super::patch_embed::PatchEmbedding;
 use super::stages::mark;
 use super::Act;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 /// `CLIPVisionConfig` fields the forward pass uses (names as in `config.json`).
@@ -68,7 +69,7 @@ pub fn resolve_layer(layers: usize, index: i64) -> anyhow::Result<usize> {
 }
 
 struct Embeddings {
-    patch: Conv2d,
+    patch: PatchEmbedding,
     class: Tensor,
     position: Tensor,
     /// Add the position table with the fused kernel (candle's broadcast add is slow on CUDA).
@@ -77,16 +78,12 @@ struct Embeddings {
 
 impl Embeddings {
     fn new(vb: VarBuilder, cfg: &ClipVisionConfig) -> Result<Self> {
-        let conv = Conv2dConfig {
-            stride: cfg.patch_size,
-            ..Default::default()
-        };
-        let patch = conv2d_no_bias(
+        let patch = PatchEmbedding::new(
+            vb.pp("patch_embedding"),
             cfg.num_channels,
             cfg.hidden_size,
             cfg.patch_size,
-            conv,
-            vb.pp("patch_embedding"),
+            false,
         )?;
         let class = vb.get(cfg.hidden_size, "class_embedding")?;
         let position = vb.get(
@@ -103,11 +100,7 @@ impl Embeddings {
 
     fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let b = pixels.dim(0)?;
-        let patches = self
-            .patch
-            .forward(pixels)?
-            .flatten_from(2)?
-            .transpose(1, 2)?; // [B, T, D]
+        let (patches, _) = self.patch.forward(pixels)?; // [B, T, D]
         mark(&patches, "embeddings: patch conv")?;
         let d = patches.dim(2)?;
         let cls = self

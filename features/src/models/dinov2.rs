@@ -6,11 +6,12 @@
 use super::layers::{run_layers, Attention, EncoderLayer, PreNormLayer};
 use super::linear::{linear, FusedLinear as Linear};
 use super::norm::{layer_norm, FusedLayerNorm as LayerNorm};
+use super::patch_embed::PatchEmbedding;
 use super::Act;
 use crate::preprocess::Resample;
 use crate::resample::resample_coeffs;
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -139,7 +140,7 @@ impl PreNormLayer for Layer {
 
 /// The DINOv2 backbone, loaded up to layer `max_layer`.
 pub struct Dinov2Model {
-    patch: Conv2d,
+    patch: PatchEmbedding,
     cls: Tensor,
     registers: Option<Tensor>,
     /// Position embeddings [1 + N, D] as stored (f32 on the CPU, for interpolation).
@@ -164,16 +165,12 @@ impl Dinov2Model {
         }
         let d = cfg.hidden_size;
         let emb = vb.pp("embeddings");
-        let conv = Conv2dConfig {
-            stride: cfg.patch_size,
-            ..Default::default()
-        };
-        let patch = conv2d(
+        let patch = PatchEmbedding::new(
+            emb.pp("patch_embeddings.projection"),
             cfg.num_channels,
             d,
             cfg.patch_size,
-            conv,
-            emb.pp("patch_embeddings.projection"),
+            true,
         )?;
         let cls = emb.get((1, 1, d), "cls_token")?;
         let registers = match cfg.num_register_tokens {
@@ -243,9 +240,7 @@ impl Dinov2Model {
     /// `hidden_states[i]` for each wanted (resolved) index, each [B, 1 + R + T, D].
     pub fn hidden_states(&self, pixels: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
         let b = pixels.dim(0)?;
-        let p = self.patch.forward(pixels)?; // [B, D, rows, cols]
-        let (rows, cols) = (p.dim(2)?, p.dim(3)?);
-        let p = p.flatten_from(2)?.transpose(1, 2)?;
+        let (p, (rows, cols)) = self.patch.forward(pixels)?; // [B, rows·cols, D]
         let d = p.dim(2)?;
         let cls = self.cls.broadcast_as((b, 1, d))?.to_dtype(p.dtype())?;
         let pos = self.position_for(rows, cols)?;

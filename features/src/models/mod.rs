@@ -19,6 +19,7 @@ mod llama_config;
 #[cfg(feature = "cuda")]
 mod lt_cuda;
 mod norm;
+mod patch_embed;
 pub mod planes;
 mod projector;
 mod prompt;
@@ -36,6 +37,7 @@ pub use dinov2::{Dinov2Config, Dinov2Model};
 pub use generate::{answer_fingerprint, Generator};
 pub use language::{language_fingerprints, text_config, LanguageModel};
 pub use llama::{LlamaConfig, LlamaModel};
+pub use patch_embed::PatchEmbedding;
 pub use projector::{Projector, ProjectorConfig, ProjectorKind, ProjectorLayout};
 pub use prompt::{Prompt, DEFAULT_PROMPT, IMAGE_PLACEHOLDER};
 pub use random::{

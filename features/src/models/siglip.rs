@@ -4,9 +4,10 @@
 //! (before `post_layernorm`).
 
 use super::layers::{run_layers, EncoderLayer};
+use super::patch_embed::PatchEmbedding;
 use super::Act;
-use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_core::{DType, Result, Tensor};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 /// `SiglipVisionConfig` fields the forward pass uses.
@@ -45,7 +46,7 @@ impl SiglipVisionConfig {
 
 /// The SigLIP vision tower, loaded up to layer `max_layer`.
 pub struct SiglipVisionModel {
-    patch: Conv2d,
+    patch: PatchEmbedding,
     position: Tensor,
     layers: Vec<EncoderLayer>,
     cfg: SiglipVisionConfig,
@@ -58,17 +59,13 @@ pub struct SiglipVisionModel {
 impl SiglipVisionModel {
     /// Builds the tower from `vb` rooted at the `vision_model` prefix, loading layers `1..=max_layer`.
     pub fn new(vb: VarBuilder, cfg: &SiglipVisionConfig, max_layer: usize) -> Result<Self> {
-        let conv = Conv2dConfig {
-            stride: cfg.patch_size,
-            ..Default::default()
-        };
         let emb = vb.pp("embeddings");
-        let patch = conv2d(
+        let patch = PatchEmbedding::new(
+            emb.pp("patch_embedding"),
             cfg.num_channels,
             cfg.hidden_size,
             cfg.patch_size,
-            conv,
-            emb.pp("patch_embedding"),
+            true,
         )?;
         let position = emb.get(
             (cfg.num_patches(), cfg.hidden_size),
@@ -107,11 +104,7 @@ impl SiglipVisionModel {
 
     /// `hidden_states[i]` for each wanted (resolved) index, each [B, T, D] (patch tokens only).
     pub fn hidden_states(&self, pixels: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
-        let x = self
-            .patch
-            .forward(pixels)?
-            .flatten_from(2)?
-            .transpose(1, 2)?;
+        let (x, _) = self.patch.forward(pixels)?;
         let x = super::fused::add_table(&x, &self.position, self.fused)?.to_dtype(self.stream)?;
         run_layers(x, &self.layers, wanted)
     }
