@@ -54,6 +54,17 @@ pub fn check_kernels(device: &Device) -> Result<()> {
             let got = fused::layer_norm(&on(&wide)?, &on(&w)?, &on(&b)?, 1e-5)?;
             let want = fused::layer_norm(&wide, &w, &b, 1e-5)?;
             report("layer norm (from the f32 stream)", dtype, &got, &want)?;
+            if dtype == DType::BF16 {
+                // Around a float16 stream (GAPPROBE_RESIDUAL=f16): bf16 output plus f16
+                // residual into f16, and the LayerNorm from the f16 stream into bf16.
+                let half = wide.to_dtype(DType::F16)?;
+                let got = fused::bias_residual(&on(&x)?, &on(&b)?, &on(&half)?)?;
+                let want = fused::bias_residual(&x, &b, &half)?;
+                report("bias+residual (f16 stream)", dtype, &got, &want)?;
+                let got = fused::layer_norm(&on(&half)?, &on(&w)?, &on(&b)?, 1e-5)?;
+                let want = fused::layer_norm(&half, &w, &b, 1e-5)?;
+                report("layer norm (from the f16 stream)", dtype, &got, &want)?;
+            }
             // The residual add and the next LayerNorm in one pass (GAPPROBE_ADD_NORM=1), at
             // CLIP-L's width, at one whose rows end inside a lane's last vector, and at SigLIP
             // so400m's (the 8-vector kernel).

@@ -88,6 +88,7 @@ BIAS_ACT(__half, __half, bias_act_f16)
 BIAS_ACT(__nv_bfloat16, __nv_bfloat16, bias_act_bf16)
 BIAS_ACT(__half, float, bias_act_f16_f32)
 BIAS_ACT(__nv_bfloat16, float, bias_act_bf16_f32)
+BIAS_ACT(__nv_bfloat16, __half, bias_act_bf16_f16)
 
 // Eight consecutive elements to/from f32 registers: one 16-byte access for 16-bit types, two for
 // f32 (p on a 16-byte boundary).
@@ -148,6 +149,7 @@ BIAS_ACT_ROWS(__half, __half, bias_act_rows_f16)
 BIAS_ACT_ROWS(__nv_bfloat16, __nv_bfloat16, bias_act_rows_bf16)
 BIAS_ACT_ROWS(__half, float, bias_act_rows_f16_f32)
 BIAS_ACT_ROWS(__nv_bfloat16, float, bias_act_rows_bf16_f32)
+BIAS_ACT_ROWS(__nv_bfloat16, __half, bias_act_rows_bf16_f16)
 
 // ---------------------------------------------------------------------------------------------
 // Attention kernels, head dimension 64 (own files, same PTX module).
@@ -214,6 +216,7 @@ LAYER_NORM(__half, __half, layer_norm_f16)
 LAYER_NORM(__nv_bfloat16, __nv_bfloat16, layer_norm_bf16)
 LAYER_NORM(float, __half, layer_norm_f32_f16)
 LAYER_NORM(float, __nv_bfloat16, layer_norm_f32_bf16)
+LAYER_NORM(__half, __nv_bfloat16, layer_norm_f16_bf16)
 
 // Residual add + LayerNorm in one pass (own file, same PTX module).
 #include "add_norm.cuh"

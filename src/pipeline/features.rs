@@ -287,7 +287,8 @@ pub fn ensure_features_with(
                 |row0, feats| {
                     let n = feats[0].shape()[0];
                     for (w, f) in writers.iter_mut().zip(&feats) {
-                        w.write_rows(*split, start + row0, f.view())?;
+                        w.write_rows(*split, start + row0, f.view())
+                            .with_context(|| f16_stream_hint(&compute_dtype))?;
                     }
                     if let Some(ms) = delay {
                         eprintln!("gapprobe-test: {split} rows_done {}", start + row0 + n);
@@ -403,4 +404,33 @@ fn load_language(
         model.language = Some(lm);
     }
     Ok(())
+}
+
+/// What to try when a row fails to be written: with a float16 residual stream, values past
+/// ±65504 overflow to Inf (`GAPPROBE_RESIDUAL=f32` keeps the stream in float32).
+fn f16_stream_hint(compute_dtype: &str) -> String {
+    if compute_dtype.ends_with("+f16-residual") {
+        format!(
+            "computing in {compute_dtype}: a float16 residual stream overflows past ±65504; \
+             GAPPROBE_RESIDUAL=f32 (or unset) keeps it in float32"
+        )
+    } else {
+        format!("computing in {compute_dtype}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::f16_stream_hint;
+
+    #[test]
+    fn a_failed_write_names_the_compute_dtype_and_the_f16_streams_range() {
+        let hint = f16_stream_hint("bf16+f16-residual");
+        assert!(
+            hint.contains("±65504") && hint.contains("GAPPROBE_RESIDUAL=f32"),
+            "{hint}"
+        );
+        let plain = f16_stream_hint("bf16+f32-residual");
+        assert_eq!(plain, "computing in bf16+f32-residual");
+    }
 }

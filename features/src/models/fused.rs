@@ -20,10 +20,22 @@ pub const KERNELS_ENV: &str = "GAPPROBE_KERNELS";
 /// Environment variable: `f32` keeps the residual stream (the hidden states between layers) in
 /// float32 around bf16/f16 layers: LayerNorms read it in f32 and hand 16-bit inputs to the
 /// layers, whose outputs are added to it in f32. About halves the bf16 error at layer −2 for
-/// twice the stream's memory traffic. Any other value keeps the stream in the model's dtype.
-/// Unset: f32 around bf16 layers (bf16's 8-bit mantissa is what puts a 16-bit stream over 1e-2
-/// relative error), f16's stream in f16.
+/// twice the stream's memory traffic. `f16` keeps it in float16 around bf16 layers: the same
+/// bytes as a bf16 stream, three more mantissa bits, float16's range (±65504). Any other value
+/// keeps the stream in the model's dtype. Unset: f32 around bf16 layers (bf16's 8-bit mantissa
+/// is what puts a 16-bit stream over 1e-2 relative error), f16's stream in f16.
 pub const RESIDUAL_ENV: &str = "GAPPROBE_RESIDUAL";
+
+/// Where the residual stream is kept, around 16-bit layers ([`RESIDUAL_ENV`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResidualStream {
+    /// In the layers' dtype.
+    Model,
+    /// In f32 around bf16 or f16 layers.
+    F32,
+    /// In f16 around bf16 layers (f16 layers keep theirs in f16 anyway).
+    F16,
+}
 
 /// Head dimension the fused attention kernel is written for (CLIP, DINOv2; SigLIP-so400m's 72
 /// takes the composite path).
@@ -32,7 +44,7 @@ pub const ATTENTION_HEAD_DIM: usize = 64;
 thread_local! {
     static MODE: Cell<Option<bool>> = const { Cell::new(None) };
     static KERNEL: Cell<Option<AttentionKernel>> = const { Cell::new(None) };
-    static F32_RESIDUAL: Cell<Option<bool>> = const { Cell::new(None) };
+    static RESIDUAL: Cell<Option<ResidualStream>> = const { Cell::new(None) };
     static FAST_ACT: Cell<Option<bool>> = const { Cell::new(None) };
 }
 
@@ -70,24 +82,41 @@ pub(super) fn with_override<T: Copy + 'static, R>(
 /// Runs `f` with models built on this thread keeping (or not) an f32 residual stream around
 /// 16-bit layers, whatever `GAPPROBE_RESIDUAL` or the default says.
 pub fn with_f32_residual<R>(on: bool, f: impl FnOnce() -> R) -> R {
-    with_override(&F32_RESIDUAL, on, f)
+    let stream = if on {
+        ResidualStream::F32
+    } else {
+        ResidualStream::Model
+    };
+    with_residual_stream(stream, f)
 }
 
-/// The residual stream's dtype for a model built now that computes in `dtype` on `device`: f32
-/// around 16-bit layers when asked for ([`with_f32_residual`], else [`RESIDUAL_ENV`], else by
-/// default around bf16) and the fused ops are on (they take the mixed dtypes), else `dtype`.
+/// Runs `f` with models built on this thread keeping their residual stream as `stream` says,
+/// whatever `GAPPROBE_RESIDUAL` or the default says.
+pub fn with_residual_stream<R>(stream: ResidualStream, f: impl FnOnce() -> R) -> R {
+    with_override(&RESIDUAL, stream, f)
+}
+
+/// The residual stream's dtype for a model built now that computes in `dtype` on `device`, when
+/// the fused ops are on (they take the mixed dtypes): f32 around 16-bit layers, or f16 around
+/// bf16 layers, when asked for ([`with_residual_stream`], else [`RESIDUAL_ENV`], else f32 around
+/// bf16 by default); else `dtype`.
 pub fn residual_dtype(device: &Device, dtype: DType) -> DType {
-    let asked =
-        F32_RESIDUAL
-            .with(|m| m.get())
-            .unwrap_or_else(|| match std::env::var(RESIDUAL_ENV) {
-                Ok(v) => v == "f32",
-                Err(_) => dtype == DType::BF16,
-            });
-    if asked && enabled_for(device) && matches!(dtype, DType::BF16 | DType::F16) {
-        DType::F32
-    } else {
-        dtype
+    let asked = RESIDUAL.with(|m| m.get()).unwrap_or_else(|| {
+        match std::env::var(RESIDUAL_ENV).as_deref() {
+            Ok("f32") => ResidualStream::F32,
+            Ok("f16") => ResidualStream::F16,
+            Ok(_) => ResidualStream::Model,
+            Err(_) if dtype == DType::BF16 => ResidualStream::F32,
+            Err(_) => ResidualStream::Model,
+        }
+    });
+    if !enabled_for(device) {
+        return dtype;
+    }
+    match (asked, dtype) {
+        (ResidualStream::F32, DType::BF16 | DType::F16) => DType::F32,
+        (ResidualStream::F16, DType::BF16) => DType::F16,
+        _ => dtype,
     }
 }
 
@@ -300,6 +329,12 @@ pub(crate) mod tests {
             });
             with_f32_residual(true, || {
                 assert_eq!(residual_dtype(&cpu, DType::F16), DType::F32)
+            });
+            // A float16 stream is for bf16 layers; f16 and f32 layers keep their own.
+            with_residual_stream(ResidualStream::F16, || {
+                assert_eq!(residual_dtype(&cpu, DType::BF16), DType::F16);
+                assert_eq!(residual_dtype(&cpu, DType::F16), DType::F16);
+                assert_eq!(residual_dtype(&cpu, DType::F32), DType::F32);
             });
         });
         with_mode(false, || {

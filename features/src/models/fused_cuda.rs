@@ -116,6 +116,9 @@ pub(super) fn bias_act(
         (DType::BF16, Some(DType::F32)) => {
             run::<bf16, f32>("bf16_f32", x, lx, bias, lb, residual, cols, act)
         }
+        (DType::BF16, Some(DType::F16)) => {
+            run::<bf16, f16>("bf16_f16", x, lx, bias, lb, residual, cols, act)
+        }
         (x, r) => candle_core::bail!(
             "fused bias+activation takes f32/f16/bf16 (with an f32 residual), not {x:?} with {r:?}"
         ),
@@ -285,6 +288,9 @@ pub(super) fn layer_norm(
         }
         (DType::F32, DType::BF16) => {
             run::<f32, bf16>("layer_norm_f32_bf16", x, lx, w, lw, b, lb, cols, eps)
+        }
+        (DType::F16, DType::BF16) => {
+            run::<f16, bf16>("layer_norm_f16_bf16", x, lx, w, lw, b, lb, cols, eps)
         }
         (x, w) => {
             candle_core::bail!("fused layer norm takes f32/f16/bf16 (from f32), not {x:?} to {w:?}")

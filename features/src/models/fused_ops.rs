@@ -74,9 +74,11 @@ pub(super) fn from_f32(v: Vec<f32>, dtype: DType) -> Result<CpuStorage> {
     })
 }
 
-/// Checks that `wide` is `narrow` itself or f32 (a float32 residual stream around 16-bit layers).
+/// Checks that `wide` is `narrow` itself, f32 (a float32 residual stream around 16-bit layers)
+/// or f16 around bf16 (a float16 stream: three more mantissa bits in the same bytes).
 fn wide_enough(wide: DType, narrow: DType, what: &str) -> Result<()> {
-    if wide != narrow && wide != DType::F32 {
+    let f16_around_bf16 = wide == DType::F16 && narrow == DType::BF16;
+    if wide != narrow && wide != DType::F32 && !f16_around_bf16 {
         candle_core::bail!("the {what} is {wide:?}: expected {narrow:?} or f32");
     }
     Ok(())
