@@ -96,6 +96,22 @@ pub fn check_kernels(device: &Device) -> Result<()> {
                     &n,
                     &wn,
                 )?;
+                if dtype == DType::BF16 {
+                    // Around an f16 stream (GAPPROBE_RESIDUAL=f16 with GAPPROBE_ADD_NORM=1).
+                    let rh = rw.to_dtype(DType::F16)?;
+                    let (s, n) = add_norm::add_layer_norm(
+                        &on(&xw)?,
+                        &on(&bw)?,
+                        &on(&rh)?,
+                        &on(&ww)?,
+                        &on(&bw)?,
+                        1e-5,
+                    )?;
+                    let (ws, wn) = add_norm::add_layer_norm(&xw, &bw, &rh, &ww, &bw, 1e-5)?;
+                    let what = format!("add+layer norm, f16 stream (width {width})");
+                    report(&format!("{what}: stream"), dtype, &s, &ws)?;
+                    report(&format!("{what}: norm"), dtype, &n, &wn)?;
+                }
             }
         }
         // A Linear with its bias and residual in the GEMM's epilogue (the default).

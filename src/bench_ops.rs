@@ -177,6 +177,31 @@ pub fn profile(
                 false,
             );
         }
+        if dtype == DType::BF16 {
+            // The f16 stream's (GAPPROBE_RESIDUAL=f16): the bf16 stream's bytes.
+            let half = x.to_dtype(DType::F16)?;
+            add(
+                "bias+residual f16 stream (×2)",
+                2.0 * time_ms(device, iters, || Ok(fused::bias_residual(&x, &b_d, &half)?))?,
+                false,
+            );
+            add(
+                "layer_norm from f16 stream (×2)",
+                2.0 * time_ms(device, iters, || {
+                    Ok(fused::layer_norm(&half, &ln_w, &b_d, 1e-5)?)
+                })?,
+                false,
+            );
+            add(
+                "add+layer_norm f16 stream (×2)",
+                2.0 * time_ms(device, iters, || {
+                    let (s, n) = add_norm::add_layer_norm(&x, &b_d, &half, &ln_w, &b_d, 1e-5)?;
+                    drop(s);
+                    Ok(n)
+                })?,
+                false,
+            );
+        }
     }
     if fused_on {
         // The same Linear layers with the bias (and residual) in the GEMM's epilogue (the

@@ -1,17 +1,18 @@
-// Residual add and LayerNorm in one pass over an f32 residual stream around 16-bit layers
-// (GAPPROBE_ADD_NORM=1; features/src/models/add_norm.rs launches it):
+// Residual add and LayerNorm in one pass over a residual stream wider than the layers: f32 around
+// 16-bit layers, or f16 around bf16 layers (GAPPROBE_ADD_NORM=1; features/src/models/add_norm.rs
+// launches it):
 //
-//   s' = (x + bias) + s        x: a Linear's output without its bias, s: the f32 stream
-//   y  = LayerNorm(s')         rounded once into T: the next sublayer's input
+//   s' = S((x + bias) + s)     x: a Linear's output without its bias, s: the stream, in S
+//   y  = LayerNorm(s')         of the stored (rounded) s', rounded once into T: the next input
 //
 // It replaces bias_act_rows (x + bias + residual into the stream) followed by layer_norm_rows
 // (the stream into 16 bits), which read the stream twice and the row three times. One warp per
 // row, the row held in registers: VPL 8-element vectors per lane, so rows of up to 256 * VPL
 // elements (a multiple of 8). The adds and the sums run in the order of the two kernels it
 // replaces, so both outputs are the same numbers. Included by fused.cu (load8/store8).
-template <typename T, int VPL>
+template <typename T, typename S, int VPL>
 __device__ void add_layer_norm_rows(const T *__restrict__ x, const T *__restrict__ bias,
-                                    const float *__restrict__ s, float *__restrict__ s_out,
+                                    const S *__restrict__ s, S *__restrict__ s_out,
                                     const T *__restrict__ w, const T *__restrict__ b,
                                     T *__restrict__ y, unsigned rows, unsigned cols, float eps) {
   const int lane = threadIdx.x % 32;
@@ -36,7 +37,7 @@ __device__ void add_layer_norm_rows(const T *__restrict__ x, const T *__restrict
           for (int k = 0; k < 8; ++k) d[k] += c[k];
         }
 #pragma unroll
-        for (int k = 0; k < 8; ++k) e[i][k] = d[k] + e[i][k];
+        for (int k = 0; k < 8; ++k) e[i][k] = to_f(from_f<S>(d[k] + e[i][k]));
         store8(s_out + base + (size_t)v * 8, e[i]);
 #pragma unroll
         for (int k = 0; k < 8; ++k) sum += e[i][k];
@@ -74,15 +75,17 @@ __device__ void add_layer_norm_rows(const T *__restrict__ x, const T *__restrict
   }
 }
 
-#define ADD_LAYER_NORM(T, VPL, NAME)                                                             \
-  extern "C" __global__ void NAME(const T *x, const T *bias, const float *s, float *s_out,       \
-                                  const T *w, const T *b, T *y, unsigned rows, unsigned cols,     \
-                                  float eps) {                                                    \
-    add_layer_norm_rows<T, VPL>(x, bias, s, s_out, w, b, y, rows, cols, eps);                    \
+#define ADD_LAYER_NORM(T, S, VPL, NAME)                                                          \
+  extern "C" __global__ void NAME(const T *x, const T *bias, const S *s, S *s_out, const T *w,  \
+                                  const T *b, T *y, unsigned rows, unsigned cols, float eps) {  \
+    add_layer_norm_rows<T, S, VPL>(x, bias, s, s_out, w, b, y, rows, cols, eps);                \
   }
-ADD_LAYER_NORM(float, 4, add_layer_norm4_f32)
-ADD_LAYER_NORM(__half, 4, add_layer_norm4_f16)
-ADD_LAYER_NORM(__nv_bfloat16, 4, add_layer_norm4_bf16)
-ADD_LAYER_NORM(float, 8, add_layer_norm8_f32)
-ADD_LAYER_NORM(__half, 8, add_layer_norm8_f16)
-ADD_LAYER_NORM(__nv_bfloat16, 8, add_layer_norm8_bf16)
+ADD_LAYER_NORM(float, float, 4, add_layer_norm4_f32)
+ADD_LAYER_NORM(__half, float, 4, add_layer_norm4_f16)
+ADD_LAYER_NORM(__nv_bfloat16, float, 4, add_layer_norm4_bf16)
+ADD_LAYER_NORM(float, float, 8, add_layer_norm8_f32)
+ADD_LAYER_NORM(__half, float, 8, add_layer_norm8_f16)
+ADD_LAYER_NORM(__nv_bfloat16, float, 8, add_layer_norm8_bf16)
+// A float16 stream around bf16 layers (GAPPROBE_RESIDUAL=f16).
+ADD_LAYER_NORM(__nv_bfloat16, __half, 4, add_layer_norm4_bf16_f16)
+ADD_LAYER_NORM(__nv_bfloat16, __half, 8, add_layer_norm8_bf16_f16)

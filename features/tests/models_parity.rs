@@ -315,6 +315,12 @@ fn f16_stream_around_bf16_nears_the_f32_stream() {
         half < 1.25 * wide,
         "f16 stream {half:.3e} vs f32 stream {wide:.3e}"
     );
+    // The fused add+norm takes the f16 stream too, with the same numbers.
+    let fused_half = add_norm::with_add_norm(true, || error(ResidualStream::F16));
+    assert!(
+        (fused_half - half).abs() <= 1e-9 * half,
+        "add+norm {fused_half:.6e} vs separate passes {half:.6e}"
+    );
 }
 
 #[test]

@@ -20,9 +20,34 @@ struct __nv_bfloat16 { uint16_t v; };
 struct __half { uint16_t v; };
 inline float __bfloat162float(__nv_bfloat16 h) { uint32_t u = (uint32_t)h.v << 16; float f; memcpy(&f, &u, 4); return f; }
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { uint32_t u; memcpy(&u, &f, 4); u += 0x7fff + ((u >> 16) & 1); return {(uint16_t)(u >> 16)}; }
-// f16 only has to compile: the emulation runs bf16 and f32.
-inline float __half2float(__half) { return 0; }
-inline __half __float2half_rn(float) { return {0}; }
+// IEEE half precision, rounded to nearest even as __float2half_rn (subnormals kept, overflow to
+// infinity from 65520 on).
+inline __half __float2half_rn(float f) {
+  uint32_t x; memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000, ax = x & 0x7fffffff;
+  if (ax > 0x7f800000) return {(uint16_t)(sign | 0x7e00)};            // NaN
+  if (ax >= 0x47800000) return {(uint16_t)(sign | 0x7c00)};           // >= 65536 (and inf)
+  if (ax < 0x38800000) {                                              // below 2^-14: subnormal
+    float a; memcpy(&a, &ax, 4);
+    return {(uint16_t)(sign | (uint32_t)std::nearbyint(a * 16777216.0f))};
+  }
+  uint32_t h = (((ax >> 23) - 112) << 10) | ((ax & 0x7fffff) >> 13);
+  const uint32_t rem = ax & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h += 1;             // may carry into inf
+  return {(uint16_t)(sign | h)};
+}
+inline float __half2float(__half h) {
+  const uint32_t sign = (uint32_t)(h.v & 0x8000) << 16, e = (h.v >> 10) & 0x1f, m = h.v & 0x3ff;
+  uint32_t u;
+  if (e == 0) {
+    float f = std::ldexp((float)m, -24); memcpy(&u, &f, 4); u |= sign;
+  } else if (e == 31) {
+    u = sign | 0x7f800000 | (m << 13);
+  } else {
+    u = sign | ((e + 112) << 23) | (m << 13);
+  }
+  float f; memcpy(&f, &u, 4); return f;
+}
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }
 inline float __fdividef(float a, float b) { return a / b; }

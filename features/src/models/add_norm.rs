@@ -1,5 +1,6 @@
-//! A residual add and the LayerNorm after it in one pass, for an f32 residual stream around
-//! 16-bit layers (the bf16 default).
+//! A residual add and the LayerNorm after it in one pass, for a residual stream wider than the
+//! layers: f32 around 16-bit layers (the bf16 default), or f16 around bf16 layers
+//! (`GAPPROBE_RESIDUAL=f16`, where the pass reads and writes 8 bytes per element instead of 10).
 //!
 //! Each CLIP/SigLIP layer adds its attention output to the stream and normalises the sum for its
 //! MLP, then adds the MLP output and (in the next layer) normalises again. Separately that is a
@@ -16,7 +17,7 @@ use candle_core::{DType, Result, Tensor};
 use std::cell::Cell;
 
 /// Environment variable: `1` fuses each residual add with the LayerNorm after it when the stream
-/// is f32 around 16-bit layers.
+/// is f32 around 16-bit layers or f16 around bf16 layers.
 pub const ADD_NORM_ENV: &str = "GAPPROBE_ADD_NORM";
 
 /// The widest row the kernel holds in registers (8 vectors of 8 per lane, 32 lanes).
@@ -39,9 +40,9 @@ pub fn with_add_norm<R>(on: bool, f: impl FnOnce() -> R) -> R {
     fused::with_override(&ADD_NORM, on, f)
 }
 
-/// `(s, LayerNorm(s))` with `s = x + bias + residual` in the residual's dtype (f32) and the norm
-/// in the weight's. On CUDA one kernel when it applies (16-bit or f32 `x`, an f32 residual, rows
-/// of a multiple of 8 up to [`MAX_KERNEL_WIDTH`]); otherwise [`fused::bias_residual`] then
+/// `(s, LayerNorm(s))` with `s = x + bias + residual` in the residual's dtype and the norm in the
+/// weight's. On CUDA one kernel when it applies (16-bit or f32 `x` with an f32 residual, or bf16
+/// `x` with an f16 residual; rows of a multiple of 8 up to [`MAX_KERNEL_WIDTH`]); otherwise [`fused::bias_residual`] then
 /// [`fused::layer_norm`], which is also the reference the kernel is checked against.
 pub fn add_layer_norm(
     x: &Tensor,
@@ -73,8 +74,9 @@ pub fn add_layer_norm(
     Ok((s, n))
 }
 
-/// Whether the kernel takes these inputs: an f32 stream, one 16-bit or f32 dtype for the rest,
-/// rows of whole 8-element vectors that fit the registers.
+/// Whether the kernel takes these inputs: an f32 stream with one 16-bit or f32 dtype for the rest,
+/// or an f16 stream with bf16 for the rest; rows of whole 8-element vectors that fit the
+/// registers.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 fn kernel_applies(
     x: &Tensor,
@@ -85,8 +87,12 @@ fn kernel_applies(
 ) -> bool {
     let cols = x.dims().last().copied().unwrap_or(0);
     let dtype = x.dtype();
-    residual.dtype() == DType::F32
-        && matches!(dtype, DType::BF16 | DType::F16 | DType::F32)
+    let stream_ok = match residual.dtype() {
+        DType::F32 => matches!(dtype, DType::BF16 | DType::F16 | DType::F32),
+        DType::F16 => dtype == DType::BF16,
+        _ => false,
+    };
+    stream_ok
         && [bias, weight, ln_bias].iter().all(|t| t.dtype() == dtype)
         && cols > 0
         && cols.is_multiple_of(8)
@@ -115,11 +121,16 @@ mod cuda {
         let inputs = [x, bias, residual, weight, ln_bias].map(|t| t.contiguous());
         let [x, bias, residual, weight, ln_bias] = inputs;
         let (x, bias, residual, weight, ln_bias) = (x?, bias?, residual?, weight?, ln_bias?);
-        let (stream, normed) = match x.dtype() {
-            DType::BF16 => run::<bf16>("bf16", [&x, &bias, &residual, &weight, &ln_bias], eps)?,
-            DType::F16 => run::<f16>("f16", [&x, &bias, &residual, &weight, &ln_bias], eps)?,
-            DType::F32 => run::<f32>("f32", [&x, &bias, &residual, &weight, &ln_bias], eps)?,
-            other => candle_core::bail!("add+layer norm takes f32/f16/bf16, not {other:?}"),
+        let t = [&x, &bias, &residual, &weight, &ln_bias];
+        let (stream, normed) = match (x.dtype(), residual.dtype()) {
+            (DType::BF16, DType::F32) => run::<bf16, f32>("bf16", t, eps)?,
+            (DType::F16, DType::F32) => run::<f16, f32>("f16", t, eps)?,
+            (DType::F32, DType::F32) => run::<f32, f32>("f32", t, eps)?,
+            (DType::BF16, DType::F16) => run::<bf16, f16>("bf16_f16", t, eps)?,
+            (x, s) => candle_core::bail!(
+                "add+layer norm takes f32/f16/bf16 around an f32 stream or bf16 around f16, \
+                 not {x:?} around {s:?}"
+            ),
         };
         let wrap = |s: CudaStorage| {
             Tensor::from_storage(
@@ -132,8 +143,9 @@ mod cuda {
         Ok((wrap(stream), wrap(normed)))
     }
 
-    /// Launches `add_layer_norm{4,8}_{name}` on `[x, bias, residual, weight, norm bias]`.
-    fn run<T: CudaDType + DeviceRepr>(
+    /// Launches `add_layer_norm{4,8}_{name}` on `[x, bias, residual, weight, norm bias]`, the
+    /// stream (residual and first output) in `S`.
+    fn run<T: CudaDType + DeviceRepr, S: CudaDType + DeviceRepr>(
         name: &str,
         t: [&Tensor; 5],
         eps: f64,
@@ -158,13 +170,13 @@ mod cuda {
         };
         let (x, bias, w, lb) = (slice_of(0)?, slice_of(1)?, slice_of(3)?, slice_of(4)?);
         let (rc, r0, r1) = parts[2];
-        let residual = rc.as_cuda_slice::<f32>()?.slice(r0..r1);
+        let residual = rc.as_cuda_slice::<S>()?.slice(r0..r1);
         let dev = parts[0].0.device().clone();
         let cols = t[0].dims().last().copied().unwrap_or(1);
         let numel = parts[0].2 - parts[0].1;
         let rows = numel / cols;
         let vpl = if cols <= 1024 { 4 } else { 8 };
-        let stream = unsafe { dev.alloc::<f32>(numel)? };
+        let stream = unsafe { dev.alloc::<S>(numel)? };
         let normed = unsafe { dev.alloc::<T>(numel)? };
         let func =
             dev.get_or_load_custom_func(&format!("add_layer_norm{vpl}_{name}"), MODULE, PTX)?;
@@ -263,6 +275,51 @@ mod tests {
         let h = x.to_dtype(DType::BF16).unwrap();
         let hb = four.to_dtype(DType::BF16).unwrap();
         assert!(!kernel_applies(&h, &hb, &h, &hb, &hb));
+        // An f16 stream takes it around bf16 layers only.
+        let row = |dtype| Tensor::zeros((2, 8), dtype, &dev).unwrap();
+        let vec = |dtype| Tensor::zeros(8, dtype, &dev).unwrap();
+        let (h, hb) = (row(DType::BF16), vec(DType::BF16));
+        let (half, hf) = (row(DType::F16), vec(DType::F16));
+        assert!(kernel_applies(&h, &hb, &half, &hb, &hb));
+        assert!(!kernel_applies(&half, &hf, &half, &hf, &hf));
+    }
+
+    /// Around an f16 stream, the stream is rounded to f16 and the norm is of the rounded stream:
+    /// what the bias+residual pass into f16 and the LayerNorm from f16 give.
+    #[test]
+    fn an_f16_stream_is_rounded_before_it_is_normalised() {
+        let dev = Device::Cpu;
+        let mk = |shape: &[usize], dtype: DType| {
+            let t = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+            (t * 3.0).unwrap().to_dtype(dtype).unwrap()
+        };
+        let bf = DType::BF16;
+        let (x, b, w, lb) = (
+            mk(&[3, 16], bf),
+            mk(&[16], bf),
+            mk(&[16], bf),
+            mk(&[16], bf),
+        );
+        let r = mk(&[3, 16], DType::F16);
+        let (s, n) = add_layer_norm(&x, &b, &r, &w, &lb, 1e-5).unwrap();
+        assert_eq!((s.dtype(), n.dtype()), (DType::F16, DType::BF16));
+        let f32_of = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let want_s = ((f32_of(&x).broadcast_add(&f32_of(&b)).unwrap() + f32_of(&r)).unwrap())
+            .to_dtype(DType::F16)
+            .unwrap();
+        assert_eq!(fused::tests::max_abs_diff(&s, &want_s), 0.0);
+        let want_n =
+            candle_nn::ops::layer_norm_slow(&f32_of(&want_s), &f32_of(&w), &f32_of(&lb), 1e-5)
+                .unwrap();
+        let largest: f32 = want_n
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let diff = fused::tests::max_abs_diff(&n, &want_n);
+        assert!(diff < largest / 256.0 + 1e-5, "{diff}");
     }
 
     /// The switch: off unless asked, and the thread-local override wins.
