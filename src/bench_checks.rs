@@ -75,42 +75,25 @@ pub fn check_kernels(device: &Device) -> Result<()> {
                 };
                 let (xw, rw) = (rows(width)?.to_dtype(dtype)?, rows(width)?);
                 let (bw, ww) = (vec(width)?, vec(width)?);
-                let (s, n) = add_norm::add_layer_norm(
-                    &on(&xw)?,
-                    &on(&bw)?,
-                    &on(&rw)?,
-                    &on(&ww)?,
-                    &on(&bw)?,
-                    1e-5,
-                )?;
-                let (ws, wn) = add_norm::add_layer_norm(&xw, &bw, &rw, &ww, &bw, 1e-5)?;
-                report(
-                    &format!("add+layer norm, stream (width {width})"),
-                    dtype,
-                    &s,
-                    &ws,
-                )?;
-                report(
-                    &format!("add+layer norm, norm (width {width})"),
-                    dtype,
-                    &n,
-                    &wn,
-                )?;
+                // Around the f32 stream, and around an f16 stream with bf16 layers
+                // (GAPPROBE_RESIDUAL=f16 with GAPPROBE_ADD_NORM=1).
+                let mut streams = vec![(rw.clone(), "")];
                 if dtype == DType::BF16 {
-                    // Around an f16 stream (GAPPROBE_RESIDUAL=f16 with GAPPROBE_ADD_NORM=1).
-                    let rh = rw.to_dtype(DType::F16)?;
+                    streams.push((rw.to_dtype(DType::F16)?, " f16 stream,"));
+                }
+                for (res, which) in &streams {
                     let (s, n) = add_norm::add_layer_norm(
                         &on(&xw)?,
                         &on(&bw)?,
-                        &on(&rh)?,
+                        &on(res)?,
                         &on(&ww)?,
                         &on(&bw)?,
                         1e-5,
                     )?;
-                    let (ws, wn) = add_norm::add_layer_norm(&xw, &bw, &rh, &ww, &bw, 1e-5)?;
-                    let what = format!("add+layer norm, f16 stream (width {width})");
-                    report(&format!("{what}: stream"), dtype, &s, &ws)?;
-                    report(&format!("{what}: norm"), dtype, &n, &wn)?;
+                    let (ws, wn) = add_norm::add_layer_norm(&xw, &bw, res, &ww, &bw, 1e-5)?;
+                    let what = |out: &str| format!("add+layer norm,{which} {out} (width {width})");
+                    report(&what("stream"), dtype, &s, &ws)?;
+                    report(&what("norm"), dtype, &n, &wn)?;
                 }
             }
         }

@@ -151,51 +151,33 @@ pub fn profile(
             2.0 * time_ms(device, iters, || Ok(fused::bias_residual(&x, &b_d, &x)?))?,
             true,
         );
-        if dtype != DType::F32 {
-            // The f32 residual stream's versions (GAPPROBE_RESIDUAL=f32) of the stream's passes.
-            let wide = x.to_dtype(DType::F32)?;
+        // The wider residual streams' versions of the stream's passes: f32 around 16-bit layers
+        // (GAPPROBE_RESIDUAL=f32, the bf16 default), f16 around bf16 (GAPPROBE_RESIDUAL=f16, the
+        // bf16 stream's bytes); the last line of each is both in one pass (GAPPROBE_ADD_NORM=1),
+        // to compare with the sum of the first two.
+        let streams: &[(DType, &str)] = match dtype {
+            DType::BF16 => &[(DType::F32, "f32"), (DType::F16, "f16")],
+            DType::F16 => &[(DType::F32, "f32")],
+            _ => &[],
+        };
+        for &(stream, name) in streams {
+            let wide = x.to_dtype(stream)?;
             add(
-                "bias+residual f32 stream (×2)",
+                &format!("bias+residual {name} stream (×2)"),
                 2.0 * time_ms(device, iters, || Ok(fused::bias_residual(&x, &b_d, &wide)?))?,
                 false,
             );
             add(
-                "layer_norm from f32 stream (×2)",
+                &format!("layer_norm from {name} stream (×2)"),
                 2.0 * time_ms(device, iters, || {
                     Ok(fused::layer_norm(&wide, &ln_w, &b_d, 1e-5)?)
                 })?,
                 false,
             );
-            // Both of the above in one pass (GAPPROBE_ADD_NORM=1): compare with their sum.
             add(
-                "add+layer_norm f32 stream (×2)",
+                &format!("add+layer_norm {name} stream (×2)"),
                 2.0 * time_ms(device, iters, || {
                     let (s, n) = add_norm::add_layer_norm(&x, &b_d, &wide, &ln_w, &b_d, 1e-5)?;
-                    drop(s);
-                    Ok(n)
-                })?,
-                false,
-            );
-        }
-        if dtype == DType::BF16 {
-            // The f16 stream's (GAPPROBE_RESIDUAL=f16): the bf16 stream's bytes.
-            let half = x.to_dtype(DType::F16)?;
-            add(
-                "bias+residual f16 stream (×2)",
-                2.0 * time_ms(device, iters, || Ok(fused::bias_residual(&x, &b_d, &half)?))?,
-                false,
-            );
-            add(
-                "layer_norm from f16 stream (×2)",
-                2.0 * time_ms(device, iters, || {
-                    Ok(fused::layer_norm(&half, &ln_w, &b_d, 1e-5)?)
-                })?,
-                false,
-            );
-            add(
-                "add+layer_norm f16 stream (×2)",
-                2.0 * time_ms(device, iters, || {
-                    let (s, n) = add_norm::add_layer_norm(&x, &b_d, &half, &ln_w, &b_d, 1e-5)?;
                     drop(s);
                     Ok(n)
                 })?,
@@ -337,11 +319,12 @@ pub fn profile(
         ..Default::default()
     };
     let conv = candle_nn::Conv2d::new(w_patch.clone(), None, conv_cfg);
+    // candle's CPU convolution has no bf16 matmul (its matmul op widens bf16; conv2d does not).
     let conv_ms = time_ms(device, iters, || {
         use candle_core::Module;
         let p = conv.forward(&px)?.flatten_from(2)?.transpose(1, 2)?;
         Ok(Tensor::cat(&[&cls, &p], 1)?.contiguous()?)
-    })?;
+    });
     let vb = candle_nn::VarBuilder::from_tensors(
         [("weight".to_string(), w_patch)].into(),
         dtype,
@@ -352,10 +335,18 @@ pub fn profile(
         let (p, _) = embed.forward(&px)?;
         Ok(Tensor::cat(&[&cls, &p], 1)?)
     })?;
-    println!(
-        "{:<10} {:<28} {:>9.3}",
-        "batch", "patches: conv2d + class", conv_ms
-    );
+    match conv_ms {
+        Ok(ms) => println!(
+            "{:<10} {:<28} {:>9.3}",
+            "batch", "patches: conv2d + class", ms
+        ),
+        Err(e) => println!(
+            "{:<10} {:<28} failed: {}",
+            "batch",
+            "patches: conv2d + class",
+            e.to_string().lines().next().unwrap_or_default()
+        ),
+    }
     println!(
         "{:<10} {:<28} {:>9.3}",
         "batch", "patches: GEMM + class", gemm_ms

@@ -214,6 +214,10 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    fn largest_abs(t: &Tensor) -> f32 {
+        t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+    }
+
     /// Both outputs are what the bias+residual pass and the LayerNorm give one after the other,
     /// from a 16-bit layer output into an f32 stream and from f32 throughout; wrong shapes are
     /// refused with the shapes named.
@@ -247,13 +251,7 @@ mod tests {
             )
             .unwrap();
             // bf16 output: one rounding, at most half an ulp (2^-9 relative) of the largest value.
-            let largest: f32 = want_n
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let largest = largest_abs(&want_n);
             let tol = if dtype == DType::F32 {
                 1e-5
             } else {
@@ -311,13 +309,7 @@ mod tests {
         let want_n =
             candle_nn::ops::layer_norm_slow(&f32_of(&want_s), &f32_of(&w), &f32_of(&lb), 1e-5)
                 .unwrap();
-        let largest: f32 = want_n
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let largest = largest_abs(&want_n);
         let diff = fused::tests::max_abs_diff(&n, &want_n);
         assert!(diff < largest / 256.0 + 1e-5, "{diff}");
     }
