@@ -1,6 +1,7 @@
 //! The straight port of Pillow's passes (one tap list per output, Pillow's loop order), kept as
 //! the reference the fast passes are tested against; the crate's Pillow fixtures
-//! (`features/tests/models_parity.rs`) checked it before the fast passes replaced it.
+//! (`features/tests/models_parity.rs`) checked it before the fast passes replaced it; `tests.rs`
+//! holds the fast passes to it.
 
 use super::{fixed_point, resample_coeffs, PRECISION_BITS};
 use crate::preprocess::Resample;
