@@ -288,7 +288,7 @@ pub fn ensure_features_with(
                     let n = feats[0].shape()[0];
                     for (w, f) in writers.iter_mut().zip(&feats) {
                         w.write_rows(*split, start + row0, f.view())
-                            .with_context(|| f16_stream_hint(&compute_dtype))?;
+                            .map_err(|e| explain_write_error(e, &compute_dtype))?;
                     }
                     if let Some(ms) = delay {
                         eprintln!("gapprobe-test: {split} rows_done {}", start + row0 + n);
@@ -406,31 +406,37 @@ fn load_language(
     Ok(())
 }
 
-/// What to try when a row fails to be written: with a float16 residual stream, values past
-/// ±65504 overflow to Inf (`GAPPROBE_RESIDUAL=f32` keeps the stream in float32).
-fn f16_stream_hint(compute_dtype: &str) -> String {
-    if compute_dtype.ends_with("+f16-residual") {
-        format!(
+/// A non-finite row computed with a float16 residual stream may be the stream's overflow (values
+/// past ±65504): the error says so and what avoids it. Other errors pass unchanged.
+fn explain_write_error(e: anyhow::Error, compute_dtype: &str) -> anyhow::Error {
+    if compute_dtype.ends_with("+f16-residual") && format!("{e:#}").contains("NaN or Inf") {
+        e.context(format!(
             "computing in {compute_dtype}: a float16 residual stream overflows past ±65504; \
              GAPPROBE_RESIDUAL=f32 (or unset) keeps it in float32"
-        )
+        ))
     } else {
-        format!("computing in {compute_dtype}")
+        e
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::f16_stream_hint;
+    use super::explain_write_error;
 
     #[test]
-    fn a_failed_write_names_the_compute_dtype_and_the_f16_streams_range() {
-        let hint = f16_stream_hint("bf16+f16-residual");
+    fn a_non_finite_row_from_an_f16_stream_names_the_range_and_the_way_out() {
+        let nan = || anyhow::anyhow!("split train: feature row 3 (image 7) contains NaN or Inf");
+        let hint = format!("{:#}", explain_write_error(nan(), "bf16+f16-residual"));
         assert!(
             hint.contains("±65504") && hint.contains("GAPPROBE_RESIDUAL=f32"),
             "{hint}"
         );
-        let plain = f16_stream_hint("bf16+f32-residual");
-        assert_eq!(plain, "computing in bf16+f32-residual");
+        assert!(hint.contains("feature row 3"), "{hint}");
+        // Other streams, and other errors, pass unchanged.
+        let plain = format!("{:#}", explain_write_error(nan(), "bf16+f32-residual"));
+        assert!(!plain.contains("65504"), "{plain}");
+        let other = anyhow::anyhow!("train rows 0.. exceed the 4 planned rows");
+        let other = format!("{:#}", explain_write_error(other, "bf16+f16-residual"));
+        assert!(!other.contains("65504"), "{other}");
     }
 }
