@@ -64,9 +64,11 @@ probe_section
 # pass over the f32 stream (GAPPROBE_ADD_NORM=1); `fastact`: quick_gelu through the fast
 # intrinsics (GAPPROBE_FAST_ACT=1); `new`: the three together. `f16stream`: the residual stream in
 # float16 around bf16 layers (GAPPROBE_RESIDUAL=f16: the bf16 stream's bytes, 8.07e-3 error on the
-# CPU against 7.91e-3 for f32); `f16new`: that with the other three. All are off by default
-# until measured; the default bench above checks each kernel against its CPU reference.
-for v in ${VARIANTS:-new:GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1 f16new:GAPPROBE_RESIDUAL=f16,GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1 f16stream:GAPPROBE_RESIDUAL=f16 addnorm:GAPPROBE_ADD_NORM=1 fastact:GAPPROBE_FAST_ACT=1 meank:GAPPROBE_MEAN_KERNEL=1 bf16stream:GAPPROBE_RESIDUAL=model}; do
+# CPU against 7.91e-3 for f32); `f16new`: that with the other three. `faskip`: the fa attention
+# kernel skipping the empty key blocks of its last tile (GAPPROBE_ATTENTION=fa_skip, the same
+# numbers). All are off by default until measured; the default bench above checks each kernel
+# against its CPU reference.
+for v in ${VARIANTS:-new:GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1 f16new:GAPPROBE_RESIDUAL=f16,GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1 f16stream:GAPPROBE_RESIDUAL=f16 faskip:GAPPROBE_ATTENTION=fa_skip addnorm:GAPPROBE_ADD_NORM=1 fastact:GAPPROBE_FAST_ACT=1 meank:GAPPROBE_MEAN_KERNEL=1 bf16stream:GAPPROBE_RESIDUAL=model}; do
   name=${v%%:*}
   E2E_FLAGS=""
   case " ${E2E_VARIANTS:-new f16new meank} " in *" $name "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac

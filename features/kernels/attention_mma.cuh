@@ -280,7 +280,10 @@ __device__ __forceinline__ void fa_load_tile(T *dst, const T *src, long long str
   }
 }
 
-template <typename T, int W>
+// SKIP: in the last key tile, the products of 8-key (Q K^T) and 16-key (P V) blocks that hold no
+// valid key are skipped (their scores are masked to -inf and their probabilities are 0 anyway, so
+// the results are the same bits): at CLIP-336's 577 tokens the tenth tile holds one key.
+template <typename T, int W, bool SKIP = false>
 __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qkv_bias,
                              T *__restrict__ out, int n, int heads, float scale_log2) {
   __shared__ __align__(128) T ks[2][FA_BK * LDT];
@@ -331,9 +334,13 @@ __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qk
 
     // S = Q K^T: 8 blocks of 8 keys; one ldmatrix.x4 gives the B fragments of two k-steps.
     float s[FA_BK / 8][4];
+    // Warp-uniform: the number of key blocks holding a valid key (all of them but in a last,
+    // partial tile, and only when SKIP).
+    const int valid = SKIP ? n - k0 : FA_BK;
 #pragma unroll
     for (int nb = 0; nb < FA_BK / 8; ++nb) {
       s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0f;
+      if (nb * 8 >= valid) continue;
 #pragma unroll
       for (int kp = 0; kp < HD / 32; ++kp) {
         uint32_t kf[4];
@@ -384,6 +391,7 @@ __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qk
     // ldmatrix.x4.trans gives the B fragments of two 8-wide output blocks.
 #pragma unroll
     for (int kk = 0; kk < FA_BK / 16; ++kk) {
+      if (kk * 16 >= valid) continue;  // P is 0 there (and V's rows zero-filled)
       uint32_t pa[4];
       p_fragment(pa, s, kk, zero);
 #pragma unroll
@@ -418,14 +426,16 @@ __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qk
 // MINB asks ptxas for MINB blocks per SM, so at most 65536 / (MINB * 32 * W) registers. ptxas
 // for sm_90: fa (4 warps, 3 blocks) 165 registers, no spill; fa128 (4 warps, 4 blocks) 128 and
 // 48 bytes of spill; fa8 (8 warps, 2 blocks) 128 and 48 bytes of spill; without a minimum, 187.
-#define ATTENTION_FA(T, W, MINB, NAME)                                                           \
+#define ATTENTION_FA(T, W, MINB, SKIP, NAME)                                                     \
   extern "C" __global__ void __launch_bounds__(32 * W, MINB)                                      \
       NAME(const T *qkv, const T *bias, T *out, int n, int heads, float scale_log2) {            \
-    attention_fa<T, W>(qkv, bias, out, n, heads, scale_log2);                                    \
+    attention_fa<T, W, SKIP>(qkv, bias, out, n, heads, scale_log2);                              \
   }
-ATTENTION_FA(__half, 4, 3, attention_fa_f16)
-ATTENTION_FA(__nv_bfloat16, 4, 3, attention_fa_bf16)
-ATTENTION_FA(__half, 4, 4, attention_fa128_f16)
-ATTENTION_FA(__nv_bfloat16, 4, 4, attention_fa128_bf16)
-ATTENTION_FA(__half, 8, 2, attention_fa8_f16)
-ATTENTION_FA(__nv_bfloat16, 8, 2, attention_fa8_bf16)
+ATTENTION_FA(__half, 4, 3, false, attention_fa_f16)
+ATTENTION_FA(__nv_bfloat16, 4, 3, false, attention_fa_bf16)
+ATTENTION_FA(__half, 4, 4, false, attention_fa128_f16)
+ATTENTION_FA(__nv_bfloat16, 4, 4, false, attention_fa128_bf16)
+ATTENTION_FA(__half, 8, 2, false, attention_fa8_f16)
+ATTENTION_FA(__nv_bfloat16, 8, 2, false, attention_fa8_bf16)
+ATTENTION_FA(__half, 4, 3, true, attention_fa_skip_f16)
+ATTENTION_FA(__nv_bfloat16, 4, 3, true, attention_fa_skip_bf16)

@@ -208,10 +208,14 @@ pub enum AttentionKernel {
     /// [`AttentionKernel::Flash`] with 8 warps (128 queries) per block: each K/V tile read once
     /// for twice the queries (`GAPPROBE_ATTENTION=fa8`).
     Flash8,
+    /// [`AttentionKernel::Flash`] skipping, in the last key tile, the products of key blocks past
+    /// the end (577 tokens leave one key in the tenth tile); the same numbers
+    /// (`GAPPROBE_ATTENTION=fa_skip`). Not yet run on a GPU.
+    FlashSkip,
 }
 
-/// Environment variable choosing the attention kernel: `fa` (default), `fa128`, `fa8`, `mma`,
-/// `mma8` or `wmma`.
+/// Environment variable choosing the attention kernel: `fa` (default), `fa128`, `fa8`,
+/// `fa_skip`, `mma`, `mma8` or `wmma`.
 pub const ATTENTION_ENV: &str = "GAPPROBE_ATTENTION";
 
 impl AttentionKernel {
@@ -226,6 +230,7 @@ impl AttentionKernel {
             Some("mma8") => AttentionKernel::Mma8,
             Some("fa128") => AttentionKernel::Flash128,
             Some("fa8") => AttentionKernel::Flash8,
+            Some("fa_skip") => AttentionKernel::FlashSkip,
             _ => AttentionKernel::Flash,
         }
     }
@@ -235,7 +240,10 @@ impl AttentionKernel {
     pub fn folds_bias(self) -> bool {
         matches!(
             self,
-            AttentionKernel::Flash | AttentionKernel::Flash128 | AttentionKernel::Flash8
+            AttentionKernel::Flash
+                | AttentionKernel::Flash128
+                | AttentionKernel::Flash8
+                | AttentionKernel::FlashSkip
         )
     }
 
@@ -248,13 +256,14 @@ impl AttentionKernel {
     }
 
     /// Every kernel, for checks and A/B timings.
-    pub const ALL: [AttentionKernel; 6] = [
+    pub const ALL: [AttentionKernel; 7] = [
         AttentionKernel::Mma,
         AttentionKernel::Mma8,
         AttentionKernel::Wmma,
         AttentionKernel::Flash,
         AttentionKernel::Flash128,
         AttentionKernel::Flash8,
+        AttentionKernel::FlashSkip,
     ];
 }
 

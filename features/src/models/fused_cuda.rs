@@ -205,6 +205,7 @@ pub(super) fn attention(
         AttentionKernel::Flash => ("attention_fa_f16", "attention_fa_bf16"),
         AttentionKernel::Flash128 => ("attention_fa128_f16", "attention_fa128_bf16"),
         AttentionKernel::Flash8 => ("attention_fa8_f16", "attention_fa8_bf16"),
+        AttentionKernel::FlashSkip => ("attention_fa_skip_f16", "attention_fa_skip_bf16"),
     };
     match qkv.dtype() {
         DType::F16 => run::<f16>(f16_name, kernel.warps(), qkv, l, bias, b, n, heads, scale),
