@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use gapprobe_features::batching::{self, BatchSize, Workload};
 use gapprobe_features::cache::{
     compress, shard, source, CacheEntry, Compression, EntryLock, EntryPlan, EntryWriter,
-    FeatureCache, Provenance, Shard, SplitPlan, StorageDtype,
+    FeatureCache, NonFiniteRow, Provenance, Shard, SplitPlan, StorageDtype,
 };
 use gapprobe_features::datasets::{Dataset, LabelLevel, Sample, Split};
 use gapprobe_features::extract::{extract_batches, ExtractOptions};
@@ -409,7 +409,7 @@ fn load_language(
 /// A non-finite row computed with a float16 residual stream may be the stream's overflow (values
 /// past ±65504): the error says so and what avoids it. Other errors pass unchanged.
 fn explain_write_error(e: anyhow::Error, compute_dtype: &str) -> anyhow::Error {
-    if compute_dtype.ends_with("+f16-residual") && format!("{e:#}").contains("NaN or Inf") {
+    if compute_dtype.ends_with("+f16-residual") && e.is::<NonFiniteRow>() {
         e.context(format!(
             "computing in {compute_dtype}: a float16 residual stream overflows past ±65504; \
              GAPPROBE_RESIDUAL=f32 (or unset) keeps it in float32"
@@ -421,17 +421,27 @@ fn explain_write_error(e: anyhow::Error, compute_dtype: &str) -> anyhow::Error {
 
 #[cfg(test)]
 mod tests {
-    use super::explain_write_error;
+    use super::*;
 
     #[test]
     fn a_non_finite_row_from_an_f16_stream_names_the_range_and_the_way_out() {
-        let nan = || anyhow::anyhow!("split train: feature row 3 (image 7) contains NaN or Inf");
+        let nan = || {
+            anyhow::Error::from(NonFiniteRow {
+                split: Split::Train,
+                row: 3,
+                image: "7".into(),
+                partial: "x.h5.partial".into(),
+            })
+        };
         let hint = format!("{:#}", explain_write_error(nan(), "bf16+f16-residual"));
         assert!(
             hint.contains("±65504") && hint.contains("GAPPROBE_RESIDUAL=f32"),
             "{hint}"
         );
-        assert!(hint.contains("feature row 3"), "{hint}");
+        assert!(
+            hint.contains("feature row 3 (image 7) contains NaN or Inf"),
+            "{hint}"
+        );
         // Other streams, and other errors, pass unchanged.
         let plain = format!("{:#}", explain_write_error(nan(), "bf16+f32-residual"));
         assert!(!plain.contains("65504"), "{plain}");

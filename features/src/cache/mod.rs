@@ -22,7 +22,7 @@ pub use compress::Compression;
 pub use entry::{CacheEntry, SplitInfo};
 pub use lock::EntryLock;
 pub use shard::Shard;
-pub use writer::{EntryPlan, EntryWriter, SplitPlan};
+pub use writer::{EntryPlan, EntryWriter, NonFiniteRow, SplitPlan};
 
 use crate::datasets::Split;
 use anyhow::{bail, Result};

@@ -206,3 +206,29 @@ fn compressed_entries_read_back_bit_identical_with_the_same_key() {
     assert!(Compression::new(0, false).is_err());
     assert!(Compression::new(10, false).is_err());
 }
+
+/// A block with a NaN is refused as a [`NonFiniteRow`] naming the split, row and image; the rows
+/// before it stay written.
+#[test]
+fn a_non_finite_row_is_refused_with_its_row_and_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = FeatureCache::new(dir.path());
+    let p = prov("f32");
+    let mut w = EntryWriter::open(&cache.entry_path(&p), plan(&p, 10)).unwrap();
+    w.write_rows(Split::Train, 0, features(4, 3).view())
+        .unwrap();
+    let mut bad = features(4, 3);
+    bad[[2, 1]] = f32::INFINITY;
+    let err = w.write_rows(Split::Train, 4, bad.view()).unwrap_err();
+    let row = err.downcast_ref::<NonFiniteRow>().expect("a NonFiniteRow");
+    assert_eq!(
+        (row.split, row.row, row.image.as_str()),
+        (Split::Train, 6, "id6")
+    );
+    assert!(
+        err.to_string()
+            .contains("feature row 6 (image id6) contains NaN or Inf"),
+        "{err}"
+    );
+    assert_eq!(w.rows_done(Split::Train), 4);
+}

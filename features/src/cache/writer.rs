@@ -22,6 +22,35 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
+/// A feature row with NaN or Inf, refused by [`EntryWriter::write_rows`] (callers that know why
+/// such rows arise, e.g. a float16 residual stream's overflow, can downcast to it and say so).
+#[derive(Debug)]
+pub struct NonFiniteRow {
+    pub split: Split,
+    /// The row's index in the split.
+    pub row: usize,
+    /// The image's id.
+    pub image: String,
+    /// The partial file, which keeps the rows before it.
+    pub partial: PathBuf,
+}
+
+impl std::fmt::Display for NonFiniteRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "split {}: feature row {} (image {}) contains NaN or Inf; nothing was cached for it \
+             (the partial file {} keeps the rows before it)",
+            self.split,
+            self.row,
+            self.image,
+            self.partial.display()
+        )
+    }
+}
+
+impl std::error::Error for NonFiniteRow {}
+
 /// What one split of a file will hold: rows `rows` of the whole split (all of it unless sharded).
 #[derive(Debug, Clone)]
 pub struct SplitPlan {
@@ -296,11 +325,13 @@ impl EntryWriter {
         let rows = feats.slice_axis(Axis(0), (done - row0..n).into());
         if let Some((k, _)) = rows.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             let row = done + k / (rows.len() / rows.shape()[0]).max(1);
-            bail!(
-                "split {split}: feature row {row} (image {}) contains NaN or Inf; nothing was cached for it (the partial file {} keeps the rows before it)",
-                self.plan.splits[i].ids[row],
-                self.partial.display()
-            );
+            return Err(NonFiniteRow {
+                split,
+                row,
+                image: self.plan.splits[i].ids[row].clone(),
+                partial: self.partial.clone(),
+            }
+            .into());
         }
         if self.file.is_none() {
             self.create(&feats.shape()[1..])?;
