@@ -362,18 +362,15 @@ impl PreprocessConfig {
         if ch > h || cw > w {
             bail!("image of {w}x{h} after resizing is smaller than the {cw}x{ch} crop");
         }
-        // Only the crop is resized: the same pixels as resizing all and cropping.
+        // Only the crop is resized: the same pixels as resizing all and cropping (without a
+        // resize, the size is the image's own and the window is copied).
         let window = Window {
             left: (w - cw) / 2,
             top: (h - ch) / 2,
             width: cw,
             height: ch,
         };
-        let crop = if self.do_resize {
-            pil_resize_window(&img, (w, h), self.resample, window)
-        } else {
-            image::imageops::crop_imm(&*img, window.left, window.top, cw, ch).to_image()
-        };
+        let crop = pil_resize_window(&img, (w, h), self.resample, window);
         let plane = (ch * cw) as usize;
         let mut out = vec![0u8; 3 * plane];
         let (r, gb) = out.split_at_mut(plane);

@@ -56,7 +56,7 @@ impl Uploader {
                         Err(e) => {
                             tracing::warn!(
                                 "no page-locked staging buffer of {capacity} bytes ({e:?}); \
-                             uploading from pageable memory"
+                                 uploading from pageable memory"
                             );
                             Staging::Pageable
                         }

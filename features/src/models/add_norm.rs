@@ -87,11 +87,8 @@ fn kernel_applies(
 ) -> bool {
     let cols = x.dims().last().copied().unwrap_or(0);
     let dtype = x.dtype();
-    let stream_ok = match residual.dtype() {
-        DType::F32 => matches!(dtype, DType::BF16 | DType::F16 | DType::F32),
-        DType::F16 => dtype == DType::BF16,
-        _ => false,
-    };
+    let stream_ok = fused::wider_stream(residual.dtype(), dtype)
+        || (residual.dtype() == DType::F32 && dtype == DType::F32);
     stream_ok
         && [bias, weight, ln_bias].iter().all(|t| t.dtype() == dtype)
         && cols > 0

@@ -96,6 +96,15 @@ pub fn with_residual_stream<R>(stream: ResidualStream, f: impl FnOnce() -> R) ->
     with_override(&RESIDUAL, stream, f)
 }
 
+/// Whether a residual stream in `stream` is a wider one around layers in `layer`: f32 around
+/// bf16 or f16, or f16 around bf16 (the pairs the fused ops and [`residual_dtype`] take).
+pub fn wider_stream(stream: DType, layer: DType) -> bool {
+    matches!(
+        (stream, layer),
+        (DType::F32, DType::BF16 | DType::F16) | (DType::F16, DType::BF16)
+    )
+}
+
 /// The residual stream's dtype for a model built now that computes in `dtype` on `device`, when
 /// the fused ops are on (they take the mixed dtypes): f32 around 16-bit layers, or f16 around
 /// bf16 layers, when asked for ([`with_residual_stream`], else [`RESIDUAL_ENV`], else f32 around

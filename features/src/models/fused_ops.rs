@@ -74,11 +74,10 @@ pub(super) fn from_f32(v: Vec<f32>, dtype: DType) -> Result<CpuStorage> {
     })
 }
 
-/// Checks that `wide` is `narrow` itself, f32 (a float32 residual stream around 16-bit layers)
-/// or f16 around bf16 (a float16 stream: three more mantissa bits in the same bytes).
+/// Checks that `wide` is `narrow` itself or a wider stream around it ([`super::fused::wider_stream`]:
+/// f32 around 16-bit layers, f16 around bf16).
 fn wide_enough(wide: DType, narrow: DType, what: &str) -> Result<()> {
-    let f16_around_bf16 = wide == DType::F16 && narrow == DType::BF16;
-    if wide != narrow && wide != DType::F32 && !f16_around_bf16 {
+    if wide != narrow && !super::fused::wider_stream(wide, narrow) {
         candle_core::bail!("the {what} is {wide:?}: expected {narrow:?} or f32");
     }
     Ok(())

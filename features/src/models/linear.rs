@@ -136,10 +136,9 @@ impl FusedLinear {
     }
 
     /// `(s, norm(s))` with `s = x Wᵀ + b + residual`: the residual add and the LayerNorm after
-    /// it. With `fuse`, a 16-bit layer around an f32 stream (or bf16 around f16) and a
-    /// kernel-backed norm, one pass
-    /// after the GEMM ([`add_norm::add_layer_norm`]); otherwise [`Self::forward_residual`] and
-    /// the norm (the same numbers).
+    /// it. With `fuse`, a layer around a wider stream ([`fused::wider_stream`]) and a
+    /// kernel-backed norm, one pass after the GEMM ([`add_norm::add_layer_norm`]); otherwise
+    /// [`Self::forward_residual`] and the norm (the same numbers).
     pub fn forward_residual_norm(
         &self,
         x: &Tensor,
@@ -147,11 +146,7 @@ impl FusedLinear {
         norm: &FusedLayerNorm,
         fuse: bool,
     ) -> Result<(Tensor, Tensor)> {
-        let wide_stream = match residual.dtype() {
-            DType::F32 => self.dtype() != DType::F32,
-            DType::F16 => self.dtype() == DType::BF16,
-            _ => false,
-        };
+        let wide_stream = fused::wider_stream(residual.dtype(), self.dtype());
         if let (true, true, Some(b), Some((w, lb, eps))) = (
             fuse && self.fused,
             wide_stream,
