@@ -65,8 +65,9 @@ probe_section
 # intrinsics (GAPPROBE_FAST_ACT=1); `new`: the three together. `f16stream`: the residual stream in
 # float16 around bf16 layers (GAPPROBE_RESIDUAL=f16: the bf16 stream's bytes, 8.07e-3 error on the
 # CPU against 7.91e-3 for f32); `f16new`: that with the other three. `faskip`: the fa attention
-# kernel skipping the empty key blocks of its last tile (GAPPROBE_ATTENTION=fa_skip, the same
-# numbers). All are off by default until measured; the default bench above checks each kernel
+# kernel skipping the empty key blocks of its last tile and the warps with no valid query
+# (GAPPROBE_ATTENTION=fa_skip, the same numbers: the default bench prints `FlashSkip against
+# Flash: 0 of … values differ`). All are off by default until measured; the default bench above checks each kernel
 # against its CPU reference.
 for v in ${VARIANTS:-new:GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1 f16new:GAPPROBE_RESIDUAL=f16,GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1 f16stream:GAPPROBE_RESIDUAL=f16 faskip:GAPPROBE_ATTENTION=fa_skip addnorm:GAPPROBE_ADD_NORM=1 fastact:GAPPROBE_FAST_ACT=1 meank:GAPPROBE_MEAN_KERNEL=1 bf16stream:GAPPROBE_RESIDUAL=model}; do
   name=${v%%:*}

@@ -282,7 +282,8 @@ __device__ __forceinline__ void fa_load_tile(T *dst, const T *src, long long str
 
 // SKIP: in the last key tile, the products of 8-key (Q K^T) and 16-key (P V) blocks that hold no
 // valid key are skipped (their scores are masked to -inf and their probabilities are 0 anyway, so
-// the results are the same bits): at CLIP-336's 577 tokens the tenth tile holds one key.
+// the results are the same bits): at CLIP-336's 577 tokens the tenth tile holds one key. Warps
+// whose queries are all past the end skip their work too (3 of the 40 warps of a head at 577).
 template <typename T, int W, bool SKIP = false>
 __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qkv_bias,
                              T *__restrict__ out, int n, int heads, float scale_log2) {
@@ -329,77 +330,82 @@ __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qk
       cp_async_wait<0>();
     }
     __syncthreads();
-    const T *kt = ks[cur];
-    const T *vt = vs[cur];
+    // Warp-uniform, only when SKIP: a warp whose 16 queries are all past the end (the last query
+    // block of a head, where 577 tokens leave one valid query of 64) still helps load the tiles
+    // but computes nothing (and writes nothing); every warp meets the same barriers.
+    if (!SKIP || q0 < n) {
+      const T *kt = ks[cur];
+      const T *vt = vs[cur];
 
-    // S = Q K^T: 8 blocks of 8 keys; one ldmatrix.x4 gives the B fragments of two k-steps.
-    float s[FA_BK / 8][4];
-    // Warp-uniform: the number of key blocks holding a valid key (all of them but in a last,
-    // partial tile, and only when SKIP).
-    const int valid = SKIP ? n - k0 : FA_BK;
-#pragma unroll
-    for (int nb = 0; nb < FA_BK / 8; ++nb) {
-      s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0f;
-      if (nb * 8 >= valid) continue;
-#pragma unroll
-      for (int kp = 0; kp < HD / 32; ++kp) {
-        uint32_t kf[4];
-        ldmatrix_x4(kf, kt + (nb * 8 + lrow) * LDT + kp * 32 + lmat * 8);
-        mma16816(s[nb], qa[2 * kp], kf[0], kf[1], zero);
-        mma16816(s[nb], qa[2 * kp + 1], kf[2], kf[3], zero);
-      }
-    }
-
-    // Online softmax in base 2 on the raw scores (the scale folded into the exponent, as
-    // FlashAttention-2 does); keys past the end, only in the last tile, are masked out. The 4 lanes
-    // of a group share rows g and g+8.
-    if (k0 + FA_BK > n) {
+      // S = Q K^T: 8 blocks of 8 keys; one ldmatrix.x4 gives the B fragments of two k-steps.
+      float s[FA_BK / 8][4];
+      // Warp-uniform: the number of key blocks holding a valid key (all of them but in a last,
+      // partial tile, and only when SKIP).
+      const int valid = SKIP ? n - k0 : FA_BK;
 #pragma unroll
       for (int nb = 0; nb < FA_BK / 8; ++nb) {
+        s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0f;
+        if (nb * 8 >= valid) continue;
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
-          if (k0 + nb * 8 + 2 * t + (i & 1) >= n) s[nb][i] = -INFINITY;
+        for (int kp = 0; kp < HD / 32; ++kp) {
+          uint32_t kf[4];
+          ldmatrix_x4(kf, kt + (nb * 8 + lrow) * LDT + kp * 32 + lmat * 8);
+          mma16816(s[nb], qa[2 * kp], kf[0], kf[1], zero);
+          mma16816(s[nb], qa[2 * kp + 1], kf[2], kf[3], zero);
+        }
       }
-    }
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int nb = 0; nb < FA_BK / 8; ++nb) {
-      mx0 = fmaxf(mx0, fmaxf(s[nb][0], s[nb][1]));
-      mx1 = fmaxf(mx1, fmaxf(s[nb][2], s[nb][3]));
-    }
-#pragma unroll
-    for (int off = 1; off < 4; off *= 2) {
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, off));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, off));
-    }
-    // Running maxima in scaled units; finite, since key k0 is valid (scale_log2 > 0).
-    const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
-    const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);  // 0 on the first tile
-    float sum0 = 0.0f, sum1 = 0.0f;
-#pragma unroll
-    for (int nb = 0; nb < FA_BK / 8; ++nb) {
-      s[nb][0] = exp2f(fmaf(s[nb][0], scale_log2, -n0));
-      s[nb][1] = exp2f(fmaf(s[nb][1], scale_log2, -n0));
-      s[nb][2] = exp2f(fmaf(s[nb][2], scale_log2, -n1));
-      s[nb][3] = exp2f(fmaf(s[nb][3], scale_log2, -n1));
-      sum0 += s[nb][0] + s[nb][1];
-      sum1 += s[nb][2] + s[nb][3];
-    }
-    online_softmax_step(sum0, sum1, n0, n1, a0, a1, m0, m1, l0, l1, o);
 
-    // O += P V: P's C blocks (2kk, 2kk+1) form the A fragment of keys 16kk..16kk+15; one
-    // ldmatrix.x4.trans gives the B fragments of two 8-wide output blocks.
+      // Online softmax in base 2 on the raw scores (the scale folded into the exponent, as
+      // FlashAttention-2 does); keys past the end, only in the last tile, are masked out. The 4 lanes
+      // of a group share rows g and g+8.
+      if (k0 + FA_BK > n) {
 #pragma unroll
-    for (int kk = 0; kk < FA_BK / 16; ++kk) {
-      if (kk * 16 >= valid) continue;  // P is 0 there (and V's rows zero-filled)
-      uint32_t pa[4];
-      p_fragment(pa, s, kk, zero);
+        for (int nb = 0; nb < FA_BK / 8; ++nb) {
 #pragma unroll
-      for (int jp = 0; jp < HD / 16; ++jp) {
-        uint32_t vf[4];
-        ldmatrix_x4_trans(vf, vt + (kk * 16 + (lmat & 1) * 8 + lrow) * LDT + (2 * jp + (lmat >> 1)) * 8);
-        mma16816(o[2 * jp], pa, vf[0], vf[1], zero);
-        mma16816(o[2 * jp + 1], pa, vf[2], vf[3], zero);
+          for (int i = 0; i < 4; ++i)
+            if (k0 + nb * 8 + 2 * t + (i & 1) >= n) s[nb][i] = -INFINITY;
+        }
+      }
+      float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+      for (int nb = 0; nb < FA_BK / 8; ++nb) {
+        mx0 = fmaxf(mx0, fmaxf(s[nb][0], s[nb][1]));
+        mx1 = fmaxf(mx1, fmaxf(s[nb][2], s[nb][3]));
+      }
+#pragma unroll
+      for (int off = 1; off < 4; off *= 2) {
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, off));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, off));
+      }
+      // Running maxima in scaled units; finite, since key k0 is valid (scale_log2 > 0).
+      const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
+      const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);  // 0 on the first tile
+      float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+      for (int nb = 0; nb < FA_BK / 8; ++nb) {
+        s[nb][0] = exp2f(fmaf(s[nb][0], scale_log2, -n0));
+        s[nb][1] = exp2f(fmaf(s[nb][1], scale_log2, -n0));
+        s[nb][2] = exp2f(fmaf(s[nb][2], scale_log2, -n1));
+        s[nb][3] = exp2f(fmaf(s[nb][3], scale_log2, -n1));
+        sum0 += s[nb][0] + s[nb][1];
+        sum1 += s[nb][2] + s[nb][3];
+      }
+      online_softmax_step(sum0, sum1, n0, n1, a0, a1, m0, m1, l0, l1, o);
+
+      // O += P V: P's C blocks (2kk, 2kk+1) form the A fragment of keys 16kk..16kk+15; one
+      // ldmatrix.x4.trans gives the B fragments of two 8-wide output blocks.
+#pragma unroll
+      for (int kk = 0; kk < FA_BK / 16; ++kk) {
+        if (kk * 16 >= valid) continue;  // P is 0 there (and V's rows zero-filled)
+        uint32_t pa[4];
+        p_fragment(pa, s, kk, zero);
+#pragma unroll
+        for (int jp = 0; jp < HD / 16; ++jp) {
+          uint32_t vf[4];
+          ldmatrix_x4_trans(vf, vt + (kk * 16 + (lmat & 1) * 8 + lrow) * LDT + (2 * jp + (lmat >> 1)) * 8);
+          mma16816(o[2 * jp], pa, vf[0], vf[1], zero);
+          mma16816(o[2 * jp + 1], pa, vf[2], vf[3], zero);
+        }
       }
     }
     __syncthreads();  // this buffer is refilled by the next iteration's copy
