@@ -13,7 +13,8 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use gapprobe_features::batching::BatchSize;
-use gapprobe_features::extract::{decode_planes, extract, ExtractOptions};
+use gapprobe_features::decode::decode_planes;
+use gapprobe_features::extract::{extract, ExtractOptions};
 use gapprobe_features::models::{
     clip_tower_tensors, fused, mlp2x_projector_tensors, Act, ClipVisionConfig, ClipVisionModel,
     Fill, Projector, ProjectorConfig, ProjectorKind, ProjectorLayout, VisionLanguageModel,

@@ -9,6 +9,7 @@ pub mod batching;
 pub mod cache;
 pub mod cuda_pool;
 pub mod datasets;
+pub mod decode;
 pub mod extract;
 pub mod featurepoint;
 pub mod models;

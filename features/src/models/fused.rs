@@ -4,14 +4,20 @@
 //! On CUDA they run gapprobe's own kernels (`features/kernels/fused.cu`, compiled to PTX by
 //! `build.rs`); elsewhere a straightforward f32 reference runs, which is also what the kernels are
 //! checked against (`gapprobe bench --device cuda` on a GPU, the tests here on the CPU). The ops
-//! and their references are in `fused_ops.rs`, the CUDA launchers in `fused_cuda.rs`.
+//! and their references are in `fused_ops.rs`, the CUDA launchers in `fused_cuda.rs`; attention
+//! and the choice of its kernel are in `attention.rs` (re-exported here).
 //! Whether a model uses them is decided when it is built: on CUDA by default, never on the CPU
 //! unless asked (`GAPPROBE_KERNELS=on|off`, or [`with_mode`] for one thread).
 
-use super::fused_ops::{BiasAct, LayerNormOp, PackedAttention};
+use super::fused_ops::{BiasAct, LayerNormOp};
 use super::Act;
 use candle_core::{DType, Device, Result, Tensor};
 use std::cell::Cell;
+
+pub use super::attention::{
+    attention_packed, attention_packed_with, attention_supported, with_attention_kernel,
+    AttentionKernel, ATTENTION_ENV, ATTENTION_HEAD_DIM,
+};
 
 /// Environment variable: `off` keeps candle's composite ops even on CUDA (for A/B measurements),
 /// `on` uses the fused ops everywhere (the CPU gets the f32 reference).
@@ -37,13 +43,8 @@ pub enum ResidualStream {
     F16,
 }
 
-/// Head dimension the fused attention kernel is written for (CLIP, DINOv2; SigLIP-so400m's 72
-/// takes the composite path).
-pub const ATTENTION_HEAD_DIM: usize = 64;
-
 thread_local! {
     static MODE: Cell<Option<bool>> = const { Cell::new(None) };
-    static KERNEL: Cell<Option<AttentionKernel>> = const { Cell::new(None) };
     static RESIDUAL: Cell<Option<ResidualStream>> = const { Cell::new(None) };
     static FAST_ACT: Cell<Option<bool>> = const { Cell::new(None) };
 }
@@ -129,13 +130,6 @@ pub fn residual_dtype(device: &Device, dtype: DType) -> DType {
     }
 }
 
-/// Runs `f` with models built on this thread using attention `kernel`, whatever
-/// `GAPPROBE_ATTENTION` says (the CPU reference ignores the kernel, but not how the model feeds
-/// it: the bias-folding kernels get the q|k|v bias handed over).
-pub fn with_attention_kernel<R>(kernel: AttentionKernel, f: impl FnOnce() -> R) -> R {
-    with_override(&KERNEL, kernel, f)
-}
-
 /// Runs `f` with the fused ops forced on or off for models built on this thread.
 pub fn with_mode<R>(on: bool, f: impl FnOnce() -> R) -> R {
     with_override(&MODE, on, f)
@@ -151,15 +145,6 @@ pub fn enabled_for(device: &Device) -> bool {
         Some("on") | Some("1") => true,
         _ => device.is_cuda(),
     }
-}
-
-/// Whether the fused attention applies to this dtype and head dimension. The CUDA kernel needs
-/// head dimension 64 and 16-bit inputs (tensor cores; f32 runs the composite path); the CPU
-/// reference takes any.
-pub fn attention_supported(device: &Device, dtype: DType, head_dim: usize) -> bool {
-    enabled_for(device)
-        && (!device.is_cuda()
-            || (head_dim == ATTENTION_HEAD_DIM && matches!(dtype, DType::BF16 | DType::F16)))
 }
 
 /// `act(x + bias)` over the last dimension of `x` (bias: [cols]).
@@ -194,127 +179,6 @@ pub fn bias_residual(x: &Tensor, bias: &Tensor, residual: &Tensor) -> Result<Ten
             fast: false,
         },
     )
-}
-
-/// Which CUDA attention kernel runs (the CPU reference ignores it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttentionKernel {
-    /// Scores, probabilities and output in registers (mma.sync), 4 warps per block
-    /// (`GAPPROBE_ATTENTION=mma`).
-    Mma,
-    /// The same with 8 warps (128 queries) per block (`GAPPROBE_ATTENTION=mma8`).
-    Mma8,
-    /// The first version: WMMA products, softmax through shared memory (`GAPPROBE_ATTENTION=wmma`).
-    Wmma,
-    /// [`AttentionKernel::Mma`] with cp.async double-buffered K/V tiles, ldmatrix fragments and the
-    /// q|k|v bias folded in (Q's in registers, K's dropped, V's on the output), so the projection
-    /// needs no bias pass (`GAPPROBE_ATTENTION=fa`); the default (1.10× the whole model's
-    /// throughput of [`AttentionKernel::Mma`] on an H200, docs/performance.md).
-    Flash,
-    /// [`AttentionKernel::Flash`] held to 128 registers for 4 blocks per SM
-    /// (`GAPPROBE_ATTENTION=fa128`).
-    Flash128,
-    /// [`AttentionKernel::Flash`] with 8 warps (128 queries) per block: each K/V tile read once
-    /// for twice the queries (`GAPPROBE_ATTENTION=fa8`).
-    Flash8,
-    /// [`AttentionKernel::Flash`] skipping, in the last key tile, the products of key blocks past
-    /// the end (577 tokens leave one key in the tenth tile); the same numbers
-    /// (`GAPPROBE_ATTENTION=fa_skip`). Not yet run on a GPU.
-    FlashSkip,
-}
-
-/// Environment variable choosing the attention kernel: `fa` (default), `fa128`, `fa8`,
-/// `fa_skip`, `mma`, `mma8` or `wmma`.
-pub const ATTENTION_ENV: &str = "GAPPROBE_ATTENTION";
-
-impl AttentionKernel {
-    /// The kernel chosen by [`with_attention_kernel`], else by `GAPPROBE_ATTENTION`.
-    pub fn from_env() -> Self {
-        if let Some(k) = KERNEL.with(|k| k.get()) {
-            return k;
-        }
-        match std::env::var(ATTENTION_ENV).ok().as_deref() {
-            Some("wmma") => AttentionKernel::Wmma,
-            Some("mma") => AttentionKernel::Mma,
-            Some("mma8") => AttentionKernel::Mma8,
-            Some("fa128") => AttentionKernel::Flash128,
-            Some("fa8") => AttentionKernel::Flash8,
-            Some("fa_skip") => AttentionKernel::FlashSkip,
-            _ => AttentionKernel::Flash,
-        }
-    }
-
-    /// Whether the kernel takes the q|k|v bias at no cost, so the projection should skip its
-    /// own bias pass and hand the bias over.
-    pub fn folds_bias(self) -> bool {
-        matches!(
-            self,
-            AttentionKernel::Flash
-                | AttentionKernel::Flash128
-                | AttentionKernel::Flash8
-                | AttentionKernel::FlashSkip
-        )
-    }
-
-    /// Warps per block, 16 queries each.
-    pub fn warps(self) -> usize {
-        match self {
-            AttentionKernel::Mma8 | AttentionKernel::Flash8 => 8,
-            _ => 4,
-        }
-    }
-
-    /// Every kernel, for checks and A/B timings.
-    pub const ALL: [AttentionKernel; 7] = [
-        AttentionKernel::Mma,
-        AttentionKernel::Mma8,
-        AttentionKernel::Wmma,
-        AttentionKernel::Flash,
-        AttentionKernel::Flash128,
-        AttentionKernel::Flash8,
-        AttentionKernel::FlashSkip,
-    ];
-}
-
-/// Multi-head attention `softmax(Q Kᵀ · scale) V` from a packed projection `qkv` [B, N, 3·H·hd]
-/// (all query heads, then key heads, then value heads) plus its bias [3·H·hd] if any, added as
-/// the values are read; returns [B, N, H·hd]. The CUDA kernel takes hd = 64.
-pub fn attention_packed(
-    qkv: &Tensor,
-    bias: Option<&Tensor>,
-    heads: usize,
-    scale: f64,
-) -> Result<Tensor> {
-    attention_packed_with(qkv, bias, heads, scale, AttentionKernel::from_env())
-}
-
-/// [`attention_packed`] with a given CUDA kernel.
-pub fn attention_packed_with(
-    qkv: &Tensor,
-    bias: Option<&Tensor>,
-    heads: usize,
-    scale: f64,
-    kernel: AttentionKernel,
-) -> Result<Tensor> {
-    let (_, _, w) = qkv.dims3()?;
-    if heads == 0 || w % (3 * heads) != 0 {
-        candle_core::bail!("packed attention expects [B, N, 3·{heads}·head_dim], got width {w}");
-    }
-    let op = PackedAttention {
-        heads,
-        head_dim: w / (3 * heads),
-        scale,
-        kernel,
-    };
-    let qkv = qkv.contiguous()?;
-    match bias {
-        Some(b) if b.dims() == [w] => qkv.apply_op2_no_bwd(&b.contiguous()?, &op),
-        Some(b) => candle_core::bail!(
-            "packed attention bias has shape {:?}, expected [{w}]",
-            b.dims()
-        ),
-        None => qkv.apply_op1_no_bwd(&op),
-    }
 }
 
 /// `LayerNorm` over the last dimension: `(x − mean) / √(var + eps) · weight + bias`.
@@ -399,75 +263,6 @@ pub(crate) mod tests {
         assert!(max_abs_diff(&bias_residual(&x, &b, &r).unwrap(), &want) < 1e-5);
     }
 
-    /// The packed attention reference equals the composite multi-head attention (split heads,
-    /// scores, softmax, weighted sum, merge heads).
-    #[test]
-    fn packed_attention_matches_composite() {
-        let dev = Device::Cpu;
-        let (b, n, h, hd) = (2, 7, 3, ATTENTION_HEAD_DIM);
-        let qkv = Tensor::randn(0f32, 1.0, (b, n, 3 * h * hd), &dev).unwrap();
-        let scale = (hd as f64).powf(-0.5);
-        let split = |i: usize| {
-            qkv.narrow(2, i * h * hd, h * hd)
-                .unwrap()
-                .reshape((b, n, h, hd))
-                .unwrap()
-                .transpose(1, 2)
-                .unwrap()
-                .contiguous()
-                .unwrap()
-        };
-        let (q, k, v) = (split(0), split(1), split(2));
-        let s = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap();
-        let p = candle_nn::ops::softmax_last_dim(&s).unwrap();
-        let want = p
-            .matmul(&v)
-            .unwrap()
-            .transpose(1, 2)
-            .unwrap()
-            .reshape((b, n, h * hd))
-            .unwrap();
-        let got = attention_packed(&qkv, None, h, scale).unwrap();
-        assert_eq!(got.dims(), &[b, n, h * hd]);
-        assert!(max_abs_diff(&got, &want) < 1e-5);
-        // bf16 storage: one rounding of inputs and output.
-        let got16 = attention_packed(&qkv.to_dtype(DType::BF16).unwrap(), None, h, scale).unwrap();
-        assert_eq!(got16.dtype(), DType::BF16);
-        assert!(max_abs_diff(&got16, &want) < 3e-2);
-    }
-
-    /// A bias handed to the attention is the same as adding it to the projection first.
-    #[test]
-    fn packed_attention_bias_equals_adding_it_first() {
-        let dev = Device::Cpu;
-        let qkv = Tensor::randn(0f32, 1.0, (2, 5, 3 * 2 * 8), &dev).unwrap();
-        let bias = Tensor::randn(0f32, 1.0, 3 * 2 * 8, &dev).unwrap();
-        let got = attention_packed(&qkv, Some(&bias), 2, 0.3).unwrap();
-        let want = attention_packed(&qkv.broadcast_add(&bias).unwrap(), None, 2, 0.3).unwrap();
-        assert!(max_abs_diff(&got, &want) < 1e-6);
-    }
-
-    /// The identity the fa kernels' bias folding rests on: the key bias changes no probability
-    /// (softmax cancels `q·b_k`, the same for every key), and the value bias adds to the output
-    /// unchanged (each row of probabilities sums to 1).
-    #[test]
-    fn key_bias_cancels_and_value_bias_passes_through() {
-        let dev = Device::Cpu;
-        let (h, hd) = (2, 8);
-        let qkv = Tensor::randn(0f32, 1.0, (2, 5, 3 * h * hd), &dev).unwrap();
-        let bias = Tensor::randn(0f32, 1.0, 3 * h * hd, &dev).unwrap();
-        let want = attention_packed(&qkv, Some(&bias), h, 0.3).unwrap();
-        let zeros = Tensor::zeros(h * hd, DType::F32, &dev).unwrap();
-        let q_only =
-            Tensor::cat(&[&bias.narrow(0, 0, h * hd).unwrap(), &zeros, &zeros], 0).unwrap();
-        let v_bias = bias.narrow(0, 2 * h * hd, h * hd).unwrap();
-        let got = attention_packed(&qkv, Some(&q_only), h, 0.3)
-            .unwrap()
-            .broadcast_add(&v_bias)
-            .unwrap();
-        assert!(max_abs_diff(&got, &want) < 1e-5);
-    }
-
     /// The reference LayerNorm equals candle-nn's.
     #[test]
     fn layer_norm_matches_candle() {
@@ -480,13 +275,8 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn rejects_wrong_width_and_bias_shape() {
+    fn rejects_a_bias_of_the_wrong_shape() {
         let dev = Device::Cpu;
-        let qkv = Tensor::zeros((1, 4, 100), DType::F32, &dev).unwrap();
-        assert!(attention_packed(&qkv, None, 3, 0.125)
-            .unwrap_err()
-            .to_string()
-            .contains("expects"));
         let x = Tensor::zeros((2, 4), DType::F32, &dev).unwrap();
         let b = Tensor::zeros(3, DType::F32, &dev).unwrap();
         assert!(bias_act(&x, &b, None)

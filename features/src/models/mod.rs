@@ -1,6 +1,7 @@
 //! Vision encoders and projectors, loaded from Hugging Face checkpoints as they are.
 
 pub mod add_norm;
+mod attention;
 mod checkpoint;
 mod clip;
 mod convert;
