@@ -2,7 +2,8 @@
 # Whatever the build needs beyond cargo is bootstrapped into .tools/ (git-ignored):
 #   * CMake >= 3.26 from PyPI (hdf5-metno's bundled static HDF5 2.x needs it; Debian 12 ships 3.25)
 #   * a Python venv with h5py + numpy for the cache interoperability check in `make test`
-# `make test` also runs a CUDA kernel's host emulation (tools/kernel_emulation, g++ only).
+# `make test` also runs CUDA kernels on the host (tools/kernel_emulation, g++ only): the add+norm
+# kernel and the attention kernels, with no GPU.
 SHELL := /bin/bash
 TOOLS := $(CURDIR)/.tools
 CMAKE_VENV := $(TOOLS)/cmake-venv

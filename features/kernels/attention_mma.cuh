@@ -14,6 +14,9 @@
 // at batch 256, 4 warps measured 2.85 ms per layer and 8 warps 3.18 ms (different calls).
 constexpr int MMA_BK = 64;              // keys per tile
 
+// On the host (tools/kernel_emulation) shim_mma.h defines mma16816 and the cp.async and ldmatrix
+// wrappers below instead: the emulation runs these kernels' own code around them.
+#ifndef GAPPROBE_HOST_EMULATION
 __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                          uint32_t b1, __nv_bfloat16) {
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
@@ -28,6 +31,7 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], 
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+#endif
 
 // Two floats rounded into one register of two 16-bit values (x in the low half).
 __device__ __forceinline__ uint32_t pack2(float x, float y, __nv_bfloat16) {
@@ -241,6 +245,7 @@ ATTENTION_MMA(__nv_bfloat16, 8, attention_mma8_bf16)
 // tile once for twice the queries); key tiles of 64; 36 KiB of static shared memory.
 constexpr int FA_BK = 64;
 
+#ifndef GAPPROBE_HOST_EMULATION
 __device__ __forceinline__ unsigned smem_u32(const void *p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
@@ -266,6 +271,7 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void *
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_u32(p)));
 }
+#endif
 
 // Starts copying FA_BK rows x 64 elements (rows at or past `valid` zero-filled) into `dst`.
 template <typename T, int THREADS>

@@ -3,26 +3,14 @@
 // outputs around an f32 stream and bf16 outputs around an f16 stream, rows of 1000 to 2048 (whole
 // and partial last vectors per lane), with and without a bias. Built and run by run.sh, which
 // cuts the fused.cu kernels out into kernels_part.h.
-#include "shim.h"
+#include "emulation.h"
 #include <cstdio>
 #include <random>
-#include <thread>
-#include <vector>
-thread_local dim3_ threadIdx, blockIdx;
-dim3_ blockDim, gridDim;
-std::barrier<> *warp_barrier;
-float shfl_slots[32];
 #include "kernels_part.h"
 #include "add_norm.cuh"
 
-template <typename F> void run_warp(F f) {
-  // One block of one warp: the kernels' grid-stride loops cover every row.
-  blockDim.x = 32; gridDim.x = 1;
-  std::barrier<> bar(32); warp_barrier = &bar;
-  std::vector<std::thread> ts;
-  for (unsigned l = 0; l < 32; ++l) ts.emplace_back([&, l] { threadIdx.x = l; blockIdx.x = 0; f(); });
-  for (auto &t : ts) t.join();
-}
+// One block of one warp: the kernels' grid-stride loops cover every row.
+template <typename F> void run_warp(F f) { launch({1, 1, 1}, 32, f); }
 template <typename T> T cvt(float v);
 template <> float cvt<float>(float v) { return v; }
 template <> __nv_bfloat16 cvt<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
