@@ -23,18 +23,14 @@ template <> __nv_bfloat16 cvt<__nv_bfloat16>(float v) { return __float2bfloat16_
 template <> __half cvt<__half>(float v) { return __float2half_rn(v); }
 const char *name_of(__nv_bfloat16) { return "bf16"; }
 const char *name_of(__half) { return "f16"; }
-using Kernel = void (*)(const void *, const void *, void *, int, int, float);
-template <typename T>
-Kernel erase(void (*k)(const T *, const T *, T *, int, int, float)) {
-  return reinterpret_cast<Kernel>(k);
-}
-struct Variant { const char *name; int warps; Kernel bf16, f16; };
+template <typename T> using Kernel = void (*)(const T *, const T *, T *, int, int, float);
+struct Variant { const char *name; int warps; Kernel<__nv_bfloat16> bf16; Kernel<__half> f16; };
 const Variant VARIANTS[] = {
-    {"mma", 4, erase(attention_mma_bf16), erase(attention_mma_f16)},
-    {"mma8", 8, erase(attention_mma8_bf16), erase(attention_mma8_f16)},
-    {"fa", 4, erase(attention_fa_bf16), erase(attention_fa_f16)},
-    {"fa8", 8, erase(attention_fa8_bf16), erase(attention_fa8_f16)},
-    {"fa_skip", 4, erase(attention_fa_skip_bf16), erase(attention_fa_skip_f16)},
+    {"mma", 4, attention_mma_bf16, attention_mma_f16},
+    {"mma8", 8, attention_mma8_bf16, attention_mma8_f16},
+    {"fa", 4, attention_fa_bf16, attention_fa_f16},
+    {"fa8", 8, attention_fa8_bf16, attention_fa8_f16},
+    {"fa_skip", 4, attention_fa_skip_bf16, attention_fa_skip_f16},
 };
 constexpr uint16_t SENTINEL = 0xffff;  // a NaN in both formats: "not written"
 constexpr int GUARD = 4096;            // elements after the output that must stay untouched
@@ -91,12 +87,14 @@ struct Outcome { double rel_err; int unwritten, nonfinite, clobbered, unlanded; 
 template <typename T> Outcome run(const Variant &v, const Problem &p, const Data<T> &d) {
   const size_t size = static_cast<size_t>(p.b) * p.n * p.heads * HD;
   std::vector<uint16_t> out(size + GUARD, SENTINEL);
-  const Kernel k = std::is_same_v<T, __half> ? v.f16 : v.bf16;
+  Kernel<T> k;
+  if constexpr (std::is_same_v<T, __half>) k = v.f16;
+  else k = v.bf16;
   const float scale_log2 = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HD)) * std::log2(std::exp(1.0)));
   int unlanded = 0;
   const unsigned blocks = static_cast<unsigned>((p.n + 16 * v.warps - 1) / (16 * v.warps));
   launch({blocks, static_cast<unsigned>(p.b * p.heads), 1}, 32 * v.warps, [&] {
-    k(d.qkv.data(), p.bias ? d.bias.data() : nullptr, out.data(), p.n, p.heads, scale_log2);
+    k(d.qkv.data(), p.bias ? d.bias.data() : nullptr, reinterpret_cast<T *>(out.data()), p.n, p.heads, scale_log2);
     const unsigned i = threadIdx.x;
     unlanded += static_cast<int>(copies_open[i].size() + copies_committed[i].size());
     copies_open[i].clear();
