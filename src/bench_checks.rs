@@ -157,30 +157,32 @@ pub fn check_kernels(device: &Device) -> Result<()> {
                     };
                     report(&format!("{what} ({kernel:?})"), dtype, &got, &want)?;
                 }
-                // fa_skip leaves out only products whose results are masked or zero: the same
-                // bits as fa, element for element.
+                // fa_skip leaves out only products whose results are masked or zero, and fa32
+                // does each row's arithmetic as fa does: both give fa's bits, element for element.
                 let run = |kernel| {
                     fused::attention_packed_with(&on(&qkv)?, bias_dev, 16, 0.125, kernel)?
                         .to_dtype(DType::F32)?
                         .flatten_all()?
                         .to_vec1::<f32>()
                 };
-                let (skip, fa) = (
-                    run(fused::AttentionKernel::FlashSkip)?,
-                    run(fused::AttentionKernel::Flash)?,
-                );
-                let differ = skip
-                    .iter()
-                    .zip(&fa)
-                    .filter(|(a, b)| a.to_bits() != b.to_bits())
-                    .count();
-                println!(
-                    "{:<10} {:<6} FlashSkip against Flash{}: {differ} of {} values differ (0 expected)",
-                    "kernel",
-                    format!("{dtype:?}").to_lowercase(),
-                    if bias.is_some() { " with bias" } else { "" },
-                    fa.len()
-                );
+                let fa = run(fused::AttentionKernel::Flash)?;
+                for kernel in [
+                    fused::AttentionKernel::FlashSkip,
+                    fused::AttentionKernel::Flash32,
+                ] {
+                    let differ = run(kernel)?
+                        .iter()
+                        .zip(&fa)
+                        .filter(|(a, b)| a.to_bits() != b.to_bits())
+                        .count();
+                    println!(
+                        "{:<10} {:<6} {kernel:?} against Flash{}: {differ} of {} values differ (0 expected)",
+                        "kernel",
+                        format!("{dtype:?}").to_lowercase(),
+                        if bias.is_some() { " with bias" } else { "" },
+                        fa.len()
+                    );
+                }
             }
         }
     }

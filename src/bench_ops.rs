@@ -98,8 +98,8 @@ pub fn profile(
         }
     };
     use fused::AttentionKernel::{
-        Flash as fa, Flash128 as fa128, Flash8 as fa8, FlashSkip as fa_skip, Mma as mma,
-        Mma8 as mma8, Wmma as wmma,
+        Flash as fa, Flash128 as fa128, Flash32 as fa32, Flash8 as fa8, FlashSkip as fa_skip,
+        Mma as mma, Mma8 as mma8, Wmma as wmma,
     };
     // The mma kernels get the q|k|v bias from its own pass; the fa kernels fold it in.
     let attention = |kernel, with_bias: bool| -> Result<Tensor> {
@@ -140,6 +140,7 @@ pub fn profile(
             att("attention+bias folded (fa128)", fa128, true, false)?;
             att("attention+bias folded (fa8)", fa8, true, false)?;
             att("attention+bias folded (fa_skip)", fa_skip, true, false)?;
+            att("attention+bias folded (fa32)", fa32, true, false)?;
         }
     }
     add(

@@ -1,8 +1,9 @@
 // Host emulation of the mma.sync attention kernels (attention_mma.cuh: `mma`, `mma8`, `fa`, `fa8`,
-// `fa_skip`) against attention in double precision, bf16 and f16, with and without the q|k|v bias,
+// `fa_skip`, `fa32`) against attention in double precision, bf16 and f16, with and without the q|k|v bias,
 // at token counts that end a key tile exactly, one past it, mid-tile, and CLIP's 257 and 577
 // (whose last query block holds one query and last key tile one key). Also checked: `fa_skip`
-// gives `fa`'s bits (it only skips work whose results are discarded), no element outside the
+// gives `fa`'s bits (it only skips work whose results are discarded), and so does `fa32` (the same
+// arithmetic per row, two row tiles per warp), no element outside the
 // output is written, every element inside it is, and every cp.async copy has landed by the end of
 // each block. Built and run by run.sh, which cuts the helpers out of fused.cu and
 // attention_wmma.cuh into kernels_part.h and attention_part.h.
@@ -24,13 +25,15 @@ template <> __half cvt<__half>(float v) { return __float2half_rn(v); }
 const char *name_of(__nv_bfloat16) { return "bf16"; }
 const char *name_of(__half) { return "f16"; }
 template <typename T> using Kernel = void (*)(const T *, const T *, T *, int, int, float);
-struct Variant { const char *name; int warps; Kernel<__nv_bfloat16> bf16; Kernel<__half> f16; };
+// `queries`: per warp (16 per row tile), so a block holds warps * queries of them.
+struct Variant { const char *name; int warps, queries; Kernel<__nv_bfloat16> bf16; Kernel<__half> f16; };
 const Variant VARIANTS[] = {
-    {"mma", 4, attention_mma_bf16, attention_mma_f16},
-    {"mma8", 8, attention_mma8_bf16, attention_mma8_f16},
-    {"fa", 4, attention_fa_bf16, attention_fa_f16},
-    {"fa8", 8, attention_fa8_bf16, attention_fa8_f16},
-    {"fa_skip", 4, attention_fa_skip_bf16, attention_fa_skip_f16},
+    {"mma", 4, 16, attention_mma_bf16, attention_mma_f16},
+    {"mma8", 8, 16, attention_mma8_bf16, attention_mma8_f16},
+    {"fa", 4, 16, attention_fa_bf16, attention_fa_f16},
+    {"fa8", 8, 16, attention_fa8_bf16, attention_fa8_f16},
+    {"fa_skip", 4, 16, attention_fa_skip_bf16, attention_fa_skip_f16},
+    {"fa32", 4, 32, attention_fa32_bf16, attention_fa32_f16},
 };
 constexpr uint16_t SENTINEL = 0xffff;  // a NaN in both formats: "not written"
 constexpr int GUARD = 4096;            // elements after the output that must stay untouched
@@ -92,7 +95,8 @@ template <typename T> Outcome run(const Variant &v, const Problem &p, const Data
   else k = v.bf16;
   const float scale_log2 = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HD)) * std::log2(std::exp(1.0)));
   int unlanded = 0;
-  const unsigned blocks = static_cast<unsigned>((p.n + 16 * v.warps - 1) / (16 * v.warps));
+  const int per_block = v.queries * v.warps;
+  const unsigned blocks = static_cast<unsigned>((p.n + per_block - 1) / per_block);
   launch({blocks, static_cast<unsigned>(p.b * p.heads), 1}, 32 * v.warps, [&] {
     k(d.qkv.data(), p.bias ? d.bias.data() : nullptr, reinterpret_cast<T *>(out.data()), p.n, p.heads, scale_log2);
     const unsigned i = threadIdx.x;
@@ -131,7 +135,7 @@ template <typename T> int check(const Problem &p, std::mt19937 &rng, bool eight_
     const Outcome r = run<T>(v, p, d);
     std::string same;
     if (std::string(v.name) == "fa") fa_bits = r.bits;
-    if (std::string(v.name) == "fa_skip") {
+    if (std::string(v.name) == "fa_skip" || std::string(v.name) == "fa32") {
       const bool eq = r.bits == fa_bits;
       same = eq ? ", fa's bits" : ", NOT fa's bits";
       bad += !eq;
@@ -161,6 +165,6 @@ int main(int argc, char **argv) {
       bad += check<__half>({1, 577, 1, bias}, rng, false);
     }
   }
-  printf("%s\n", bad ? "ATTENTION MISMATCH" : "attention kernels: all within tolerance, fa_skip identical to fa");
+  printf("%s\n", bad ? "ATTENTION MISMATCH" : "attention kernels: all within tolerance, fa_skip and fa32 identical to fa");
   return bad != 0;
 }

@@ -55,13 +55,22 @@ pub enum AttentionKernel {
     Flash8,
     /// [`AttentionKernel::Flash`] skipping, in the last key tile, the products of key blocks past
     /// the end (577 tokens leave one key in the tenth tile), and the work of warps whose 16
-    /// queries all lie past the end (3 of a head's 40 warps at 577 tokens); the same numbers
-    /// (`GAPPROBE_ATTENTION=fa_skip`). Not yet run on a GPU.
+    /// queries all lie past the end (3 of a head's 40 warps at 577 tokens), with its
+    /// exponentials from the special-function unit alone (`ex2.approx.ftz`: 3 instructions fewer
+    /// per probability; one below 2^-126 becomes 0, which a row sum of at least 1 does not
+    /// see); full tiles run a copy of the tile code without the skip's branches. The same
+    /// numbers (`GAPPROBE_ATTENTION=fa_skip`). Not yet run on a GPU.
     FlashSkip,
+    /// [`AttentionKernel::FlashSkip`] with 32 queries per warp, 128 per block: two 16-row tiles
+    /// share each K/V fragment read from shared memory (half the reads per product) and give each
+    /// warp two independent chains to interleave, as FlashAttention-2 lays out head dim 64. Every
+    /// row's arithmetic is unchanged, so the same numbers as [`AttentionKernel::FlashSkip`]
+    /// (`GAPPROBE_ATTENTION=fa32`). Not yet run on a GPU.
+    Flash32,
 }
 
 /// Environment variable choosing the attention kernel: `fa` (default), `fa128`, `fa8`,
-/// `fa_skip`, `mma`, `mma8` or `wmma`.
+/// `fa_skip`, `fa32`, `mma`, `mma8` or `wmma`.
 pub const ATTENTION_ENV: &str = "GAPPROBE_ATTENTION";
 
 impl AttentionKernel {
@@ -77,6 +86,7 @@ impl AttentionKernel {
             Some("fa128") => AttentionKernel::Flash128,
             Some("fa8") => AttentionKernel::Flash8,
             Some("fa_skip") => AttentionKernel::FlashSkip,
+            Some("fa32") => AttentionKernel::Flash32,
             _ => AttentionKernel::Flash,
         }
     }
@@ -90,10 +100,11 @@ impl AttentionKernel {
                 | AttentionKernel::Flash128
                 | AttentionKernel::Flash8
                 | AttentionKernel::FlashSkip
+                | AttentionKernel::Flash32
         )
     }
 
-    /// Warps per block, 16 queries each.
+    /// Warps per block.
     pub fn warps(self) -> usize {
         match self {
             AttentionKernel::Mma8 | AttentionKernel::Flash8 => 8,
@@ -101,8 +112,16 @@ impl AttentionKernel {
         }
     }
 
+    /// Queries per warp: 16 (one row tile of the products), 32 for [`AttentionKernel::Flash32`].
+    pub fn queries_per_warp(self) -> usize {
+        match self {
+            AttentionKernel::Flash32 => 32,
+            _ => 16,
+        }
+    }
+
     /// Every kernel, for checks and A/B timings.
-    pub const ALL: [AttentionKernel; 7] = [
+    pub const ALL: [AttentionKernel; 8] = [
         AttentionKernel::Mma,
         AttentionKernel::Mma8,
         AttentionKernel::Wmma,
@@ -110,6 +129,7 @@ impl AttentionKernel {
         AttentionKernel::Flash128,
         AttentionKernel::Flash8,
         AttentionKernel::FlashSkip,
+        AttentionKernel::Flash32,
     ];
 }
 

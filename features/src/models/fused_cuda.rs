@@ -141,7 +141,7 @@ pub(super) fn attention(
     #[allow(clippy::too_many_arguments)]
     fn run<T: CudaDType + DeviceRepr>(
         name: &str,
-        warps: usize,
+        kernel: AttentionKernel,
         qkv: &CudaStorage,
         l: &Layout,
         bias: Option<(&CudaStorage, &Layout)>,
@@ -169,9 +169,11 @@ pub(super) fn attention(
         let null = 0u64;
         let out = unsafe { dev.alloc::<T>(b * n * heads * super::fused::ATTENTION_HEAD_DIM)? };
         let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
-        // Warps of 16 queries each ([`AttentionKernel::warps`]).
+        // [`AttentionKernel::warps`] warps of [`AttentionKernel::queries_per_warp`] queries.
+        let warps = kernel.warps();
+        let per_block = warps * kernel.queries_per_warp();
         let cfg = LaunchConfig {
-            grid_dim: (n.div_ceil(16 * warps) as u32, (b * heads) as u32, 1),
+            grid_dim: (n.div_ceil(per_block) as u32, (b * heads) as u32, 1),
             block_dim: (32 * warps as u32, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -206,10 +208,11 @@ pub(super) fn attention(
         AttentionKernel::Flash128 => ("attention_fa128_f16", "attention_fa128_bf16"),
         AttentionKernel::Flash8 => ("attention_fa8_f16", "attention_fa8_bf16"),
         AttentionKernel::FlashSkip => ("attention_fa_skip_f16", "attention_fa_skip_bf16"),
+        AttentionKernel::Flash32 => ("attention_fa32_f16", "attention_fa32_bf16"),
     };
     match qkv.dtype() {
-        DType::F16 => run::<f16>(f16_name, kernel.warps(), qkv, l, bias, b, n, heads, scale),
-        DType::BF16 => run::<bf16>(bf16_name, kernel.warps(), qkv, l, bias, b, n, heads, scale),
+        DType::F16 => run::<f16>(f16_name, kernel, qkv, l, bias, b, n, heads, scale),
+        DType::BF16 => run::<bf16>(bf16_name, kernel, qkv, l, bias, b, n, heads, scale),
         other => candle_core::bail!("the fused attention kernel takes f16/bf16, not {other:?}"),
     }
 }
