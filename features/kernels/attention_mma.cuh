@@ -475,6 +475,7 @@ __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qk
   for (int r = 0; r < R; ++r) {
     const int q = q0 + 16 * r + g;
     const float inv0 = 1.0f / l0[r], inv1 = 1.0f / l1[r];
+    // Written out rather than from `q`: at R = 1 this keeps fa's compiled code as it was.
     T *o0 = out + ((long long)b * n + q0 + 16 * r + g) * out_stride + h * HD + 2 * t;
     T *o1 = o0 + 8 * out_stride;
 #pragma unroll

@@ -6,7 +6,8 @@
 #     stream, with and without a bias).
 #   * attention_emulation.cpp: attention_mma.cuh's mma.sync kernels (mma, mma8, fa, fa8, fa_skip, fa32)
 #     against attention in double, bf16 and f16, with and without the q|k|v bias, 1 to 577 tokens;
-#     fa_skip and fa32 must give fa's bits. Pass `quick` to leave out 577 tokens.
+#     fa_skip and fa32 must give fa's bits, also where their exp2_ftz flushes probabilities below
+#     2^-126 (scores spread about 150). Pass `quick` to leave out 577 tokens.
 # The shim (shim.h, shim_mma.h) stands in for CUDA's built-ins and the PTX the kernels issue
 # (mma.sync, ldmatrix, cp.async); emulation.h runs a block's threads as fibers that meet at their
 # warp's and block's barriers (a barrier some threads skip is reported as a deadlock). So the
