@@ -8,7 +8,8 @@
 //                matrix in memory, no head transposes. Flash-attention style (online softmax over
 //                key tiles). In attention_mma.cuh: `attention_mma_*` keeps scores,
 //                probabilities and the output in registers (mma.sync m16n8k16, the PTX ISA's
-//                documented fragment layouts, as FlashAttention-2 does); `attention_fa_*` adds
+//                documented fragment layouts, as FlashAttention-2 does); in attention_fa.cuh,
+//                `attention_fa_*` adds
 //                cp.async double-buffered K/V tiles, ldmatrix fragments and the q|k|v bias folded
 //                in (no bias pass before it). In attention_wmma.cuh: `attention_hd64_*`, the
 //                first, simpler one (WMMA products, softmax through shared memory), kept as a
@@ -155,6 +156,7 @@ BIAS_ACT_ROWS(__nv_bfloat16, __half, bias_act_rows_bf16_f16)
 // Attention kernels, head dimension 64 (own files, same PTX module).
 #include "attention_wmma.cuh"
 #include "attention_mma.cuh"
+#include "attention_fa.cuh"
 
 // ---------------------------------------------------------------------------------------------
 // LayerNorm over rows of `cols` (a multiple of 8), one warp per row: mean, then the centred

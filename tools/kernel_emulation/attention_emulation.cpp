@@ -1,6 +1,6 @@
-// Host emulation of the mma.sync attention kernels (attention_mma.cuh: `mma`, `mma8`, `fa`, `fa8`,
-// `fa_skip`, `fa32`) against attention in double precision, bf16 and f16, with and without the q|k|v bias,
-// at token counts that end a key tile exactly, one past it, mid-tile, and CLIP's 257 and 577
+// Host emulation of the mma.sync attention kernels (attention_mma.cuh: `mma`, `mma8`;
+// attention_fa.cuh: `fa`, `fa8`, `fa_skip`, `fa32`) against attention in double precision, bf16
+// and f16, with and without the q|k|v bias, at token counts that end a key tile exactly, one past it, mid-tile, and CLIP's 257 and 577
 // (whose last query block holds one query and last key tile one key). Also checked: `fa_skip`
 // gives `fa`'s bits (it only skips work whose results are discarded), and so does `fa32` (the same
 // arithmetic per row, two row tiles per warp), also with scores peaked enough that their
@@ -19,6 +19,7 @@ std::deque<std::vector<PendingCopy>> copies_committed[32 * MAX_WARPS];
 #include "attention_part.h"
 #define GAPPROBE_HOST_EMULATION
 #include "attention_mma.cuh"
+#include "attention_fa.cuh"
 
 template <typename T> T cvt(float v);
 template <> __nv_bfloat16 cvt<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }

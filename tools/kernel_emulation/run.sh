@@ -4,7 +4,8 @@
 #     replaces, bias_act_rows and layer_norm_rows from fused.cu; both outputs must be
 #     bit-identical (widths 1000 to 2048, bf16 and f32 around an f32 stream and bf16 around an f16
 #     stream, with and without a bias).
-#   * attention_emulation.cpp: attention_mma.cuh's mma.sync kernels (mma, mma8, fa, fa8, fa_skip, fa32)
+#   * attention_emulation.cpp: the mma.sync kernels of attention_mma.cuh (mma, mma8) and
+#     attention_fa.cuh (fa, fa8, fa_skip, fa32)
 #     against attention in double, bf16 and f16, with and without the q|k|v bias, 1 to 577 tokens;
 #     fa_skip and fa32 must give fa's bits, also where their exp2_ftz flushes probabilities below
 #     2^-126 (scores spread about 150). Pass `quick` to leave out 577 tokens.
@@ -33,7 +34,7 @@ open(work + "/kernels_part.h", "w").write(src[a:b] + "\n" + src[c:d])
 src = open(kernels + "/attention_wmma.cuh").read()
 open(work + "/attention_part.h", "w").write(src[: src.index("// qkv: [B, N, 3 * H * 64]")])
 PY
-cp "$HERE"/*.h "$HERE"/*.cpp "$KERNELS/add_norm.cuh" "$KERNELS/attention_mma.cuh" "$WORK/"
+cp "$HERE"/*.h "$HERE"/*.cpp "$KERNELS/add_norm.cuh" "$KERNELS/attention_mma.cuh" "$KERNELS/attention_fa.cuh" "$WORK/"
 FLAGS=(-std=c++20 -O2 -fno-strict-aliasing -ffp-contract=off)
 g++ "${FLAGS[@]}" -o "$WORK/add_norm" "$WORK/add_norm_emulation.cpp"
 g++ "${FLAGS[@]}" -o "$WORK/attention" "$WORK/attention_emulation.cpp"

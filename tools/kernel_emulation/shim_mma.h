@@ -1,6 +1,6 @@
-// The rest of what attention_mma.cuh needs on the host: static shared memory, packed 16-bit pairs,
-// and the warp-wide PTX it issues through inline asm (which it leaves out when
-// GAPPROBE_HOST_EMULATION is defined):
+// The rest of what attention_mma.cuh and attention_fa.cuh need on the host: static shared
+// memory, packed 16-bit pairs, and the warp-wide PTX they issue through inline asm (which they
+// leave out when GAPPROBE_HOST_EMULATION is defined):
 //   - mma.sync.m16n8k16 (f32 accumulation), from the PTX ISA's fragment layouts;
 //   - ldmatrix.x4 and its .trans form;
 //   - cp.async with commit and wait groups. A copy lands when a wait_group lets it, not when it
