@@ -49,9 +49,11 @@ fn killed_extraction_resumes_to_an_identical_entry() {
     let cache = tmp.path().join("killed");
     let args = extract_args(&model, &spec, &cache);
     // 72 train + 48 test images in batches of 4: 18 + 12 batches. Each run resumes the last, so
-    // these are batches after the previous kill: before the first batch, after a few, mid-batch,
-    // near the train/test boundary and late in test (at most 26 of 30 batches in all).
-    for (batches, extra_ms) in [(0, 400), (2, 0), (4, 17), (10, 0), (4, 45), (3, 0)] {
+    // these are batches after the previous kill: after a few, mid-batch, near the train/test
+    // boundary and late in test. Each batch's write takes at least the 30 ms delay, and the
+    // writer runs beside the model, so the kills after waiting land within 5, 1 and 2 more
+    // batches: at most 28 of 30 batches in all.
+    for (batches, extra_ms) in [(0, 150), (2, 0), (4, 17), (8, 0), (3, 45), (3, 0)] {
         let seen = run_and_kill(&args, batches, extra_ms);
         assert_eq!(seen, batches, "the run ended before the kill point");
         assert!(

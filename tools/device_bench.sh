@@ -87,6 +87,10 @@ if [ "${SMOKE_EXTRACT:-1}" = 1 ]; then
   timeout 120 /tmp/gapprobe extract --model /tmp/gp-demo/model --dataset demo:/tmp/gp-demo/data \
     -f 'vision.layer[-2].patch.mean' -f projector.mean --device cuda --dtype bf16 --cache /tmp/gp-cache 2>&1 \
     | grep -E "batch size|extracted|error" | tee "$OUT/extract_auto.txt"
+  echo "== token points on CUDA (hundreds of MB a batch: the closing line says how long the GPU waited for the cache writer) =="
+  timeout 120 /tmp/gapprobe extract --model /tmp/gp-demo/model --dataset demo:/tmp/gp-demo/data \
+    -f 'vision.layer[-2].all.none' -f projector.none --device cuda --dtype bf16 --cache /tmp/gp-cache 2>&1 \
+    | grep -E "batch size|extracted|error" | tee "$OUT/extract_tokens.txt"
   echo "== the language model's two arms on CUDA (the demo's 2-layer decoder, bf16, --batch-size auto sized with the decoder) =="
   timeout 120 /tmp/gapprobe extract --model /tmp/gp-demo/model --dataset demo:/tmp/gp-demo/data \
     -f 'llm.image.layer[-1].last' -f 'llm.text.layer[-1].last' --device cuda --dtype bf16 \

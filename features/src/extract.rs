@@ -98,7 +98,10 @@ pub fn extract(
 
 /// Runs `model` over `paths` in batches of `opts.batch_size` and hands each batch to
 /// `on_batch(first row, one array per feature point)` as soon as it is computed, so callers can
-/// write results incrementally. Batches are `paths[0..B]`, `paths[B..2B]`, …: to resume an
+/// write results incrementally. `on_batch` runs on a thread of its own, one batch behind the
+/// model: writing a batch overlaps computing the next one. When the model fails, every batch
+/// computed before is still handed over before the error returns; when `on_batch` fails, the
+/// model stops and its error is returned. Batches are `paths[0..B]`, `paths[B..2B]`, …: to resume an
 /// interrupted run identically, pass the remaining paths starting at a batch boundary.
 /// `llm.*` points run the language model ([`VisionLanguageModel::language`]) after the vision
 /// pass; `llm.text.*` points read `texts[i]` (one per path) and need no pixels: when every point
@@ -112,7 +115,7 @@ pub fn extract_batches(
     points: &[FeaturePoint],
     opts: &ExtractOptions,
     progress: &ProgressBar,
-    mut on_batch: impl FnMut(usize, Vec<ArrayD<f32>>) -> Result<()>,
+    mut on_batch: impl FnMut(usize, Vec<ArrayD<f32>>) -> Result<()> + Send,
 ) -> Result<()> {
     if points.is_empty() {
         bail!("no feature point requested");
@@ -134,20 +137,8 @@ pub fn extract_batches(
             paths.len()
         );
     }
-    let needs_pixels = points.iter().any(|p| !p.is_text());
-    let layers: Vec<usize> = points
-        .iter()
-        .map(|p| model.point_layer(p))
-        .collect::<Result<_>>()?;
-    let llm_reads = |input_is_text: bool| -> Result<Vec<(usize, usize, LlmRead)>> {
-        points
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.is_llm() && p.is_text() == input_is_text)
-            .map(|(i, p)| model.llm_read(p).map(|(l, r)| (i, l, r)))
-            .collect()
-    };
-    let (image_reads, text_reads) = (llm_reads(false)?, llm_reads(true)?);
+    let reads = Reads::plan(model, points)?;
+    let needs_pixels = reads.needs_pixels;
     let (h, w) = pre.output_size();
     // Tokenising every text to size the language model's sequences costs a pass over them:
     // only when `auto` needs it, or to explain an out-of-memory failure.
@@ -200,83 +191,86 @@ pub fn extract_batches(
                 }
             }
         });
-        let mut row0 = 0;
+        // The cache writer runs one batch behind the device, so the device does not wait for
+        // a write (only for the writer to take the batch when writing is the slower side).
+        // It receives host tensors and also copies them into arrays.
+        let (done_tx, done_rx) = sync_channel::<(usize, Vec<Tensor>)>(1);
+        let writer = scope.spawn(move || -> Result<Duration> {
+            let mut busy = Duration::ZERO;
+            for (row0, feats) in done_rx {
+                let n = feats.first().map_or(0, |f| f.dims()[0]);
+                let t0 = Instant::now();
+                let feats = feats
+                    .into_iter()
+                    .map(|f| {
+                        let shape = f.dims().to_vec();
+                        let data = f.flatten_all()?.to_vec1::<f32>()?;
+                        Ok(ArrayD::from_shape_vec(IxDyn(&shape), data)?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                on_batch(row0, feats)?;
+                busy += t0.elapsed();
+                progress.inc(n as u64);
+            }
+            Ok(busy)
+        });
         // Where the time goes: waiting for decoded images vs. the device's work (logged at the end).
         let mut t = Timings {
             setup: started.elapsed(),
             ..Timings::default()
         };
-        let mut chunks = paths.chunks(batch);
-        loop {
-            let t0 = Instant::now();
-            let Some(chunk) = chunks.next() else { break };
-            let Ok(pixels) = rx.recv() else { break };
-            let t1 = Instant::now();
-            if row0 == 0 {
-                t.first_wait = t1 - t0;
-            } else {
-                t.waited += t1 - t0;
+        let computed = (|| -> Result<()> {
+            let mut row0 = 0;
+            let mut chunks = paths.chunks(batch);
+            loop {
+                let t0 = Instant::now();
+                let Some(chunk) = chunks.next() else { break };
+                let Ok(pixels) = rx.recv() else { break };
+                let t1 = Instant::now();
+                if row0 == 0 {
+                    t.first_wait = t1 - t0;
+                } else {
+                    t.waited += t1 - t0;
+                }
+                let n = chunk.len();
+                let feats = (|| -> Result<Vec<Tensor>> {
+                    let texts = texts.get(row0..row0 + n).unwrap_or_default();
+                    let read = reads.queue(&pixels?, &levels, opts.dtype, texts)?;
+                    // Until here the host only queued work (on a GPU); reading back waits for it.
+                    t.issued += t1.elapsed();
+                    // Reading back waits for this thread's stream, so it stays on this thread;
+                    // the copy into an array is the writer's.
+                    read.into_iter()
+                        .map(|f| Ok(f.to_dtype(DType::F32)?.to_device(&Device::Cpu)?))
+                        .collect()
+                })()
+                .map_err(|e| {
+                    let work = workload().unwrap_or(Workload::images((h, w)));
+                    batching::explain_oom(e, n, model, &work, &opts.device, opts.dtype)
+                })?;
+                t.computed += t1.elapsed();
+                let t2 = Instant::now();
+                let taken = done_tx.send((row0, feats)).is_ok();
+                t.handing += t2.elapsed();
+                if !taken {
+                    // The writer stopped on an error, returned below.
+                    break;
+                }
+                row0 += n;
             }
-            let n = chunk.len();
-            let feats = (|| -> Result<Vec<ArrayD<f32>>> {
-                let pixels = pixels?;
-                let mut read: Vec<Option<Tensor>> = vec![None; points.len()];
-                if needs_pixels {
-                    let pixels = planes::planes_to_input(&pixels, &levels, opts.dtype)?;
-                    let states = model.vision.hidden_states(&pixels, &layers)?;
-                    FORWARD_PASSES.fetch_add(1, Ordering::Relaxed);
-                    for (i, (point, state)) in points.iter().zip(&states).enumerate() {
-                        if !point.is_llm() {
-                            read[i] = Some(read_point(model, point, state)?);
-                        }
-                    }
-                    if let Some(&(i, _, _)) = image_reads.first() {
-                        let tokens = read_point(
-                            model,
-                            &FeaturePoint::Projector {
-                                pool: crate::featurepoint::Pool::None,
-                            },
-                            &states[i],
-                        )?;
-                        read_llm(model, &image_reads, &mut read, |lm, r| {
-                            lm.image_features(&tokens, r)
-                        })?;
-                    }
-                }
-                if !text_reads.is_empty() {
-                    let chunk: Vec<&str> =
-                        texts[row0..row0 + n].iter().map(String::as_str).collect();
-                    read_llm(model, &text_reads, &mut read, |lm, r| {
-                        lm.text_features(&chunk, r)
-                    })?;
-                }
-                // Until here the host only queued work (on a GPU); reading back waits for it.
-                t.issued += t1.elapsed();
-                let mut feats = Vec::with_capacity(points.len());
-                for slot in read {
-                    let feat = slot
-                        .expect("every point is read")
-                        .to_dtype(DType::F32)?
-                        .to_device(&Device::Cpu)?;
-                    let shape = feat.dims().to_vec();
-                    feats.push(ArrayD::from_shape_vec(
-                        IxDyn(&shape),
-                        feat.flatten_all()?.to_vec1::<f32>()?,
-                    )?);
-                }
-                Ok(feats)
-            })()
-            .map_err(|e| {
-                let work = workload().unwrap_or(Workload::images((h, w)));
-                batching::explain_oom(e, n, model, &work, &opts.device, opts.dtype)
-            })?;
-            t.computed += t1.elapsed();
-            on_batch(row0, feats)?;
-            row0 += n;
-            progress.inc(n as u64);
-        }
-        t.images = row0;
+            t.images = row0;
+            Ok(())
+        })();
+        drop(rx);
+        drop(done_tx);
+        // The writer first finishes every batch computed before a failure: nothing computed is
+        // lost. Its error comes first, as it concerns earlier rows.
+        t.writing = match writer.join() {
+            Ok(written) => written?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
         t.loop_end = Some(Instant::now());
+        computed?;
         Ok(t)
     })?;
     // What follows the last batch: joining the decoding thread (which gives the staging buffer
@@ -286,14 +280,17 @@ pub fn extract_batches(
     info!(
         "extracted {} images in batches of {batch}: {:.3} s setting up, {:.3} s waiting for the \
          first batch's images, {:.3} s waiting for later ones, {:.3} s computing and reading back \
-         ({:.3} s of it queueing the work on the host), {:.3} s finishing; {} upload, {} decoding \
-         threads",
+         ({:.3} s of it queueing the work on the host), {:.3} s waiting for the writer to take a \
+         batch ({:.3} s writing in all, beside the model's work), {:.3} s finishing; {} upload, {} \
+         decoding threads",
         stats.images,
         stats.setup.as_secs_f64(),
         stats.first_wait.as_secs_f64(),
         stats.waited.as_secs_f64(),
         stats.computed.as_secs_f64(),
         stats.issued.as_secs_f64(),
+        stats.handing.as_secs_f64(),
+        stats.writing.as_secs_f64(),
         teardown.as_secs_f64(),
         if uploader_pinned {
             "pinned"
@@ -303,6 +300,88 @@ pub fn extract_batches(
         decode_threads
     );
     Ok(())
+}
+
+/// What each forward pass reads: every point's hidden state, and the language model's reads
+/// (point index, hidden state, read) for the image and the text arm.
+struct Reads<'a> {
+    model: &'a VisionLanguageModel,
+    points: &'a [FeaturePoint],
+    layers: Vec<usize>,
+    image: Vec<(usize, usize, LlmRead)>,
+    text: Vec<(usize, usize, LlmRead)>,
+    /// False when every point is a text point: no image is decoded.
+    needs_pixels: bool,
+}
+
+impl<'a> Reads<'a> {
+    fn plan(model: &'a VisionLanguageModel, points: &'a [FeaturePoint]) -> Result<Self> {
+        let layers = points
+            .iter()
+            .map(|p| model.point_layer(p))
+            .collect::<Result<_>>()?;
+        let llm_reads = |input_is_text: bool| -> Result<Vec<(usize, usize, LlmRead)>> {
+            points
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.is_llm() && p.is_text() == input_is_text)
+                .map(|(i, p)| model.llm_read(p).map(|(l, r)| (i, l, r)))
+                .collect()
+        };
+        Ok(Reads {
+            model,
+            points,
+            layers,
+            image: llm_reads(false)?,
+            text: llm_reads(true)?,
+            needs_pixels: points.iter().any(|p| !p.is_text()),
+        })
+    }
+
+    /// Queues one batch's work: `pixels` (8-bit planes, looked up in `levels`) through the
+    /// model, `texts` (one per image) through the text arm; one tensor per point, on the device.
+    fn queue(
+        &self,
+        pixels: &Tensor,
+        levels: &Tensor,
+        dtype: DType,
+        texts: &[String],
+    ) -> Result<Vec<Tensor>> {
+        let model = self.model;
+        let mut read: Vec<Option<Tensor>> = vec![None; self.points.len()];
+        if self.needs_pixels {
+            let pixels = planes::planes_to_input(pixels, levels, dtype)?;
+            let states = model.vision.hidden_states(&pixels, &self.layers)?;
+            FORWARD_PASSES.fetch_add(1, Ordering::Relaxed);
+            for (i, (point, state)) in self.points.iter().zip(&states).enumerate() {
+                if !point.is_llm() {
+                    read[i] = Some(read_point(model, point, state)?);
+                }
+            }
+            if let Some(&(i, _, _)) = self.image.first() {
+                let tokens = read_point(
+                    model,
+                    &FeaturePoint::Projector {
+                        pool: crate::featurepoint::Pool::None,
+                    },
+                    &states[i],
+                )?;
+                read_llm(model, &self.image, &mut read, |lm, r| {
+                    lm.image_features(&tokens, r)
+                })?;
+            }
+        }
+        if !self.text.is_empty() {
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            read_llm(model, &self.text, &mut read, |lm, r| {
+                lm.text_features(&texts, r)
+            })?;
+        }
+        Ok(read
+            .into_iter()
+            .map(|slot| slot.expect("every point is read"))
+            .collect())
+    }
 }
 
 /// Where an extraction's time went, for its closing log line.
@@ -318,6 +397,10 @@ struct Timings {
     computed: Duration,
     /// The part of `computed` the host spent queueing work (the rest is waiting for the device).
     issued: Duration,
+    /// Waiting for the writer to take a computed batch (writing slower than the device).
+    handing: Duration,
+    /// The writer's time in `on_batch`, overlapping the next batches' work.
+    writing: Duration,
     loop_end: Option<Instant>,
 }
 
@@ -402,5 +485,114 @@ mod tests {
         let got: Vec<half::bf16> = got.flatten_all().unwrap().to_vec1().unwrap();
         let rounded: Vec<half::bf16> = want.iter().map(|&v| half::bf16::from_f32(v)).collect();
         assert_eq!(got, rounded);
+    }
+}
+
+#[cfg(test)]
+mod writer_tests {
+    //! The writer thread: what `on_batch` sees when the model or the writer fails mid-run.
+    use super::*;
+    use crate::models::{write_random_llava, Checkpoint, ClipVisionConfig, RandomLlavaSpec};
+
+    /// A two-layer random LLaVA on 16-pixel images, and `n` JPEGs (image `bad`, if any, corrupt).
+    fn setup(
+        n: usize,
+        bad: Option<usize>,
+    ) -> (tempfile::TempDir, VisionLanguageModel, Vec<PathBuf>) {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = RandomLlavaSpec {
+            vision: ClipVisionConfig {
+                hidden_size: 16,
+                intermediate_size: 32,
+                num_hidden_layers: 2,
+                num_attention_heads: 2,
+                image_size: 16,
+                patch_size: 8,
+                ..RandomLlavaSpec::default().vision
+            },
+            llm_hidden: 32,
+            ..Default::default()
+        };
+        let model_dir = dir.path().join("model");
+        write_random_llava(&model_dir, &spec).unwrap();
+        let ck = Checkpoint::resolve(model_dir.to_str().unwrap()).unwrap();
+        let model = VisionLanguageModel::load(&ck, 2, &Device::Cpu, DType::F32).unwrap();
+        let paths: Vec<PathBuf> = (0..n)
+            .map(|i| {
+                let p = dir.path().join(format!("img_{i:02}.jpg"));
+                if Some(i) == bad {
+                    std::fs::write(&p, b"not a jpeg").unwrap();
+                } else {
+                    image::RgbImage::from_fn(20, 18, |x, y| {
+                        image::Rgb([(x * 12) as u8, (y * 13) as u8, (i * 20) as u8])
+                    })
+                    .save(&p)
+                    .unwrap();
+                }
+                p
+            })
+            .collect();
+        (dir, model, paths)
+    }
+
+    fn opts() -> ExtractOptions {
+        ExtractOptions {
+            batch_size: BatchSize::Fixed(2),
+            ..Default::default()
+        }
+    }
+
+    /// A corrupt image in the fourth batch: the three batches before it still reach `on_batch`,
+    /// in order, and the error names the file.
+    #[test]
+    fn batches_computed_before_a_failure_are_all_written() {
+        let (_dir, model, paths) = setup(10, Some(7));
+        let points: Vec<FeaturePoint> = vec!["projector.mean".parse().unwrap()];
+        let mut seen = Vec::new();
+        let err = extract_batches(
+            &model,
+            &PreprocessConfig::clip(16),
+            &paths,
+            &[],
+            &points,
+            &opts(),
+            &ProgressBar::hidden(),
+            |row0, feats| {
+                assert_eq!(feats[0].shape(), [2, 32]);
+                seen.push(row0);
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert_eq!(seen, [0, 2, 4]);
+        assert!(format!("{err:#}").contains("img_07.jpg"), "{err:#}");
+    }
+
+    /// The writer fails on the second batch: its error is returned and it is not called again.
+    #[test]
+    fn a_writer_failure_stops_the_extraction_with_its_error() {
+        let (_dir, model, paths) = setup(12, None);
+        let points: Vec<FeaturePoint> = vec!["vision.layer[-1].patch.none".parse().unwrap()];
+        let mut calls = 0;
+        let err = extract_batches(
+            &model,
+            &PreprocessConfig::clip(16),
+            &paths,
+            &[],
+            &points,
+            &opts(),
+            &ProgressBar::hidden(),
+            |row0, feats| {
+                calls += 1;
+                assert_eq!(feats[0].shape(), [2, 4, 16]);
+                if row0 == 2 {
+                    bail!("disk full at row {row0}");
+                }
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert_eq!(calls, 2);
+        assert_eq!(format!("{err:#}"), "disk full at row 2");
     }
 }
