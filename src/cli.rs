@@ -329,7 +329,8 @@ pub enum CacheCommand {
         #[command(flatten)]
         cache: CacheArg,
     },
-    /// Measure reading a split's features into an f32 ndarray (page cache).
+    /// Measure writing a split's features batch by batch (as `extract` does) and reading them
+    /// into an f32 ndarray (page cache).
     #[command(after_help = "Example:\n  gapprobe cache bench --rows 65536 --dim 1024")]
     Bench {
         /// Folder for the throwaway file [default: the system temp folder].
@@ -339,6 +340,9 @@ pub enum CacheCommand {
         rows: usize,
         #[arg(long, default_value_t = 1024)]
         dim: usize,
+        /// Rows per write (an extraction writes one batch at a time).
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
         #[arg(long, default_value_t = 5)]
         reps: usize,
         /// Store the synthetic features as f16.
