@@ -47,6 +47,13 @@ fn use_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
 }
 
 fn main() {
+    // A closed pipe (`gapprobe cache ls | head`) ends the process quietly, as it does for other
+    // command-line tools, instead of a panic on the next print.
+    #[cfg(unix)]
+    // SAFETY: called before any other thread exists; restores the default disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     init_logging();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
