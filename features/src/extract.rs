@@ -492,7 +492,7 @@ mod tests {
 mod writer_tests {
     //! The writer thread: what `on_batch` sees when the model or the writer fails mid-run.
     use super::*;
-    use crate::models::{write_random_llava, Checkpoint, ClipVisionConfig, RandomLlavaSpec};
+    use crate::models::{write_random_llava, Checkpoint, RandomLlavaSpec};
 
     /// A two-layer random LLaVA on 16-pixel images, and `n` JPEGs (image `bad`, if any, corrupt).
     fn setup(
@@ -500,21 +500,8 @@ mod writer_tests {
         bad: Option<usize>,
     ) -> (tempfile::TempDir, VisionLanguageModel, Vec<PathBuf>) {
         let dir = tempfile::tempdir().unwrap();
-        let spec = RandomLlavaSpec {
-            vision: ClipVisionConfig {
-                hidden_size: 16,
-                intermediate_size: 32,
-                num_hidden_layers: 2,
-                num_attention_heads: 2,
-                image_size: 16,
-                patch_size: 8,
-                ..RandomLlavaSpec::default().vision
-            },
-            llm_hidden: 32,
-            ..Default::default()
-        };
         let model_dir = dir.path().join("model");
-        write_random_llava(&model_dir, &spec).unwrap();
+        write_random_llava(&model_dir, &RandomLlavaSpec::tiny()).unwrap();
         let ck = Checkpoint::resolve(model_dir.to_str().unwrap()).unwrap();
         let model = VisionLanguageModel::load(&ck, 2, &Device::Cpu, DType::F32).unwrap();
         let paths: Vec<PathBuf> = (0..n)
@@ -535,11 +522,21 @@ mod writer_tests {
         (dir, model, paths)
     }
 
-    fn opts() -> ExtractOptions {
-        ExtractOptions {
+    /// `extract_batches` of one point over `paths` in batches of 2.
+    fn run(
+        model: &VisionLanguageModel,
+        paths: &[PathBuf],
+        point: &str,
+        on_batch: impl FnMut(usize, Vec<ArrayD<f32>>) -> Result<()> + Send,
+    ) -> Result<()> {
+        let opts = ExtractOptions {
             batch_size: BatchSize::Fixed(2),
             ..Default::default()
-        }
+        };
+        let points: Vec<FeaturePoint> = vec![point.parse()?];
+        let pre = PreprocessConfig::clip(16);
+        let bar = ProgressBar::hidden();
+        extract_batches(model, &pre, paths, &[], &points, &opts, &bar, on_batch)
     }
 
     /// A corrupt image in the fourth batch: the three batches before it still reach `on_batch`,
@@ -547,22 +544,12 @@ mod writer_tests {
     #[test]
     fn batches_computed_before_a_failure_are_all_written() {
         let (_dir, model, paths) = setup(10, Some(7));
-        let points: Vec<FeaturePoint> = vec!["projector.mean".parse().unwrap()];
         let mut seen = Vec::new();
-        let err = extract_batches(
-            &model,
-            &PreprocessConfig::clip(16),
-            &paths,
-            &[],
-            &points,
-            &opts(),
-            &ProgressBar::hidden(),
-            |row0, feats| {
-                assert_eq!(feats[0].shape(), [2, 32]);
-                seen.push(row0);
-                Ok(())
-            },
-        )
+        let err = run(&model, &paths, "projector.mean", |row0, feats| {
+            assert_eq!(feats[0].shape(), [2, 32]);
+            seen.push(row0);
+            Ok(())
+        })
         .unwrap_err();
         assert_eq!(seen, [0, 2, 4]);
         assert!(format!("{err:#}").contains("img_07.jpg"), "{err:#}");
@@ -572,16 +559,11 @@ mod writer_tests {
     #[test]
     fn a_writer_failure_stops_the_extraction_with_its_error() {
         let (_dir, model, paths) = setup(12, None);
-        let points: Vec<FeaturePoint> = vec!["vision.layer[-1].patch.none".parse().unwrap()];
         let mut calls = 0;
-        let err = extract_batches(
+        let err = run(
             &model,
-            &PreprocessConfig::clip(16),
             &paths,
-            &[],
-            &points,
-            &opts(),
-            &ProgressBar::hidden(),
+            "vision.layer[-1].patch.none",
             |row0, feats| {
                 calls += 1;
                 assert_eq!(feats[0].shape(), [2, 4, 16]);

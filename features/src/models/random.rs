@@ -107,6 +107,26 @@ impl Default for RandomLlavaSpec {
     }
 }
 
+impl RandomLlavaSpec {
+    /// The smallest useful model, for tests: a 2-layer tower of width 16 on 16-pixel images
+    /// (4 patches of 8), a projector to 32, and the default language model and tokenizer.
+    pub fn tiny() -> Self {
+        RandomLlavaSpec {
+            vision: ClipVisionConfig {
+                hidden_size: 16,
+                intermediate_size: 32,
+                num_hidden_layers: 2,
+                num_attention_heads: 2,
+                image_size: 16,
+                patch_size: 8,
+                ..RandomLlavaSpec::default().vision
+            },
+            llm_hidden: 32,
+            ..Default::default()
+        }
+    }
+}
+
 /// How one tensor of a random checkpoint is initialised.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fill {
@@ -401,19 +421,7 @@ mod tests {
     /// distinct texts to distinct ids; the file is the same on every write.
     #[test]
     fn random_llava_language_model_loads_and_tokenizes_the_demo_texts() {
-        let spec = RandomLlavaSpec {
-            vision: ClipVisionConfig {
-                hidden_size: 16,
-                intermediate_size: 32,
-                num_hidden_layers: 2,
-                num_attention_heads: 2,
-                image_size: 16,
-                patch_size: 8,
-                ..RandomLlavaSpec::default().vision
-            },
-            llm_hidden: 32,
-            ..Default::default()
-        };
+        let spec = RandomLlavaSpec::tiny();
         let dir = std::env::temp_dir().join(format!("gapprobe-random-llm-{}", std::process::id()));
         std::fs::remove_dir_all(&dir).ok();
         write_random_llava(&dir, &spec).unwrap();
