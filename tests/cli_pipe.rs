@@ -9,17 +9,18 @@ use std::process::Stdio;
 #[test]
 fn a_closed_stdout_pipe_ends_the_process_quietly() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = cache_support::bin()
+    // The pipe's reader is gone before the child starts, so its first print meets a closed pipe.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = cache_support::bin()
         .args([
             "cache", "bench", "--rows", "256", "--dim", "64", "--reps", "1", "--dir",
         ])
         .arg(tmp.path())
-        .stdout(Stdio::piped())
+        .stdout(writer)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The reader goes away before the child has printed anything.
-    drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
