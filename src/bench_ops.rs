@@ -99,7 +99,7 @@ pub fn profile(
     };
     use fused::AttentionKernel::{
         Flash as fa, Flash128 as fa128, Flash32 as fa32, Flash8 as fa8, FlashSkip as fa_skip,
-        Mma as mma, Mma8 as mma8, Wmma as wmma,
+        Mma as mma, Mma8 as mma8, Warpgroup as wg, Wmma as wmma,
     };
     // The mma kernels get the q|k|v bias from its own pass; the fa kernels fold it in.
     let attention = |kernel, with_bias: bool| -> Result<Tensor> {
@@ -141,6 +141,9 @@ pub fn profile(
             att("attention+bias folded (fa8)", fa8, true, false)?;
             att("attention+bias folded (fa_skip)", fa_skip, true, false)?;
             att("attention+bias folded (fa32)", fa32, true, false)?;
+            if wg.runs_on(device) {
+                att("attention+bias folded (wg)", wg, true, false)?;
+            }
         }
     }
     add(

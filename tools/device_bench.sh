@@ -69,14 +69,17 @@ probe_section
 # (GAPPROBE_ATTENTION=fa_skip, the same numbers: the default bench prints `FlashSkip against
 # Flash: 0 of … values differ`). `fa32`: fa_skip with 32 queries per warp, two row tiles sharing
 # each K/V fragment read from shared memory (GAPPROBE_ATTENTION=fa32, the same numbers again:
-# `Flash32 against Flash: 0 of …`); `f16fa32`: f16new with it. All are off by default until measured; the default bench above checks each kernel
+# `Flash32 against Flash: 0 of …`); `f16fa32`: f16new with it. `wg`: fa_skip's arithmetic with
+# Hopper's wgmma products (GAPPROBE_ATTENTION=wg, compute capability 9.0 only; `Warpgroup against
+# Flash` counts the values that differ, the check's error decides); `f16wg`: f16new with it.
+# All are off by default until measured; the default bench above checks each kernel
 # against its CPU reference. The likeliest new defaults run first: a call cut off by its time
 # limit still brings back each finished variant's gapprobe_bench_NAME.txt, and
 # `python3 tools/ratio_table.py DIR` makes the table from them afterwards.
-for v in ${VARIANTS:-f16fa32:GAPPROBE_RESIDUAL=f16,GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1,GAPPROBE_ATTENTION=fa32 f16new:GAPPROBE_RESIDUAL=f16,GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1 fa32:GAPPROBE_ATTENTION=fa32 faskip:GAPPROBE_ATTENTION=fa_skip f16stream:GAPPROBE_RESIDUAL=f16 new:GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1 addnorm:GAPPROBE_ADD_NORM=1 fastact:GAPPROBE_FAST_ACT=1 meank:GAPPROBE_MEAN_KERNEL=1 bf16stream:GAPPROBE_RESIDUAL=model}; do
+for v in ${VARIANTS:-f16wg:GAPPROBE_RESIDUAL=f16,GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1,GAPPROBE_ATTENTION=wg wg:GAPPROBE_ATTENTION=wg f16fa32:GAPPROBE_RESIDUAL=f16,GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1,GAPPROBE_ATTENTION=fa32 f16new:GAPPROBE_RESIDUAL=f16,GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1 fa32:GAPPROBE_ATTENTION=fa32 faskip:GAPPROBE_ATTENTION=fa_skip f16stream:GAPPROBE_RESIDUAL=f16 new:GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1 addnorm:GAPPROBE_ADD_NORM=1 fastact:GAPPROBE_FAST_ACT=1 meank:GAPPROBE_MEAN_KERNEL=1 bf16stream:GAPPROBE_RESIDUAL=model}; do
   name=${v%%:*}
   E2E_FLAGS=""
-  case " ${E2E_VARIANTS:-new f16new f16fa32 meank} " in *" $name "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac
+  case " ${E2E_VARIANTS:-new f16new f16fa32 f16wg meank} " in *" $name "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac
   echo "== gapprobe bench, variant $name (${v#*:}) =="
   env $(echo "${v#*:}" | tr , ' ') timeout 150 /tmp/gapprobe bench --device cuda --dtypes "$DTYPES" --batch-sizes 256 \
     --iters 10 --warmup 3 $E2E_FLAGS $STAGES_FLAG 2>&1 | grep -E "^(encoder|e2e-jpeg|check|pool|stage|upload)|rror|INFO extracted 2048" | tee "$OUT/gapprobe_bench_$name.txt"

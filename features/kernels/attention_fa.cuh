@@ -70,42 +70,17 @@ __device__ __forceinline__ void fa_load_tile(T *dst, const T *src, long long str
   }
 }
 
-// One key tile's work for one warp's R row tiles, from the tile in shared memory (kt, vt):
-// S = Q K^T, the online softmax, O += P V. `valid` (warp-uniform) is the number of the tile's keys
-// that exist when the products of the key blocks past them are to be skipped, else FA_BK; the
-// kernel passes FA_BK as a constant for every full tile, so that copy has no branches.
-template <typename T, int R, bool FTZ>
-__device__ __forceinline__ void fa_tile(const T *kt, const T *vt, const uint32_t (&qa)[R][HD / 16][4],
-                                        float (&o)[R][HD / 8][4], float (&m0)[R], float (&m1)[R],
-                                        float (&l0)[R], float (&l1)[R], int k0, int n, int valid,
-                                        float scale_log2, int lane) {
-  const int t = lane % 4;
-  const int lrow = lane % 8, lmat = lane / 8;  // ldmatrix: row within, and which, 8x8 matrix
-  const T zero = from_f<T>(0.0f);
-
-  // S = Q K^T: 8 blocks of 8 keys; one ldmatrix.x4 gives the B fragments of two k-steps, for
-  // each row tile.
-  float s[R][FA_BK / 8][4];
-#pragma unroll
-  for (int nb = 0; nb < FA_BK / 8; ++nb) {
-#pragma unroll
-    for (int r = 0; r < R; ++r) s[r][nb][0] = s[r][nb][1] = s[r][nb][2] = s[r][nb][3] = 0.0f;
-    if (nb * 8 >= valid) continue;
-#pragma unroll
-    for (int kp = 0; kp < HD / 32; ++kp) {
-      uint32_t kf[4];
-      ldmatrix_x4(kf, kt + (nb * 8 + lrow) * LDT + kp * 32 + lmat * 8);
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        mma16816(s[r][nb], qa[r][2 * kp], kf[0], kf[1], zero);
-        mma16816(s[r][nb], qa[r][2 * kp + 1], kf[2], kf[3], zero);
-      }
-    }
-  }
-
-  // Online softmax in base 2 on the raw scores (the scale folded into the exponent, as
-  // FlashAttention-2 does); keys past the end, only in the last tile, are masked out. The 4 lanes
-  // of a group share rows g and g+8.
+// The online softmax of one key tile's raw scores s (R row tiles of 16 queries, the mma C
+// layout: rows g and g+8 of each tile, 8 blocks of 8 keys) in base 2, the scale folded into the
+// exponent as FlashAttention-2 does: keys past the end (only in the last tile, k0 + FA_BK > n)
+// masked out, the running maxima and sums moved on, the output rescaled, s turned into
+// probabilities. Shared by fa_tile and attention_wg.cuh.
+template <int R, bool FTZ>
+__device__ __forceinline__ void fa_softmax(float (&s)[R][FA_BK / 8][4], float (&o)[R][HD / 8][4],
+                                           float (&m0)[R], float (&m1)[R], float (&l0)[R],
+                                           float (&l1)[R], int k0, int n, float scale_log2,
+                                           int t) {
+  // The 4 lanes of a group share rows g and g+8.
   if (k0 + FA_BK > n) {
 #pragma unroll
     for (int r = 0; r < R; ++r)
@@ -144,6 +119,42 @@ __device__ __forceinline__ void fa_tile(const T *kt, const T *vt, const uint32_t
     }
     online_softmax_step(sum0, sum1, n0, n1, a0, a1, m0[r], m1[r], l0[r], l1[r], o[r]);
   }
+}
+
+// One key tile's work for one warp's R row tiles, from the tile in shared memory (kt, vt):
+// S = Q K^T, the online softmax, O += P V. `valid` (warp-uniform) is the number of the tile's keys
+// that exist when the products of the key blocks past them are to be skipped, else FA_BK; the
+// kernel passes FA_BK as a constant for every full tile, so that copy has no branches.
+template <typename T, int R, bool FTZ>
+__device__ __forceinline__ void fa_tile(const T *kt, const T *vt, const uint32_t (&qa)[R][HD / 16][4],
+                                        float (&o)[R][HD / 8][4], float (&m0)[R], float (&m1)[R],
+                                        float (&l0)[R], float (&l1)[R], int k0, int n, int valid,
+                                        float scale_log2, int lane) {
+  const int t = lane % 4;
+  const int lrow = lane % 8, lmat = lane / 8;  // ldmatrix: row within, and which, 8x8 matrix
+  const T zero = from_f<T>(0.0f);
+
+  // S = Q K^T: 8 blocks of 8 keys; one ldmatrix.x4 gives the B fragments of two k-steps, for
+  // each row tile.
+  float s[R][FA_BK / 8][4];
+#pragma unroll
+  for (int nb = 0; nb < FA_BK / 8; ++nb) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) s[r][nb][0] = s[r][nb][1] = s[r][nb][2] = s[r][nb][3] = 0.0f;
+    if (nb * 8 >= valid) continue;
+#pragma unroll
+    for (int kp = 0; kp < HD / 32; ++kp) {
+      uint32_t kf[4];
+      ldmatrix_x4(kf, kt + (nb * 8 + lrow) * LDT + kp * 32 + lmat * 8);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        mma16816(s[r][nb], qa[r][2 * kp], kf[0], kf[1], zero);
+        mma16816(s[r][nb], qa[r][2 * kp + 1], kf[2], kf[3], zero);
+      }
+    }
+  }
+
+  fa_softmax<R, FTZ>(s, o, m0, m1, l0, l1, k0, n, scale_log2, t);
 
   // O += P V: P's C blocks (2kk, 2kk+1) form the A fragment of keys 16kk..16kk+15; one
   // ldmatrix.x4.trans gives the B fragments of two 8-wide output blocks.
@@ -163,6 +174,25 @@ __device__ __forceinline__ void fa_tile(const T *kt, const T *vt, const uint32_t
         mma16816(o[r][2 * jp + 1], pa[r], vf[2], vf[3], zero);
       }
     }
+  }
+}
+
+// Writes one row tile's output: rows q (at o0, this lane's columns 2t, 2t+1 of each 8) and q + 8
+// (o0 + 8 rows), each times the inverse of its row sum (inv0, inv1), plus V's bias (vb, or null);
+// rows at or past n are left out. Shared by attention_fa and attention_wg.cuh.
+template <typename T>
+__device__ __forceinline__ void fa_store_tile(T *o0, long long out_stride, const float (&o)[HD / 8][4],
+                                              float inv0, float inv1, const T *vb, int q, int n, int t) {
+  const T zero = from_f<T>(0.0f);
+  T *o1 = o0 + 8 * out_stride;
+#pragma unroll
+  for (int j = 0; j < HD / 8; ++j) {
+    const float c0 = vb ? to_f(vb[j * 8 + 2 * t]) : 0.0f;
+    const float c1 = vb ? to_f(vb[j * 8 + 2 * t + 1]) : 0.0f;
+    if (q < n)
+      *reinterpret_cast<uint32_t *>(o0 + j * 8) = pack2(o[j][0] * inv0 + c0, o[j][1] * inv0 + c1, zero);
+    if (q + 8 < n)
+      *reinterpret_cast<uint32_t *>(o1 + j * 8) = pack2(o[j][2] * inv1 + c0, o[j][3] * inv1 + c1, zero);
   }
 }
 
@@ -243,22 +273,9 @@ __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qk
   const T *vb = qkv_bias ? qkv_bias + (2 * heads + h) * HD : nullptr;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    const int q = q0 + 16 * r + g;
     const float inv0 = 1.0f / l0[r], inv1 = 1.0f / l1[r];
-    // Written out rather than from `q`: at R = 1 this keeps fa's compiled code as it was.
-    T *o0 = out + ((long long)b * n + q0 + 16 * r + g) * out_stride + h * HD + 2 * t;
-    T *o1 = o0 + 8 * out_stride;
-#pragma unroll
-    for (int j = 0; j < HD / 8; ++j) {
-      const float c0 = vb ? to_f(vb[j * 8 + 2 * t]) : 0.0f;
-      const float c1 = vb ? to_f(vb[j * 8 + 2 * t + 1]) : 0.0f;
-      if (q < n)
-        *reinterpret_cast<uint32_t *>(o0 + j * 8) =
-            pack2(o[r][j][0] * inv0 + c0, o[r][j][1] * inv0 + c1, zero);
-      if (q + 8 < n)
-        *reinterpret_cast<uint32_t *>(o1 + j * 8) =
-            pack2(o[r][j][2] * inv1 + c0, o[r][j][3] * inv1 + c1, zero);
-    }
+    fa_store_tile<T>(out + ((long long)b * n + q0 + 16 * r + g) * out_stride + h * HD + 2 * t,
+                     out_stride, o[r], inv0, inv1, vb, q0 + 16 * r + g, n, t);
   }
 }
 
@@ -267,6 +284,7 @@ __device__ void attention_fa(const T *__restrict__ qkv, const T *__restrict__ qk
 // 48 bytes of spill; fa8 (8 warps, 2 blocks) 128 and 48 bytes of spill; without a minimum, 187.
 // fa_skip 168, no spill; fa32 (4 warps of 32 queries, 2 blocks) 255 and 12 bytes of spill, stored
 // before the key loop and loaded after it.
+#ifndef GAPPROBE_HELPERS_ONLY  // attention_wg.cu takes the helpers above, not these kernels
 #define ATTENTION_FA(T, W, MINB, SKIP, R, FTZ, NAME)                                             \
   extern "C" __global__ void __launch_bounds__(32 * W, MINB)                                      \
       NAME(const T *qkv, const T *bias, T *out, int n, int heads, float scale_log2) {            \
@@ -284,3 +302,4 @@ ATTENTION_FA(__half, 4, 3, true, 1, true, attention_fa_skip_f16)
 ATTENTION_FA(__nv_bfloat16, 4, 3, true, 1, true, attention_fa_skip_bf16)
 ATTENTION_FA(__half, 4, 2, true, 2, true, attention_fa32_f16)
 ATTENTION_FA(__nv_bfloat16, 4, 2, true, 2, true, attention_fa32_bf16)
+#endif

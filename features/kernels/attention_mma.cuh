@@ -223,6 +223,7 @@ __device__ void attention_mma(const T *__restrict__ qkv, const T *__restrict__ q
   }
 }
 
+#ifndef GAPPROBE_HELPERS_ONLY  // attention_wg.cu takes the helpers above, not these kernels
 #define ATTENTION_MMA(T, W, NAME)                                                                \
   extern "C" __global__ void __launch_bounds__(32 * W)                                            \
       NAME(const T *qkv, const T *bias, T *out, int n, int heads, float scale_log2) {            \
@@ -232,3 +233,4 @@ ATTENTION_MMA(__half, 4, attention_mma_f16)
 ATTENTION_MMA(__nv_bfloat16, 4, attention_mma_bf16)
 ATTENTION_MMA(__half, 8, attention_mma8_f16)
 ATTENTION_MMA(__nv_bfloat16, 8, attention_mma8_bf16)
+#endif

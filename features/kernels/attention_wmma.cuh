@@ -173,6 +173,7 @@ __device__ void attention(const T *__restrict__ qkv, const T *__restrict__ qkv_b
   }
 }
 
+#ifndef GAPPROBE_HELPERS_ONLY  // attention_wg.cu takes the helpers above, not these kernels
 #define ATTENTION(T, NAME)                                                                       \
   extern "C" __global__ void __launch_bounds__(32 * WARPS)                                        \
       NAME(const T *qkv, const T *bias, T *out, int n, int heads, float scale_log2) {            \
@@ -180,3 +181,4 @@ __device__ void attention(const T *__restrict__ qkv, const T *__restrict__ qkv_b
   }
 ATTENTION(__half, attention_hd64_f16)
 ATTENTION(__nv_bfloat16, attention_hd64_bf16)
+#endif

@@ -1,15 +1,16 @@
 // Host emulation of the mma.sync attention kernels (attention_mma.cuh: `mma`, `mma8`;
-// attention_fa.cuh: `fa`, `fa8`, `fa_skip`, `fa32`) against attention in double precision, bf16
+// attention_fa.cuh: `fa`, `fa8`, `fa_skip`, `fa32`) and the wgmma one (attention_wg.cuh: `wg`) against attention in double precision, bf16
 // and f16, with and without the q|k|v bias, at token counts that end a key tile exactly, one past it, mid-tile, and CLIP's 257 and 577
 // (whose last query block holds one query and last key tile one key). Also checked: `fa_skip`
-// gives `fa`'s bits (it only skips work whose results are discarded), and so does `fa32` (the same
-// arithmetic per row, two row tiles per warp), also with scores peaked enough that their
+// gives `fa`'s bits (it only skips work whose results are discarded), and so do `fa32` (the same
+// arithmetic per row, two row tiles per warp) and `wg` (the same per row, warpgroup products; as
+// emulated, each k-step of 16 summed as mma's), also with scores peaked enough that their
 // exp2_ftz flushes probabilities that fa's exp2f keeps as denormals; no element outside the
 // output is written, every element inside it is, and every cp.async copy has landed by the end of
 // each block. Built and run by run.sh, which cuts the helpers out of fused.cu and
 // attention_wmma.cuh into kernels_part.h and attention_part.h.
 #include "emulation.h"
-#include "shim_mma.h"
+#include "shim_wgmma.h"
 #include <cstdio>
 #include <random>
 #include <string>
@@ -20,6 +21,9 @@ std::deque<std::vector<PendingCopy>> copies_committed[32 * MAX_WARPS];
 #define GAPPROBE_HOST_EMULATION
 #include "attention_mma.cuh"
 #include "attention_fa.cuh"
+#include "attention_wg.cuh"
+ATTENTION_WG(__half, attention_wg_f16)
+ATTENTION_WG(__nv_bfloat16, attention_wg_bf16)
 
 template <typename T> T cvt(float v);
 template <> __nv_bfloat16 cvt<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
@@ -36,6 +40,7 @@ const Variant VARIANTS[] = {
     {"fa8", 8, 16, attention_fa8_bf16, attention_fa8_f16},
     {"fa_skip", 4, 16, attention_fa_skip_bf16, attention_fa_skip_f16},
     {"fa32", 4, 32, attention_fa32_bf16, attention_fa32_f16},
+    {"wg", 4, 16, attention_wg_bf16, attention_wg_f16},
 };
 constexpr uint16_t SENTINEL = 0xffff;  // a NaN in both formats: "not written"
 constexpr int GUARD = 4096;            // elements after the output that must stay untouched
@@ -138,7 +143,7 @@ template <typename T> int check(const Problem &p, std::mt19937 &rng, bool eight_
     const Outcome r = run<T>(v, p, d);
     std::string same;
     if (std::string(v.name) == "fa") fa_bits = r.bits;
-    if (std::string(v.name) == "fa_skip" || std::string(v.name) == "fa32") {
+    if (std::string(v.name) == "fa_skip" || std::string(v.name) == "fa32" || std::string(v.name) == "wg") {
       const bool eq = r.bits == fa_bits;
       same = eq ? ", fa's bits" : ", NOT fa's bits";
       bad += !eq;
@@ -178,6 +183,6 @@ int main(int argc, char **argv) {
   printf("peaked scores: %ld probabilities flushed to 0 by exp2_ftz%s\n", flushed,
          flushed ? "" : ": NONE, the flush went unchecked");
   bad += !flushed;
-  printf("%s\n", bad ? "ATTENTION MISMATCH" : "attention kernels: all within tolerance, fa_skip and fa32 identical to fa");
+  printf("%s\n", bad ? "ATTENTION MISMATCH" : "attention kernels: all within tolerance, fa_skip, fa32 and wg identical to fa");
   return bad != 0;
 }

@@ -73,7 +73,7 @@ extern dim3_ blockIdx, blockDim, gridDim;
 // overwrite a set after the next operation's barrier, which every lane reaches only once it has
 // read this one.
 constexpr int MAX_WARPS = 8;
-constexpr int SLOT_BYTES = 32;
+constexpr int SLOT_BYTES = 64;  // wgmma's A operand: 16 registers
 extern EmuBarrier warp_barriers[MAX_WARPS], block_barrier;
 extern unsigned char warp_slots[MAX_WARPS][2][32][SLOT_BYTES];
 // The 32 lanes' operands of one warp-wide operation, once every lane has published its own.

@@ -67,10 +67,16 @@ pub enum AttentionKernel {
     /// row's arithmetic is unchanged, so the same numbers as [`AttentionKernel::FlashSkip`]
     /// (`GAPPROBE_ATTENTION=fa32`). Not yet run on a GPU.
     Flash32,
+    /// [`AttentionKernel::FlashSkip`]'s arithmetic with Hopper's warpgroup products: one warpgroup
+    /// of 64 queries per block, S = Q Kᵀ and O += P V as wgmma.m64n64k16 with K and V read by the
+    /// tensor cores from shared memory (no ldmatrix; 8 product instructions per warp and key tile
+    /// against 96). Its own PTX module for compute_90a, so only on compute capability 9.0 (H100,
+    /// H200) (`GAPPROBE_ATTENTION=wg`). Not yet run on a GPU.
+    Warpgroup,
 }
 
 /// Environment variable choosing the attention kernel: `fa` (default), `fa128`, `fa8`,
-/// `fa_skip`, `fa32`, `mma`, `mma8` or `wmma`.
+/// `fa_skip`, `fa32`, `wg` (compute capability 9.0 only), `mma`, `mma8` or `wmma`.
 pub const ATTENTION_ENV: &str = "GAPPROBE_ATTENTION";
 
 impl AttentionKernel {
@@ -87,6 +93,7 @@ impl AttentionKernel {
             Some("fa8") => AttentionKernel::Flash8,
             Some("fa_skip") => AttentionKernel::FlashSkip,
             Some("fa32") => AttentionKernel::Flash32,
+            Some("wg") => AttentionKernel::Warpgroup,
             _ => AttentionKernel::Flash,
         }
     }
@@ -101,6 +108,7 @@ impl AttentionKernel {
                 | AttentionKernel::Flash8
                 | AttentionKernel::FlashSkip
                 | AttentionKernel::Flash32
+                | AttentionKernel::Warpgroup
         )
     }
 
@@ -120,8 +128,27 @@ impl AttentionKernel {
         }
     }
 
-    /// Every kernel, for checks and A/B timings.
-    pub const ALL: [AttentionKernel; 8] = [
+    /// Whether the kernel needs a GPU of compute capability 9.0 (its PTX is for compute_90a).
+    pub fn needs_sm90(self) -> bool {
+        self == AttentionKernel::Warpgroup
+    }
+
+    /// Whether the kernel can run on `device`: every kernel on the CPU (the reference ignores
+    /// the choice) and on CUDA, except [`AttentionKernel::needs_sm90`] kernels off compute
+    /// capability 9.0.
+    pub fn runs_on(self, device: &Device) -> bool {
+        if !self.needs_sm90() {
+            return true;
+        }
+        match device {
+            #[cfg(feature = "cuda")]
+            Device::Cuda(dev) => super::fused_cuda::compute_capability(dev) == Some((9, 0)),
+            _ => !device.is_cuda(),
+        }
+    }
+
+    /// Every kernel, for checks and A/B timings (filter with [`AttentionKernel::runs_on`]).
+    pub const ALL: [AttentionKernel; 9] = [
         AttentionKernel::Mma,
         AttentionKernel::Mma8,
         AttentionKernel::Wmma,
@@ -130,6 +157,7 @@ impl AttentionKernel {
         AttentionKernel::Flash8,
         AttentionKernel::FlashSkip,
         AttentionKernel::Flash32,
+        AttentionKernel::Warpgroup,
     ];
 }
 

@@ -11,6 +11,14 @@ use half::{bf16, f16};
 /// The PTX that build.rs compiled from `kernels/fused.cu`.
 pub(super) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 pub(super) const MODULE: &str = "gapprobe_fused";
+/// The PTX that build.rs compiled from `kernels/attention_wg.cu` for compute_90a.
+const WG_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention_wg.ptx"));
+const WG_MODULE: &str = "gapprobe_attention_wg";
+
+/// The device's compute capability (major, minor), if the driver tells it.
+pub(super) fn compute_capability(dev: &CudaDevice) -> Option<(i32, i32)> {
+    dev.cuda_stream().context().compute_capability().ok()
+}
 
 pub(super) fn contiguous_range(l: &Layout, what: &str) -> Result<(usize, usize)> {
     l.contiguous_offsets().ok_or_else(|| {
@@ -168,7 +176,18 @@ pub(super) fn attention(
         let src = qkv.as_cuda_slice::<T>()?.slice(s0..s1);
         let null = 0u64;
         let out = unsafe { dev.alloc::<T>(b * n * heads * super::fused::ATTENTION_HEAD_DIM)? };
-        let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        let (module, ptx) = if kernel.needs_sm90() {
+            let cap = compute_capability(&dev);
+            if cap != Some((9, 0)) {
+                candle_core::bail!(
+                    "GAPPROBE_ATTENTION=wg needs a GPU of compute capability 9.0 (H100, H200); this one is {cap:?}: use fa"
+                );
+            }
+            (WG_MODULE, WG_PTX)
+        } else {
+            (MODULE, PTX)
+        };
+        let func = dev.get_or_load_custom_func(name, module, ptx)?;
         // [`AttentionKernel::warps`] warps of [`AttentionKernel::queries_per_warp`] queries.
         let warps = kernel.warps();
         let per_block = warps * kernel.queries_per_warp();
@@ -189,7 +208,7 @@ pub(super) fn attention(
         builder.arg(&n_arg);
         builder.arg(&h_arg);
         builder.arg(&scale_log2);
-        // SAFETY: argument types and count match `attention_*` in fused.cu; `src` holds
+        // SAFETY: argument types and count match `attention_*` in fused.cu and attention_wg.cu; `src` holds
         // B·N·3·H·64 elements, the bias (or null) 3·H·64 and `out` B·N·H·64.
         unsafe { builder.launch(cfg) }.w()?;
         Ok(CudaStorage::wrap_cuda_slice(out, dev))
@@ -209,6 +228,7 @@ pub(super) fn attention(
         AttentionKernel::Flash8 => ("attention_fa8_f16", "attention_fa8_bf16"),
         AttentionKernel::FlashSkip => ("attention_fa_skip_f16", "attention_fa_skip_bf16"),
         AttentionKernel::Flash32 => ("attention_fa32_f16", "attention_fa32_bf16"),
+        AttentionKernel::Warpgroup => ("attention_wg_f16", "attention_wg_bf16"),
     };
     match qkv.dtype() {
         DType::F16 => run::<f16>(f16_name, kernel, qkv, l, bias, b, n, heads, scale),
