@@ -276,6 +276,24 @@ mod tests {
         assert!(max_abs_diff(&got, &want) < 1e-5);
     }
 
+    /// Only `wg` asks for compute capability 9.0, and only on CUDA: the CPU reference takes every
+    /// kernel and gives the same numbers whichever is chosen.
+    #[test]
+    fn every_kernel_runs_on_the_cpu_reference() {
+        let dev = Device::Cpu;
+        let qkv = Tensor::randn(0f32, 1.0, (1, 9, 3 * 2 * ATTENTION_HEAD_DIM), &dev).unwrap();
+        let want = attention_packed_with(&qkv, None, 2, 0.125, AttentionKernel::Flash).unwrap();
+        for kernel in AttentionKernel::ALL {
+            assert!(kernel.runs_on(&dev), "{kernel:?}");
+            assert_eq!(kernel.needs_sm90(), kernel == AttentionKernel::Warpgroup);
+            let got = attention_packed_with(&qkv, None, 2, 0.125, kernel).unwrap();
+            assert_eq!(max_abs_diff(&got, &want), 0.0, "{kernel:?}");
+        }
+        assert!(AttentionKernel::Warpgroup.folds_bias());
+        let chosen = with_attention_kernel(AttentionKernel::Warpgroup, AttentionKernel::from_env);
+        assert_eq!(chosen, AttentionKernel::Warpgroup);
+    }
+
     #[test]
     fn rejects_a_projection_of_the_wrong_width() {
         let dev = Device::Cpu;
