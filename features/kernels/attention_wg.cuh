@@ -121,19 +121,28 @@ __device__ __forceinline__ void wg_load_tiles(T *kd, T *vd, const T *kg, const T
   }
 }
 
+// This block's (batch b, head h) in the packed [B, N, 3 * H * 64] projection: its first query,
+// key and value rows, all `row_stride` apart. (fa and mma spell the same out inline, which keeps
+// their compiled code as measured.)
+template <typename T> struct WgHead {
+  int b, h;
+  long long row_stride;
+  const T *q, *k, *v;
+  __device__ __forceinline__ WgHead(const T *qkv, int n, int heads)
+      : b(blockIdx.y / heads), h(blockIdx.y % heads), row_stride(3LL * heads * HD),
+        q(qkv + (long long)b * n * row_stride + h * HD), k(q + heads * HD), v(q + 2 * heads * HD) {}
+};
+
 template <typename T>
 __device__ void attention_wg(const T *__restrict__ qkv, const T *__restrict__ qkv_bias,
                              T *__restrict__ out, int n, int heads, float scale_log2) {
   __shared__ __align__(128) T ks[2][WG_TILE];
   __shared__ __align__(128) T vs[2][WG_TILE];
-  const int tid = threadIdx.x;
-  const int warp = tid / 32, lane = tid % 32;
-  const int g = lane / 4, t = lane % 4;
-  const int b = blockIdx.y / heads, h = blockIdx.y % heads;
-  const long long row_stride = 3LL * heads * HD;
-  const T *base = qkv + (long long)b * n * row_stride + h * HD;
-  const T *kg = base + heads * HD;
-  const T *vg = base + 2 * heads * HD;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const WgHead<T> head(qkv, n, heads);
+  const int b = head.b, h = head.h;
+  const long long row_stride = head.row_stride;
+  const T *base = head.q, *kg = head.k, *vg = head.v;
   const int q0 = blockIdx.x * 64 + warp * 16;  // this warp's first query
   const T zero = from_f<T>(0.0f);
   const int tiles = (n + WG_BK - 1) / WG_BK;
