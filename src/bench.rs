@@ -64,6 +64,39 @@ pub struct BenchOptions {
     /// Only the preprocessing measurement (no model is built).
     #[arg(long, requires = "preprocess_images")]
     pub preprocess_only: bool,
+    /// Only the kernel checks: every fused kernel on the device against its f32 CPU reference
+    /// (no model is built); fails when one is past its tolerance (1e-2 for 16-bit kernels, 1e-4
+    /// for f32). Run it in a process of its own before trusting a new kernel: a kernel that
+    /// faults leaves the process's CUDA context unusable.
+    #[arg(long, conflicts_with = "preprocess_only")]
+    pub checks_only: bool,
+    /// The attention kernels the checks and `--ops` include, by their `GAPPROBE_ATTENTION`
+    /// names (fa, fa128, fa8, fa_skip, fa32, wg, mma, mma8, wmma); default all that run on the
+    /// device.
+    #[arg(long, value_delimiter = ',')]
+    pub attention_kernels: Vec<String>,
+}
+
+/// The attention kernels `--attention-kernels` names (all of them when it names none).
+fn attention_kernels(names: &[String]) -> Result<Vec<fused::AttentionKernel>> {
+    if names.is_empty() {
+        return Ok(fused::AttentionKernel::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|name| {
+            fused::AttentionKernel::from_name(name.trim()).with_context(|| {
+                let known: Vec<_> = fused::AttentionKernel::ALL
+                    .iter()
+                    .map(|k| k.name())
+                    .collect();
+                format!(
+                    "--attention-kernels: no attention kernel is named '{name}' (known: {})",
+                    known.join(", ")
+                )
+            })
+        })
+        .collect()
 }
 
 /// Architecture of a preset: (tower config, projector dims d→h→o, hidden state read).
@@ -213,6 +246,25 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
         }
     }
     let device = parse_device(&opts.device)?;
+    let kernels = attention_kernels(&opts.attention_kernels)?;
+    if opts.checks_only {
+        if !fused::enabled_for(&device) {
+            anyhow::bail!(
+                "--checks-only checks the fused kernels, which are off on {device:?} \
+                 (GAPPROBE_KERNELS=off?)"
+            );
+        }
+        let failures = crate::bench_checks::check_kernels(&device, &kernels)?;
+        if !failures.is_empty() {
+            anyhow::bail!(
+                "{} kernel check(s) past tolerance on {device:?}: {}",
+                failures.len(),
+                failures.join("; ")
+            );
+        }
+        println!("{:<10} every kernel check passed on {device:?}", "kernel");
+        return Ok(());
+    }
     let layers = cfg.num_hidden_layers - 1; // hidden_states[-2]
     let gflop = flops_per_image(&cfg, layers, proj) / 1e9;
     println!(
@@ -252,17 +304,24 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
     if !device.is_cpu() && fused::enabled_for(&device) {
         // A failing check is printed, not fatal: the measurements below still run (a device
         // call is short, and an opt-in kernel's failure should not cost the defaults' figures).
-        if let Err(e) = crate::bench_checks::check_kernels(&device) {
-            println!(
+        match crate::bench_checks::check_kernels(&device, &kernels) {
+            Ok(failures) if failures.is_empty() => {}
+            Ok(failures) => println!(
+                "{:<10} {} kernel check(s) past tolerance: {}",
+                "kernel",
+                failures.len(),
+                failures.join("; ")
+            ),
+            Err(e) => println!(
                 "{:<10} the kernel checks stopped at a failure: {e:#}",
                 "kernel"
-            );
+            ),
         }
     }
     if opts.ops {
         let dtype = parse_dtype(opts.dtypes.first().map(String::as_str).unwrap_or("f32"))?;
         let batch = opts.batch_sizes.first().copied().unwrap_or(8);
-        crate::bench_ops::profile(&device, dtype, batch, opts.iters, layers)?;
+        crate::bench_ops::profile(&device, dtype, batch, opts.iters, layers, &kernels)?;
     }
     for dtype_name in &opts.dtypes {
         let dtype = parse_dtype(dtype_name)?;
@@ -457,8 +516,45 @@ mod tests {
             stages: true,
             preprocess_images: 3,
             preprocess_only: false,
+            checks_only: false,
+            attention_kernels: vec![],
         };
         run(&opts, &Ui { quiet: true }).unwrap();
+    }
+
+    #[test]
+    fn attention_kernels_by_name() {
+        assert_eq!(
+            attention_kernels(&[]).unwrap(),
+            fused::AttentionKernel::ALL.to_vec()
+        );
+        let picked = attention_kernels(&["wg".into(), " fa_skip".into()]).unwrap();
+        assert_eq!(
+            picked,
+            [
+                fused::AttentionKernel::Warpgroup,
+                fused::AttentionKernel::FlashSkip
+            ]
+        );
+        let err = attention_kernels(&["flash".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'flash'") && err.contains("fa_skip, fa32, wg"),
+            "{err}"
+        );
+    }
+
+    /// A kernel check past its tolerance, or NaN, is a failure; one inside it is not.
+    #[test]
+    fn kernel_check_tolerances() {
+        use crate::bench_checks::passes;
+        // The worst measured errors (call 4: attention in bf16, the device's f32 model) pass.
+        assert!(passes(2.35e-3, DType::BF16) && passes(2.9e-4, DType::F16));
+        assert!(passes(1.91e-6, DType::F32) && passes(0.0, DType::F32));
+        // A wrong kernel's O(1), a 16-bit kernel's error in f32, and NaN do not.
+        assert!(!passes(0.8, DType::BF16) && !passes(2.35e-3, DType::F32));
+        assert!(!passes(f64::NAN, DType::F16));
     }
 
     /// A marked pass of the fused model books every layer's stages once per layer, the last

@@ -66,6 +66,7 @@ pub fn profile(
     batch: usize,
     iters: usize,
     layers: usize,
+    attention_kernels: &[fused::AttentionKernel],
 ) -> Result<()> {
     let (t, d, f, heads) = (577usize, 1024usize, 4096usize, 16usize);
     let rows = batch * t;
@@ -124,7 +125,16 @@ pub fn profile(
         let ms = time_ms(device, iters, || Ok(fused::bias_act(&qkv, &b_3d, None)?))?;
         add("bias q|k|v", ms, true);
         if matches!(dtype, DType::BF16 | DType::F16) {
-            let mut att = |name: &str, kernel, with_bias, in_layer| -> Result<()> {
+            let mut att = |name: &str,
+                           kernel: fused::AttentionKernel,
+                           with_bias,
+                           in_layer: bool|
+             -> Result<()> {
+                // The layer's own line always runs; the A/B lines only for the chosen kernels.
+                let chosen = attention_kernels.contains(&kernel) && kernel.runs_on(device);
+                if !in_layer && !chosen {
+                    return Ok(());
+                }
                 add(
                     name,
                     time_ms(device, iters, || attention(kernel, with_bias))?,
@@ -141,9 +151,7 @@ pub fn profile(
             att("attention+bias folded (fa8)", fa8, true, false)?;
             att("attention+bias folded (fa_skip)", fa_skip, true, false)?;
             att("attention+bias folded (fa32)", fa32, true, false)?;
-            if wg.runs_on(device) {
-                att("attention+bias folded (wg)", wg, true, false)?;
-            }
+            att("attention+bias folded (wg)", wg, true, false)?;
         }
     }
     add(

@@ -43,6 +43,32 @@ probe_section() {
     grep -E "^\[probe\]|torch-cuda" "$OUT/torch.log" | tail -8
   fi
 }
+# The kernel checks first, in processes of their own: a kernel that faults leaves its process's
+# CUDA context unusable, and should cost neither the default bench's figures nor the variants'
+# time. All kernels in one process; if that fails, each attention kernel not yet measured alone,
+# and those that fail (fault or error past tolerance) are left out of what follows.
+ALL_ATT="mma mma8 wmma fa fa128 fa8 fa_skip fa32 wg"
+BAD_ATT=""
+echo "== kernel checks (gapprobe bench --checks-only) =="
+if timeout 120 /tmp/gapprobe bench --device cuda --checks-only > "$OUT/kernel_checks.txt" 2>&1; then
+  grep -E "against|passed" "$OUT/kernel_checks.txt"
+else
+  grep -E "FAILED|against|rror" "$OUT/kernel_checks.txt" | head -20
+  for k in wg fa32 fa_skip; do
+    if ! timeout 90 /tmp/gapprobe bench --device cuda --checks-only --attention-kernels "$k" \
+        > "$OUT/kernel_checks_$k.txt" 2>&1; then
+      BAD_ATT="$BAD_ATT $k"
+      echo "attention kernel $k failed its check alone: left out of the bench and the variants"
+      grep -E "FAILED|rror" "$OUT/kernel_checks_$k.txt" | head -5
+    fi
+  done
+fi
+ATT_FLAG=""
+if [ -n "$BAD_ATT" ]; then
+  keep=""
+  for k in $ALL_ATT; do case " $BAD_ATT " in *" $k "*) ;; *) keep="$keep,$k" ;; esac; done
+  ATT_FLAG="--attention-kernels ${keep#,}"
+fi
 echo "== gapprobe bench =="
 OPS_FLAG=""; [ "${OPS:-1}" = 1 ] && OPS_FLAG="--ops"
 # --stages: one batch with the device synchronised after each stage, so the batch time splits by
@@ -50,7 +76,7 @@ OPS_FLAG=""; [ "${OPS:-1}" = 1 ] && OPS_FLAG="--ops"
 STAGES_FLAG=""; [ "${STAGES:-1}" = 1 ] && STAGES_FLAG="--stages"
 # Not quiet: extraction logs how long it waited for decoded images vs. the device's work.
 timeout 240 /tmp/gapprobe bench --device cuda --dtypes "$DTYPES" --batch-sizes "$BATCHES" --iters 10 --warmup 3 \
-  --e2e-images "$E2E" --e2e-batch 256 --preprocess-images "$E2E" $OPS_FLAG $STAGES_FLAG 2>&1 | tee "$OUT/gapprobe_bench.txt"
+  --e2e-images "$E2E" --e2e-batch 256 --preprocess-images "$E2E" $OPS_FLAG $STAGES_FLAG $ATT_FLAG 2>&1 | tee "$OUT/gapprobe_bench.txt"
 probe_section
 # Variants of the default build, NAME:VAR=VALUE[,VAR=VALUE]: each a row of the ratio table
 # (gapprobe_bench_NAME.txt); those in E2E_VARIANTS also end to end. The defaults they vary
@@ -78,6 +104,10 @@ probe_section
 # `python3 tools/ratio_table.py DIR` makes the table from them afterwards.
 for v in ${VARIANTS:-f16wg:GAPPROBE_RESIDUAL=f16,GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1,GAPPROBE_ATTENTION=wg wg:GAPPROBE_ATTENTION=wg f16fa32:GAPPROBE_RESIDUAL=f16,GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1,GAPPROBE_ATTENTION=fa32 f16new:GAPPROBE_RESIDUAL=f16,GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1 fa32:GAPPROBE_ATTENTION=fa32 faskip:GAPPROBE_ATTENTION=fa_skip f16stream:GAPPROBE_RESIDUAL=f16 new:GAPPROBE_ADD_NORM=1,GAPPROBE_FAST_ACT=1,GAPPROBE_MEAN_KERNEL=1 addnorm:GAPPROBE_ADD_NORM=1 fastact:GAPPROBE_FAST_ACT=1 meank:GAPPROBE_MEAN_KERNEL=1 bf16stream:GAPPROBE_RESIDUAL=model}; do
   name=${v%%:*}
+  att=$(echo "${v#*:}" | tr , '\n' | sed -n 's/^GAPPROBE_ATTENTION=//p')
+  if [ -n "$att" ]; then
+    case " $BAD_ATT " in *" $att "*) echo "== variant $name skipped: attention kernel $att failed its check =="; continue ;; esac
+  fi
   E2E_FLAGS=""
   case " ${E2E_VARIANTS:-new f16new f16fa32 f16wg meank} " in *" $name "*) E2E_FLAGS="--e2e-images $E2E --e2e-batch 256" ;; esac
   echo "== gapprobe bench, variant $name (${v#*:}) =="

@@ -13,6 +13,9 @@
 //     ISA, "Register Fragments" of wgmma .m64nNk16: the A and D layouts per warp are those of
 //     mma.m16n8k16, repeated along N), so the softmax, the Q loads, the P fragments and the
 //     output are fa's own code (fa_softmax, load_q_fragments, p_fragment, fa_store_tile).
+//     CUTLASS's register layouts for these operands (ALayout_64x16, CLayout_64xN in
+//     cute/atom/mma_traits_sm90_gmma.hpp) say the same: warp w, lane (g, t) holds rows
+//     16w + g and 16w + g + 8, columns 2t, 2t + 1 (+ 8 for A's second pair, + 8 nb for D's nb).
 //   - K/V tiles of 64 keys, double-buffered by cp.async as in fa, in the wgmma's canonical
 //     no-swizzle layouts (below); 32 KiB of static shared memory.
 //   - The q|k|v bias as in fa: Q's added in registers, K's dropped, V's added to the output.
@@ -32,6 +35,9 @@ constexpr int WG_TILE = WG_BK * HD;  // elements per K or V tile (no padding)
 // V, the B operand of O = P V (K = key, N = d), MN-major (imm-trans-b = 1):
 //   (d / 8) * 512 + (key / 8) * 64 + (key % 8) * 8 + d % 8  ->  LBO 128 B (next 8 keys), SBO 1024 B
 // A k-step of 16 starts 2 core matrices (256 bytes) further along K in both.
+// CUTLASS's make_gmma_desc (cute/atom/mma_traits_sm90_gmma.hpp) reads the no-swizzle strides the
+// same way: K-major, LBO between the core matrices along K and SBO between those along M/N;
+// MN-major, SBO between the core matrices along M/N and LBO between those along K.
 constexpr unsigned WG_LBO = 128, WG_SBO = 1024;
 __device__ __forceinline__ int wg_k_offset(int key, int d) {
   return (key / 8) * 512 + (d / 8) * 64 + (key % 8) * 8 + d % 8;
@@ -41,8 +47,9 @@ __device__ __forceinline__ int wg_v_offset(int key, int d) {
 }
 
 #ifndef GAPPROBE_HOST_EMULATION
-// A shared-memory matrix descriptor (PTX ISA, "Matrix Descriptor Format"): start address, LBO
-// and SBO in units of 16 bytes, base offset 0, no swizzle (bits 62-63 = 0).
+// A shared-memory matrix descriptor (PTX ISA, "Matrix Descriptor Format"; CUTLASS's
+// GmmaDescriptor has the same fields): start address in bits 0-13, LBO in 16-29, SBO in 32-45,
+// all in units of 16 bytes; base offset (49-51) 0, layout type (62-63) 0 = no swizzle.
 typedef uint64_t WgDesc;
 __device__ __forceinline__ WgDesc wg_desc(const void *p, unsigned lbo, unsigned sbo) {
   return (uint64_t)((smem_u32(p) & 0x3FFFF) >> 4) | ((uint64_t)((lbo & 0x3FFFF) >> 4) << 16) |

@@ -85,16 +85,39 @@ impl AttentionKernel {
         if let Some(k) = KERNEL.with(|k| k.get()) {
             return k;
         }
-        match std::env::var(ATTENTION_ENV).ok().as_deref() {
-            Some("wmma") => AttentionKernel::Wmma,
-            Some("mma") => AttentionKernel::Mma,
-            Some("mma8") => AttentionKernel::Mma8,
-            Some("fa128") => AttentionKernel::Flash128,
-            Some("fa8") => AttentionKernel::Flash8,
-            Some("fa_skip") => AttentionKernel::FlashSkip,
-            Some("fa32") => AttentionKernel::Flash32,
-            Some("wg") => AttentionKernel::Warpgroup,
-            _ => AttentionKernel::Flash,
+        let Ok(name) = std::env::var(ATTENTION_ENV) else {
+            return AttentionKernel::Flash;
+        };
+        Self::from_name(&name).unwrap_or_else(|| {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                let known: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
+                tracing::warn!(
+                    "{ATTENTION_ENV}={name} names no attention kernel ({}): using fa",
+                    known.join(", ")
+                )
+            });
+            AttentionKernel::Flash
+        })
+    }
+
+    /// The kernel `GAPPROBE_ATTENTION` names `name` (`fa`, `wg`, …), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The kernel's name in `GAPPROBE_ATTENTION`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionKernel::Mma => "mma",
+            AttentionKernel::Mma8 => "mma8",
+            AttentionKernel::Wmma => "wmma",
+            AttentionKernel::Flash => "fa",
+            AttentionKernel::Flash128 => "fa128",
+            AttentionKernel::Flash8 => "fa8",
+            AttentionKernel::FlashSkip => "fa_skip",
+            AttentionKernel::Flash32 => "fa32",
+            AttentionKernel::Warpgroup => "wg",
         }
     }
 
@@ -289,6 +312,10 @@ mod tests {
             let got = attention_packed_with(&qkv, None, 2, 0.125, kernel).unwrap();
             assert_eq!(max_abs_diff(&got, &want), 0.0, "{kernel:?}");
         }
+        for kernel in AttentionKernel::ALL {
+            assert_eq!(AttentionKernel::from_name(kernel.name()), Some(kernel));
+        }
+        assert_eq!(AttentionKernel::from_name("flash"), None);
         assert!(AttentionKernel::Warpgroup.folds_bias());
         let chosen = with_attention_kernel(AttentionKernel::Warpgroup, AttentionKernel::from_env);
         assert_eq!(chosen, AttentionKernel::Warpgroup);
