@@ -70,6 +70,11 @@ pub struct BenchOptions {
     /// faults leaves the process's CUDA context unusable.
     #[arg(long, conflicts_with = "preprocess_only")]
     pub checks_only: bool,
+    /// Leave out the checks that come before the timings (each kernel against its CPU reference,
+    /// the device's f32 output against the CPU's), e.g. after a `--checks-only` run; each
+    /// dtype's error against the f32 model is still printed.
+    #[arg(long, conflicts_with = "checks_only")]
+    pub skip_checks: bool,
     /// The attention kernels the checks and `--ops` include, by their `GAPPROBE_ATTENTION`
     /// names (fa, fa128, fa8, fa_skip, fa32, wg, mma, mma8, wmma); default all that run on the
     /// device.
@@ -286,7 +291,7 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
         &build_model(&tensors, &cfg, proj, layers, DType::F32)?,
         &check_px,
     )?;
-    if !device.is_cpu() {
+    if !device.is_cpu() && !opts.skip_checks {
         // The device's f32 path (folded biases, device kernels) against the CPU's on the same weights.
         let cpu = Device::Cpu;
         let cpu_tensors = tensors
@@ -301,7 +306,7 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
             "check", "f32"
         );
     }
-    if !device.is_cpu() && fused::enabled_for(&device) {
+    if !device.is_cpu() && fused::enabled_for(&device) && !opts.skip_checks {
         // A failing check is printed, not fatal: the measurements below still run (a device
         // call is short, and an opt-in kernel's failure should not cost the defaults' figures).
         match crate::bench_checks::check_kernels(&device, &kernels) {
@@ -517,6 +522,7 @@ mod tests {
             preprocess_images: 3,
             preprocess_only: false,
             checks_only: false,
+            skip_checks: false,
             attention_kernels: vec![],
         };
         run(&opts, &Ui { quiet: true }).unwrap();

@@ -53,6 +53,10 @@ fn checks_only_refuses_unknown_kernels_and_kernels_off() {
         err.contains("no attention kernel is named 'flash'") && err.contains("known: mma, mma8"),
         "{err}"
     );
+    let out = bench(&["--checks-only", "--skip-checks"], "on");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot be used with"), "{err}");
     let out = bench(&["--checks-only"], "off");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
