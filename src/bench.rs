@@ -7,22 +7,17 @@
 //! N = P + 1 tokens, L the layers run (23 for `hidden_states[-2]` of a 24-layer tower), projector
 //! d→h→o. Matmul FLOPs only; one multiply-add = 2 FLOPs.
 
+use crate::bench_e2e::E2eRun;
 use crate::device::{parse_device, parse_dtype};
 use crate::ui::Ui;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
-use gapprobe_features::batching::BatchSize;
-use gapprobe_features::decode::decode_planes;
-use gapprobe_features::extract::{extract, ExtractOptions};
 use gapprobe_features::models::{
     clip_tower_tensors, fused, mlp2x_projector_tensors, Act, ClipVisionConfig, ClipVisionModel,
     Fill, Projector, ProjectorConfig, ProjectorKind, ProjectorLayout, VisionLanguageModel,
 };
-use gapprobe_features::preprocess::PreprocessConfig;
-use gapprobe_features::FeaturePoint;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 /// Benchmark settings (the `gapprobe bench` flags).
@@ -241,7 +236,7 @@ fn forward(model: &VisionLanguageModel, pixels: &Tensor) -> Result<Tensor> {
 pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
     let (cfg, proj) = preset(&opts.preset)?;
     if opts.preprocess_images > 0 {
-        preprocess_rate(
+        crate::bench_e2e::preprocess_rate(
             opts.preprocess_images,
             opts.e2e_batch,
             cfg.image_size as u32,
@@ -389,108 +384,16 @@ pub fn run(opts: &BenchOptions, ui: &Ui) -> Result<()> {
             );
         }
         if opts.e2e_images > 0 {
-            let dir =
-                std::env::temp_dir().join(format!("gapprobe-bench-jpegs-{}", std::process::id()));
-            let paths = write_jpegs(&dir, opts.e2e_images)?;
-            let pre = PreprocessConfig::clip(cfg.image_size as u32);
-            // Pooled on the device, as `extract` stores it: the host receives [B, D], not [B, T, D].
-            let points: Vec<FeaturePoint> = vec!["projector.mean".parse()?];
-            let eo = ExtractOptions {
-                batch_size: BatchSize::Fixed(opts.e2e_batch),
-                device: device.clone(),
-                dtype,
-                ..Default::default()
+            let run = E2eRun {
+                images: opts.e2e_images,
+                batch: opts.e2e_batch,
+                image_size: cfg.image_size as u32,
+                gflop,
             };
-            let bar = ui.bar(paths.len() as u64, "bench e2e");
-            // Warm-up pass over one batch, then the timed pass over all images.
-            extract(
-                &model,
-                &pre,
-                &paths[..opts.e2e_batch.min(paths.len())],
-                &[],
-                &points,
-                &eo,
-                &indicatif::ProgressBar::hidden(),
-            )?;
-            if device.is_cuda() {
-                // The timed pass should find the warm-up's page-locked buffer (no pinning in it).
-                println!(
-                    "{:<10} {:<6} page-locked staging buffer kept from the warm-up pass: {}",
-                    "upload",
-                    dtype_name,
-                    gapprobe_features::upload::spare_staging_for(&device)
-                );
-            }
-            let t0 = Instant::now();
-            extract(&model, &pre, &paths, &[], &points, &eo, &bar)?;
-            sync(&device)?;
-            let s = t0.elapsed().as_secs_f64();
-            bar.finish_and_clear();
-            std::fs::remove_dir_all(&dir).ok();
-            let ips = paths.len() as f64 / s;
-            println!(
-                "{:<10} {:<6} {:>6} {:>10.2} {:>10.1} {:>9.1}",
-                "e2e-jpeg",
-                dtype_name,
-                opts.e2e_batch,
-                s * 1e3 / (paths.len() as f64 / opts.e2e_batch as f64),
-                ips,
-                ips * gflop / 1e3
-            );
+            run.measure(&model, &device, dtype, dtype_name, ui)?;
         }
     }
     Ok(())
-}
-
-/// Decoding and preprocessing alone, as `extract` does it (batches of `batch`, each decoded into
-/// one buffer) but on all of rayon's threads (extraction on a GPU leaves two cores free):
-/// images/s overall and per thread.
-fn preprocess_rate(n: usize, batch: usize, image_size: u32) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("gapprobe-bench-pre-{}", std::process::id()));
-    let paths = write_jpegs(&dir, n)?;
-    let pre = PreprocessConfig::clip(image_size);
-    decode_planes(&paths[..batch.min(n)], &pre)?;
-    let t0 = Instant::now();
-    for chunk in paths.chunks(batch.max(1)) {
-        decode_planes(chunk, &pre)?;
-    }
-    let s = t0.elapsed().as_secs_f64();
-    std::fs::remove_dir_all(&dir).ok();
-    let threads = rayon::current_num_threads();
-    let ips = n as f64 / s;
-    println!(
-        "{:<10} {:>6} images in {:.2} s: {:.1} images/s on {threads} threads ({:.1} per thread), \
-         decode + resize + crop to 8-bit planes",
-        "preprocess",
-        n,
-        s,
-        ips,
-        ips / threads as f64
-    );
-    Ok(())
-}
-
-/// Writes `n` CUB-sized (500×375) JPEGs with smooth colour fields and noise.
-fn write_jpegs(dir: &std::path::Path, n: usize) -> Result<Vec<PathBuf>> {
-    use rayon::prelude::*;
-    std::fs::create_dir_all(dir)?;
-    (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let img = image::RgbImage::from_fn(500, 375, |x, y| {
-                let v = (x as usize * 7 + y as usize * 13 + i * 31) as u32;
-                image::Rgb([
-                    (x + i as u32) as u8,
-                    (y * 2) as u8,
-                    ((v ^ (v >> 3)) & 0xff) as u8,
-                ])
-            });
-            let p = dir.join(format!("{i:05}.jpg"));
-            img.save(&p)
-                .with_context(|| format!("writing {}", p.display()))?;
-            Ok(p)
-        })
-        .collect()
 }
 
 #[cfg(test)]

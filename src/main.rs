@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_checks;
+mod bench_e2e;
 mod bench_ops;
 mod cache_cmd;
 mod cli;
