@@ -45,8 +45,9 @@ probe_section() {
 }
 # The kernel checks first, in processes of their own: a kernel that faults leaves its process's
 # CUDA context unusable, and should cost neither the default bench's figures nor the variants'
-# time. All kernels in one process; if that fails, each attention kernel not yet measured alone,
-# and those that fail (fault or error past tolerance) are left out of what follows.
+# time. All kernels in one process (120 s: the first process also JIT-compiles the PTX); if that
+# fails, each attention kernel not yet measured alone (60 s each, so a kernel that hangs costs a
+# minute), and those that fail (fault, hang or error past tolerance) are left out of what follows.
 ALL_ATT="mma mma8 wmma fa fa128 fa8 fa_skip fa32 wg"
 BAD_ATT=""
 echo "== kernel checks (gapprobe bench --checks-only) =="
@@ -56,10 +57,10 @@ else
   grep -E "FAILED|against|rror" "$OUT/kernel_checks.txt" | head -20
   # Each run also checks the kernels other than attention: a new kernel is judged only if the
   # run with the measured default `fa` alone passes.
-  if timeout 90 /tmp/gapprobe bench --device cuda --checks-only --attention-kernels fa \
+  if timeout 60 /tmp/gapprobe bench --device cuda --checks-only --attention-kernels fa \
       > "$OUT/kernel_checks_fa.txt" 2>&1; then
     for k in wg fa32 fa_skip; do
-      if ! timeout 90 /tmp/gapprobe bench --device cuda --checks-only --attention-kernels "$k" \
+      if ! timeout 60 /tmp/gapprobe bench --device cuda --checks-only --attention-kernels "$k" \
           > "$OUT/kernel_checks_$k.txt" 2>&1; then
         BAD_ATT="$BAD_ATT $k"
         echo "attention kernel $k failed its check alone: left out of the bench and the variants"
