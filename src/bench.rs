@@ -86,13 +86,9 @@ fn attention_kernels(names: &[String]) -> Result<Vec<fused::AttentionKernel>> {
         .iter()
         .map(|name| {
             fused::AttentionKernel::from_name(name.trim()).with_context(|| {
-                let known: Vec<_> = fused::AttentionKernel::ALL
-                    .iter()
-                    .map(|k| k.name())
-                    .collect();
                 format!(
                     "--attention-kernels: no attention kernel is named '{name}' (known: {})",
-                    known.join(", ")
+                    fused::AttentionKernel::known_names()
                 )
             })
         })

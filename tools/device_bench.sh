@@ -48,7 +48,7 @@ probe_section() {
 # time. All kernels in one process (120 s: the first process also JIT-compiles the PTX); if that
 # fails, each attention kernel not yet measured alone (60 s each, so a kernel that hangs costs a
 # minute), and those that fail (fault, hang or error past tolerance) are left out of what follows.
-ALL_ATT="mma mma8 wmma fa fa128 fa8 fa_skip fa32 wg"
+ALL_ATT="mma mma8 wmma fa fa128 fa8 fa_skip fa32 wg"  # AttentionKernel::ALL's names (attention.rs)
 BAD_ATT=""
 echo "== kernel checks (gapprobe bench --checks-only) =="
 if timeout 120 /tmp/gapprobe bench --device cuda --checks-only > "$OUT/kernel_checks.txt" 2>&1; then

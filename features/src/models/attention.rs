@@ -91,10 +91,9 @@ impl AttentionKernel {
         Self::from_name(&name).unwrap_or_else(|| {
             static WARNED: std::sync::Once = std::sync::Once::new();
             WARNED.call_once(|| {
-                let known: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
                 tracing::warn!(
                     "{ATTENTION_ENV}={name} names no attention kernel ({}): using fa",
-                    known.join(", ")
+                    Self::known_names()
                 )
             });
             AttentionKernel::Flash
@@ -104,6 +103,11 @@ impl AttentionKernel {
     /// The kernel `GAPPROBE_ATTENTION` names `name` (`fa`, `wg`, …), if any.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Every kernel's name, comma-separated, for messages about a name that is none of them.
+    pub fn known_names() -> String {
+        Self::ALL.map(|k| k.name()).join(", ")
     }
 
     /// The kernel's name in `GAPPROBE_ATTENTION`.
